@@ -1,0 +1,64 @@
+//! Criterion benchmarks for the expression compiler (issue #2):
+//! (a) front end per expression: bare rustpython parse vs cold check+compile vs warm cache hit,
+//!     for short (~25 chars), medium (~90) and long (~500) expressions;
+//! (b) a Formula -> Formula -> Filter -> group_by plan compiled from strings vs hand-written.
+//! `hubworker bench expr` prints the same comparisons as ratios in one run.
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use hubworker::bench::{Size, compiled_plan, corpus, generate_frame, handwritten_plan};
+use hubworker::expr::{ExprCache, check, compile};
+
+fn front_end(c: &mut Criterion) {
+    let mut g = c.benchmark_group("front_end");
+    for size in Size::ALL {
+        let texts = corpus(size, 256);
+        g.throughput(Throughput::Elements(texts.len() as u64));
+        g.bench_with_input(BenchmarkId::new("bare_parse", size.name()), &texts, |b, t| {
+            b.iter(|| {
+                for s in t {
+                    let _ = black_box(rustpython_parser::parse_expression(black_box(s), "<e>"));
+                }
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("cold", size.name()), &texts, |b, t| {
+            b.iter(|| {
+                for s in t {
+                    let _ = black_box(check(black_box(s)).map(|c| compile(&c)));
+                }
+            })
+        });
+        let cache = ExprCache::default();
+        for s in &texts {
+            let _ = cache.get(s);
+        }
+        g.bench_with_input(BenchmarkId::new("warm", size.name()), &texts, |b, t| {
+            b.iter(|| {
+                for s in t {
+                    let _ = black_box(cache.get(black_box(s)).map(|c| compile(&c)));
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+fn execution(c: &mut Criterion) {
+    let rows = std::env::var("HUBWORKER_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let df = generate_frame(rows, 1984);
+    let mut g = c.benchmark_group("execution");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(rows as u64));
+    g.bench_function("compiled_from_strings", |b| {
+        b.iter(|| compiled_plan(&df).and_then(|lf| Ok(lf.collect()?)))
+    });
+    g.bench_function("hand_written", |b| b.iter(|| handwritten_plan(&df).collect()));
+    g.finish();
+}
+
+criterion_group!(benches, front_end, execution);
+criterion_main!(benches);

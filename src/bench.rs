@@ -1,0 +1,295 @@
+//! Expression benchmarks shared by `benches/expressions.rs` (criterion) and
+//! `hubworker bench expr`: the front end (cold check+compile, warm cache hit) side by side with
+//! the bare rustpython parse of the same texts, and a Formula → Formula → Filter → group_by plan
+//! compiled from strings side by side with the same plan written by hand in Rust Polars.
+
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use polars::prelude::{
+    DataFrame, Expr, IntoColumn, IntoLazy, LazyFrame, NamedFrom, Series, col, lit, when,
+};
+
+use crate::error::Error;
+use crate::expr::{self, ExprCache};
+
+/// The Python reference implementation's median per expression on this machine (issue #2).
+pub const PYTHON_REFERENCE_NS: f64 = 62_000.0;
+
+/// Options of `hubworker bench expr`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExprBenchArgs {
+    /// Rows of generated data for the execution benchmark.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub rows: usize,
+    /// Timed repetitions of each plan (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Distinct expressions per size class in the front-end benchmark.
+    #[arg(long, default_value_t = 2_000)]
+    pub exprs: usize,
+}
+
+/// Expression size classes of the front-end benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    /// About 25 characters.
+    Short,
+    /// About 90 characters.
+    Medium,
+    /// About 500 characters.
+    Long,
+}
+
+impl Size {
+    /// All classes, in report order.
+    pub const ALL: [Size; 3] = [Size::Short, Size::Medium, Size::Long];
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Size::Short => "short",
+            Size::Medium => "medium",
+            Size::Long => "long",
+        }
+    }
+}
+
+/// `n` distinct expressions of a size class (constants vary so no two texts are equal).
+pub fn corpus(size: Size, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| match size {
+            Size::Short => format!("pl.col(\"price\") * {}", i + 2),
+            Size::Medium => format!(
+                "pl.when(pl.col(\"qty\") > {i}).then(pl.col(\"price\") * 0.9).otherwise(pl.col(\"price\")).round(2)"
+            ),
+            Size::Long => {
+                let mut s = String::from("(");
+                for k in 0..6 {
+                    if k > 0 {
+                        s.push_str(" + ");
+                    }
+                    let _ = write!(
+                        s,
+                        "pl.when((pl.col(\"qty\") > {}) & pl.col(\"region\").str.starts_with(\"N\")).then(pl.col(\"price\") * {}).otherwise(0)",
+                        i + k,
+                        k + 1
+                    );
+                }
+                s.push_str(").fill_null(0).alias(\"score\")");
+                s
+            }
+        })
+        .collect()
+}
+
+/// Per-expression timings of one size class, in nanoseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct FrontEnd {
+    /// Average source length in bytes.
+    pub chars: usize,
+    /// rustpython-parser alone.
+    pub bare_ns: f64,
+    /// parse + allowlist + compile, no cache.
+    pub cold_ns: f64,
+    /// cache hit (+ cloning the compiled expression).
+    pub warm_ns: f64,
+}
+
+fn per_item(elapsed: Duration, items: usize) -> f64 {
+    elapsed.as_nanos() as f64 / items.max(1) as f64
+}
+
+/// Measures one size class; each measurement is the best of `rounds` passes over the texts
+/// (best-of filters out scheduler noise on a shared 2-core machine).
+pub fn measure_front_end(texts: &[String], rounds: usize) -> FrontEnd {
+    let mut bare = f64::MAX;
+    let mut cold = f64::MAX;
+    let mut warm = f64::MAX;
+    let cache = ExprCache::default();
+    for t in texts {
+        let _ = cache.get(t);
+    }
+    for _ in 0..rounds.max(1) {
+        let t0 = Instant::now();
+        for t in texts {
+            let _ = black_box(rustpython_parser::parse_expression(black_box(t), "<expr>"));
+        }
+        bare = bare.min(per_item(t0.elapsed(), texts.len()));
+        let t0 = Instant::now();
+        for t in texts {
+            let _ = black_box(expr::check(black_box(t)).map(|c| expr::compile(&c)));
+        }
+        cold = cold.min(per_item(t0.elapsed(), texts.len()));
+        let t0 = Instant::now();
+        for t in texts {
+            let _ = black_box(cache.get(black_box(t)).map(|c| expr::compile(&c)));
+        }
+        warm = warm.min(per_item(t0.elapsed(), texts.len()));
+    }
+    let chars = texts.iter().map(String::len).sum::<usize>() / texts.len().max(1);
+    FrontEnd {
+        chars,
+        bare_ns: bare,
+        cold_ns: cold,
+        warm_ns: warm,
+    }
+}
+
+/// Deterministic test data: `price` (f64, some nulls), `qty` (i64), `grp` (string, 64 values).
+pub fn generate_frame(rows: usize, seed: u64) -> DataFrame {
+    let mut state = seed;
+    let mut next = move || {
+        // splitmix64: fast, deterministic, good enough for benchmark data.
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let names: Vec<String> = (0..64).map(|g| format!("g{g:02}")).collect();
+    let mut price = Vec::with_capacity(rows);
+    let mut qty = Vec::with_capacity(rows);
+    let mut grp = Vec::with_capacity(rows);
+    for _ in 0..rows {
+        let r = next();
+        price.push(if r % 50 == 0 {
+            None
+        } else {
+            Some((r >> 11) as f64 / (1u64 << 53) as f64 * 500.0)
+        });
+        qty.push((next() % 200) as i64 - 20);
+        grp.push(names[(next() % 64) as usize].as_str());
+    }
+    let cols = vec![
+        Series::new("price".into(), price).into_column(),
+        Series::new("qty".into(), qty).into_column(),
+        Series::new("grp".into(), grp).into_column(),
+    ];
+    DataFrame::new_infer_height(cols).unwrap_or_default()
+}
+
+/// The benchmark plan's expressions as users write them.
+pub const PLAN_SOURCES: [&str; 3] = [
+    r#"pl.col("price") * pl.col("qty")"#,
+    r#"pl.when(pl.col("amount") > 1000).then(pl.col("amount") * 0.9).otherwise(pl.col("amount"))"#,
+    r#"(pl.col("net") > 50) & pl.col("grp").is_in(["g01", "g02", "g03", "g10", "g20", "g30", "g40"]).not_()"#,
+];
+
+fn finish(lf: LazyFrame, amount: Expr, net: Expr, keep: Expr) -> LazyFrame {
+    lf.with_column(amount.alias("amount"))
+        .with_column(net.alias("net"))
+        .filter(keep)
+        .group_by([col("grp")])
+        .agg([
+            col("net").sum().alias("net_sum"),
+            col("price").mean().alias("price_mean"),
+            col("qty").count().alias("n"),
+        ])
+}
+
+/// The plan built from expression strings through the compiler.
+pub fn compiled_plan(df: &DataFrame) -> Result<LazyFrame, Error> {
+    let mut exprs = Vec::with_capacity(3);
+    for src in PLAN_SOURCES {
+        exprs.push(expr::compile(&expr::check(src)?));
+    }
+    let mut it = exprs.into_iter();
+    let (Some(a), Some(n), Some(k)) = (it.next(), it.next(), it.next()) else {
+        return Err(Error::Usage("benchmark plan is incomplete".into()));
+    };
+    Ok(finish(df.clone().lazy(), a, n, k))
+}
+
+/// The same plan written by hand with the Rust Polars API.
+pub fn handwritten_plan(df: &DataFrame) -> LazyFrame {
+    let amount = col("price") * col("qty");
+    let net = when(col("amount").gt(lit(1000)))
+        .then(col("amount") * lit(0.9))
+        .otherwise(col("amount"));
+    let groups = Series::new(
+        "".into(),
+        ["g01", "g02", "g03", "g10", "g20", "g30", "g40"],
+    );
+    let list = polars::prelude::Scalar::new(
+        polars::prelude::DataType::List(Box::new(polars::prelude::DataType::String)),
+        polars::prelude::AnyValue::List(groups),
+    );
+    let keep = col("net")
+        .gt(lit(50))
+        .and(col("grp").is_in(lit(list), false).not());
+    finish(df.clone().lazy(), amount, net, keep)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Runs both benchmarks and renders the report.
+pub fn run_expr_bench(args: &ExprBenchArgs) -> Result<String, Error> {
+    let mut out = String::new();
+    let _ = writeln!(out, "front end (per expression, best of 5 passes over {} texts)", args.exprs);
+    let _ = writeln!(
+        out,
+        "{:<7} {:>6} {:>11} {:>11} {:>11} {:>10} {:>14} {:>14}",
+        "size", "chars", "bare parse", "cold", "warm", "cold/bare", "cold expr/s", "warm vs py"
+    );
+    for size in Size::ALL {
+        let texts = corpus(size, args.exprs);
+        let f = measure_front_end(&texts, 5);
+        let _ = writeln!(
+            out,
+            "{:<7} {:>6} {:>9.0}ns {:>9.0}ns {:>9.0}ns {:>9.3}x {:>14.0} {:>13.0}x",
+            size.name(),
+            f.chars,
+            f.bare_ns,
+            f.cold_ns,
+            f.warm_ns,
+            f.cold_ns / f.bare_ns,
+            1e9 / f.cold_ns,
+            PYTHON_REFERENCE_NS / f.warm_ns
+        );
+    }
+    let df = generate_frame(args.rows, 1984);
+    let mut compiled = Vec::new();
+    let mut hand = Vec::new();
+    let mut rows_out = (0, 0);
+    // Interleave the two so drift (thermal, other load) hits both alike; one warm-up each.
+    for i in 0..=args.runs.max(1) {
+        let t0 = Instant::now();
+        let a = compiled_plan(&df)?.collect()?;
+        let tc = t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        let b = handwritten_plan(&df).collect()?;
+        let th = t0.elapsed().as_secs_f64();
+        rows_out = (a.height(), b.height());
+        if i > 0 {
+            compiled.push(tc);
+            hand.push(th);
+        }
+    }
+    let (mc, mh) = (median(compiled), median(hand));
+    let _ = writeln!(
+        out,
+        "\nexecution: Formula -> Formula -> Filter -> group_by over {} rows (median of {} runs)",
+        args.rows, args.runs
+    );
+    let _ = writeln!(
+        out,
+        "compiled from strings: {:>8.1} ms  {:>12.0} rows/s  ({} groups)",
+        mc * 1e3,
+        args.rows as f64 / mc,
+        rows_out.0
+    );
+    let _ = writeln!(
+        out,
+        "hand-written Rust:     {:>8.1} ms  {:>12.0} rows/s  ({} groups)",
+        mh * 1e3,
+        args.rows as f64 / mh,
+        rows_out.1
+    );
+    let _ = writeln!(out, "ratio compiled/hand-written: {:.3}x", mc / mh);
+    Ok(out)
+}

@@ -1,0 +1,148 @@
+//! The command line: subcommands and their dispatch. Parsing only; the work happens in the
+//! modules each subcommand names. Secrets never come in through argv.
+
+use std::io::{BufReader, Write};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::batch::{self, Mode};
+use crate::error::Error;
+use crate::expr::{self, ExprCache};
+use crate::frames;
+
+/// hubworker: executes data workflows for a Hub under a zero-trust model.
+#[derive(Debug, Parser)]
+#[command(name = "hubworker", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check user input without running it.
+    #[command(subcommand)]
+    Check(Check),
+    /// Evaluate expressions on a data file.
+    Eval(EvalArgs),
+    /// Run built-in benchmarks.
+    #[command(subcommand)]
+    Bench(Bench),
+    /// Print generated documentation (the README's reference sections).
+    #[command(hide = true)]
+    Doc {
+        /// What to print: `expr-reference`.
+        what: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Check {
+    /// Check Polars expressions (Python syntax) against the allowlist.
+    Expr {
+        /// The expression to check (omit with --jsonl).
+        #[arg(required_unless_present = "jsonl", conflicts_with = "jsonl")]
+        expr: Option<String>,
+        /// Read `{"id":..,"expr":..}` lines on stdin, answer one line each on stdout.
+        #[arg(long)]
+        jsonl: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct EvalArgs {
+    /// Input data: .parquet, .csv or .arrow.
+    #[arg(long)]
+    input: PathBuf,
+    /// Read `{"id":..,"expr":..,"mode":..}` lines on stdin; write DIR/<id>.parquet per line.
+    #[arg(long, requires = "out_dir", conflicts_with = "expr")]
+    jsonl: bool,
+    /// Directory for results of --jsonl.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// One expression to evaluate; the result table is printed.
+    #[arg(long, required_unless_present = "jsonl")]
+    expr: Option<String>,
+    /// select: `df.select((EXPR).alias("result"))`; filter: `df.filter(EXPR)`.
+    #[arg(long, value_enum, default_value_t = Mode::Select)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Expression front end (cold, warm, bare parse) and plan execution vs hand-written Polars.
+    Expr(crate::bench::ExprBenchArgs),
+}
+
+/// Runs the parsed command; returns the process exit code on success.
+pub fn run(cli: Cli) -> Result<u8, Error> {
+    match cli.command {
+        Command::Check(Check::Expr { expr, jsonl }) => check_expr(expr, jsonl),
+        Command::Eval(args) => eval(args),
+        Command::Bench(Bench::Expr(args)) => {
+            let report = crate::bench::run_expr_bench(&args)?;
+            println!("{report}");
+            Ok(0)
+        }
+        Command::Doc { what } => match what.as_str() {
+            "expr-reference" => {
+                print!("{}", expr::reference_markdown());
+                Ok(0)
+            }
+            other => Err(Error::Usage(format!("unknown doc '{other}'"))),
+        },
+    }
+}
+
+fn check_expr(src: Option<String>, jsonl: bool) -> Result<u8, Error> {
+    let cache = ExprCache::default();
+    if jsonl {
+        let stdin = std::io::stdin().lock();
+        let stdout = std::io::stdout().lock();
+        batch::check_jsonl(BufReader::new(stdin), stdout, &cache)?;
+        return Ok(0);
+    }
+    let src = src.unwrap_or_default();
+    match expr::check(&src) {
+        Ok(_) => {
+            println!("ok");
+            Ok(0)
+        }
+        Err(e) => {
+            let mut err = std::io::stderr().lock();
+            writeln!(err, "rejected: {} [{}]", e.message, e.code())?;
+            writeln!(err, "  {}", src.replace('\n', " "))?;
+            let start = src.get(..e.span.0 as usize).map_or(0, |s| s.chars().count());
+            let width = src
+                .get(e.span.0 as usize..e.span.1 as usize)
+                .map_or(1, |s| s.chars().count().max(1));
+            writeln!(err, "  {}{}", " ".repeat(start), "^".repeat(width))?;
+            Ok(1)
+        }
+    }
+}
+
+fn eval(args: EvalArgs) -> Result<u8, Error> {
+    let df = frames::read(&args.input).map_err(|source| Error::Frame {
+        path: args.input.clone(),
+        source,
+    })?;
+    let cache = ExprCache::default();
+    if args.jsonl {
+        let dir = args
+            .out_dir
+            .ok_or_else(|| Error::Usage("--jsonl needs --out-dir".into()))?;
+        std::fs::create_dir_all(&dir)?;
+        let stdin = std::io::stdin().lock();
+        let stdout = std::io::stdout().lock();
+        batch::eval_jsonl(&df, &dir, BufReader::new(stdin), stdout, &cache)?;
+        return Ok(0);
+    }
+    let src = args.expr.unwrap_or_default();
+    let checked = expr::check(&src)?;
+    let result = batch::apply_guarded(&df, expr::compile(&checked), args.mode)
+        .map_err(|m| Error::Polars(polars::prelude::PolarsError::ComputeError(m.into())))?;
+    println!("{result}");
+    Ok(0)
+}

@@ -1,0 +1,42 @@
+//! The top-level error: composes module errors and owns the map to process exit codes.
+//! Never formats secrets; module errors are built to be safe to show.
+
+use std::path::PathBuf;
+
+use crate::expr::ExprError;
+
+/// Anything a subcommand can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An expression was rejected (a user error, not a crash).
+    #[error("expression rejected: {0}")]
+    Expr(#[from] ExprError),
+    /// Reading or writing a data file failed.
+    #[error("{path}: {source}")]
+    Frame {
+        /// The file involved.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: crate::frames::FrameError,
+    },
+    /// Polars failed while executing.
+    #[error("execution failed: {0}")]
+    Polars(#[from] polars::prelude::PolarsError),
+    /// Standard input/output failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The command line or a config value is unusable.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// The process exit code: 0 ok, 1 runtime failure, 2 usage or input error (as clap).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) | Error::Expr(_) => 2,
+            Error::Frame { .. } | Error::Polars(_) | Error::Io(_) => 1,
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! The allowlist walk over rustpython's AST. Every node kind is matched explicitly and anything
+//! not listed is rejected; recursion is bounded by `MAX_DEPTH` and work by `MAX_NODES`.
+//! This file decides what may appear; `funcs/` decides what a call means.
+
+use rustpython_parser::ast::{self, Constant, Ranged};
+
+use super::args::Call;
+use super::error::{ErrorCode, ExprError, Result, Span};
+use super::funcs::{WHEN_OTHERWISE, WHEN_THEN, WHEN_WHEN};
+use super::limits::{MAX_DEPTH, MAX_NODES, MAX_STR_BYTES};
+use super::ops;
+use super::registry::{Table, lookup, suggest};
+use super::val::{Arg, Val, WhenStep};
+use super::value::{BinOp, CmpOp, Const, UnOp};
+
+/// The byte span of a node.
+pub(crate) fn span_of<T: Ranged>(node: &T) -> Span {
+    let r = node.range();
+    (r.start().to_u32(), r.end().to_u32())
+}
+
+fn err(code: ErrorCode, msg: impl Into<String>, span: Span) -> ExprError {
+    ExprError::new(code, msg, span)
+}
+
+fn forbidden(what: &str, hint: &str, span: Span) -> ExprError {
+    err(
+        ErrorCode::ForbiddenNode,
+        format!("{what} is not allowed in expressions{hint}"),
+        span,
+    )
+}
+
+/// Checks an identifier used as an attribute or keyword: ASCII, not dunder, not private.
+fn check_ident(name: &str, span: Span) -> Result<()> {
+    if !name.is_ascii() {
+        return Err(err(
+            ErrorCode::NonAsciiIdentifier,
+            format!(
+                "identifier '{name}' has non-ASCII characters (Python would NFKC-normalize it into \
+                 another name)"
+            ),
+            span,
+        ));
+    }
+    if name.starts_with("__") && name.ends_with("__") {
+        return Err(err(
+            ErrorCode::DunderAttribute,
+            format!("'{name}': double-underscore attributes are not allowed"),
+            span,
+        ));
+    }
+    if name.starts_with('_') {
+        return Err(err(
+            ErrorCode::DunderAttribute,
+            format!("'{name}': private attributes are not allowed"),
+            span,
+        ));
+    }
+    Ok(())
+}
+
+/// Why a well-known dangerous `pl.*` name is absent, for a clearer message.
+fn absent_reason(name: &str) -> Option<&'static str> {
+    let io = ["read_", "scan_", "write_", "sink_", "from_", "to_"];
+    if io.iter().any(|p| name.starts_with(p)) {
+        return Some("expressions cannot read, write or construct data");
+    }
+    match name {
+        "sql" | "SQLContext" => Some("SQL belongs in a sql node, not in an expression"),
+        "DataFrame" | "LazyFrame" | "Series" => Some("expressions cannot construct frames"),
+        "Config" | "thread_pool_size" | "show_versions" | "enable_string_cache"
+        | "set_random_seed" => Some("expressions cannot read or change global state"),
+        "plugins" | "register_plugin_function" | "map_elements" | "map_batches" | "pipe"
+        | "map_groups" | "apply" => Some("expressions cannot run callbacks or plugins"),
+        _ => None,
+    }
+}
+
+fn unsupported(table: Table, name: &str, span: Span) -> ExprError {
+    let mut msg = format!("{}{name} is not supported", table.prefix());
+    if let Some(reason) = absent_reason(name) {
+        msg.push_str(": ");
+        msg.push_str(reason);
+    } else if let Some(s) = suggest(table, name) {
+        msg.push_str(&format!(" (did you mean {}{s}?)", table.prefix()));
+    }
+    err(ErrorCode::UnsupportedMethod, msg, span)
+}
+
+fn binop(op: &ast::Operator, span: Span) -> Result<BinOp> {
+    Ok(match op {
+        ast::Operator::Add => BinOp::Add,
+        ast::Operator::Sub => BinOp::Sub,
+        ast::Operator::Mult => BinOp::Mul,
+        ast::Operator::Div => BinOp::TrueDiv,
+        ast::Operator::FloorDiv => BinOp::FloorDiv,
+        ast::Operator::Mod => BinOp::Mod,
+        ast::Operator::Pow => BinOp::Pow,
+        ast::Operator::BitAnd => BinOp::BitAnd,
+        ast::Operator::BitOr => BinOp::BitOr,
+        ast::Operator::BitXor => BinOp::BitXor,
+        ast::Operator::LShift => BinOp::LShift,
+        ast::Operator::RShift => BinOp::RShift,
+        ast::Operator::MatMult => return Err(forbidden("the @ operator", "", span)),
+    })
+}
+
+/// Walks one parsed expression, producing its checked value.
+#[derive(Debug, Default)]
+pub(crate) struct Walker {
+    nodes: usize,
+}
+
+impl Walker {
+    /// Checks and evaluates `e` at nesting `depth`.
+    pub(crate) fn eval(&mut self, e: &ast::Expr, depth: usize) -> Result<Arg> {
+        let span = span_of(e);
+        if depth > MAX_DEPTH {
+            return Err(err(
+                ErrorCode::LimitExceeded,
+                format!("expression is nested deeper than {MAX_DEPTH} levels"),
+                span,
+            ));
+        }
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(err(
+                ErrorCode::LimitExceeded,
+                format!("expression has more than {MAX_NODES} syntax nodes"),
+                span,
+            ));
+        }
+        let d = depth + 1;
+        let val = match e {
+            ast::Expr::Constant(c) => Val::Const(constant(&c.value, span)?),
+            ast::Expr::Name(n) => name(n.id.as_str(), span)?,
+            ast::Expr::Attribute(a) => {
+                let recv = self.eval(&a.value, d)?;
+                attribute(recv, a.attr.as_str(), span, false)?
+            }
+            ast::Expr::Call(c) => self.call(c, d, span)?,
+            ast::Expr::BinOp(b) => {
+                let op = binop(&b.op, span)?;
+                let l = self.eval(&b.left, d)?;
+                let r = self.eval(&b.right, d)?;
+                ops::binary(op, l, r, span)?
+            }
+            ast::Expr::UnaryOp(u) => {
+                let op = match u.op {
+                    ast::UnaryOp::Invert => UnOp::Invert,
+                    ast::UnaryOp::Not => UnOp::Not,
+                    ast::UnaryOp::UAdd => UnOp::Pos,
+                    ast::UnaryOp::USub => UnOp::Neg,
+                };
+                let operand = self.eval(&u.operand, d)?;
+                ops::unary(op, operand, span)?
+            }
+            ast::Expr::Compare(c) => self.compare(c, d, span)?,
+            ast::Expr::BoolOp(b) => {
+                let word = match b.op {
+                    ast::BoolOp::And => "'and' (use & instead)",
+                    ast::BoolOp::Or => "'or' (use | instead)",
+                };
+                return Err(err(
+                    ErrorCode::BooleanOperator,
+                    format!(
+                        "{word}: Python would call bool() on an expression, which py-polars \
+                         refuses; combine conditions with & and | and wrap each in parentheses"
+                    ),
+                    span,
+                ));
+            }
+            ast::Expr::List(l) => Val::Seq(self.items(&l.elts, d)?),
+            ast::Expr::Tuple(t) => Val::Seq(self.items(&t.elts, d)?),
+            ast::Expr::NamedExpr(_) => return Err(forbidden("the walrus operator :=", "", span)),
+            ast::Expr::Lambda(_) => return Err(forbidden("lambda", "", span)),
+            ast::Expr::IfExp(_) => {
+                return Err(forbidden(
+                    "'x if c else y'",
+                    " (use pl.when(c).then(x).otherwise(y))",
+                    span,
+                ));
+            }
+            ast::Expr::Dict(_) => return Err(forbidden("a dict literal", "", span)),
+            ast::Expr::Set(_) => return Err(forbidden("a set literal", " (use a list)", span)),
+            ast::Expr::ListComp(_)
+            | ast::Expr::SetComp(_)
+            | ast::Expr::DictComp(_)
+            | ast::Expr::GeneratorExp(_) => {
+                return Err(forbidden("a comprehension or generator", "", span));
+            }
+            ast::Expr::Await(_) => return Err(forbidden("await", "", span)),
+            ast::Expr::Yield(_) | ast::Expr::YieldFrom(_) => {
+                return Err(forbidden("yield", "", span));
+            }
+            ast::Expr::FormattedValue(_) | ast::Expr::JoinedStr(_) => {
+                return Err(forbidden("an f-string", " (use pl.format or concat_str)", span));
+            }
+            ast::Expr::Subscript(_) => return Err(forbidden("subscripting with [...]", "", span)),
+            ast::Expr::Starred(_) => return Err(forbidden("*unpacking", "", span)),
+            ast::Expr::Slice(_) => return Err(forbidden("a slice", "", span)),
+        };
+        Ok(Arg { val, span })
+    }
+
+    fn items(&mut self, elts: &[ast::Expr], depth: usize) -> Result<Vec<Arg>> {
+        elts.iter().map(|e| self.eval(e, depth)).collect()
+    }
+
+    fn compare(&mut self, c: &ast::ExprCompare, depth: usize, span: Span) -> Result<Val> {
+        if c.ops.len() != 1 || c.comparators.len() != 1 {
+            return Err(err(
+                ErrorCode::ChainedComparison,
+                "chained comparisons like a < b < c expand to 'and', which py-polars refuses; \
+                 write (a < b) & (b < c)",
+                span,
+            ));
+        }
+        let op = match c.ops[0] {
+            ast::CmpOp::Eq => CmpOp::Eq,
+            ast::CmpOp::NotEq => CmpOp::NotEq,
+            ast::CmpOp::Lt => CmpOp::Lt,
+            ast::CmpOp::LtE => CmpOp::LtE,
+            ast::CmpOp::Gt => CmpOp::Gt,
+            ast::CmpOp::GtE => CmpOp::GtE,
+            ast::CmpOp::In | ast::CmpOp::NotIn => {
+                return Err(forbidden("'in'", " (use .is_in([...]))", span));
+            }
+            ast::CmpOp::Is | ast::CmpOp::IsNot => {
+                return Err(forbidden("'is'", " (use .is_null() / .is_not_null())", span));
+            }
+        };
+        let l = self.eval(&c.left, depth)?;
+        let r = self.eval(&c.comparators[0], depth)?;
+        ops::compare(op, l, r, span)
+    }
+
+    fn call(&mut self, c: &ast::ExprCall, depth: usize, span: Span) -> Result<Val> {
+        // The callee: attribute access resolved in call position (so `pl.Datetime(...)` is a
+        // constructor call while a bare `pl.Datetime` is a data type).
+        let callee = match c.func.as_ref() {
+            ast::Expr::Attribute(a) => {
+                let aspan = span_of(a);
+                if depth > MAX_DEPTH {
+                    return Err(err(
+                        ErrorCode::LimitExceeded,
+                        format!("expression is nested deeper than {MAX_DEPTH} levels"),
+                        aspan,
+                    ));
+                }
+                let recv = self.eval(&a.value, depth + 1)?;
+                attribute(recv, a.attr.as_str(), aspan, true)?
+            }
+            other => self.eval(other, depth)?.val,
+        };
+        let mut positional = Vec::with_capacity(c.args.len());
+        for a in &c.args {
+            if let ast::Expr::Starred(s) = a {
+                return Err(forbidden("*args unpacking", "", span_of(s)));
+            }
+            positional.push(self.eval(a, depth)?);
+        }
+        let mut keywords = Vec::with_capacity(c.keywords.len());
+        for k in &c.keywords {
+            let kspan = span_of(k);
+            let Some(id) = &k.arg else {
+                return Err(forbidden("**kwargs unpacking", "", kspan));
+            };
+            check_ident(id.as_str(), kspan)?;
+            keywords.push((id.as_str().to_owned(), self.eval(&k.value, depth)?));
+        }
+        match callee {
+            Val::Func(spec, table) => {
+                let mut call = Call::bind(spec, table, None, positional, keywords, span)?;
+                (spec.build)(&mut call)
+            }
+            Val::Method(recv, spec, table) => {
+                let mut call = Call::bind(spec, table, Some(*recv), positional, keywords, span)?;
+                (spec.build)(&mut call)
+            }
+            Val::WhenMethod(chain, step) => {
+                let spec = match step {
+                    WhenStep::When => &WHEN_WHEN,
+                    WhenStep::Then => &WHEN_THEN,
+                    WhenStep::Otherwise => &WHEN_OTHERWISE,
+                };
+                let mut call =
+                    Call::bind(spec, Table::Functions, None, positional, keywords, span)?;
+                call.chain = Some(chain);
+                (spec.build)(&mut call)
+            }
+            other => Err(err(
+                ErrorCode::TypeMismatch,
+                format!("{} is not callable", other.describe()),
+                span_of(c.func.as_ref()),
+            )),
+        }
+    }
+}
+
+fn constant(c: &Constant, span: Span) -> Result<Const> {
+    match c {
+        Constant::None => Ok(Const::None),
+        Constant::Bool(b) => Ok(Const::Bool(*b)),
+        Constant::Str(s) => {
+            if s.len() > MAX_STR_BYTES {
+                return Err(err(
+                    ErrorCode::LimitExceeded,
+                    format!("string literal longer than {MAX_STR_BYTES} bytes"),
+                    span,
+                ));
+            }
+            Ok(Const::Str(s.clone()))
+        }
+        Constant::Int(i) => i64::try_from(i).map(Const::Int).map_err(|_| {
+            err(
+                ErrorCode::LimitExceeded,
+                "integer literal is out of the supported range (64-bit)",
+                span,
+            )
+        }),
+        Constant::Float(f) => Ok(Const::Float(*f)),
+        Constant::Bytes(_) => Err(forbidden("a bytes literal", "", span)),
+        Constant::Complex { .. } => Err(forbidden("a complex number", "", span)),
+        Constant::Ellipsis => Err(forbidden("'...'", "", span)),
+        Constant::Tuple(_) => Err(forbidden("a constant tuple", "", span)),
+    }
+}
+
+fn name(id: &str, span: Span) -> Result<Val> {
+    if id == "pl" {
+        return Ok(Val::Pl);
+    }
+    if !id.is_ascii() {
+        return Err(err(
+            ErrorCode::NonAsciiIdentifier,
+            format!("name '{id}' has non-ASCII characters"),
+            span,
+        ));
+    }
+    Err(err(
+        ErrorCode::ForbiddenName,
+        format!(
+            "name '{id}' is not available: expressions may only use pl (with True, False, None)"
+        ),
+        span,
+    ))
+}
+
+/// Resolves `recv.name`; `callee` says the attribute is being called right away.
+fn attribute(recv: Arg, name: &str, span: Span, callee: bool) -> Result<Val> {
+    // The attribute name ends where the node ends.
+    let nspan = (span.1.saturating_sub(name.len() as u32), span.1);
+    check_ident(name, nspan)?;
+    match recv.val {
+        Val::Pl => {
+            if let Some(spec) = lookup(Table::DTypes, name) {
+                if callee {
+                    return Ok(Val::Func(spec, Table::DTypes));
+                }
+                let mut call = Call::bind(spec, Table::DTypes, None, vec![], vec![], span)?;
+                return (spec.build)(&mut call);
+            }
+            match lookup(Table::Functions, name) {
+                Some(spec) => Ok(Val::Func(spec, Table::Functions)),
+                None => Err(unsupported(Table::Functions, name, nspan)),
+            }
+        }
+        Val::When(chain) => {
+            let step = match name {
+                "then" if chain.pending.is_some() => Some(WhenStep::Then),
+                "when" if chain.pending.is_none() => Some(WhenStep::When),
+                "otherwise" if chain.pending.is_none() => Some(WhenStep::Otherwise),
+                _ => None,
+            };
+            if let Some(step) = step {
+                return Ok(Val::WhenMethod(chain, step));
+            }
+            if chain.pending.is_some() {
+                return Err(err(
+                    ErrorCode::UnsupportedMethod,
+                    format!("pl.when(...).{name}: a when must be followed by .then(...)"),
+                    nspan,
+                ));
+            }
+            let expr = chain.finish(polars::prelude::lit(polars::prelude::NULL));
+            expr_attribute(expr, name, nspan)
+        }
+        Val::Expr(expr) => expr_attribute(expr, name, nspan),
+        Val::Namespace(expr, table) => match lookup(table, name) {
+            Some(spec) => Ok(Val::Method(expr, spec, table)),
+            None => Err(unsupported(table, name, nspan)),
+        },
+        other => Err(err(
+            ErrorCode::UnsupportedMethod,
+            format!(
+                "{} has no supported attribute '{name}' (wrap constants in pl.lit(...))",
+                other.describe()
+            ),
+            nspan,
+        )),
+    }
+}
+
+fn expr_attribute(expr: polars::prelude::Expr, name: &str, nspan: Span) -> Result<Val> {
+    if let Some(table) = Table::namespace(name) {
+        return Ok(Val::Namespace(Box::new(expr), table));
+    }
+    match lookup(Table::Methods, name) {
+        Some(spec) => Ok(Val::Method(Box::new(expr), spec, Table::Methods)),
+        None => Err(unsupported(Table::Methods, name, nspan)),
+    }
+}

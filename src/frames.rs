@@ -1,0 +1,72 @@
+//! Reading input files into DataFrames and writing results. The format is chosen by the file
+//! extension (`.parquet`, `.csv`, `.arrow`/`.ipc`/`.feather`); nothing is guessed from content.
+
+use std::fs::File;
+use std::path::Path;
+
+use polars::prelude::{
+    CsvReadOptions, DataFrame, IpcReader, ParquetReader, ParquetWriter, PolarsError, SerReader,
+};
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The extension is not one we read.
+    #[error("unsupported file type (expected .parquet, .csv or .arrow)")]
+    UnsupportedType,
+    /// Opening or creating the file failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The file's content could not be decoded or encoded.
+    #[error("{0}")]
+    Polars(#[from] PolarsError),
+}
+
+/// File formats we read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Apache Parquet.
+    Parquet,
+    /// Comma-separated values with a header row.
+    Csv,
+    /// Arrow IPC file (Feather v2).
+    Arrow,
+}
+
+impl Format {
+    /// The format for a path, by extension.
+    pub fn of(path: &Path) -> Option<Format> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "parquet" | "pq" => Some(Format::Parquet),
+            "csv" => Some(Format::Csv),
+            "arrow" | "ipc" | "feather" => Some(Format::Arrow),
+            _ => None,
+        }
+    }
+}
+
+/// Reads a whole file into a DataFrame.
+pub fn read(path: &Path) -> Result<DataFrame, FrameError> {
+    let format = Format::of(path).ok_or(FrameError::UnsupportedType)?;
+    let df = match format {
+        Format::Parquet => ParquetReader::new(File::open(path)?).finish()?,
+        Format::Arrow => IpcReader::new(File::open(path)?).finish()?,
+        Format::Csv => CsvReadOptions::default()
+            .with_has_header(true)
+            .try_into_reader_with_file_path(Some(path.to_path_buf()))?
+            .finish()?,
+    };
+    Ok(df)
+}
+
+/// Writes `df` as Parquet (zstd) to `path`, replacing it atomically via a temporary sibling.
+pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<(), FrameError> {
+    let tmp = path.with_extension("parquet.tmp");
+    {
+        let file = File::create(&tmp)?;
+        ParquetWriter::new(file).finish(df)?;
+    }
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}

@@ -1,0 +1,23 @@
+//! hubworker: a zero-trust worker that executes data workflows for a central Hub.
+//!
+//! The Hub dispatches runs; the worker verifies everything itself. This crate is the library
+//! behind the `hubworker` binary; every subcommand is a thin shell over a module here.
+//!
+//! # Layout
+//! - [`expr`]: py-polars expression source → checked → native Polars `Expr`; no eval, ever.
+//! - [`frames`]: reading input files into DataFrames and writing results.
+//! - [`batch`]: the JSONL batch commands (`check expr`, `eval`): one line in, one line out.
+//! - [`bench`]: the expression benchmarks shared by `benches/` and `hubworker bench expr`.
+//! - [`cli`]: the command line (clap).
+//! - [`error`]: the top-level error and its exit codes.
+//! - [`telemetry`]: tracing setup; span fields never carry secrets.
+
+pub mod batch;
+pub mod bench;
+pub mod cli;
+pub mod error;
+pub mod expr;
+pub mod frames;
+pub mod telemetry;
+
+pub use error::Error;

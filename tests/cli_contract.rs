@@ -1,0 +1,112 @@
+use polars::prelude::*;
+use serde_json::{Value, json};
+
+use crate::util::{answers, run, sample_parquet};
+
+#[test]
+fn check_jsonl_answers_every_line_in_order() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = [
+        r#"{"id": "ok1", "expr": "pl.col(\"a\") + 1"}"#,
+        r#"{"id": 7, "expr": "eval(\"1\")"}"#,
+        "not json at all",
+        "",
+        r#"{"id": "no-expr"}"#,
+        r#"{"id": "big", "expr": "pl.lit(9**9**9)"}"#,
+    ]
+    .join("\n");
+    let out = run(&["check", "expr", "--jsonl"], &input, dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let a = answers(&out);
+    assert_eq!(a.len(), 5, "one answer per non-blank line: {a:?}");
+    assert_eq!(a[0], json!({"id": "ok1", "ok": true}));
+    assert_eq!(a[1]["id"], json!(7));
+    assert_eq!(a[1]["ok"], json!(false));
+    assert_eq!(a[1]["code"], json!("forbidden_name"));
+    assert_eq!(a[1]["span"], json!([0, 4]));
+    assert_eq!(a[2]["id"], Value::Null);
+    assert_eq!(a[2]["code"], json!("bad_request"));
+    assert_eq!(a[3]["code"], json!("bad_request"));
+    assert_eq!(a[4]["id"], json!("big"));
+    assert_eq!(a[4]["code"], json!("limit_exceeded"));
+}
+
+#[test]
+fn check_single_expression_is_human_readable() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = run(&["check", "expr", "pl.col(\"a\").frobnicate()"], "", dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[unsupported_method]"), "{err}");
+    assert!(err.contains("^^^^^^^^^^"), "{err}");
+    let out = run(&["check", "expr", "pl.col(\"a\") * 2"], "", dir.path());
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
+
+#[test]
+fn eval_jsonl_writes_results_and_answers_errors() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = sample_parquet(dir.path());
+    let out_dir = dir.path().join("out");
+    let lines = [
+        r#"{"id": "sel", "expr": "pl.col(\"a\") * 2", "mode": "select"}"#,
+        r#"{"id": "flt", "expr": "pl.col(\"b\") > 2", "mode": "filter"}"#,
+        r#"{"id": "bad", "expr": "pl.col(\"a\") or pl.col(\"b\")", "mode": "filter"}"#,
+        r#"{"id": "err", "expr": "pl.col(\"missing\")", "mode": "select"}"#,
+        r#"{"id": "../escape", "expr": "pl.col(\"a\")", "mode": "select"}"#,
+    ]
+    .join("\n");
+    let out = run(
+        &[
+            "eval",
+            "--input",
+            input.to_str().expect("utf8"),
+            "--jsonl",
+            "--out-dir",
+            out_dir.to_str().expect("utf8"),
+        ],
+        &lines,
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let a = answers(&out);
+    assert_eq!(a.len(), 5);
+    assert_eq!(a[0], json!({"id": "sel", "ok": true, "rows": 5}));
+    assert_eq!(a[1], json!({"id": "flt", "ok": true, "rows": 2}));
+    assert_eq!(a[2]["code"], json!("boolean_operator"));
+    assert_eq!(a[3]["code"], json!("eval_error"));
+    assert_eq!(a[4]["code"], json!("bad_request"));
+    assert!(!dir.path().join("escape.parquet").exists());
+    let sel = ParquetReader::new(std::fs::File::open(out_dir.join("sel.parquet")).expect("open"))
+        .finish()
+        .expect("read");
+    assert_eq!(sel.get_column_names(), ["result"]);
+    let v: Vec<Option<i64>> = sel.column("result").expect("c").i64().expect("i64").into_iter().collect();
+    assert_eq!(v, vec![Some(2), Some(-14), None, Some(20), Some(0)]);
+    let flt = ParquetReader::new(std::fs::File::open(out_dir.join("flt.parquet")).expect("open"))
+        .finish()
+        .expect("read");
+    assert_eq!(flt.width(), 5, "filter keeps every input column");
+    assert!(!out_dir.join("bad.parquet").exists());
+}
+
+#[test]
+fn eval_one_off_prints_a_table() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = sample_parquet(dir.path());
+    let out = run(
+        &["eval", "--input", input.to_str().expect("utf8"), "--expr", "pl.col(\"s\").str.to_uppercase()"],
+        "",
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("APPLE") && text.contains("HELLO WORLD"), "{text}");
+    let out = run(
+        &["eval", "--input", input.to_str().expect("utf8"), "--expr", "open('x')"],
+        "",
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2), "a rejected expression is a usage error");
+}

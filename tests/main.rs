@@ -1,0 +1,16 @@
+//! The integration test binary (one binary, many modules, as ripgrep does).
+
+/// Runs the built binary, temp dirs, JSONL helpers.
+mod util;
+
+/// The expression checker through the library API: codes, spans, limits, semantics.
+mod check_expr;
+
+/// `hubworker check expr` and `hubworker eval` as real processes: the CLI contract.
+mod cli_contract;
+
+/// Expression results against exact values (py-polars semantics).
+mod eval;
+
+/// Property tests: no input makes the checker panic.
+mod fuzzish;

@@ -1,0 +1,61 @@
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use polars::prelude::*;
+use serde_json::Value;
+
+/// The hubworker binary cargo built for these tests.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hubworker"))
+}
+
+/// Runs hubworker with `args`, feeding `stdin`, in `cwd`.
+pub fn run(args: &[&str], stdin: &str, cwd: &Path) -> Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn hubworker");
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.as_bytes().to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait");
+    writer.join().expect("writer");
+    out
+}
+
+/// The JSON objects printed one per line.
+pub fn answers(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("answer line is JSON"))
+        .collect()
+}
+
+/// A small frame with nulls, NaN, negatives and strings, written as parquet into `dir`.
+pub fn sample_frame() -> DataFrame {
+    df!(
+        "a" => [Some(1i64), Some(-7), None, Some(10), Some(0)],
+        "b" => [Some(2i32), Some(2), Some(3), None, Some(5)],
+        "x" => [Some(2.5f64), Some(f64::NAN), Some(-1.25), None, Some(12.25)],
+        "s" => [Some("apple"), Some("ü"), None, Some("-12"), Some("Hello World")],
+        "flag" => [Some(true), Some(false), None, Some(true), Some(false)]
+    )
+    .expect("frame")
+}
+
+/// Writes the sample frame as parquet and returns its path.
+pub fn sample_parquet(dir: &Path) -> PathBuf {
+    let path = dir.join("sample.parquet");
+    let mut df = sample_frame();
+    let f = std::fs::File::create(&path).expect("create");
+    ParquetWriter::new(f).finish(&mut df).expect("write parquet");
+    path
+}
