@@ -116,17 +116,24 @@ fn lines(input: impl BufRead) -> impl Iterator<Item = std::io::Result<Result<Str
                     "request line longer than {MAX_LINE_BYTES} bytes"
                 ))));
             }
-            return Some(Ok(String::from_utf8(buf).map_err(|_| "request line is not UTF-8".into())));
+            return Some(Ok(
+                String::from_utf8(buf).map_err(|_| "request line is not UTF-8".into())
+            ));
         }
     })
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(line: &str) -> Result<T, String> {
-    serde_json::from_str(line).map_err(|e| format!("request is not valid JSON for this command: {e}"))
+    serde_json::from_str(line)
+        .map_err(|e| format!("request is not valid JSON for this command: {e}"))
 }
 
 /// `hubworker check expr --jsonl`: answers whether each expression passes the checker.
-pub fn check_jsonl(input: impl BufRead, mut out: impl Write, cache: &ExprCache) -> std::io::Result<usize> {
+pub fn check_jsonl(
+    input: impl BufRead,
+    mut out: impl Write,
+    cache: &ExprCache,
+) -> std::io::Result<usize> {
     let mut n = 0;
     for line in lines(input) {
         let null = Value::Null;
@@ -226,7 +233,10 @@ pub fn eval_jsonl(
                 write_answer(&mut out, &a)?;
             }
             Err(e) => {
-                write_answer(&mut out, &Answer::fail(&req.id, "write_error", e.to_string()))?;
+                write_answer(
+                    &mut out,
+                    &Answer::fail(&req.id, "write_error", e.to_string()),
+                )?;
             }
         }
     }

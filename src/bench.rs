@@ -114,7 +114,12 @@ pub fn measure_front_end(texts: &[String], rounds: usize) -> FrontEnd {
     for _ in 0..rounds.max(1) {
         let t0 = Instant::now();
         for t in texts {
-            let _ = black_box(rustpython_parser::parse_expression(black_box(t), "<expr>"));
+            let _ = black_box(
+                <rustpython_parser::ast::Expr as rustpython_parser::Parse>::parse(
+                    black_box(t),
+                    "<expr>",
+                ),
+            );
         }
         bare = bare.min(per_item(t0.elapsed(), texts.len()));
         let t0 = Instant::now();
@@ -208,10 +213,7 @@ pub fn handwritten_plan(df: &DataFrame) -> LazyFrame {
     let net = when(col("amount").gt(lit(1000)))
         .then(col("amount") * lit(0.9))
         .otherwise(col("amount"));
-    let groups = Series::new(
-        "".into(),
-        ["g01", "g02", "g03", "g10", "g20", "g30", "g40"],
-    );
+    let groups = Series::new("".into(), ["g01", "g02", "g03", "g10", "g20", "g30", "g40"]);
     let list = polars::prelude::Scalar::new(
         polars::prelude::DataType::List(Box::new(polars::prelude::DataType::String)),
         polars::prelude::AnyValue::List(groups),
@@ -230,7 +232,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Runs both benchmarks and renders the report.
 pub fn run_expr_bench(args: &ExprBenchArgs) -> Result<String, Error> {
     let mut out = String::new();
-    let _ = writeln!(out, "front end (per expression, best of 5 passes over {} texts)", args.exprs);
+    let _ = writeln!(
+        out,
+        "front end (per expression, best of 5 passes over {} texts)",
+        args.exprs
+    );
     let _ = writeln!(
         out,
         "{:<7} {:>6} {:>11} {:>11} {:>11} {:>10} {:>14} {:>14}",

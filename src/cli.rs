@@ -113,7 +113,9 @@ fn check_expr(src: Option<String>, jsonl: bool) -> Result<u8, Error> {
             let mut err = std::io::stderr().lock();
             writeln!(err, "rejected: {} [{}]", e.message, e.code())?;
             writeln!(err, "  {}", src.replace('\n', " "))?;
-            let start = src.get(..e.span.0 as usize).map_or(0, |s| s.chars().count());
+            let start = src
+                .get(..e.span.0 as usize)
+                .map_or(0, |s| s.chars().count());
             let width = src
                 .get(e.span.0 as usize..e.span.1 as usize)
                 .map_or(1, |s| s.chars().count().max(1));

@@ -12,19 +12,26 @@ fn select(src: &str) -> Column {
 }
 
 fn i64s(c: &Column) -> Vec<Option<i64>> {
-    c.cast(&DataType::Int64).expect("cast").i64().expect("i64").into_iter().collect()
+    let c = c.cast(&DataType::Int64).expect("cast");
+    let ca = c.i64().expect("i64");
+    (0..ca.len()).map(|i| ca.get(i)).collect()
 }
 
 fn f64s(c: &Column) -> Vec<Option<f64>> {
-    c.f64().expect("f64").into_iter().collect()
+    let ca = c.f64().expect("f64");
+    (0..ca.len()).map(|i| ca.get(i)).collect()
 }
 
 fn strs(c: &Column) -> Vec<Option<String>> {
-    c.str().expect("str").into_iter().map(|o| o.map(str::to_owned)).collect()
+    let ca = c.str().expect("str");
+    (0..ca.len())
+        .map(|i| ca.get(i).map(str::to_owned))
+        .collect()
 }
 
 fn bools(c: &Column) -> Vec<Option<bool>> {
-    c.bool().expect("bool").into_iter().collect()
+    let ca = c.bool().expect("bool");
+    (0..ca.len()).map(|i| ca.get(i)).collect()
 }
 
 fn s(v: &[Option<&str>]) -> Vec<Option<String>> {
@@ -38,7 +45,10 @@ fn python_division_semantics() {
         f64s(&select("pl.col(\"a\") / pl.col(\"b\")")),
         vec![Some(0.5), Some(-3.5), None, None, Some(0.0)]
     );
-    assert_eq!(i64s(&select("pl.col(\"a\") // 2")), vec![Some(0), Some(-4), None, Some(5), Some(0)]);
+    assert_eq!(
+        i64s(&select("pl.col(\"a\") // 2")),
+        vec![Some(0), Some(-4), None, Some(5), Some(0)]
+    );
     // `/` on two ints is true division (Float64), never Rust's integer division.
     assert_eq!(select("pl.col(\"a\") / 2").dtype(), &DataType::Float64);
 }
@@ -59,12 +69,26 @@ fn strings_are_literals_or_columns_like_py_polars() {
     // `+` reads a str as a literal...
     assert_eq!(
         strs(&select("pl.col(\"s\") + \"x\"")),
-        s(&[Some("applex"), Some("üx"), None, Some("-12x"), Some("Hello Worldx")])
+        s(&[
+            Some("applex"),
+            Some("üx"),
+            None,
+            Some("-12x"),
+            Some("Hello Worldx")
+        ])
     );
     // ...then()/otherwise() read it as a column name.
     assert_eq!(
-        strs(&select("pl.when(pl.col(\"flag\")).then(\"s\").otherwise(pl.lit(\"no\"))")),
-        s(&[Some("apple"), Some("no"), Some("no"), Some("-12"), Some("no")])
+        strs(&select(
+            "pl.when(pl.col(\"flag\")).then(\"s\").otherwise(pl.lit(\"no\"))"
+        )),
+        s(&[
+            Some("apple"),
+            Some("no"),
+            Some("no"),
+            Some("-12"),
+            Some("no")
+        ])
     );
     // A bare then() is otherwise(None).
     assert_eq!(
@@ -115,11 +139,23 @@ fn membership_and_nulls() {
 fn string_methods_match_py_polars_2() {
     assert_eq!(
         strs(&select("pl.col(\"s\").str.zfill(4)")),
-        s(&[Some("apple"), Some("000ü"), None, Some("-012"), Some("Hello World")])
+        s(&[
+            Some("apple"),
+            Some("000ü"),
+            None,
+            Some("-012"),
+            Some("Hello World")
+        ])
     );
     assert_eq!(
         strs(&select("pl.col(\"s\").str.replace(\"l\", \"[$0]\")")),
-        s(&[Some("app[l]e"), Some("ü"), None, Some("-12"), Some("He[l]lo World")])
+        s(&[
+            Some("app[l]e"),
+            Some("ü"),
+            None,
+            Some("-12"),
+            Some("He[l]lo World")
+        ])
     );
     assert_eq!(
         i64s(&select("pl.col(\"s\").str.len_chars()")),
@@ -135,16 +171,25 @@ fn string_methods_match_py_polars_2() {
 fn strict_cast_fails_and_filter_needs_booleans() {
     let df = sample_frame();
     let e = compile(&check("pl.col(\"a\").cast(pl.UInt8)").expect("ok"));
-    assert!(apply(&df, e, Mode::Select).is_err(), "-7 does not fit UInt8: strict cast fails");
+    assert!(
+        apply(&df, e, Mode::Select).is_err(),
+        "-7 does not fit UInt8: strict cast fails"
+    );
     let e = compile(&check("pl.col(\"a\").cast(pl.UInt8, strict=False)").expect("ok"));
     let out = apply(&df, e, Mode::Select).expect("non-strict");
     assert_eq!(out.column("result").expect("col").null_count(), 2);
     let e = compile(&check("pl.col(\"b\") > 2").expect("ok"));
     assert_eq!(apply(&df, e, Mode::Filter).expect("filter").height(), 2);
     let e = compile(&check("pl.col(\"a\")").expect("ok"));
-    assert!(apply(&df, e, Mode::Filter).is_err(), "an Int64 predicate is an error");
+    assert!(
+        apply(&df, e, Mode::Filter).is_err(),
+        "an Int64 predicate is an error"
+    );
     let e = compile(&check("pl.col(\"missing\").abs()").expect("ok"));
-    assert!(apply(&df, e, Mode::Select).is_err(), "unknown column is an error at run time");
+    assert!(
+        apply(&df, e, Mode::Select).is_err(),
+        "unknown column is an error at run time"
+    );
 }
 
 #[test]

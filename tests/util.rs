@@ -6,12 +6,12 @@ use polars::prelude::*;
 use serde_json::Value;
 
 /// The hubworker binary cargo built for these tests.
-pub fn bin() -> PathBuf {
+pub(crate) fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hubworker"))
 }
 
 /// Runs hubworker with `args`, feeding `stdin`, in `cwd`.
-pub fn run(args: &[&str], stdin: &str, cwd: &Path) -> Output {
+pub(crate) fn run(args: &[&str], stdin: &str, cwd: &Path) -> Output {
     let mut child = Command::new(bin())
         .args(args)
         .current_dir(cwd)
@@ -31,7 +31,7 @@ pub fn run(args: &[&str], stdin: &str, cwd: &Path) -> Output {
 }
 
 /// The JSON objects printed one per line.
-pub fn answers(out: &Output) -> Vec<Value> {
+pub(crate) fn answers(out: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -40,7 +40,7 @@ pub fn answers(out: &Output) -> Vec<Value> {
 }
 
 /// A small frame with nulls, NaN, negatives and strings, written as parquet into `dir`.
-pub fn sample_frame() -> DataFrame {
+pub(crate) fn sample_frame() -> DataFrame {
     df!(
         "a" => [Some(1i64), Some(-7), None, Some(10), Some(0)],
         "b" => [Some(2i32), Some(2), Some(3), None, Some(5)],
@@ -52,10 +52,12 @@ pub fn sample_frame() -> DataFrame {
 }
 
 /// Writes the sample frame as parquet and returns its path.
-pub fn sample_parquet(dir: &Path) -> PathBuf {
+pub(crate) fn sample_parquet(dir: &Path) -> PathBuf {
     let path = dir.join("sample.parquet");
     let mut df = sample_frame();
     let f = std::fs::File::create(&path).expect("create");
-    ParquetWriter::new(f).finish(&mut df).expect("write parquet");
+    ParquetWriter::new(f)
+        .finish(&mut df)
+        .expect("write parquet");
     path
 }

@@ -50,12 +50,11 @@ fn kind_ok(kind: Kind, val: &Val) -> bool {
         (Kind::Exprs, Val::Const(_)) => true,
         (Kind::Exprs, _) => exprlike,
         (Kind::Int, Val::Const(Const::Int(_) | Const::Bool(_))) => true,
-        (Kind::Float, Val::Const(Const::Int(_) | Const::Float(_) | Const::Bool(_))) => true,
         (Kind::Bool, Val::Const(Const::Bool(_))) => true,
         (Kind::Str, Val::Const(Const::Str(_))) => true,
         (Kind::Choice(options), Val::Const(Const::Str(s))) => options.contains(&s.as_str()),
         (Kind::DType, Val::DType(_)) => true,
-        (Kind::Collection, Val::Seq(_)) => true,
+        (Kind::Collection, Val::Seq(_) | Val::Const(_)) => true,
         (Kind::Collection, _) => exprlike,
         (Kind::IntOrExpr, Val::Const(Const::Int(_) | Const::Str(_))) => true,
         (Kind::IntOrExpr, _) => exprlike,
@@ -216,7 +215,9 @@ impl Call {
     /// The receiver expression of a method call.
     pub(crate) fn recv(&mut self) -> Expr {
         // Methods always have a receiver; functions never call this.
-        self.recv.take().unwrap_or_else(|| polars::prelude::lit(polars::prelude::NULL))
+        self.recv
+            .take()
+            .unwrap_or_else(|| polars::prelude::lit(polars::prelude::NULL))
     }
 
     /// The parameter's source span (the call's span for defaults).
@@ -270,7 +271,7 @@ impl Call {
     /// Parameter `i` (one expression or a list) followed by the `*args`, flattened.
     pub(crate) fn exprs_and_rest(&mut self, i: usize, str_as: StrAs) -> Result<Vec<Expr>> {
         let mut out = Vec::new();
-        if !(self.is_none(i) && !self.given(i)) {
+        if !self.is_none(i) {
             let arg = self.take(i);
             Self::flatten(arg, &mut out, str_as)?;
         }
@@ -334,16 +335,6 @@ impl Call {
             ));
         }
         Ok(v as usize)
-    }
-
-    /// Parameter `i` as an `f64`.
-    pub(crate) fn float(&self, i: usize) -> f64 {
-        match self.args[i].val {
-            Val::Const(Const::Float(v)) => v,
-            Val::Const(Const::Int(v)) => v as f64,
-            Val::Const(Const::Bool(b)) => f64::from(u8::from(b)),
-            _ => f64::NAN,
-        }
     }
 
     /// Parameter `i` as a `bool`.

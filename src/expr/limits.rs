@@ -7,6 +7,9 @@ pub const MAX_SOURCE_BYTES: usize = 64 * 1024;
 /// Deepest accepted AST nesting. The checker recurses at most this deep.
 pub const MAX_DEPTH: usize = 100;
 
+/// Deepest bracket nesting, as in CPython's tokenizer.
+pub const MAX_BRACKET_DEPTH: usize = 200;
+
 /// Most AST nodes in one expression (bounds list literals and long operator chains).
 pub const MAX_NODES: usize = 20_000;
 

@@ -24,12 +24,13 @@ use std::sync::Arc;
 
 use polars::prelude::{Expr, NULL, lit};
 use rustpython_parser::text_size::TextSize;
+use rustpython_parser::{Parse, ast};
 
-pub use cache::ExprCache;
+pub use cache::{DEFAULT_CACHE_BYTES, ExprCache};
 pub use error::{ErrorCode, ExprError, Span};
 pub use funcs::reference_markdown;
 
-use limits::{DEEP_TREE_SOURCE_BYTES, MAX_SOURCE_BYTES};
+use limits::{DEEP_TREE_SOURCE_BYTES, MAX_BRACKET_DEPTH, MAX_SOURCE_BYTES};
 use val::Val;
 
 /// An expression that passed every check. It can only be made by [`check`].
@@ -72,18 +73,17 @@ pub fn check(src: &str) -> Result<CheckedExpr, ExprError> {
             (0, len),
         ));
     }
+    check_bracket_nesting(src, len)?;
     let offset = TextSize::try_from(start).unwrap_or_default();
     let tree =
-        rustpython_parser::parse_expression_starts_at(&src[start..], "<expr>", offset).map_err(
-            |e| {
-                let at = e.offset.to_u32().min(len);
-                ExprError::new(
-                    ErrorCode::Syntax,
-                    format!("not a valid Python expression: {}", e.error),
-                    (at, at.saturating_add(1).min(len)),
-                )
-            },
-        )?;
+        <ast::Expr as Parse>::parse_starts_at(&src[start..], "<expr>", offset).map_err(|e| {
+            let at = e.offset.to_u32().min(len);
+            ExprError::new(
+                ErrorCode::Syntax,
+                format!("not a valid Python expression: {}", e.error),
+                (at, at.saturating_add(1).min(len)),
+            )
+        })?;
     let result = walk::Walker::default().eval(&tree, 0);
     if src.len() > DEEP_TREE_SOURCE_BYTES {
         tree::dismantle(tree);
@@ -109,6 +109,43 @@ pub fn check(src: &str) -> Result<CheckedExpr, ExprError> {
         }
     };
     Ok(CheckedExpr { expr })
+}
+
+/// CPython refuses more than 200 nested brackets ("too many nested parentheses"); so do we,
+/// before parsing. Parentheses do not nest the AST, so the walk's depth limit cannot see them.
+/// Only sources with that many brackets at all pay for the extra lexing pass.
+fn check_bracket_nesting(src: &str, len: u32) -> Result<(), ExprError> {
+    use rustpython_parser::Tok;
+    let brackets = src
+        .bytes()
+        .filter(|b| matches!(b, b'(' | b'[' | b'{'))
+        .count();
+    if brackets <= MAX_BRACKET_DEPTH {
+        return Ok(());
+    }
+    let mut depth = 0usize;
+    for item in rustpython_parser::lexer::lex(src, rustpython_parser::Mode::Expression) {
+        // Lexing errors are the parser's to report, with its better message.
+        let Ok((tok, range)) = item else {
+            return Ok(());
+        };
+        match tok {
+            Tok::Lpar | Tok::Lsqb | Tok::Lbrace => {
+                depth += 1;
+                if depth > MAX_BRACKET_DEPTH {
+                    let at = range.start().to_u32();
+                    return Err(ExprError::new(
+                        ErrorCode::LimitExceeded,
+                        format!("more than {MAX_BRACKET_DEPTH} nested brackets"),
+                        (at, at.saturating_add(1).min(len)),
+                    ));
+                }
+            }
+            Tok::Rpar | Tok::Rsqb | Tok::Rbrace => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A shareable result of [`check`], as cached by [`ExprCache`].

@@ -11,10 +11,7 @@ use super::value::{BinOp, CmpOp, UnOp, fold_binop, fold_compare, fold_unary};
 fn operand_error(op: &str, arg: &Arg) -> ExprError {
     ExprError::new(
         ErrorCode::TypeMismatch,
-        format!(
-            "operator {op} cannot be applied to {}",
-            arg.val.describe()
-        ),
+        format!("operator {op} cannot be applied to {}", arg.val.describe()),
         arg.span,
     )
 }
@@ -116,7 +113,7 @@ pub(crate) fn unary(op: UnOp, operand: Arg, span: Span) -> Result<Val> {
             span,
         )),
         UnOp::Pos => Ok(operand.val),
-        UnOp::Neg => Ok(Val::Expr(to_expr(operand, StrAs::Column)?.neg())),
+        UnOp::Neg => Ok(Val::Expr(-to_expr(operand, StrAs::Column)?)),
         UnOp::Invert => Ok(Val::Expr(to_expr(operand, StrAs::Column)?.not())),
     }
 }

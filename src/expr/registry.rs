@@ -74,8 +74,6 @@ pub(crate) enum Kind {
     Exprs,
     /// A Python `int` (a `bool` is an `int`, as in Python).
     Int,
-    /// A Python `int` or `float`.
-    Float,
     /// A Python `bool`.
     Bool,
     /// A Python `str`.
@@ -102,7 +100,6 @@ impl Kind {
             Kind::ExprLit => "expression (str = literal)".into(),
             Kind::Exprs => "expression or list of expressions (str = column name)".into(),
             Kind::Int => "int".into(),
-            Kind::Float => "float".into(),
             Kind::Bool => "bool".into(),
             Kind::Str => "str".into(),
             Kind::Choice(c) => format!("one of {}", c.join(", ")),
@@ -182,14 +179,14 @@ pub(crate) struct Spec {
     pub doc: &'static str,
 }
 
-/// Declares a [`Spec`]: `spec!("name", [params], [pos = N,] [var = Kind,] builder, "doc")`.
+/// Declares a [`Spec`]: `spec!("name", [params], [@pos N,] [@var Kind,] builder, "doc")`.
 /// `pos` is how many params may be passed positionally (default: all); `var` adds `*args`.
 macro_rules! spec {
     (@pos) => { usize::MAX };
     (@pos $p:expr) => { $p };
     (@var) => { None };
     (@var $v:expr) => { Some($v) };
-    ($name:literal, [$($p:expr),* $(,)?] $(, pos = $pos:expr)? $(, var = $v:expr)?, $build:expr, $doc:literal $(,)?) => {
+    ($name:literal, [$($p:expr),* $(,)?] $(, @pos $pos:expr)? $(, @var $v:expr)?, $build:expr, $doc:literal $(,)?) => {
         $crate::expr::registry::Spec {
             name: $name,
             params: &[$($p),*],
@@ -232,7 +229,12 @@ pub(crate) fn suggest(table: Table, name: &str) -> Option<&'static str> {
     tables
         .iter()
         .flat_map(|t| funcs::table(*t).iter())
-        .map(|s| (strsim::jaro_winkler(&lower, &s.name.to_ascii_lowercase()), s.name))
+        .map(|s| {
+            (
+                strsim::jaro_winkler(&lower, &s.name.to_ascii_lowercase()),
+                s.name,
+            )
+        })
         .filter(|(score, _)| *score >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, n)| n)

@@ -141,8 +141,11 @@ mod tests {
         let handle = std::thread::Builder::new()
             .stack_size(256 * 1024)
             .spawn(|| {
-                for src in ["~".repeat(60_000) + "x", "x".to_string() + &"+0".repeat(30_000)] {
-                    let tree = rustpython_parser::parse_expression(&src, "<t>");
+                for src in [
+                    "~".repeat(60_000) + "x",
+                    "x".to_string() + &"+0".repeat(30_000),
+                ] {
+                    let tree = <Expr as rustpython_parser::Parse>::parse(&src, "<t>");
                     // The parser itself must not recurse either.
                     let tree = tree.expect("parses");
                     dismantle(tree);

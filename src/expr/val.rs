@@ -3,7 +3,7 @@
 //! method, a namespace, a `when` chain). Converting to a Polars `Expr` follows py-polars'
 //! `parse_into_expression` exactly, so literals get the same (dynamic) types.
 
-use polars::prelude::{DataType, Expr, NULL, Series, lit, when as pl_when};
+use polars::prelude::{DataType, Expr, NULL, NamedFrom, Series, lit, when as pl_when};
 
 use super::error::{ErrorCode, ExprError, Result, Span};
 use super::registry::{Spec, Table};
@@ -132,7 +132,9 @@ fn not_expr(arg: &Arg, what: &str) -> ExprError {
 pub(crate) fn to_expr(arg: Arg, str_as: StrAs) -> Result<Expr> {
     match arg.val {
         Val::Expr(e) => Ok(e),
-        Val::Const(Const::Str(s)) if str_as == StrAs::Column => Ok(polars::prelude::col(s.as_str())),
+        Val::Const(Const::Str(s)) if str_as == StrAs::Column => {
+            Ok(polars::prelude::col(s.as_str()))
+        }
         Val::Const(c) => Ok(const_lit(&c)),
         Val::When(w) if w.pending.is_none() => Ok(w.finish(lit(NULL))),
         _ => Err(not_expr(&arg, "an expression")),

@@ -137,7 +137,11 @@ fn type_error(op: &str, a: &Const, b: &Const, span: Span) -> ExprError {
 }
 
 fn zero_div(span: Span) -> ExprError {
-    ExprError::new(ErrorCode::ConstantError, "division by zero in a constant", span)
+    ExprError::new(
+        ErrorCode::ConstantError,
+        "division by zero in a constant",
+        span,
+    )
 }
 
 fn check_str_len(len: usize, span: Span) -> Result<()> {
@@ -414,9 +418,18 @@ mod tests {
 
     #[test]
     fn python_floor_division_and_modulo() {
-        assert_eq!(f(BinOp::FloorDiv, Const::Int(-7), Const::Int(2)), Ok(Const::Int(-4)));
-        assert_eq!(f(BinOp::Mod, Const::Int(-7), Const::Int(2)), Ok(Const::Int(1)));
-        assert_eq!(f(BinOp::Mod, Const::Int(7), Const::Int(-2)), Ok(Const::Int(-1)));
+        assert_eq!(
+            f(BinOp::FloorDiv, Const::Int(-7), Const::Int(2)),
+            Ok(Const::Int(-4))
+        );
+        assert_eq!(
+            f(BinOp::Mod, Const::Int(-7), Const::Int(2)),
+            Ok(Const::Int(1))
+        );
+        assert_eq!(
+            f(BinOp::Mod, Const::Int(7), Const::Int(-2)),
+            Ok(Const::Int(-1))
+        );
         assert_eq!(
             f(BinOp::FloorDiv, Const::Float(-7.5), Const::Float(2.0)),
             Ok(Const::Float(-4.0))
@@ -435,39 +448,71 @@ mod tests {
     fn huge_powers_and_repetitions_are_limits() {
         let e = f(BinOp::Pow, Const::Int(9), Const::Int(387_420_489)).unwrap_err();
         assert_eq!(e.code, ErrorCode::LimitExceeded);
-        let e = f(BinOp::Mul, Const::Str("x".into()), Const::Int(1_000_000_000)).unwrap_err();
+        let e = f(
+            BinOp::Mul,
+            Const::Str("x".into()),
+            Const::Int(1_000_000_000),
+        )
+        .unwrap_err();
         assert_eq!(e.code, ErrorCode::LimitExceeded);
-        assert_eq!(f(BinOp::Pow, Const::Int(10), Const::Int(2)), Ok(Const::Int(100)));
-        assert_eq!(f(BinOp::Pow, Const::Int(2), Const::Int(-1)), Ok(Const::Float(0.5)));
+        assert_eq!(
+            f(BinOp::Pow, Const::Int(10), Const::Int(2)),
+            Ok(Const::Int(100))
+        );
+        assert_eq!(
+            f(BinOp::Pow, Const::Int(2), Const::Int(-1)),
+            Ok(Const::Float(0.5))
+        );
         assert_eq!(
             f(BinOp::Mul, Const::Str("ab".into()), Const::Int(3)),
             Ok(Const::Str("ababab".into()))
         );
-        assert_eq!(f(BinOp::Mul, Const::Int(-1), Const::Str("ab".into())), Ok(Const::Str(String::new())));
+        assert_eq!(
+            f(BinOp::Mul, Const::Int(-1), Const::Str("ab".into())),
+            Ok(Const::Str(String::new()))
+        );
     }
 
     #[test]
     fn errors_python_would_raise() {
         assert_eq!(
-            f(BinOp::TrueDiv, Const::Int(1), Const::Int(0)).unwrap_err().code,
+            f(BinOp::TrueDiv, Const::Int(1), Const::Int(0))
+                .unwrap_err()
+                .code,
             ErrorCode::ConstantError
         );
         assert_eq!(
-            f(BinOp::Add, Const::Str("a".into()), Const::Int(1)).unwrap_err().code,
+            f(BinOp::Add, Const::Str("a".into()), Const::Int(1))
+                .unwrap_err()
+                .code,
             ErrorCode::ConstantError
         );
         assert_eq!(
-            f(BinOp::FloorDiv, Const::Int(i64::MIN), Const::Int(-1)).unwrap_err().code,
+            f(BinOp::FloorDiv, Const::Int(i64::MIN), Const::Int(-1))
+                .unwrap_err()
+                .code,
             ErrorCode::LimitExceeded
         );
     }
 
     #[test]
     fn bools_are_ints() {
-        assert_eq!(f(BinOp::Add, Const::Bool(true), Const::Int(1)), Ok(Const::Int(2)));
-        assert_eq!(f(BinOp::BitAnd, Const::Bool(true), Const::Bool(false)), Ok(Const::Bool(false)));
-        assert_eq!(fold_unary(UnOp::Invert, &Const::Bool(true), S), Ok(Const::Int(-2)));
-        assert_eq!(fold_unary(UnOp::Not, &Const::Int(0), S), Ok(Const::Bool(true)));
+        assert_eq!(
+            f(BinOp::Add, Const::Bool(true), Const::Int(1)),
+            Ok(Const::Int(2))
+        );
+        assert_eq!(
+            f(BinOp::BitAnd, Const::Bool(true), Const::Bool(false)),
+            Ok(Const::Bool(false))
+        );
+        assert_eq!(
+            fold_unary(UnOp::Invert, &Const::Bool(true), S),
+            Ok(Const::Int(-2))
+        );
+        assert_eq!(
+            fold_unary(UnOp::Not, &Const::Int(0), S),
+            Ok(Const::Bool(true))
+        );
     }
 
     #[test]
@@ -482,7 +527,12 @@ mod tests {
         );
         assert!(fold_compare(CmpOp::Lt, &Const::Int(1), &Const::Str("1".into()), S).is_err());
         assert_eq!(
-            fold_compare(CmpOp::Eq, &Const::Float(f64::NAN), &Const::Float(f64::NAN), S),
+            fold_compare(
+                CmpOp::Eq,
+                &Const::Float(f64::NAN),
+                &Const::Float(f64::NAN),
+                S
+            ),
             Ok(Const::Bool(false))
         );
     }

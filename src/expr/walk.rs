@@ -60,26 +60,35 @@ fn check_ident(name: &str, span: Span) -> Result<()> {
     Ok(())
 }
 
-/// Why a well-known dangerous `pl.*` name is absent, for a clearer message.
-fn absent_reason(name: &str) -> Option<&'static str> {
-    let io = ["read_", "scan_", "write_", "sink_", "from_", "to_"];
-    if io.iter().any(|p| name.starts_with(p)) {
+/// Why a well-known dangerous name is absent, for a clearer message.
+fn absent_reason(table: Table, name: &str) -> Option<&'static str> {
+    let io = ["read_", "scan_", "write_", "sink_", "from_"];
+    if matches!(table, Table::Functions | Table::Methods) && io.iter().any(|p| name.starts_with(p))
+    {
         return Some("expressions cannot read, write or construct data");
     }
     match name {
         "sql" | "SQLContext" => Some("SQL belongs in a sql node, not in an expression"),
         "DataFrame" | "LazyFrame" | "Series" => Some("expressions cannot construct frames"),
-        "Config" | "thread_pool_size" | "show_versions" | "enable_string_cache"
+        "Config"
+        | "thread_pool_size"
+        | "show_versions"
+        | "enable_string_cache"
         | "set_random_seed" => Some("expressions cannot read or change global state"),
-        "plugins" | "register_plugin_function" | "map_elements" | "map_batches" | "pipe"
-        | "map_groups" | "apply" => Some("expressions cannot run callbacks or plugins"),
+        "plugins"
+        | "register_plugin_function"
+        | "map_elements"
+        | "map_batches"
+        | "pipe"
+        | "map_groups"
+        | "apply" => Some("expressions cannot run callbacks or plugins"),
         _ => None,
     }
 }
 
 fn unsupported(table: Table, name: &str, span: Span) -> ExprError {
     let mut msg = format!("{}{name} is not supported", table.prefix());
-    if let Some(reason) = absent_reason(name) {
+    if let Some(reason) = absent_reason(table, name) {
         msg.push_str(": ");
         msg.push_str(reason);
     } else if let Some(s) = suggest(table, name) {
@@ -136,6 +145,7 @@ impl Walker {
             ast::Expr::Constant(c) => Val::Const(constant(&c.value, span)?),
             ast::Expr::Name(n) => name(n.id.as_str(), span)?,
             ast::Expr::Attribute(a) => {
+                check_ident(a.attr.as_str(), attr_span(a.attr.as_str(), span))?;
                 let recv = self.eval(&a.value, d)?;
                 attribute(recv, a.attr.as_str(), span, false)?
             }
@@ -195,7 +205,11 @@ impl Walker {
                 return Err(forbidden("yield", "", span));
             }
             ast::Expr::FormattedValue(_) | ast::Expr::JoinedStr(_) => {
-                return Err(forbidden("an f-string", " (use pl.format or concat_str)", span));
+                return Err(forbidden(
+                    "an f-string",
+                    " (use pl.format or concat_str)",
+                    span,
+                ));
             }
             ast::Expr::Subscript(_) => return Err(forbidden("subscripting with [...]", "", span)),
             ast::Expr::Starred(_) => return Err(forbidden("*unpacking", "", span)),
@@ -228,7 +242,11 @@ impl Walker {
                 return Err(forbidden("'in'", " (use .is_in([...]))", span));
             }
             ast::CmpOp::Is | ast::CmpOp::IsNot => {
-                return Err(forbidden("'is'", " (use .is_null() / .is_not_null())", span));
+                return Err(forbidden(
+                    "'is'",
+                    " (use .is_null() / .is_not_null())",
+                    span,
+                ));
             }
         };
         let l = self.eval(&c.left, depth)?;
@@ -249,6 +267,7 @@ impl Walker {
                         aspan,
                     ));
                 }
+                check_ident(a.attr.as_str(), attr_span(a.attr.as_str(), aspan))?;
                 let recv = self.eval(&a.value, depth + 1)?;
                 attribute(recv, a.attr.as_str(), aspan, true)?
             }
@@ -348,11 +367,15 @@ fn name(id: &str, span: Span) -> Result<Val> {
     ))
 }
 
-/// Resolves `recv.name`; `callee` says the attribute is being called right away.
+/// The span of an attribute's name: it ends where the attribute node ends.
+fn attr_span(name: &str, span: Span) -> Span {
+    let len = u32::try_from(name.len()).unwrap_or(u32::MAX);
+    (span.1.saturating_sub(len).max(span.0), span.1)
+}
+
+/// Resolves `recv.name` (the name is already checked); `callee` says it is called right away.
 fn attribute(recv: Arg, name: &str, span: Span, callee: bool) -> Result<Val> {
-    // The attribute name ends where the node ends.
-    let nspan = (span.1.saturating_sub(name.len() as u32), span.1);
-    check_ident(name, nspan)?;
+    let nspan = attr_span(name, span);
     match recv.val {
         Val::Pl => {
             if let Some(spec) = lookup(Table::DTypes, name) {

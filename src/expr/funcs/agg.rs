@@ -4,9 +4,11 @@
 //! `window_size` values unless `min_samples` says otherwise.
 
 use polars::prelude::{
-    Expr, NullBehavior, QuantileMethod, RankMethod, RankOptions, RollingFnParams,
-    RollingOptionsFixedWindow, RollingVarParams, SortOptions, WindowMapping,
+    Expr, QuantileMethod, RankMethod, RankOptions, RollingFnParams, RollingOptionsFixedWindow,
+    RollingVarParams, SortOptions, WindowMapping,
 };
+
+use polars::series::ops::NullBehavior;
 
 use super::super::args::Call;
 use super::super::error::Result;
@@ -15,8 +17,14 @@ use super::super::val::{StrAs, Val};
 use super::common::polars_error;
 
 /// Quantile interpolation methods py-polars accepts.
-pub(crate) const QUANTILE_METHODS: &[&str] =
-    &["nearest", "higher", "lower", "midpoint", "linear", "equiprobable"];
+pub(crate) const QUANTILE_METHODS: &[&str] = &[
+    "nearest",
+    "higher",
+    "lower",
+    "midpoint",
+    "linear",
+    "equiprobable",
+];
 const RANK_METHODS: &[&str] = &["average", "min", "max", "dense", "ordinal", "random"];
 const MAPPING: &[&str] = &["group_to_rows", "join", "explode"];
 const NULL_BEHAVIOR: &[&str] = &["ignore", "drop"];
@@ -44,56 +52,112 @@ fn cum(c: &mut Call, f: fn(Expr, bool) -> Expr) -> Result<Val> {
 
 /// Aggregation and window methods.
 pub(crate) static METHODS: &[Spec] = &[
-    spec!("sum", [], |c| unary(c, Expr::sum), "sum (NaN propagates; an all-null column sums to 0)"),
+    spec!(
+        "sum",
+        [],
+        |c| unary(c, Expr::sum),
+        "sum (NaN propagates; an all-null column sums to 0)"
+    ),
     spec!("mean", [], |c| unary(c, Expr::mean), "mean (Float64)"),
     spec!("min", [], |c| unary(c, Expr::min), "minimum (NaN ignored)"),
     spec!("max", [], |c| unary(c, Expr::max), "maximum (NaN ignored)"),
     spec!("median", [], |c| unary(c, Expr::median), "median (Float64)"),
     spec!("product", [], |c| unary(c, Expr::product), "product"),
-    spec!("n_unique", [], |c| unary(c, Expr::n_unique), "number of distinct values incl. null (UInt32)"),
-    spec!("null_count", [], |c| unary(c, Expr::null_count), "number of nulls (UInt32)"),
-    spec!("count", [], |c| unary(c, Expr::count), "number of non-null values (UInt32)"),
-    spec!("len", [], |c| unary(c, Expr::len), "number of values incl. null (UInt32)"),
-    spec!("first", [opt("ignore_nulls", Kind::Bool, Dflt::Bool(false))], pos = 0, |c| {
+    spec!(
+        "n_unique",
+        [],
+        |c| unary(c, Expr::n_unique),
+        "number of distinct values incl. null (UInt32)"
+    ),
+    spec!(
+        "null_count",
+        [],
+        |c| unary(c, Expr::null_count),
+        "number of nulls (UInt32)"
+    ),
+    spec!(
+        "count",
+        [],
+        |c| unary(c, Expr::count),
+        "number of non-null values (UInt32)"
+    ),
+    spec!(
+        "len",
+        [],
+        |c| unary(c, Expr::len),
+        "number of values incl. null (UInt32)"
+    ),
+    spec!("first", [opt("ignore_nulls", Kind::Bool, Dflt::Bool(false))], @pos 0, |c| {
         let skip = c.bool(0);
         let e = c.recv();
         Ok(Val::Expr(if skip { e.first_non_null() } else { e.first() }))
     }, "first value"),
-    spec!("last", [opt("ignore_nulls", Kind::Bool, Dflt::Bool(false))], pos = 0, |c| {
+    spec!("last", [opt("ignore_nulls", Kind::Bool, Dflt::Bool(false))], @pos 0, |c| {
         let skip = c.bool(0);
         let e = c.recv();
         Ok(Val::Expr(if skip { e.last_non_null() } else { e.last() }))
     }, "last value"),
-    spec!("std", [opt("ddof", Kind::Int, Dflt::Int(1))], |c| {
-        let ddof = c.count::<u8>(0)?;
-        Ok(Val::Expr(c.recv().std(ddof)))
-    }, "standard deviation (ddof=1)"),
-    spec!("var", [opt("ddof", Kind::Int, Dflt::Int(1))], |c| {
-        let ddof = c.count::<u8>(0)?;
-        Ok(Val::Expr(c.recv().var(ddof)))
-    }, "variance (ddof=1)"),
-    spec!("quantile", [req("quantile", Kind::Expr),
-        opt("interpolation", Kind::Choice(QUANTILE_METHODS), Dflt::Str("nearest"))], |c| {
-        let method = quantile_method(c.str(1));
-        let q = c.expr(0)?;
-        Ok(Val::Expr(c.recv().quantile(q, method)))
-    }, "quantile; \"nearest\" by default like py-polars"),
-    spec!("any", [opt("ignore_nulls", Kind::Bool, Dflt::Bool(true))], pos = 0, |c| {
+    spec!(
+        "std",
+        [opt("ddof", Kind::Int, Dflt::Int(1))],
+        |c| {
+            let ddof = c.count::<u8>(0)?;
+            Ok(Val::Expr(c.recv().std(ddof)))
+        },
+        "standard deviation (ddof=1)"
+    ),
+    spec!(
+        "var",
+        [opt("ddof", Kind::Int, Dflt::Int(1))],
+        |c| {
+            let ddof = c.count::<u8>(0)?;
+            Ok(Val::Expr(c.recv().var(ddof)))
+        },
+        "variance (ddof=1)"
+    ),
+    spec!(
+        "quantile",
+        [
+            req("quantile", Kind::Expr),
+            opt(
+                "interpolation",
+                Kind::Choice(QUANTILE_METHODS),
+                Dflt::Str("nearest")
+            )
+        ],
+        |c| {
+            let method = quantile_method(c.str(1));
+            let q = c.expr(0)?;
+            Ok(Val::Expr(c.recv().quantile(q, method)))
+        },
+        "quantile; \"nearest\" by default like py-polars"
+    ),
+    spec!("any", [opt("ignore_nulls", Kind::Bool, Dflt::Bool(true))], @pos 0, |c| {
         let ig = c.bool(0);
         Ok(Val::Expr(c.recv().any(ig)))
     }, "any true"),
-    spec!("all", [opt("ignore_nulls", Kind::Bool, Dflt::Bool(true))], pos = 0, |c| {
+    spec!("all", [opt("ignore_nulls", Kind::Bool, Dflt::Bool(true))], @pos 0, |c| {
         let ig = c.bool(0);
         Ok(Val::Expr(c.recv().all(ig)))
     }, "all true"),
-    spec!("arg_max", [], |c| unary(c, Expr::arg_max), "index of the maximum"),
-    spec!("arg_min", [], |c| unary(c, Expr::arg_min), "index of the minimum"),
-    spec!("unique", [opt("maintain_order", Kind::Bool, Dflt::Bool(false))], pos = 0, |c| {
+    spec!(
+        "arg_max",
+        [],
+        |c| unary(c, Expr::arg_max),
+        "index of the maximum"
+    ),
+    spec!(
+        "arg_min",
+        [],
+        |c| unary(c, Expr::arg_min),
+        "index of the minimum"
+    ),
+    spec!("unique", [opt("maintain_order", Kind::Bool, Dflt::Bool(false))], @pos 0, |c| {
         let stable = c.bool(0);
         let e = c.recv();
         Ok(Val::Expr(if stable { e.unique_stable() } else { e.unique() }))
     }, "distinct values (changes length)"),
-    spec!("mode", [opt("maintain_order", Kind::Bool, Dflt::Bool(false))], pos = 0, |c| {
+    spec!("mode", [opt("maintain_order", Kind::Bool, Dflt::Bool(false))], @pos 0, |c| {
         let stable = c.bool(0);
         Ok(Val::Expr(c.recv().mode(stable)))
     }, "most frequent value(s)"),
@@ -101,9 +165,9 @@ pub(crate) static METHODS: &[Spec] = &[
         opt("order_by", Kind::Exprs, Dflt::None), opt("descending", Kind::Bool, Dflt::Bool(false)),
         opt("nulls_last", Kind::Bool, Dflt::Bool(false)),
         opt("mapping_strategy", Kind::Choice(MAPPING), Dflt::Str("group_to_rows"))],
-        pos = 1, var = Kind::Exprs, over, "evaluate per group and map back to rows"),
+        @pos 1, @var Kind::Exprs, over, "evaluate per group and map back to rows"),
     spec!("shift", [opt("n", Kind::IntOrExpr, Dflt::Int(1)), opt("fill_value", Kind::ExprLit, Dflt::None)],
-        pos = 1, |c| {
+        @pos 1, |c| {
             let n = c.expr(0)?;
             let fill = c.opt_expr(1)?;
             let e = c.recv();
@@ -112,46 +176,66 @@ pub(crate) static METHODS: &[Spec] = &[
                 None => e.shift(n),
             }))
         }, "shift by n rows (nulls, or `fill_value`, fill the gap)"),
-    spec!("diff", [opt("n", Kind::IntOrExpr, Dflt::Int(1)),
-        opt("null_behavior", Kind::Choice(NULL_BEHAVIOR), Dflt::Str("ignore"))], |c| {
-        let n = c.expr(0)?;
-        let nb = if c.str(1) == "drop" { NullBehavior::Drop } else { NullBehavior::Ignore };
-        Ok(Val::Expr(c.recv().diff(n, nb)))
-    }, "difference with the value n rows before"),
-    spec!("pct_change", [opt("n", Kind::IntOrExpr, Dflt::Int(1))], |c| {
-        let n = c.expr(0)?;
-        Ok(Val::Expr(c.recv().pct_change(n)))
-    }, "relative change over n rows (Float64)"),
-    spec!("cum_sum", [opt("reverse", Kind::Bool, Dflt::Bool(false))], pos = 0, |c| cum(c, Expr::cum_sum),
+    spec!(
+        "diff",
+        [
+            opt("n", Kind::IntOrExpr, Dflt::Int(1)),
+            opt(
+                "null_behavior",
+                Kind::Choice(NULL_BEHAVIOR),
+                Dflt::Str("ignore")
+            )
+        ],
+        |c| {
+            let n = c.expr(0)?;
+            let nb = if c.str(1) == "drop" {
+                NullBehavior::Drop
+            } else {
+                NullBehavior::Ignore
+            };
+            Ok(Val::Expr(c.recv().diff(n, nb)))
+        },
+        "difference with the value n rows before"
+    ),
+    spec!(
+        "pct_change",
+        [opt("n", Kind::IntOrExpr, Dflt::Int(1))],
+        |c| {
+            let n = c.expr(0)?;
+            Ok(Val::Expr(c.recv().pct_change(n)))
+        },
+        "relative change over n rows (Float64)"
+    ),
+    spec!("cum_sum", [opt("reverse", Kind::Bool, Dflt::Bool(false))], @pos 0, |c| cum(c, Expr::cum_sum),
         "running sum"),
-    spec!("cum_prod", [opt("reverse", Kind::Bool, Dflt::Bool(false))], pos = 0, |c| cum(c, Expr::cum_prod),
+    spec!("cum_prod", [opt("reverse", Kind::Bool, Dflt::Bool(false))], @pos 0, |c| cum(c, Expr::cum_prod),
         "running product"),
-    spec!("cum_min", [opt("reverse", Kind::Bool, Dflt::Bool(false))], pos = 0, |c| cum(c, Expr::cum_min),
+    spec!("cum_min", [opt("reverse", Kind::Bool, Dflt::Bool(false))], @pos 0, |c| cum(c, Expr::cum_min),
         "running minimum"),
-    spec!("cum_max", [opt("reverse", Kind::Bool, Dflt::Bool(false))], pos = 0, |c| cum(c, Expr::cum_max),
+    spec!("cum_max", [opt("reverse", Kind::Bool, Dflt::Bool(false))], @pos 0, |c| cum(c, Expr::cum_max),
         "running maximum"),
-    spec!("cum_count", [opt("reverse", Kind::Bool, Dflt::Bool(false))], pos = 0, |c| cum(c, Expr::cum_count),
+    spec!("cum_count", [opt("reverse", Kind::Bool, Dflt::Bool(false))], @pos 0, |c| cum(c, Expr::cum_count),
         "running count of non-null values"),
     spec!("rank", [opt("method", Kind::Choice(RANK_METHODS), Dflt::Str("average")),
-        opt("descending", Kind::Bool, Dflt::Bool(false)), opt("seed", Kind::Int, Dflt::None)], pos = 1, rank,
+        opt("descending", Kind::Bool, Dflt::Bool(false)), opt("seed", Kind::Int, Dflt::None)], @pos 1, rank,
         "rank; \"average\" gives Float64, the others UInt32"),
     spec!("rolling_mean", [req("window_size", Kind::Int), opt("min_samples", Kind::Int, Dflt::None),
-        opt("center", Kind::Bool, Dflt::Bool(false))], pos = 1, |c| rolling(c, Expr::rolling_mean, None),
+        opt("center", Kind::Bool, Dflt::Bool(false))], @pos 1, |c| rolling(c, Expr::rolling_mean, None),
         "mean over a sliding window of rows"),
     spec!("rolling_sum", [req("window_size", Kind::Int), opt("min_samples", Kind::Int, Dflt::None),
-        opt("center", Kind::Bool, Dflt::Bool(false))], pos = 1, |c| rolling(c, Expr::rolling_sum, None),
+        opt("center", Kind::Bool, Dflt::Bool(false))], @pos 1, |c| rolling(c, Expr::rolling_sum, None),
         "sum over a sliding window of rows"),
     spec!("rolling_min", [req("window_size", Kind::Int), opt("min_samples", Kind::Int, Dflt::None),
-        opt("center", Kind::Bool, Dflt::Bool(false))], pos = 1, |c| rolling(c, Expr::rolling_min, None),
+        opt("center", Kind::Bool, Dflt::Bool(false))], @pos 1, |c| rolling(c, Expr::rolling_min, None),
         "minimum over a sliding window of rows"),
     spec!("rolling_max", [req("window_size", Kind::Int), opt("min_samples", Kind::Int, Dflt::None),
-        opt("center", Kind::Bool, Dflt::Bool(false))], pos = 1, |c| rolling(c, Expr::rolling_max, None),
+        opt("center", Kind::Bool, Dflt::Bool(false))], @pos 1, |c| rolling(c, Expr::rolling_max, None),
         "maximum over a sliding window of rows"),
     spec!("rolling_median", [req("window_size", Kind::Int), opt("min_samples", Kind::Int, Dflt::None),
-        opt("center", Kind::Bool, Dflt::Bool(false))], pos = 1, |c| rolling(c, Expr::rolling_median, None),
+        opt("center", Kind::Bool, Dflt::Bool(false))], @pos 1, |c| rolling(c, Expr::rolling_median, None),
         "median over a sliding window of rows"),
     spec!("rolling_std", [req("window_size", Kind::Int), opt("min_samples", Kind::Int, Dflt::None),
-        opt("center", Kind::Bool, Dflt::Bool(false)), opt("ddof", Kind::Int, Dflt::Int(1))], pos = 1,
+        opt("center", Kind::Bool, Dflt::Bool(false)), opt("ddof", Kind::Int, Dflt::Int(1))], @pos 1,
         |c| {
             let ddof = c.count::<u8>(3)?;
             rolling(c, Expr::rolling_std, Some(RollingFnParams::Var(RollingVarParams { ddof })))

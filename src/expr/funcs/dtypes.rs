@@ -34,14 +34,27 @@ pub(crate) static DTYPES: &[Spec] = &[
     simple!("Date", DataType::Date, "calendar date"),
     simple!("Time", DataType::Time, "time of day"),
     simple!("Null", DataType::Null, "all-null type"),
-    spec!("Datetime", [opt("time_unit", Kind::Choice(TIME_UNITS), Dflt::Str("us")),
-        opt("time_zone", Kind::Str, Dflt::None)], datetime_dtype,
-        "`pl.Datetime` is microseconds without a time zone"),
-    spec!("Duration", [opt("time_unit", Kind::Choice(TIME_UNITS), Dflt::Str("us"))],
+    spec!(
+        "Datetime",
+        [
+            opt("time_unit", Kind::Choice(TIME_UNITS), Dflt::Str("us")),
+            opt("time_zone", Kind::Str, Dflt::None)
+        ],
+        datetime_dtype,
+        "`pl.Datetime` is microseconds without a time zone"
+    ),
+    spec!(
+        "Duration",
+        [opt("time_unit", Kind::Choice(TIME_UNITS), Dflt::Str("us"))],
         |c| Ok(Val::DType(DataType::Duration(time_unit(c.str(0))))),
-        "`pl.Duration` is microseconds"),
-    spec!("List", [opt("inner", Kind::DType, Dflt::None)], list_dtype,
-        "`pl.List(inner)`; bare `pl.List` has a Null inner type"),
+        "`pl.Duration` is microseconds"
+    ),
+    spec!(
+        "List",
+        [opt("inner", Kind::DType, Dflt::None)],
+        list_dtype,
+        "`pl.List(inner)`; bare `pl.List` has a Null inner type"
+    ),
 ];
 
 fn datetime_dtype(c: &mut Call) -> Result<Val> {

@@ -2,10 +2,12 @@
 //! temporal constructors, and the `pl.<agg>("col")` shorthands. No function here reads,
 //! writes, constructs frames, or touches global state: such names are simply absent.
 
+use polars::lazy::dsl::functions::{
+    all_horizontal, any_horizontal, max_horizontal, mean_horizontal, min_horizontal, sum_horizontal,
+};
 use polars::prelude::{
-    DataType, DatetimeArgs, DurationArgs, Expr, TimeUnit, TimeZone, all_horizontal,
-    any_horizontal, coalesce, col, concat_str, dtype_cols, format_str,
-    max_horizontal, mean_horizontal, min_horizontal, sum_horizontal,
+    DataType, DatetimeArgs, DurationArgs, Expr, TimeUnit, TimeZone, coalesce, col, concat_str,
+    dtype_cols, format_str,
 };
 
 use super::super::args::Call;
@@ -13,77 +15,118 @@ use super::super::error::{ErrorCode, ExprError, Result};
 use super::super::registry::{Dflt, Kind, Spec, nullable, opt, req, spec};
 use super::super::val::{StrAs, Val, WhenChain, const_lit};
 use super::super::value::Const;
-use super::common::{list_scalar, polars_error, time_unit, TIME_UNITS};
+use super::common::{TIME_UNITS, list_scalar, polars_error, time_unit};
 
 /// `pl.*` functions.
 pub(crate) static FUNCTIONS: &[Spec] = &[
-    spec!("col", [req("name", Kind::Names)], var = Kind::Names, col_fn,
+    spec!("col", [req("name", Kind::Names)], @var Kind::Names, col_fn,
         "one name, several names or a list; `\"*\"` is every column, `\"^re$\"` a regex; data types select by type"),
-    spec!("lit", [req("value", Kind::Any), opt("dtype", Kind::DType, Dflt::None)], pos = 2, lit_fn,
+    spec!("lit", [req("value", Kind::Any), opt("dtype", Kind::DType, Dflt::None)], @pos 2, lit_fn,
         "ints and floats are dynamic literals (they take the other operand's type); lists become list scalars"),
-    spec!("when", [], pos = 0, var = Kind::Exprs, when_fn,
+    spec!("when", [], @pos 0, @var Kind::Exprs, when_fn,
         "several predicates are combined with `all_horizontal`; `str` is a column name"),
     spec!("len", [], len_fn, "number of rows (UInt32)"),
     spec!("concat_str", [req("exprs", Kind::Exprs), opt("separator", Kind::Str, Dflt::Str("")),
-        opt("ignore_nulls", Kind::Bool, Dflt::Bool(false))], pos = 1, var = Kind::Exprs, concat_str_fn,
+        opt("ignore_nulls", Kind::Bool, Dflt::Bool(false))], @pos 1, @var Kind::Exprs, concat_str_fn,
         "`str` is a column name; use `pl.lit(\"text\")` for text"),
-    spec!("coalesce", [req("exprs", Kind::Exprs)], pos = 1, var = Kind::Exprs, coalesce_fn,
+    spec!("coalesce", [req("exprs", Kind::Exprs)], @pos 1, @var Kind::Exprs, coalesce_fn,
         "first non-null value per row; `str` is a column name"),
-    spec!("max_horizontal", [], pos = 0, var = Kind::Exprs, max_h, "row-wise maximum"),
-    spec!("min_horizontal", [], pos = 0, var = Kind::Exprs, min_h, "row-wise minimum"),
-    spec!("sum_horizontal", [opt("ignore_nulls", Kind::Bool, Dflt::Bool(true))], pos = 0,
-        var = Kind::Exprs, sum_h, "row-wise sum; with `ignore_nulls` an all-null row sums to 0"),
-    spec!("mean_horizontal", [opt("ignore_nulls", Kind::Bool, Dflt::Bool(true))], pos = 0,
-        var = Kind::Exprs, mean_h, "row-wise mean"),
-    spec!("any_horizontal", [], pos = 0, var = Kind::Exprs, any_h, "row-wise OR (Kleene)"),
-    spec!("all_horizontal", [], pos = 0, var = Kind::Exprs, all_h, "row-wise AND (Kleene)"),
-    spec!("format", [req("f_string", Kind::Str)], pos = 1, var = Kind::Expr, format_fn,
+    spec!("max_horizontal", [], @pos 0, @var Kind::Exprs, max_h, "row-wise maximum"),
+    spec!("min_horizontal", [], @pos 0, @var Kind::Exprs, min_h, "row-wise minimum"),
+    spec!("sum_horizontal", [opt("ignore_nulls", Kind::Bool, Dflt::Bool(true))], @pos 0,
+        @var Kind::Exprs, sum_h, "row-wise sum; with `ignore_nulls` an all-null row sums to 0"),
+    spec!("mean_horizontal", [opt("ignore_nulls", Kind::Bool, Dflt::Bool(true))], @pos 0,
+        @var Kind::Exprs, mean_h, "row-wise mean"),
+    spec!("any_horizontal", [], @pos 0, @var Kind::Exprs, any_h, "row-wise OR (Kleene)"),
+    spec!("all_horizontal", [], @pos 0, @var Kind::Exprs, all_h, "row-wise AND (Kleene)"),
+    spec!("format", [req("f_string", Kind::Str)], @pos 1, @var Kind::Expr, format_fn,
         "`{}` placeholders filled by the arguments; `str` arguments are column names"),
-    spec!("sum", [], pos = 0, var = Kind::Str, |c| agg_of(c, Expr::sum), "`pl.col(names).sum()`"),
-    spec!("mean", [], pos = 0, var = Kind::Str, |c| agg_of(c, Expr::mean), "`pl.col(names).mean()`"),
-    spec!("min", [], pos = 0, var = Kind::Str, |c| agg_of(c, Expr::min), "`pl.col(names).min()`"),
-    spec!("max", [], pos = 0, var = Kind::Str, |c| agg_of(c, Expr::max), "`pl.col(names).max()`"),
-    spec!("median", [], pos = 0, var = Kind::Str, |c| agg_of(c, Expr::median),
+    spec!("sum", [], @pos 0, @var Kind::Str, |c| agg_of(c, Expr::sum), "`pl.col(names).sum()`"),
+    spec!("mean", [], @pos 0, @var Kind::Str, |c| agg_of(c, Expr::mean), "`pl.col(names).mean()`"),
+    spec!("min", [], @pos 0, @var Kind::Str, |c| agg_of(c, Expr::min), "`pl.col(names).min()`"),
+    spec!("max", [], @pos 0, @var Kind::Str, |c| agg_of(c, Expr::max), "`pl.col(names).max()`"),
+    spec!("median", [], @pos 0, @var Kind::Str, |c| agg_of(c, Expr::median),
         "`pl.col(names).median()`"),
-    spec!("n_unique", [], pos = 0, var = Kind::Str, |c| agg_of(c, Expr::n_unique),
+    spec!("n_unique", [], @pos 0, @var Kind::Str, |c| agg_of(c, Expr::n_unique),
         "`pl.col(names).n_unique()`"),
-    spec!("first", [], pos = 0, var = Kind::Str, first_fn,
+    spec!("first", [], @pos 0, @var Kind::Str, first_fn,
         "`pl.col(names).first()`; without names, the first column"),
-    spec!("last", [], pos = 0, var = Kind::Str, last_fn,
+    spec!("last", [], @pos 0, @var Kind::Str, last_fn,
         "`pl.col(names).last()`; without names, the last column"),
-    spec!("std", [req("column", Kind::Str), opt("ddof", Kind::Int, Dflt::Int(1))], std_fn,
-        "`pl.col(column).std(ddof)`"),
-    spec!("var", [req("column", Kind::Str), opt("ddof", Kind::Int, Dflt::Int(1))], var_fn,
-        "`pl.col(column).var(ddof)`"),
-    spec!("quantile", [req("column", Kind::Str), req("quantile", Kind::Expr),
-        opt("interpolation", Kind::Choice(super::agg::QUANTILE_METHODS), Dflt::Str("nearest"))],
-        quantile_fn, "`pl.col(column).quantile(q, interpolation)`"),
-    spec!("date", [req("year", Kind::Expr), req("month", Kind::Expr), req("day", Kind::Expr)],
-        date_fn, "a Date from parts; `str` arguments are column names"),
+    spec!(
+        "std",
+        [
+            req("column", Kind::Str),
+            opt("ddof", Kind::Int, Dflt::Int(1))
+        ],
+        std_fn,
+        "`pl.col(column).std(ddof)`"
+    ),
+    spec!(
+        "var",
+        [
+            req("column", Kind::Str),
+            opt("ddof", Kind::Int, Dflt::Int(1))
+        ],
+        var_fn,
+        "`pl.col(column).var(ddof)`"
+    ),
+    spec!(
+        "quantile",
+        [
+            req("column", Kind::Str),
+            req("quantile", Kind::Expr),
+            opt(
+                "interpolation",
+                Kind::Choice(super::agg::QUANTILE_METHODS),
+                Dflt::Str("nearest")
+            )
+        ],
+        quantile_fn,
+        "`pl.col(column).quantile(q, interpolation)`"
+    ),
+    spec!(
+        "date",
+        [
+            req("year", Kind::Expr),
+            req("month", Kind::Expr),
+            req("day", Kind::Expr)
+        ],
+        date_fn,
+        "a Date from parts; `str` arguments are column names"
+    ),
     spec!("datetime", [req("year", Kind::Expr), req("month", Kind::Expr), req("day", Kind::Expr),
         opt("hour", Kind::Expr, Dflt::None), opt("minute", Kind::Expr, Dflt::None),
         opt("second", Kind::Expr, Dflt::None), opt("microsecond", Kind::Expr, Dflt::None),
         opt("time_unit", Kind::Choice(TIME_UNITS), Dflt::Str("us")),
         opt("time_zone", Kind::Str, Dflt::None),
-        opt("ambiguous", Kind::ExprLit, Dflt::Str("raise"))], pos = 7, datetime_fn,
+        opt("ambiguous", Kind::ExprLit, Dflt::Str("raise"))], @pos 7, datetime_fn,
         "a Datetime from parts; `str` arguments are column names"),
     spec!("duration", [opt("weeks", Kind::Expr, Dflt::None), opt("days", Kind::Expr, Dflt::None),
         opt("hours", Kind::Expr, Dflt::None), opt("minutes", Kind::Expr, Dflt::None),
         opt("seconds", Kind::Expr, Dflt::None), opt("milliseconds", Kind::Expr, Dflt::None),
         opt("microseconds", Kind::Expr, Dflt::None), opt("nanoseconds", Kind::Expr, Dflt::None),
-        nullable("time_unit", Kind::Choice(TIME_UNITS), Dflt::None)], pos = 0, duration_fn,
+        nullable("time_unit", Kind::Choice(TIME_UNITS), Dflt::None)], @pos 0, duration_fn,
         "a Duration from parts (keyword-only, like py-polars)"),
 ];
 
 /// `<when>.then(statement)`.
-pub(crate) static WHEN_THEN: Spec = spec!("then", [req("statement", Kind::Expr)], then_fn,
-    "the value where the condition holds; `str` is a column name");
+pub(crate) static WHEN_THEN: Spec = spec!(
+    "then",
+    [req("statement", Kind::Expr)],
+    then_fn,
+    "the value where the condition holds; `str` is a column name"
+);
 /// `<then>.when(*predicates)`.
-pub(crate) static WHEN_WHEN: Spec = spec!("when", [], pos = 0, var = Kind::Exprs, chained_when_fn,
+pub(crate) static WHEN_WHEN: Spec = spec!("when", [], @pos 0, @var Kind::Exprs, chained_when_fn,
     "another condition, tried when the earlier ones do not hold");
 /// `<then>.otherwise(statement)`.
-pub(crate) static WHEN_OTHERWISE: Spec = spec!("otherwise", [req("statement", Kind::Expr)],
-    otherwise_fn, "the value where no condition holds; `str` is a column name");
+pub(crate) static WHEN_OTHERWISE: Spec = spec!(
+    "otherwise",
+    [req("statement", Kind::Expr)],
+    otherwise_fn,
+    "the value where no condition holds; `str` is a column name"
+);
 
 fn col_fn(c: &mut Call) -> Result<Val> {
     let mut names: Vec<String> = Vec::new();
@@ -293,6 +336,9 @@ fn quantile_fn(c: &mut Call) -> Result<Val> {
 
 fn datetime_args(c: &mut Call) -> Result<DatetimeArgs> {
     let mut args = DatetimeArgs::new(c.expr(0)?, c.expr(1)?, c.expr(2)?);
+    if c.args.len() < 7 {
+        return Ok(args);
+    }
     if let Some(h) = c.opt_expr(3)? {
         args.hour = h;
     }
@@ -325,7 +371,10 @@ fn datetime_fn(c: &mut Call) -> Result<Val> {
         args.time_zone = tz;
     }
     args.ambiguous = c.expr(9)?;
-    Ok(Val::Expr(strip_alias(polars::prelude::datetime(args), "datetime")))
+    Ok(Val::Expr(strip_alias(
+        polars::prelude::datetime(args),
+        "datetime",
+    )))
 }
 
 /// py-polars 2.x no longer names a computed `pl.datetime(...)` "datetime"; folded literals keep it.

@@ -3,9 +3,11 @@
 //! py-polars' `Expr.<method>` hands to the Rust engine, including how `str` arguments are read.
 
 use polars::prelude::{
-    CastOptions, ClosedInterval, Expr, FillNullStrategy, InterpolationMethod, Operator, RoundMode,
-    SortOptions, binary_expr, lit,
+    ClosedInterval, Expr, FillNullStrategy, InterpolationMethod, Operator, RoundMode, SortOptions,
+    binary_expr, lit,
 };
+
+use polars::chunked_array::cast::CastOptions;
 
 use super::super::args::Call;
 use super::super::error::Result;
@@ -30,123 +32,358 @@ fn binary(c: &mut Call, f: fn(Expr, Expr) -> Expr) -> Result<Val> {
 
 /// Methods on expressions (with `agg::METHODS`).
 pub(crate) static METHODS: &[Spec] = &[
-    spec!("alias", [req("name", Kind::Str)], |c| {
-        let name = c.str(0).to_owned();
-        Ok(Val::Expr(c.recv().alias(name)))
-    }, "rename the output"),
+    spec!(
+        "alias",
+        [req("name", Kind::Str)],
+        |c| {
+            let name = c.str(0).to_owned();
+            Ok(Val::Expr(c.recv().alias(name)))
+        },
+        "rename the output"
+    ),
     spec!("cast", [req("dtype", Kind::DType), opt("strict", Kind::Bool, Dflt::Bool(true)),
-        opt("wrap_numerical", Kind::Bool, Dflt::Bool(false))], pos = 1, cast,
+        opt("wrap_numerical", Kind::Bool, Dflt::Bool(false))], @pos 1, cast,
         "strict by default, like py-polars: a value that does not fit is an error"),
     // Math: element-wise, same dtype rules as py-polars.
     spec!("abs", [], |c| unary(c, Expr::abs), "absolute value"),
-    spec!("sqrt", [], |c| unary(c, Expr::sqrt), "square root (Float64)"),
+    spec!(
+        "sqrt",
+        [],
+        |c| unary(c, Expr::sqrt),
+        "square root (Float64)"
+    ),
     spec!("cbrt", [], |c| unary(c, Expr::cbrt), "cube root (Float64)"),
     spec!("exp", [], |c| unary(c, Expr::exp), "e to the power"),
     spec!("log1p", [], |c| unary(c, Expr::log1p), "ln(1 + x)"),
-    spec!("log", [opt("base", Kind::Expr, Dflt::Float(std::f64::consts::E))], |c| binary(c, Expr::log),
-        "logarithm, natural by default; `str` base is a column name"),
-    spec!("log10", [], |c| Ok(Val::Expr(c.recv().log(lit(10.0)))), "base-10 logarithm"),
-    spec!("pow", [req("exponent", Kind::Expr)], |c| binary(c, |a, b| a.pow(b)),
-        "power; integer ** integer stays integer"),
+    spec!(
+        "log",
+        [opt("base", Kind::Expr, Dflt::Float(std::f64::consts::E))],
+        |c| binary(c, Expr::log),
+        "logarithm, natural by default; `str` base is a column name"
+    ),
+    spec!(
+        "log10",
+        [],
+        |c| Ok(Val::Expr(c.recv().log(lit(10.0)))),
+        "base-10 logarithm"
+    ),
+    spec!(
+        "pow",
+        [req("exponent", Kind::Expr)],
+        |c| binary(c, |a, b| a.pow(b)),
+        "power; integer ** integer stays integer"
+    ),
     spec!("floor", [], |c| unary(c, Expr::floor), "round down"),
     spec!("ceil", [], |c| unary(c, Expr::ceil), "round up"),
-    spec!("round", [opt("decimals", Kind::Int, Dflt::Int(0)),
-        opt("mode", Kind::Choice(ROUND_MODES), Dflt::Str("half_to_even"))], round,
-        "half to even by default, like py-polars (12.25 -> 12.2)"),
-    spec!("clip", [opt("lower_bound", Kind::Expr, Dflt::None), opt("upper_bound", Kind::Expr, Dflt::None)],
-        clip, "limit values to a range; `str` bounds are column names"),
+    spec!(
+        "round",
+        [
+            opt("decimals", Kind::Int, Dflt::Int(0)),
+            opt("mode", Kind::Choice(ROUND_MODES), Dflt::Str("half_to_even"))
+        ],
+        round,
+        "half to even by default, like py-polars (12.25 -> 12.2)"
+    ),
+    spec!(
+        "clip",
+        [
+            opt("lower_bound", Kind::Expr, Dflt::None),
+            opt("upper_bound", Kind::Expr, Dflt::None)
+        ],
+        clip,
+        "limit values to a range; `str` bounds are column names"
+    ),
     spec!("sign", [], |c| unary(c, Expr::sign), "-1, 0 or 1"),
     spec!("sin", [], |c| unary(c, Expr::sin), "sine"),
     spec!("cos", [], |c| unary(c, Expr::cos), "cosine"),
     spec!("tan", [], |c| unary(c, Expr::tan), "tangent"),
     spec!("neg", [], |c| unary(c, |e| -e), "same as unary `-`"),
     // Nulls and NaN.
-    spec!("is_null", [], |c| unary(c, Expr::is_null), "true where null"),
-    spec!("is_not_null", [], |c| unary(c, Expr::is_not_null), "true where not null"),
-    spec!("is_nan", [], |c| unary(c, Expr::is_nan), "true where NaN (null stays null)"),
-    spec!("is_not_nan", [], |c| unary(c, Expr::is_not_nan), "true where not NaN"),
-    spec!("is_finite", [], |c| unary(c, Expr::is_finite), "true where finite"),
-    spec!("is_infinite", [], |c| unary(c, Expr::is_infinite), "true where +-inf"),
-    spec!("fill_null", [opt("value", Kind::ExprLit, Dflt::None),
-        opt("strategy", Kind::Choice(FILL_STRATEGIES), Dflt::None), opt("limit", Kind::Int, Dflt::None)],
-        fill_null, "a value (`str` is a literal) or a strategy"),
-    spec!("fill_nan", [req("value", Kind::ExprLit)], |c| {
-        let recv = c.recv();
-        let v = c.expr(0)?;
-        Ok(Val::Expr(recv.fill_nan(v)))
-    }, "replace NaN; `str` is a literal"),
-    spec!("forward_fill", [opt("limit", Kind::Int, Dflt::None)], |c| fill_strategy(c, "forward", 0),
-        "fill nulls with the previous value"),
-    spec!("backward_fill", [opt("limit", Kind::Int, Dflt::None)], |c| fill_strategy(c, "backward", 0),
-        "fill nulls with the next value"),
-    spec!("interpolate", [opt("method", Kind::Choice(INTERPOLATION), Dflt::Str("linear"))], |c| {
-        let m = if c.str(0) == "nearest" { InterpolationMethod::Nearest } else { InterpolationMethod::Linear };
-        Ok(Val::Expr(c.recv().interpolate(m)))
-    }, "fill nulls by interpolation"),
-    spec!("drop_nulls", [], |c| unary(c, Expr::drop_nulls), "remove nulls (changes length)"),
-    spec!("drop_nans", [], |c| unary(c, Expr::drop_nans), "remove NaN (changes length)"),
+    spec!(
+        "is_null",
+        [],
+        |c| unary(c, Expr::is_null),
+        "true where null"
+    ),
+    spec!(
+        "is_not_null",
+        [],
+        |c| unary(c, Expr::is_not_null),
+        "true where not null"
+    ),
+    spec!(
+        "is_nan",
+        [],
+        |c| unary(c, Expr::is_nan),
+        "true where NaN (null stays null)"
+    ),
+    spec!(
+        "is_not_nan",
+        [],
+        |c| unary(c, Expr::is_not_nan),
+        "true where not NaN"
+    ),
+    spec!(
+        "is_finite",
+        [],
+        |c| unary(c, Expr::is_finite),
+        "true where finite"
+    ),
+    spec!(
+        "is_infinite",
+        [],
+        |c| unary(c, Expr::is_infinite),
+        "true where +-inf"
+    ),
+    spec!(
+        "fill_null",
+        [
+            opt("value", Kind::ExprLit, Dflt::None),
+            opt("strategy", Kind::Choice(FILL_STRATEGIES), Dflt::None),
+            opt("limit", Kind::Int, Dflt::None)
+        ],
+        fill_null,
+        "a value (`str` is a literal) or a strategy"
+    ),
+    spec!(
+        "fill_nan",
+        [req("value", Kind::ExprLit)],
+        |c| {
+            let recv = c.recv();
+            let v = c.expr(0)?;
+            Ok(Val::Expr(recv.fill_nan(v)))
+        },
+        "replace NaN; `str` is a literal"
+    ),
+    spec!(
+        "forward_fill",
+        [opt("limit", Kind::Int, Dflt::None)],
+        |c| fill_strategy(c, "forward", 0),
+        "fill nulls with the previous value"
+    ),
+    spec!(
+        "backward_fill",
+        [opt("limit", Kind::Int, Dflt::None)],
+        |c| fill_strategy(c, "backward", 0),
+        "fill nulls with the next value"
+    ),
+    spec!(
+        "interpolate",
+        [opt(
+            "method",
+            Kind::Choice(INTERPOLATION),
+            Dflt::Str("linear")
+        )],
+        |c| {
+            let m = if c.str(0) == "nearest" {
+                InterpolationMethod::Nearest
+            } else {
+                InterpolationMethod::Linear
+            };
+            Ok(Val::Expr(c.recv().interpolate(m)))
+        },
+        "fill nulls by interpolation"
+    ),
+    spec!(
+        "drop_nulls",
+        [],
+        |c| unary(c, Expr::drop_nulls),
+        "remove nulls (changes length)"
+    ),
+    spec!(
+        "drop_nans",
+        [],
+        |c| unary(c, Expr::drop_nans),
+        "remove NaN (changes length)"
+    ),
     // Membership and replacement.
     spec!("is_in", [req("other", Kind::Collection), opt("nulls_equal", Kind::Bool, Dflt::Bool(false))],
-        pos = 1, is_in, "a list of constants or an expression; `str` is a column name"),
-    spec!("is_between", [req("lower_bound", Kind::Expr), req("upper_bound", Kind::Expr),
-        opt("closed", Kind::Choice(CLOSED), Dflt::Str("both"))], is_between,
-        "inclusive by default; `str` bounds are column names (use `pl.lit` for text)"),
-    spec!("replace", [req("old", Kind::Collection), req("new", Kind::Collection)], |c| replace(c, false),
-        "map values; lists pair up element-wise; unmatched values are kept"),
+        @pos 1, is_in, "a list of constants or an expression; `str` is a column name"),
+    spec!(
+        "is_between",
+        [
+            req("lower_bound", Kind::Expr),
+            req("upper_bound", Kind::Expr),
+            opt("closed", Kind::Choice(CLOSED), Dflt::Str("both"))
+        ],
+        is_between,
+        "inclusive by default; `str` bounds are column names (use `pl.lit` for text)"
+    ),
+    spec!(
+        "replace",
+        [req("old", Kind::Collection), req("new", Kind::Collection)],
+        |c| replace(c, false),
+        "map values; lists pair up element-wise; unmatched values are kept"
+    ),
     spec!("replace_strict", [req("old", Kind::Collection), req("new", Kind::Collection),
         opt("default", Kind::ExprLit, Dflt::None), nullable("return_dtype", Kind::DType, Dflt::None)],
-        pos = 2, |c| replace(c, true), "map values; unmatched values need `default` or it is an error"),
-    spec!("is_duplicated", [], |c| unary(c, Expr::is_duplicated), "true for values that occur more than once"),
-    spec!("is_unique", [], |c| unary(c, Expr::is_unique), "true for values that occur once"),
-    spec!("is_first_distinct", [], |c| unary(c, Expr::is_first_distinct), "true at each value's first occurrence"),
-    spec!("is_last_distinct", [], |c| unary(c, Expr::is_last_distinct), "true at each value's last occurrence"),
+        @pos 2, |c| replace(c, true), "map values; unmatched values need `default` or it is an error"),
+    spec!(
+        "is_duplicated",
+        [],
+        |c| unary(c, Expr::is_duplicated),
+        "true for values that occur more than once"
+    ),
+    spec!(
+        "is_unique",
+        [],
+        |c| unary(c, Expr::is_unique),
+        "true for values that occur once"
+    ),
+    spec!(
+        "is_first_distinct",
+        [],
+        |c| unary(c, Expr::is_first_distinct),
+        "true at each value's first occurrence"
+    ),
+    spec!(
+        "is_last_distinct",
+        [],
+        |c| unary(c, Expr::is_last_distinct),
+        "true at each value's last occurrence"
+    ),
     // Operators by name (py-polars' dunder aliases; same str rules as the operators).
     spec!("not_", [], |c| unary(c, Expr::not), "same as `~`"),
-    spec!("and_", [], pos = 0, var = Kind::Expr, |c| fold_op(c, Expr::and), "same as `&`"),
-    spec!("or_", [], pos = 0, var = Kind::Expr, |c| fold_op(c, Expr::or), "same as `|`"),
-    spec!("xor", [req("other", Kind::Expr)], |c| binary(c, Expr::xor), "same as `^`"),
-    spec!("eq", [req("other", Kind::ExprLit)], |c| binary(c, Expr::eq), "same as `==`"),
-    spec!("ne", [req("other", Kind::ExprLit)], |c| binary(c, Expr::neq), "same as `!=`"),
-    spec!("lt", [req("other", Kind::ExprLit)], |c| binary(c, Expr::lt), "same as `<`"),
-    spec!("le", [req("other", Kind::ExprLit)], |c| binary(c, Expr::lt_eq), "same as `<=`"),
-    spec!("gt", [req("other", Kind::ExprLit)], |c| binary(c, Expr::gt), "same as `>`"),
-    spec!("ge", [req("other", Kind::ExprLit)], |c| binary(c, Expr::gt_eq), "same as `>=`"),
-    spec!("eq_missing", [req("other", Kind::ExprLit)], |c| binary(c, Expr::eq_missing),
-        "`==` where null equals null"),
-    spec!("ne_missing", [req("other", Kind::ExprLit)], |c| binary(c, Expr::neq_missing),
-        "`!=` where null equals null"),
-    spec!("add", [req("other", Kind::ExprLit)], |c| binary(c, |a, b| binary_expr(a, Operator::Plus, b)),
-        "same as `+`"),
-    spec!("sub", [req("other", Kind::Expr)], |c| binary(c, |a, b| binary_expr(a, Operator::Minus, b)),
-        "same as `-`"),
-    spec!("mul", [req("other", Kind::Expr)], |c| binary(c, |a, b| binary_expr(a, Operator::Multiply, b)),
-        "same as `*`"),
-    spec!("truediv", [req("other", Kind::Expr)], |c| binary(c, Expr::true_div), "same as `/`"),
-    spec!("floordiv", [req("other", Kind::Expr)], |c| binary(c, Expr::floor_div), "same as `//`"),
-    spec!("mod", [req("other", Kind::Expr)], |c| binary(c, |a, b| binary_expr(a, Operator::Modulus, b)),
-        "same as `%`"),
+    spec!("and_", [], @pos 0, @var Kind::Expr, |c| fold_op(c, Expr::and), "same as `&`"),
+    spec!("or_", [], @pos 0, @var Kind::Expr, |c| fold_op(c, Expr::or), "same as `|`"),
+    spec!(
+        "xor",
+        [req("other", Kind::Expr)],
+        |c| binary(c, Expr::xor),
+        "same as `^`"
+    ),
+    spec!(
+        "eq",
+        [req("other", Kind::ExprLit)],
+        |c| binary(c, Expr::eq),
+        "same as `==`"
+    ),
+    spec!(
+        "ne",
+        [req("other", Kind::ExprLit)],
+        |c| binary(c, Expr::neq),
+        "same as `!=`"
+    ),
+    spec!(
+        "lt",
+        [req("other", Kind::ExprLit)],
+        |c| binary(c, Expr::lt),
+        "same as `<`"
+    ),
+    spec!(
+        "le",
+        [req("other", Kind::ExprLit)],
+        |c| binary(c, Expr::lt_eq),
+        "same as `<=`"
+    ),
+    spec!(
+        "gt",
+        [req("other", Kind::ExprLit)],
+        |c| binary(c, Expr::gt),
+        "same as `>`"
+    ),
+    spec!(
+        "ge",
+        [req("other", Kind::ExprLit)],
+        |c| binary(c, Expr::gt_eq),
+        "same as `>=`"
+    ),
+    spec!(
+        "eq_missing",
+        [req("other", Kind::ExprLit)],
+        |c| binary(c, Expr::eq_missing),
+        "`==` where null equals null"
+    ),
+    spec!(
+        "ne_missing",
+        [req("other", Kind::ExprLit)],
+        |c| binary(c, Expr::neq_missing),
+        "`!=` where null equals null"
+    ),
+    spec!(
+        "add",
+        [req("other", Kind::ExprLit)],
+        |c| binary(c, |a, b| binary_expr(a, Operator::Plus, b)),
+        "same as `+`"
+    ),
+    spec!(
+        "sub",
+        [req("other", Kind::Expr)],
+        |c| binary(c, |a, b| binary_expr(a, Operator::Minus, b)),
+        "same as `-`"
+    ),
+    spec!(
+        "mul",
+        [req("other", Kind::Expr)],
+        |c| binary(c, |a, b| binary_expr(a, Operator::Multiply, b)),
+        "same as `*`"
+    ),
+    spec!(
+        "truediv",
+        [req("other", Kind::Expr)],
+        |c| binary(c, Expr::true_div),
+        "same as `/`"
+    ),
+    spec!(
+        "floordiv",
+        [req("other", Kind::Expr)],
+        |c| binary(c, Expr::floor_div),
+        "same as `//`"
+    ),
+    spec!(
+        "mod",
+        [req("other", Kind::Expr)],
+        |c| binary(c, |a, b| binary_expr(a, Operator::Modulus, b)),
+        "same as `%`"
+    ),
     // Order.
-    spec!("reverse", [], |c| unary(c, Expr::reverse), "reverse the order"),
+    spec!(
+        "reverse",
+        [],
+        |c| unary(c, Expr::reverse),
+        "reverse the order"
+    ),
     spec!("sort", [opt("descending", Kind::Bool, Dflt::Bool(false)), opt("nulls_last", Kind::Bool, Dflt::Bool(false))],
-        pos = 0, |c| {
+        @pos 0, |c| {
             let opts = SortOptions::default()
                 .with_order_descending(c.bool(0))
                 .with_nulls_last(c.bool(1));
             Ok(Val::Expr(c.recv().sort(opts)))
         }, "sort the values"),
-    spec!("head", [opt("n", Kind::Int, Dflt::Int(10))], |c| {
-        let n = c.int(0);
-        Ok(Val::Expr(c.recv().slice(lit(0_i64), lit(n))))
-    }, "first n values"),
-    spec!("tail", [opt("n", Kind::Int, Dflt::Int(10))], |c| {
-        let n = c.int(0);
-        Ok(Val::Expr(c.recv().slice(lit(n.saturating_neg()), lit(n))))
-    }, "last n values"),
-    spec!("slice", [req("offset", Kind::Int), opt("length", Kind::Int, Dflt::None)], |c| {
-        let offset = c.int(0);
-        let len = c.opt_int(1).map(lit).unwrap_or_else(|| lit(polars::prelude::NULL));
-        Ok(Val::Expr(c.recv().slice(lit(offset), len)))
-    }, "a slice of the values"),
+    spec!(
+        "head",
+        [opt("n", Kind::Int, Dflt::Int(10))],
+        |c| {
+            let n = c.int(0);
+            Ok(Val::Expr(c.recv().slice(lit(0_i64), lit(n))))
+        },
+        "first n values"
+    ),
+    spec!(
+        "tail",
+        [opt("n", Kind::Int, Dflt::Int(10))],
+        |c| {
+            let n = c.int(0);
+            Ok(Val::Expr(c.recv().slice(lit(n.saturating_neg()), lit(n))))
+        },
+        "last n values"
+    ),
+    spec!(
+        "slice",
+        [
+            req("offset", Kind::Int),
+            opt("length", Kind::Int, Dflt::None)
+        ],
+        |c| {
+            let offset = c.int(0);
+            let len = c
+                .opt_int(1)
+                .map(lit)
+                .unwrap_or_else(|| lit(polars::prelude::NULL));
+            Ok(Val::Expr(c.recv().slice(lit(offset), len)))
+        },
+        "a slice of the values"
+    ),
 ];
 
 fn cast(c: &mut Call) -> Result<Val> {
@@ -250,7 +487,7 @@ fn is_between(c: &mut Call) -> Result<Val> {
 /// `replace(old, new)`: lists become Series literals (replace) or list scalars (replace_strict),
 /// as py-polars builds them; a `str` is a literal.
 fn replace(c: &mut Call, strict: bool) -> Result<Val> {
-    let mut side = |c: &mut Call, i: usize| -> Result<Expr> {
+    let side = |c: &mut Call, i: usize| -> Result<Expr> {
         if c.is_seq(i) {
             let s = c.series(i)?;
             Ok(if strict { list_scalar(s) } else { lit(s) })

@@ -17,52 +17,114 @@ fn unary(c: &mut Call, f: fn(ListNameSpace) -> Expr) -> Result<Val> {
 
 /// `Expr.list.*` entries.
 pub(crate) static LIST: &[Spec] = &[
-    spec!("len", [], |c| unary(c, ListNameSpace::len), "number of elements (UInt32)"),
-    spec!("first", [], |c| unary(c, |n| n.get(lit(0_i64), true)), "first element, null if empty"),
-    spec!("last", [], |c| unary(c, |n| n.get(lit(-1_i64), true)), "last element, null if empty"),
-    spec!("get", [req("index", Kind::Expr), opt("null_on_oob", Kind::Bool, Dflt::Bool(false))], pos = 1, |c| {
+    spec!(
+        "len",
+        [],
+        |c| unary(c, ListNameSpace::len),
+        "number of elements (UInt32)"
+    ),
+    spec!(
+        "first",
+        [],
+        |c| unary(c, |n| n.get(lit(0_i64), true)),
+        "first element, null if empty"
+    ),
+    spec!(
+        "last",
+        [],
+        |c| unary(c, |n| n.get(lit(-1_i64), true)),
+        "last element, null if empty"
+    ),
+    spec!("get", [req("index", Kind::Expr), opt("null_on_oob", Kind::Bool, Dflt::Bool(false))], @pos 1, |c| {
         let i = c.expr(0)?;
         let oob = c.bool(1);
         Ok(Val::Expr(l(c).get(i, oob)))
     }, "element at an index (negative from the end); out of bounds is an error unless `null_on_oob`"),
-    spec!("join", [req("separator", Kind::ExprLit), opt("ignore_nulls", Kind::Bool, Dflt::Bool(true))], pos = 1, |c| {
+    spec!("join", [req("separator", Kind::ExprLit), opt("ignore_nulls", Kind::Bool, Dflt::Bool(true))], @pos 1, |c| {
         let sep = c.expr(0)?;
         let ig = c.bool(1);
         Ok(Val::Expr(l(c).join(sep, ig)))
     }, "join string elements with a separator"),
-    spec!("contains", [req("item", Kind::ExprLit), opt("nulls_equal", Kind::Bool, Dflt::Bool(true))], pos = 1, |c| {
+    spec!("contains", [req("item", Kind::ExprLit), opt("nulls_equal", Kind::Bool, Dflt::Bool(true))], @pos 1, |c| {
         let item = c.expr(0)?;
         let ne = c.bool(1);
         Ok(Val::Expr(l(c).contains(item, ne)))
     }, "membership test per list"),
-    spec!("sum", [], |c| unary(c, ListNameSpace::sum), "sum of elements"),
-    spec!("mean", [], |c| unary(c, ListNameSpace::mean), "mean of elements"),
-    spec!("min", [], |c| unary(c, ListNameSpace::min), "minimum element"),
-    spec!("max", [], |c| unary(c, ListNameSpace::max), "maximum element"),
+    spec!(
+        "sum",
+        [],
+        |c| unary(c, ListNameSpace::sum),
+        "sum of elements"
+    ),
+    spec!(
+        "mean",
+        [],
+        |c| unary(c, ListNameSpace::mean),
+        "mean of elements"
+    ),
+    spec!(
+        "min",
+        [],
+        |c| unary(c, ListNameSpace::min),
+        "minimum element"
+    ),
+    spec!(
+        "max",
+        [],
+        |c| unary(c, ListNameSpace::max),
+        "maximum element"
+    ),
     spec!("sort", [opt("descending", Kind::Bool, Dflt::Bool(false)), opt("nulls_last", Kind::Bool, Dflt::Bool(false))],
-        pos = 0, |c| {
+        @pos 0, |c| {
             let o = SortOptions::default().with_order_descending(c.bool(0)).with_nulls_last(c.bool(1));
             Ok(Val::Expr(l(c).sort(o)))
         }, "sort each list"),
-    spec!("reverse", [], |c| unary(c, |n| n.eval(element().reverse())), "reverse each list"),
-    spec!("unique", [opt("maintain_order", Kind::Bool, Dflt::Bool(false))], pos = 0, |c| {
+    spec!(
+        "reverse",
+        [],
+        |c| unary(c, |n| n.eval(element().reverse())),
+        "reverse each list"
+    ),
+    spec!("unique", [opt("maintain_order", Kind::Bool, Dflt::Bool(false))], @pos 0, |c| {
         let stable = c.bool(0);
         let e = if stable { element().unique_stable() } else { element().unique() };
         Ok(Val::Expr(l(c).eval(e)))
     }, "distinct elements of each list"),
-    spec!("n_unique", [], |c| unary(c, |n| n.agg(element().n_unique())), "number of distinct elements"),
-    spec!("slice", [req("offset", Kind::Expr), opt("length", Kind::Expr, Dflt::None)], |c| {
-        let off = c.expr(0)?;
-        let len = c.expr(1)?;
-        Ok(Val::Expr(l(c).slice(off, len)))
-    }, "a slice of each list"),
-    spec!("head", [opt("n", Kind::Expr, Dflt::Int(5))], |c| {
-        let n = c.expr(0)?;
-        Ok(Val::Expr(l(c).slice(lit(0_i64), n)))
-    }, "first n elements"),
-    spec!("tail", [opt("n", Kind::Expr, Dflt::Int(5))], |c| {
-        let n = c.expr(0)?;
-        Ok(Val::Expr(l(c).tail(n)))
-    }, "last n elements"),
+    spec!(
+        "n_unique",
+        [],
+        |c| unary(c, |n| n.agg(element().n_unique())),
+        "number of distinct elements"
+    ),
+    spec!(
+        "slice",
+        [
+            req("offset", Kind::Expr),
+            opt("length", Kind::Expr, Dflt::None)
+        ],
+        |c| {
+            let off = c.expr(0)?;
+            let len = c.expr(1)?;
+            Ok(Val::Expr(l(c).slice(off, len)))
+        },
+        "a slice of each list"
+    ),
+    spec!(
+        "head",
+        [opt("n", Kind::Expr, Dflt::Int(5))],
+        |c| {
+            let n = c.expr(0)?;
+            Ok(Val::Expr(l(c).slice(lit(0_i64), n)))
+        },
+        "first n elements"
+    ),
+    spec!(
+        "tail",
+        [opt("n", Kind::Expr, Dflt::Int(5))],
+        |c| {
+            let n = c.expr(0)?;
+            Ok(Val::Expr(l(c).tail(n)))
+        },
+        "last n elements"
+    ),
 ];
-

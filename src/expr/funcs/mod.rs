@@ -40,30 +40,30 @@ pub(crate) fn table(t: Table) -> &'static [Spec] {
     }
 }
 
+fn param_text(p: &super::registry::Param) -> String {
+    let d = match p.default {
+        Dflt::Required => String::new(),
+        Dflt::None => "=None".into(),
+        Dflt::Bool(b) => format!("={}", if b { "True" } else { "False" }),
+        Dflt::Int(i) => format!("={i}"),
+        Dflt::Float(f) => format!("={f:?}"),
+        Dflt::Str(s) => format!("=\"{s}\""),
+    };
+    format!("{}{d}", p.name)
+}
+
+/// The Python signature: positional params, `*args` or a bare `*`, keyword-only params.
 fn signature(spec: &Spec) -> String {
-    let mut parts = Vec::new();
-    for (i, p) in spec.params.iter().enumerate() {
-        if i == spec.positional && spec.variadic.is_none() {
-            parts.push("*".to_owned());
-        }
-        let d = match p.default {
-            Dflt::Required => String::new(),
-            Dflt::None => "=None".into(),
-            Dflt::Bool(b) => format!("={}", if b { "True" } else { "False" }),
-            Dflt::Int(i) => format!("={i}"),
-            Dflt::Float(f) => format!("={f:?}"),
-            Dflt::Str(s) => format!("=\"{s}\""),
-        };
-        parts.push(format!("{}{d}", p.name));
-        if i + 1 == spec.positional.min(spec.params.len()) {
-            if let Some(_k) = spec.variadic {
-                parts.push("*more".into());
-            }
-        }
+    let pos = spec.positional.min(spec.params.len());
+    let mut parts: Vec<String> = spec.params[..pos].iter().map(param_text).collect();
+    match spec.variadic {
+        Some(super::registry::Kind::Str) => parts.push("*names".into()),
+        Some(_) if pos > 0 => parts.push("*more".into()),
+        Some(_) => parts.push("*exprs".into()),
+        None if pos < spec.params.len() => parts.push("*".into()),
+        None => {}
     }
-    if spec.params.is_empty() && spec.variadic.is_some() {
-        parts.push("*exprs".into());
-    }
+    parts.extend(spec.params[pos..].iter().map(param_text));
     parts.join(", ")
 }
 
@@ -97,4 +97,76 @@ pub fn reference_markdown() -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::check;
+    use super::super::registry::{Kind, Param, Table};
+    use super::table;
+
+    fn sample(kind: Kind) -> String {
+        match kind {
+            Kind::Expr => "pl.col(\"b\")".into(),
+            Kind::ExprLit => "\"x\"".into(),
+            Kind::Exprs => "[\"a\", \"b\"]".into(),
+            Kind::Int | Kind::IntOrExpr => "1".into(),
+            Kind::Bool => "True".into(),
+            Kind::Str => "\"%Y\"".into(),
+            Kind::Choice(c) => format!("\"{}\"", c[c.len() - 1]),
+            Kind::DType => "pl.Int64".into(),
+            Kind::Collection => "[1, 2]".into(),
+            Kind::Names => "\"a\"".into(),
+            Kind::Any => "1".into(),
+        }
+    }
+
+    fn receiver(t: Table) -> &'static str {
+        match t {
+            Table::Functions | Table::DTypes => "pl.",
+            Table::Methods => "pl.col(\"a\").",
+            Table::Str => "pl.col(\"s\").str.",
+            Table::Dt => "pl.col(\"t\").dt.",
+            Table::List => "pl.col(\"l\").list.",
+        }
+    }
+
+    /// Every registry entry, called minimally, fully by keyword, and with `None`s, builds
+    /// without panicking (a builder reading a slot its signature lacks would panic here).
+    #[test]
+    fn every_entry_builds_without_panicking() {
+        let mut calls = 0;
+        for t in Table::ALL {
+            for spec in table(t) {
+                let pos = spec.positional.min(spec.params.len());
+                let required: Vec<&Param> = spec
+                    .params
+                    .iter()
+                    .filter(|p| p.default == super::Dflt::Required)
+                    .collect();
+                let minimal: Vec<String> = required.iter().map(|p| sample(p.kind)).collect();
+                let mut full: Vec<String> =
+                    spec.params[..pos].iter().map(|p| sample(p.kind)).collect();
+                if let Some(v) = spec.variadic {
+                    full.push(sample(v));
+                }
+                full.extend(
+                    spec.params[pos..]
+                        .iter()
+                        .map(|p| format!("{}={}", p.name, sample(p.kind))),
+                );
+                let nones: Vec<String> = spec
+                    .params
+                    .iter()
+                    .map(|p| format!("{}=None", p.name))
+                    .collect();
+                for args in [minimal, full, nones] {
+                    let src = format!("{}{}({})", receiver(t), spec.name, args.join(", "));
+                    let _ = check(&src);
+                    calls += 1;
+                }
+            }
+        }
+        assert!(calls > 300, "the registry is unexpectedly small: {calls}");
+    }
 }

@@ -2,6 +2,7 @@
 //! user pattern cannot hang a run. Where the engine's kernel differs from py-polars 2.x
 //! (`$` in replacements, `zfill` on non-ASCII) the builder composes an equivalent expression.
 
+use polars::lazy::dsl::string::StringNameSpace;
 use polars::prelude::{DataType, Expr, NULL, StrptimeOptions, TimeUnit, lit, when};
 
 use super::super::args::Call;
@@ -10,22 +11,22 @@ use super::super::registry::{Dflt, Kind, Spec, nullable, opt, req, spec};
 use super::super::val::Val;
 use super::common::list_scalar;
 
-fn s(c: &mut Call) -> polars::prelude::StringNameSpace {
+fn s(c: &mut Call) -> StringNameSpace {
     c.recv().str()
 }
 
-fn unary(c: &mut Call, f: fn(polars::prelude::StringNameSpace) -> Expr) -> Result<Val> {
+fn unary(c: &mut Call, f: fn(StringNameSpace) -> Expr) -> Result<Val> {
     Ok(Val::Expr(f(s(c))))
 }
 
 /// `strip_chars`-style methods: `None` strips whitespace, a `str` is a set of characters.
-fn strip(c: &mut Call, f: fn(polars::prelude::StringNameSpace, Expr) -> Expr) -> Result<Val> {
+fn strip(c: &mut Call, f: fn(StringNameSpace, Expr) -> Expr) -> Result<Val> {
     let chars = c.expr(0)?;
     Ok(Val::Expr(f(s(c), chars)))
 }
 
 /// One-argument methods whose argument is an expression (literal or column per its kind).
-fn with_arg(c: &mut Call, f: fn(polars::prelude::StringNameSpace, Expr) -> Expr) -> Result<Val> {
+fn with_arg(c: &mut Call, f: fn(StringNameSpace, Expr) -> Expr) -> Result<Val> {
     let a = c.expr(0)?;
     Ok(Val::Expr(f(s(c), a)))
 }
@@ -33,98 +34,201 @@ fn with_arg(c: &mut Call, f: fn(polars::prelude::StringNameSpace, Expr) -> Expr)
 /// `Expr.str.*` entries.
 pub(crate) static STR: &[Spec] = &[
     spec!("contains", [req("pattern", Kind::ExprLit), opt("literal", Kind::Bool, Dflt::Bool(false)),
-        opt("strict", Kind::Bool, Dflt::Bool(true))], pos = 1, |c| {
+        opt("strict", Kind::Bool, Dflt::Bool(true))], @pos 1, |c| {
             let pat = c.expr(0)?;
             let (literal, strict) = (c.bool(1), c.bool(2));
             let ns = s(c);
             Ok(Val::Expr(if literal { ns.contains_literal(pat) } else { ns.contains(pat, strict) }))
         }, "regex match (Rust regex syntax) or `literal=True` substring"),
-    spec!("starts_with", [req("prefix", Kind::ExprLit)], |c| with_arg(c, |n, a| n.starts_with(a)),
-        "prefix test"),
-    spec!("ends_with", [req("suffix", Kind::ExprLit)], |c| with_arg(c, |n, a| n.ends_with(a)),
-        "suffix test"),
+    spec!(
+        "starts_with",
+        [req("prefix", Kind::ExprLit)],
+        |c| with_arg(c, |n, a| n.starts_with(a)),
+        "prefix test"
+    ),
+    spec!(
+        "ends_with",
+        [req("suffix", Kind::ExprLit)],
+        |c| with_arg(c, |n, a| n.ends_with(a)),
+        "suffix test"
+    ),
     spec!("find", [req("pattern", Kind::ExprLit), opt("literal", Kind::Bool, Dflt::Bool(false)),
-        opt("strict", Kind::Bool, Dflt::Bool(true))], pos = 1, |c| {
+        opt("strict", Kind::Bool, Dflt::Bool(true))], @pos 1, |c| {
             let pat = c.expr(0)?;
             let (literal, strict) = (c.bool(1), c.bool(2));
             let ns = s(c);
             Ok(Val::Expr(if literal { ns.find_literal(pat) } else { ns.find(pat, strict) }))
         }, "byte offset of the first match (UInt32), null if none"),
     spec!("count_matches", [req("pattern", Kind::ExprLit), opt("literal", Kind::Bool, Dflt::Bool(false))],
-        pos = 1, |c| {
+        @pos 1, |c| {
             let pat = c.expr(0)?;
             let literal = c.bool(1);
             Ok(Val::Expr(s(c).count_matches(pat, literal)))
         }, "number of non-overlapping matches (UInt32)"),
     spec!("contains_any", [req("patterns", Kind::Collection),
-        opt("ascii_case_insensitive", Kind::Bool, Dflt::Bool(false))], pos = 1, |c| {
+        opt("ascii_case_insensitive", Kind::Bool, Dflt::Bool(false))], @pos 1, |c| {
             let pats = if c.is_seq(0) { list_scalar(c.series(0)?) } else { c.expr(0)? };
             let ci = c.bool(1);
             Ok(Val::Expr(s(c).contains_any(pats, ci)))
         }, "any of several literal substrings (Aho-Corasick)"),
-    spec!("to_uppercase", [], |c| unary(c, |n| n.to_uppercase()), "Unicode upper case"),
-    spec!("to_lowercase", [], |c| unary(c, |n| n.to_lowercase()), "Unicode lower case"),
-    spec!("to_titlecase", [], |c| Ok(Val::Expr(super::titlecase::titlecase(c.recv()))),
-        "upper-case the first letter of each word, lower-case the rest"),
-    spec!("strip_chars", [opt("characters", Kind::ExprLit, Dflt::None)],
-        |c| strip(c, |n, a| n.strip_chars(a)), "strip whitespace, or any of the given characters, both ends"),
-    spec!("strip_chars_start", [opt("characters", Kind::ExprLit, Dflt::None)],
-        |c| strip(c, |n, a| n.strip_chars_start(a)), "strip at the start"),
-    spec!("strip_chars_end", [opt("characters", Kind::ExprLit, Dflt::None)],
-        |c| strip(c, |n, a| n.strip_chars_end(a)), "strip at the end"),
-    spec!("strip_prefix", [req("prefix", Kind::ExprLit)], |c| with_arg(c, |n, a| n.strip_prefix(a)),
-        "remove a prefix once"),
-    spec!("strip_suffix", [req("suffix", Kind::ExprLit)], |c| with_arg(c, |n, a| n.strip_suffix(a)),
-        "remove a suffix once"),
-    spec!("len_chars", [], |c| unary(c, |n| n.len_chars()), "length in characters (UInt32)"),
-    spec!("len_bytes", [], |c| unary(c, |n| n.len_bytes()), "length in UTF-8 bytes (UInt32)"),
-    spec!("slice", [req("offset", Kind::Expr), opt("length", Kind::Expr, Dflt::None)], |c| {
-        let off = c.expr(0)?;
-        let len = c.expr(1)?;
-        Ok(Val::Expr(s(c).slice(off, len)))
-    }, "characters from offset (negative counts from the end)"),
-    spec!("head", [req("n", Kind::Expr)], |c| with_arg(c, |ns, n| ns.head(n)),
-        "first n characters (negative: all but the last n)"),
-    spec!("tail", [req("n", Kind::Expr)], |c| with_arg(c, |ns, n| ns.tail(n)),
-        "last n characters (negative: all but the first n)"),
-    spec!("reverse", [], |c| unary(c, |n| n.reverse()), "reverse by grapheme"),
+    spec!(
+        "to_uppercase",
+        [],
+        |c| unary(c, |n| n.to_uppercase()),
+        "Unicode upper case"
+    ),
+    spec!(
+        "to_lowercase",
+        [],
+        |c| unary(c, |n| n.to_lowercase()),
+        "Unicode lower case"
+    ),
+    spec!(
+        "to_titlecase",
+        [],
+        |c| Ok(Val::Expr(super::titlecase::titlecase(c.recv()))),
+        "upper-case the first letter of each word, lower-case the rest"
+    ),
+    spec!(
+        "strip_chars",
+        [opt("characters", Kind::ExprLit, Dflt::None)],
+        |c| strip(c, |n, a| n.strip_chars(a)),
+        "strip whitespace, or any of the given characters, both ends"
+    ),
+    spec!(
+        "strip_chars_start",
+        [opt("characters", Kind::ExprLit, Dflt::None)],
+        |c| strip(c, |n, a| n.strip_chars_start(a)),
+        "strip at the start"
+    ),
+    spec!(
+        "strip_chars_end",
+        [opt("characters", Kind::ExprLit, Dflt::None)],
+        |c| strip(c, |n, a| n.strip_chars_end(a)),
+        "strip at the end"
+    ),
+    spec!(
+        "strip_prefix",
+        [req("prefix", Kind::ExprLit)],
+        |c| with_arg(c, |n, a| n.strip_prefix(a)),
+        "remove a prefix once"
+    ),
+    spec!(
+        "strip_suffix",
+        [req("suffix", Kind::ExprLit)],
+        |c| with_arg(c, |n, a| n.strip_suffix(a)),
+        "remove a suffix once"
+    ),
+    spec!(
+        "len_chars",
+        [],
+        |c| unary(c, |n| n.len_chars()),
+        "length in characters (UInt32)"
+    ),
+    spec!(
+        "len_bytes",
+        [],
+        |c| unary(c, |n| n.len_bytes()),
+        "length in UTF-8 bytes (UInt32)"
+    ),
+    spec!(
+        "slice",
+        [
+            req("offset", Kind::Expr),
+            opt("length", Kind::Expr, Dflt::None)
+        ],
+        |c| {
+            let off = c.expr(0)?;
+            let len = c.expr(1)?;
+            Ok(Val::Expr(s(c).slice(off, len)))
+        },
+        "characters from offset (negative counts from the end)"
+    ),
+    spec!(
+        "head",
+        [req("n", Kind::Expr)],
+        |c| with_arg(c, |ns, n| ns.head(n)),
+        "first n characters (negative: all but the last n)"
+    ),
+    spec!(
+        "tail",
+        [req("n", Kind::Expr)],
+        |c| with_arg(c, |ns, n| ns.tail(n)),
+        "last n characters (negative: all but the first n)"
+    ),
+    spec!(
+        "reverse",
+        [],
+        |c| unary(c, |n| n.reverse()),
+        "reverse by grapheme"
+    ),
     spec!("replace", [req("pattern", Kind::ExprLit), req("value", Kind::ExprLit),
-        opt("literal", Kind::Bool, Dflt::Bool(false)), opt("n", Kind::Int, Dflt::Int(1))], pos = 2,
+        opt("literal", Kind::Bool, Dflt::Bool(false)), opt("n", Kind::Int, Dflt::Int(1))], @pos 2,
         |c| replace(c, false), "replace the first n matches; `$1` refers to groups unless `literal=True`"),
     spec!("replace_all", [req("pattern", Kind::ExprLit), req("value", Kind::ExprLit),
-        opt("literal", Kind::Bool, Dflt::Bool(false))], pos = 2, |c| replace(c, true),
+        opt("literal", Kind::Bool, Dflt::Bool(false))], @pos 2, |c| replace(c, true),
         "replace every match"),
-    spec!("zfill", [req("length", Kind::Expr)], zfill,
-        "pad with zeros after the sign, counting characters like py-polars 2"),
-    spec!("pad_start", [req("length", Kind::Expr), opt("fill_char", Kind::Str, Dflt::Str(" "))],
-        |c| pad(c, true), "pad on the left to a length in characters"),
-    spec!("pad_end", [req("length", Kind::Expr), opt("fill_char", Kind::Str, Dflt::Str(" "))],
-        |c| pad(c, false), "pad on the right to a length in characters"),
+    spec!(
+        "zfill",
+        [req("length", Kind::Expr)],
+        zfill,
+        "pad with zeros after the sign, counting characters like py-polars 2"
+    ),
+    spec!(
+        "pad_start",
+        [
+            req("length", Kind::Expr),
+            opt("fill_char", Kind::Str, Dflt::Str(" "))
+        ],
+        |c| pad(c, true),
+        "pad on the left to a length in characters"
+    ),
+    spec!(
+        "pad_end",
+        [
+            req("length", Kind::Expr),
+            opt("fill_char", Kind::Str, Dflt::Str(" "))
+        ],
+        |c| pad(c, false),
+        "pad on the right to a length in characters"
+    ),
     spec!("split", [req("by", Kind::ExprLit), opt("inclusive", Kind::Bool, Dflt::Bool(false)),
         opt("literal", Kind::Bool, Dflt::Bool(true)), opt("strict", Kind::Bool, Dflt::Bool(true))],
-        pos = 1, split, "split into a list; `literal=False` splits on a regex"),
-    spec!("extract", [req("pattern", Kind::ExprLit), opt("group_index", Kind::Int, Dflt::Int(1))], |c| {
-        let pat = c.expr(0)?;
-        let group = c.count::<usize>(1)?;
-        Ok(Val::Expr(s(c).extract(pat, group)))
-    }, "a capture group of the first match, null if none"),
-    spec!("extract_all", [req("pattern", Kind::ExprLit)], |c| with_arg(c, |n, a| n.extract_all(a)),
-        "every match as a list"),
+        @pos 1, split, "split into a list; `literal=False` splits on a regex"),
+    spec!(
+        "extract",
+        [
+            req("pattern", Kind::ExprLit),
+            opt("group_index", Kind::Int, Dflt::Int(1))
+        ],
+        |c| {
+            let pat = c.expr(0)?;
+            let group = c.count::<usize>(1)?;
+            Ok(Val::Expr(s(c).extract(pat, group)))
+        },
+        "a capture group of the first match, null if none"
+    ),
+    spec!(
+        "extract_all",
+        [req("pattern", Kind::ExprLit)],
+        |c| with_arg(c, |n, a| n.extract_all(a)),
+        "every match as a list"
+    ),
     spec!("to_integer", [opt("base", Kind::Expr, Dflt::Int(10)), opt("dtype", Kind::DType, Dflt::None),
-        opt("strict", Kind::Bool, Dflt::Bool(true))], pos = 1, |c| {
+        opt("strict", Kind::Bool, Dflt::Bool(true))], @pos 1, |c| {
             let base = c.expr(0)?;
             let dtype = (!c.is_none(1)).then(|| c.dtype(1));
             let strict = c.bool(2);
             Ok(Val::Expr(s(c).to_integer(base, dtype, strict)))
         }, "parse integers in a base (Int64 unless `dtype`)"),
     spec!("join", [opt("delimiter", Kind::Str, Dflt::Str("")), opt("ignore_nulls", Kind::Bool, Dflt::Bool(true))],
-        pos = 1, |c| {
+        @pos 1, |c| {
             let d = c.str(0).to_owned();
             let ig = c.bool(1);
             Ok(Val::Expr(s(c).join(&d, ig)))
         }, "concatenate all values into one string"),
     spec!("to_date", [opt("format", Kind::Str, Dflt::None), opt("strict", Kind::Bool, Dflt::Bool(true)),
-        opt("exact", Kind::Bool, Dflt::Bool(true)), opt("cache", Kind::Bool, Dflt::Bool(true))], pos = 1,
+        opt("exact", Kind::Bool, Dflt::Bool(true)), opt("cache", Kind::Bool, Dflt::Bool(true))], @pos 1,
         |c| {
             let o = options(c, 0, 1, 2, 3);
             Ok(Val::Expr(s(c).to_date(o)))
@@ -133,10 +237,10 @@ pub(crate) static STR: &[Spec] = &[
         nullable("time_unit", Kind::Choice(super::common::TIME_UNITS), Dflt::None),
         opt("time_zone", Kind::Str, Dflt::None), opt("strict", Kind::Bool, Dflt::Bool(true)),
         opt("exact", Kind::Bool, Dflt::Bool(true)), opt("cache", Kind::Bool, Dflt::Bool(true)),
-        opt("ambiguous", Kind::ExprLit, Dflt::Str("raise"))], pos = 1, to_datetime,
+        opt("ambiguous", Kind::ExprLit, Dflt::Str("raise"))], @pos 1, to_datetime,
         "parse datetimes (chrono format; inferred when omitted)"),
     spec!("to_time", [opt("format", Kind::Str, Dflt::None), opt("strict", Kind::Bool, Dflt::Bool(true)),
-        opt("cache", Kind::Bool, Dflt::Bool(true))], pos = 1, |c| {
+        opt("cache", Kind::Bool, Dflt::Bool(true))], @pos 1, |c| {
             let mut o = options(c, 0, 1, usize::MAX, 2);
             o.exact = true;
             Ok(Val::Expr(s(c).to_time(o)))
@@ -144,7 +248,7 @@ pub(crate) static STR: &[Spec] = &[
     spec!("strptime", [req("dtype", Kind::DType), opt("format", Kind::Str, Dflt::None),
         opt("strict", Kind::Bool, Dflt::Bool(true)), opt("exact", Kind::Bool, Dflt::Bool(true)),
         opt("cache", Kind::Bool, Dflt::Bool(true)), opt("ambiguous", Kind::ExprLit, Dflt::Str("raise"))],
-        pos = 2, strptime, "parse into `pl.Date`, `pl.Datetime(...)` or `pl.Time`"),
+        @pos 2, strptime, "parse into `pl.Date`, `pl.Datetime(...)` or `pl.Time`"),
 ];
 
 fn options(c: &Call, format: usize, strict: usize, exact: usize, cache: usize) -> StrptimeOptions {

@@ -1,7 +1,8 @@
 //! `Expr.dt.*`: date and time parts, truncation, formatting, epochs and durations, with
 //! py-polars' result types (year Int32, month Int8, ordinal_day Int16, weekday Monday=1...).
 
-use polars::prelude::{DataType, DateLikeNameSpace, Expr, TimeUnit, lit};
+use polars::lazy::dsl::dt::DateLikeNameSpace;
+use polars::prelude::{DataType, Expr, Scalar, TimeUnit, lit};
 
 use super::super::args::Call;
 use super::super::error::Result;
@@ -32,17 +33,67 @@ fn every(c: &mut Call, f: fn(DateLikeNameSpace, Expr) -> Expr) -> Result<Val> {
 
 /// `Expr.dt.*` entries.
 pub(crate) static DT: &[Spec] = &[
-    spec!("year", [], |c| part(c, DateLikeNameSpace::year), "calendar year (Int32)"),
-    spec!("iso_year", [], |c| part(c, DateLikeNameSpace::iso_year), "ISO 8601 year (Int32)"),
-    spec!("quarter", [], |c| part(c, DateLikeNameSpace::quarter), "1..4 (Int8)"),
-    spec!("month", [], |c| part(c, DateLikeNameSpace::month), "1..12 (Int8)"),
-    spec!("week", [], |c| part(c, DateLikeNameSpace::week), "ISO week 1..53 (Int8)"),
-    spec!("weekday", [], |c| part(c, DateLikeNameSpace::weekday), "Monday=1 .. Sunday=7 (Int8)"),
-    spec!("day", [], |c| part(c, DateLikeNameSpace::day), "day of month (Int8)"),
-    spec!("ordinal_day", [], |c| part(c, DateLikeNameSpace::ordinal_day), "day of year 1..366 (Int16)"),
-    spec!("hour", [], |c| part(c, DateLikeNameSpace::hour), "0..23 (Int8)"),
-    spec!("minute", [], |c| part(c, DateLikeNameSpace::minute), "0..59 (Int8)"),
-    spec!("second", [opt("fractional", Kind::Bool, Dflt::Bool(false))], pos = 0, |c| {
+    spec!(
+        "year",
+        [],
+        |c| part(c, DateLikeNameSpace::year),
+        "calendar year (Int32)"
+    ),
+    spec!(
+        "iso_year",
+        [],
+        |c| part(c, DateLikeNameSpace::iso_year),
+        "ISO 8601 year (Int32)"
+    ),
+    spec!(
+        "quarter",
+        [],
+        |c| part(c, DateLikeNameSpace::quarter),
+        "1..4 (Int8)"
+    ),
+    spec!(
+        "month",
+        [],
+        |c| part(c, DateLikeNameSpace::month),
+        "1..12 (Int8)"
+    ),
+    spec!(
+        "week",
+        [],
+        |c| part(c, DateLikeNameSpace::week),
+        "ISO week 1..53 (Int8)"
+    ),
+    spec!(
+        "weekday",
+        [],
+        |c| part(c, DateLikeNameSpace::weekday),
+        "Monday=1 .. Sunday=7 (Int8)"
+    ),
+    spec!(
+        "day",
+        [],
+        |c| part(c, DateLikeNameSpace::day),
+        "day of month (Int8)"
+    ),
+    spec!(
+        "ordinal_day",
+        [],
+        |c| part(c, DateLikeNameSpace::ordinal_day),
+        "day of year 1..366 (Int16)"
+    ),
+    spec!(
+        "hour",
+        [],
+        |c| part(c, DateLikeNameSpace::hour),
+        "0..23 (Int8)"
+    ),
+    spec!(
+        "minute",
+        [],
+        |c| part(c, DateLikeNameSpace::minute),
+        "0..59 (Int8)"
+    ),
+    spec!("second", [opt("fractional", Kind::Bool, Dflt::Bool(false))], @pos 0, |c| {
         let fractional = c.bool(0);
         let x = c.recv();
         let sec = x.clone().dt().second();
@@ -52,51 +103,127 @@ pub(crate) static DT: &[Spec] = &[
             sec
         }))
     }, "0..59 (Int8); `fractional=True` adds the sub-second part (Float64)"),
-    spec!("millisecond", [], |c| part(c, DateLikeNameSpace::millisecond), "sub-second part in ms (Int32)"),
-    spec!("microsecond", [], |c| part(c, DateLikeNameSpace::microsecond), "sub-second part in µs (Int32)"),
-    spec!("nanosecond", [], |c| part(c, DateLikeNameSpace::nanosecond), "sub-second part in ns (Int32)"),
-    spec!("is_leap_year", [], |c| part(c, DateLikeNameSpace::is_leap_year), "leap year test"),
-    spec!("date", [], |c| part(c, DateLikeNameSpace::date), "the date part (local for zoned values)"),
-    spec!("time", [], |c| part(c, DateLikeNameSpace::time), "the time of day"),
-    spec!("truncate", [req("every", Kind::ExprLit)], |c| every(c, DateLikeNameSpace::truncate),
-        "round down to a multiple of a duration string like \"1d\", \"15m\", \"1mo\""),
-    spec!("round", [req("every", Kind::ExprLit)], |c| every(c, DateLikeNameSpace::round),
-        "round to the nearest multiple of a duration string"),
-    spec!("offset_by", [req("by", Kind::ExprLit)], |c| every(c, DateLikeNameSpace::offset_by),
-        "shift by a calendar-aware duration string like \"1mo2d\" or \"-3h\""),
-    spec!("month_start", [], |c| part(c, DateLikeNameSpace::month_start), "first day of the month (time kept)"),
-    spec!("month_end", [], |c| part(c, DateLikeNameSpace::month_end), "last day of the month (time kept)"),
-    spec!("strftime", [req("format", Kind::Str)], |c| {
-        let f = c.str(0).to_owned();
-        Ok(Val::Expr(dt(c).to_string(&f)))
-    }, "format with chrono directives (`%Y-%m-%d`)"),
-    spec!("to_string", [opt("format", Kind::Str, Dflt::Str("iso"))], |c| {
-        let f = c.str(0).to_owned();
-        Ok(Val::Expr(dt(c).to_string(&f)))
-    }, "format; \"iso\" by default"),
-    spec!("timestamp", [opt("time_unit", Kind::Choice(TIME_UNITS), Dflt::Str("us"))], |c| {
-        let tu = time_unit(c.str(0));
-        Ok(Val::Expr(dt(c).timestamp(tu)))
-    }, "time since the epoch in a unit (Int64)"),
-    spec!("epoch", [opt("time_unit", Kind::Choice(EPOCH_UNITS), Dflt::Str("us"))], epoch,
-        "time since the epoch in ns/us/ms/s (Int64) or days (Int32)"),
-    spec!("cast_time_unit", [req("time_unit", Kind::Choice(TIME_UNITS))], |c| {
-        let tu = time_unit(c.str(0));
-        Ok(Val::Expr(dt(c).cast_time_unit(tu)))
-    }, "convert a Datetime/Duration to another unit"),
-    spec!("total_days", [opt("fractional", Kind::Bool, Dflt::Bool(false))], pos = 0,
+    spec!(
+        "millisecond",
+        [],
+        |c| part(c, DateLikeNameSpace::millisecond),
+        "sub-second part in ms (Int32)"
+    ),
+    spec!(
+        "microsecond",
+        [],
+        |c| part(c, DateLikeNameSpace::microsecond),
+        "sub-second part in µs (Int32)"
+    ),
+    spec!(
+        "nanosecond",
+        [],
+        |c| part(c, DateLikeNameSpace::nanosecond),
+        "sub-second part in ns (Int32)"
+    ),
+    spec!(
+        "is_leap_year",
+        [],
+        |c| part(c, DateLikeNameSpace::is_leap_year),
+        "leap year test"
+    ),
+    spec!(
+        "date",
+        [],
+        |c| part(c, DateLikeNameSpace::date),
+        "the date part (local for zoned values)"
+    ),
+    spec!(
+        "time",
+        [],
+        |c| part(c, DateLikeNameSpace::time),
+        "the time of day"
+    ),
+    spec!(
+        "truncate",
+        [req("every", Kind::ExprLit)],
+        |c| every(c, DateLikeNameSpace::truncate),
+        "round down to a multiple of a duration string like \"1d\", \"15m\", \"1mo\""
+    ),
+    spec!(
+        "round",
+        [req("every", Kind::ExprLit)],
+        |c| every(c, DateLikeNameSpace::round),
+        "round to the nearest multiple of a duration string"
+    ),
+    spec!(
+        "offset_by",
+        [req("by", Kind::ExprLit)],
+        |c| every(c, DateLikeNameSpace::offset_by),
+        "shift by a calendar-aware duration string like \"1mo2d\" or \"-3h\""
+    ),
+    spec!(
+        "month_start",
+        [],
+        |c| part(c, DateLikeNameSpace::month_start),
+        "first day of the month (time kept)"
+    ),
+    spec!(
+        "month_end",
+        [],
+        |c| part(c, DateLikeNameSpace::month_end),
+        "last day of the month (time kept)"
+    ),
+    spec!(
+        "strftime",
+        [req("format", Kind::Str)],
+        |c| {
+            let f = c.str(0).to_owned();
+            Ok(Val::Expr(dt(c).to_string(&f)))
+        },
+        "format with chrono directives (`%Y-%m-%d`)"
+    ),
+    spec!(
+        "to_string",
+        [opt("format", Kind::Str, Dflt::Str("iso"))],
+        |c| {
+            let f = c.str(0).to_owned();
+            Ok(Val::Expr(dt(c).to_string(&f)))
+        },
+        "format; \"iso\" by default"
+    ),
+    spec!(
+        "timestamp",
+        [opt("time_unit", Kind::Choice(TIME_UNITS), Dflt::Str("us"))],
+        |c| {
+            let tu = time_unit(c.str(0));
+            Ok(Val::Expr(dt(c).timestamp(tu)))
+        },
+        "time since the epoch in a unit (Int64)"
+    ),
+    spec!(
+        "epoch",
+        [opt("time_unit", Kind::Choice(EPOCH_UNITS), Dflt::Str("us"))],
+        epoch,
+        "time since the epoch in ns/us/ms/s (Int64) or days (Int32)"
+    ),
+    spec!(
+        "cast_time_unit",
+        [req("time_unit", Kind::Choice(TIME_UNITS))],
+        |c| {
+            let tu = time_unit(c.str(0));
+            Ok(Val::Expr(dt(c).cast_time_unit(tu)))
+        },
+        "convert a Datetime/Duration to another unit"
+    ),
+    spec!("total_days", [opt("fractional", Kind::Bool, Dflt::Bool(false))], @pos 0,
         |c| total(c, DateLikeNameSpace::total_days), "whole days in a Duration (Int64)"),
-    spec!("total_hours", [opt("fractional", Kind::Bool, Dflt::Bool(false))], pos = 0,
+    spec!("total_hours", [opt("fractional", Kind::Bool, Dflt::Bool(false))], @pos 0,
         |c| total(c, DateLikeNameSpace::total_hours), "whole hours in a Duration (Int64)"),
-    spec!("total_minutes", [opt("fractional", Kind::Bool, Dflt::Bool(false))], pos = 0,
+    spec!("total_minutes", [opt("fractional", Kind::Bool, Dflt::Bool(false))], @pos 0,
         |c| total(c, DateLikeNameSpace::total_minutes), "whole minutes in a Duration (Int64)"),
-    spec!("total_seconds", [opt("fractional", Kind::Bool, Dflt::Bool(false))], pos = 0,
+    spec!("total_seconds", [opt("fractional", Kind::Bool, Dflt::Bool(false))], @pos 0,
         |c| total(c, DateLikeNameSpace::total_seconds), "whole seconds in a Duration (Int64)"),
-    spec!("total_milliseconds", [opt("fractional", Kind::Bool, Dflt::Bool(false))], pos = 0,
+    spec!("total_milliseconds", [opt("fractional", Kind::Bool, Dflt::Bool(false))], @pos 0,
         |c| total(c, DateLikeNameSpace::total_milliseconds), "whole milliseconds (Int64)"),
-    spec!("total_microseconds", [opt("fractional", Kind::Bool, Dflt::Bool(false))], pos = 0,
+    spec!("total_microseconds", [opt("fractional", Kind::Bool, Dflt::Bool(false))], @pos 0,
         |c| total(c, DateLikeNameSpace::total_microseconds), "whole microseconds (Int64)"),
-    spec!("total_nanoseconds", [opt("fractional", Kind::Bool, Dflt::Bool(false))], pos = 0,
+    spec!("total_nanoseconds", [opt("fractional", Kind::Bool, Dflt::Bool(false))], @pos 0,
         |c| total(c, DateLikeNameSpace::total_nanoseconds), "whole nanoseconds (Int64)"),
 ];
 
@@ -108,7 +235,7 @@ fn epoch(c: &mut Call) -> Result<Val> {
         "s" => x
             .dt()
             .timestamp(TimeUnit::Milliseconds)
-            .floor_div(polars::prelude::typed_lit(1000_i64)),
+            .floor_div(lit(Scalar::from(1000_i64))),
         "d" => x.strict_cast(DataType::Date).strict_cast(DataType::Int32),
         u => x.dt().timestamp(time_unit(u)),
     }))

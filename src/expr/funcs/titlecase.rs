@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use polars::prelude::{Column, DataType, Expr, Field, IntoColumn, Schema};
+use polars::prelude::{ChunkApply, Column, DataType, Expr, Field, IntoColumn, Schema};
 
 /// Appends the title-case form of `c` (only differs from upper case for a few characters).
 fn push_title(c: char, out: &mut String) {
