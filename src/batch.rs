@@ -6,7 +6,7 @@ use std::io::{BufRead, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
-use polars::prelude::{DataFrame, Expr, IntoLazy};
+use polars::prelude::{DataFrame, Expr, IntoLazy, OptFlags};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -152,7 +152,23 @@ pub fn check_jsonl(
 /// Applies a compiled expression to a frame, as py-polars' `select((e).alias("result"))` or
 /// `filter(e)` would.
 pub fn apply(df: &DataFrame, expr: Expr, mode: Mode) -> polars::prelude::PolarsResult<DataFrame> {
-    let lf = df.clone().lazy();
+    // py-polars runs DataFrame.select/filter with its "eager" flags: no plan optimizations
+    // but type coercion/checks and expression simplification. Same engine path, same results.
+    let cleared = OptFlags::PROJECTION_PUSHDOWN
+        | OptFlags::PREDICATE_PUSHDOWN
+        | OptFlags::CLUSTER_WITH_COLUMNS
+        | OptFlags::SIMPLIFY_EXPR
+        | OptFlags::SLICE_PUSHDOWN
+        | OptFlags::COMM_SUBPLAN_ELIM
+        | OptFlags::COMM_SUBEXPR_ELIM
+        | OptFlags::CHECK_ORDER_OBSERVE
+        | OptFlags::FAST_PROJECTION
+        | OptFlags::SORT_COLLAPSE
+        | OptFlags::PARTITION_HIVE
+        | OptFlags::STREAMING
+        | OptFlags::GPU;
+    let flags = (OptFlags::default() - cleared) | OptFlags::EAGER | OptFlags::SIMPLIFY_EXPR;
+    let lf = df.clone().lazy().with_optimizations(flags);
     match mode {
         Mode::Select => lf.select([expr.alias("result")]).collect(),
         Mode::Filter => lf.filter(expr).collect(),

@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc: Polars and the expression front end allocate many small objects; it is markedly
+/// faster than glibc malloc for both (see the benchmarks in the README).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = hubworker::cli::Cli::parse();
     hubworker::telemetry::init();

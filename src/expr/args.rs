@@ -16,9 +16,14 @@ pub(crate) struct Call {
     pub spec: &'static Spec,
     pub table: Table,
     pub recv: Option<Expr>,
+    /// Arguments as given, before `finish` (one slot per parameter).
+    slots: Vec<Option<Arg>>,
+    /// One value per parameter after `finish`, defaults filled.
     pub args: Vec<Arg>,
-    /// Which slots the caller gave explicitly.
-    pub given: Vec<bool>,
+    /// Positional arguments seen so far.
+    positional: usize,
+    /// Which slots the caller gave explicitly (bit i = param i; signatures have < 64 params).
+    pub given: u64,
     pub rest: Vec<Arg>,
     pub span: Span,
     /// The when-chain a `.when/.then/.otherwise` call continues.
@@ -33,9 +38,9 @@ fn dflt_val(d: Dflt) -> Val {
     match d {
         Dflt::Required | Dflt::None => Val::Const(Const::None),
         Dflt::Bool(b) => Val::Const(Const::Bool(b)),
-        Dflt::Int(i) => Val::Const(Const::Int(i)),
+        Dflt::Int(i) => Val::Const(Const::Int(i128::from(i))),
         Dflt::Float(f) => Val::Const(Const::Float(f)),
-        Dflt::Str(s) => Val::Const(Const::Str(s.to_owned())),
+        Dflt::Str(s) => Val::Const(Const::Str(std::borrow::Cow::Borrowed(s))),
     }
 }
 
@@ -52,9 +57,9 @@ fn kind_ok(kind: Kind, val: &Val) -> bool {
         (Kind::Int, Val::Const(Const::Int(_) | Const::Bool(_))) => true,
         (Kind::Bool, Val::Const(Const::Bool(_))) => true,
         (Kind::Str, Val::Const(Const::Str(_))) => true,
-        (Kind::Choice(options), Val::Const(Const::Str(s))) => options.contains(&s.as_str()),
+        (Kind::Choice(options), Val::Const(Const::Str(s))) => options.contains(&s.as_ref()),
         (Kind::DType, Val::DType(_)) => true,
-        (Kind::Collection, Val::Seq(_) | Val::Const(_)) => true,
+        (Kind::Collection, Val::Seq(_) | Val::Const(_) | Val::Dict(_)) => true,
         (Kind::Collection, _) => exprlike,
         (Kind::IntOrExpr, Val::Const(Const::Int(_) | Const::Str(_))) => true,
         (Kind::IntOrExpr, _) => exprlike,
@@ -101,115 +106,151 @@ fn quoted(options: &[&str]) -> String {
 }
 
 impl Call {
-    /// Binds `positional` and `keywords` to `spec`'s parameters, checking arity and kinds.
-    pub(crate) fn bind(
-        spec: &'static Spec,
-        table: Table,
-        recv: Option<Expr>,
-        positional: Vec<Arg>,
-        keywords: Vec<(String, Arg)>,
-        span: Span,
-    ) -> Result<Call> {
-        let name = || format!("{}{}()", table.prefix(), spec.name);
-        let n = spec.params.len();
-        let mut slots: Vec<Option<Arg>> = vec![None; n];
-        let mut rest = Vec::new();
-        let max_pos = spec.positional.min(n);
-        for (i, arg) in positional.into_iter().enumerate() {
-            if i < max_pos {
-                slots[i] = Some(arg);
-            } else if let Some(kind) = spec.variadic {
-                if !kind_ok(kind, &arg.val) {
-                    return Err(bad(
-                        format!(
-                            "{}: extra arguments must be {}, found {}",
-                            name(),
-                            kind.describe(),
-                            arg.val.describe()
-                        ),
-                        arg.span,
-                    ));
-                }
-                rest.push(arg);
-            } else {
-                return Err(bad(
-                    format!(
-                        "{} takes at most {max_pos} positional argument{}",
-                        name(),
-                        if max_pos == 1 { "" } else { "s" }
-                    ),
-                    arg.span,
-                ));
-            }
-        }
-        for (kw, arg) in keywords {
-            let Some(i) = spec.params.iter().position(|p| p.name == kw) else {
-                let known: Vec<&str> = spec.params.iter().map(|p| p.name).collect();
-                let hint = known
-                    .iter()
-                    .map(|k| (strsim::jaro_winkler(&kw, k), *k))
-                    .filter(|(s, _)| *s > 0.8)
-                    .max_by(|a, b| a.0.total_cmp(&b.0))
-                    .map(|(_, k)| format!(" (did you mean '{k}'?)"))
-                    .unwrap_or_default();
-                return Err(bad(
-                    format!("{} got an unexpected keyword argument '{kw}'{hint}", name()),
-                    arg.span,
-                ));
-            };
-            if slots[i].is_some() {
-                return Err(bad(
-                    format!("{} got multiple values for argument '{kw}'", name()),
-                    arg.span,
-                ));
-            }
-            slots[i] = Some(arg);
-        }
-        let mut args = Vec::with_capacity(n);
-        let mut given = Vec::with_capacity(n);
-        for (p, slot) in spec.params.iter().zip(slots) {
-            match slot {
-                Some(arg) => {
-                    check_kind(spec, table, p, &arg)?;
-                    args.push(arg);
-                    given.push(true);
-                }
-                None if p.default == Dflt::Required => {
-                    return Err(bad(
-                        format!("{} missing required argument '{}'", name(), p.name),
-                        span,
-                    ));
-                }
-                None => {
-                    args.push(Arg {
-                        val: dflt_val(p.default),
-                        span,
-                    });
-                    given.push(false);
-                }
-            }
-        }
-        Ok(Call {
+    /// Starts binding a call to `spec`; arguments are added in source order, then [`finish`].
+    ///
+    /// [`finish`]: Call::finish
+    pub(crate) fn start(spec: &'static Spec, table: Table, recv: Option<Expr>, span: Span) -> Call {
+        Call {
             spec,
             table,
             recv,
-            args,
-            given,
-            rest,
+            slots: std::iter::repeat_with(|| None)
+                .take(spec.params.len())
+                .collect(),
+            args: Vec::new(),
+            given: 0,
+            positional: 0,
+            rest: Vec::new(),
             span,
             chain: None,
-        })
+        }
+    }
+
+    fn name(&self) -> String {
+        format!("{}{}()", self.table.prefix(), self.spec.name)
+    }
+
+    /// The next positional argument.
+    pub(crate) fn positional(&mut self, arg: Arg) -> Result<()> {
+        let max_pos = self.spec.positional.min(self.spec.params.len());
+        let i = self.positional;
+        self.positional += 1;
+        if i < max_pos {
+            self.slots[i] = Some(arg);
+            return Ok(());
+        }
+        let Some(kind) = self.spec.variadic else {
+            return Err(bad(
+                format!(
+                    "{} takes at most {max_pos} positional argument{}",
+                    self.name(),
+                    if max_pos == 1 { "" } else { "s" }
+                ),
+                arg.span,
+            ));
+        };
+        if !kind_ok(kind, &arg.val) {
+            return Err(bad(
+                format!(
+                    "{}: extra arguments must be {}, found {}",
+                    self.name(),
+                    kind.describe(),
+                    arg.val.describe()
+                ),
+                arg.span,
+            ));
+        }
+        self.rest.push(arg);
+        Ok(())
+    }
+
+    /// A keyword argument.
+    pub(crate) fn keyword(&mut self, kw: &str, arg: Arg) -> Result<()> {
+        if self.spec.name == "when" && self.spec.params.is_empty() {
+            // `pl.when(vip=True)` is py-polars' `pl.col("vip") == True` (a str value is text).
+            let span = arg.span;
+            let value = to_expr(arg, StrAs::Literal)?;
+            self.rest.push(Arg {
+                val: Val::Expr(polars::prelude::col(kw).eq(value)),
+                span,
+            });
+            return Ok(());
+        }
+        let Some(i) = self.spec.params.iter().position(|p| p.name == kw) else {
+            let hint = self
+                .spec
+                .params
+                .iter()
+                .map(|p| (strsim::jaro_winkler(kw, p.name), p.name))
+                .filter(|(s, _)| *s > 0.8)
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, k)| format!(" (did you mean '{k}'?)"))
+                .unwrap_or_default();
+            return Err(bad(
+                format!(
+                    "{} got an unexpected keyword argument '{kw}'{hint}",
+                    self.name()
+                ),
+                arg.span,
+            ));
+        };
+        if self.slots[i].is_some() {
+            return Err(bad(
+                format!("{} got multiple values for argument '{kw}'", self.name()),
+                arg.span,
+            ));
+        }
+        self.slots[i] = Some(arg);
+        Ok(())
+    }
+
+    /// Checks kinds and required parameters and fills defaults.
+    pub(crate) fn finish(mut self) -> Result<Call> {
+        let (spec, table, span) = (self.spec, self.table, self.span);
+        for (i, (p, slot)) in spec.params.iter().zip(self.slots.iter()).enumerate() {
+            match slot {
+                Some(arg) => {
+                    check_kind(spec, table, p, arg)?;
+                    self.given |= 1 << i;
+                }
+                None if p.default == Dflt::Required => {
+                    return Err(bad(
+                        format!("{} missing required argument '{}'", self.name(), p.name),
+                        span,
+                    ));
+                }
+                None => {}
+            }
+        }
+        // Same layout in and out, so this reuses the slots' allocation.
+        self.args = std::mem::take(&mut self.slots)
+            .into_iter()
+            .zip(spec.params)
+            .map(|(slot, p)| {
+                slot.unwrap_or_else(|| Arg {
+                    val: dflt_val(p.default),
+                    span,
+                })
+            })
+            .collect();
+        Ok(self)
+    }
+
+    /// Binds a call with no arguments (a bare `pl.Datetime`).
+    pub(crate) fn bare(spec: &'static Spec, table: Table, span: Span) -> Result<Call> {
+        Call::start(spec, table, None, span).finish()
     }
 
     fn take(&mut self, i: usize) -> Arg {
-        let span = self.args[i].span;
-        std::mem::replace(
-            &mut self.args[i],
-            Arg {
-                val: Val::Const(Const::None),
-                span,
-            },
-        )
+        let span = self.span(i);
+        let none = Arg {
+            val: Val::Const(Const::None),
+            span,
+        };
+        match self.args.get_mut(i) {
+            Some(slot) => std::mem::replace(slot, none),
+            None => none,
+        }
     }
 
     /// The receiver expression of a method call.
@@ -220,24 +261,30 @@ impl Call {
             .unwrap_or_else(|| polars::prelude::lit(polars::prelude::NULL))
     }
 
+    /// Slot `i`'s value; `None` for a slot the signature lacks (a builder bug, never a panic).
+    fn val(&self, i: usize) -> &Val {
+        const NONE: Val = Val::Const(Const::None);
+        self.args.get(i).map_or(&NONE, |a| &a.val)
+    }
+
     /// The parameter's source span (the call's span for defaults).
     pub(crate) fn span(&self, i: usize) -> Span {
-        self.args[i].span
+        self.args.get(i).map_or(self.span, |a| a.span)
     }
 
     /// Whether the caller passed parameter `i`.
     pub(crate) fn given(&self, i: usize) -> bool {
-        self.given[i]
+        i < 64 && self.given & (1 << i) != 0
     }
 
     /// Whether parameter `i` is `None`.
     pub(crate) fn is_none(&self, i: usize) -> bool {
-        matches!(self.args[i].val, Val::Const(Const::None))
+        matches!(*self.val(i), Val::Const(Const::None))
     }
 
     /// Parameter `i` as an expression, with the parameter kind's rule for strings.
     pub(crate) fn expr(&mut self, i: usize) -> Result<Expr> {
-        let str_as = match self.spec.params[i].kind {
+        let str_as = match self.spec.params.get(i).map_or(Kind::Expr, |p| p.kind) {
             Kind::ExprLit => StrAs::Literal,
             _ => StrAs::Column,
         };
@@ -292,8 +339,11 @@ impl Call {
 
     /// Parameter `i` as an `i64`.
     pub(crate) fn int(&self, i: usize) -> i64 {
-        match self.args[i].val {
-            Val::Const(Const::Int(v)) => v,
+        match *self.val(i) {
+            // Out-of-range values saturate; every caller bounds them again (`count`, `width`).
+            Val::Const(Const::Int(v)) => {
+                i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
+            }
             Val::Const(Const::Bool(b)) => i64::from(b),
             _ => 0,
         }
@@ -313,7 +363,7 @@ impl Call {
                     "{}{}(): argument '{}' must be a non-negative integer in range, got {v}",
                     self.table.prefix(),
                     self.spec.name,
-                    self.spec.params[i].name
+                    self.spec.params.get(i).map_or("?", |p| p.name)
                 ),
                 self.span(i),
             )
@@ -339,12 +389,12 @@ impl Call {
 
     /// Parameter `i` as a `bool`.
     pub(crate) fn bool(&self, i: usize) -> bool {
-        matches!(self.args[i].val, Val::Const(Const::Bool(true)))
+        matches!(*self.val(i), Val::Const(Const::Bool(true)))
     }
 
     /// Parameter `i` as a string slice (empty when `None`).
     pub(crate) fn str(&self, i: usize) -> &str {
-        match &self.args[i].val {
+        match self.val(i) {
             Val::Const(Const::Str(s)) => s,
             _ => "",
         }
@@ -352,7 +402,7 @@ impl Call {
 
     /// Parameter `i` as a string, `None` when Python `None`.
     pub(crate) fn opt_str(&self, i: usize) -> Option<&str> {
-        match &self.args[i].val {
+        match self.val(i) {
             Val::Const(Const::Str(s)) => Some(s),
             _ => None,
         }
@@ -360,7 +410,7 @@ impl Call {
 
     /// Parameter `i` as a data type.
     pub(crate) fn dtype(&self, i: usize) -> DataType {
-        match &self.args[i].val {
+        match self.val(i) {
             Val::DType(d) => d.clone(),
             _ => DataType::Null,
         }
@@ -368,12 +418,15 @@ impl Call {
 
     /// Parameter `i` (a list of constants) as a Series literal.
     pub(crate) fn series(&self, i: usize) -> Result<polars::prelude::Series> {
-        seq_literal(&self.args[i])
+        match self.args.get(i) {
+            Some(arg) => seq_literal(arg),
+            None => Err(self.bad(i, "missing list argument")),
+        }
     }
 
     /// Whether parameter `i` is a list/tuple literal.
     pub(crate) fn is_seq(&self, i: usize) -> bool {
-        matches!(self.args[i].val, Val::Seq(_))
+        matches!(*self.val(i), Val::Seq(_))
     }
 
     /// A `bad_arguments` error about parameter `i`.

@@ -200,7 +200,9 @@ macro_rules! spec {
 pub(crate) use spec;
 
 /// One name index per table, built once from the `funcs` tables.
-static INDEX: LazyLock<[HashMap<&'static str, &'static Spec>; 6]> = LazyLock::new(|| {
+type Index = HashMap<&'static str, &'static Spec, foldhash::fast::RandomState>;
+
+static INDEX: LazyLock<[Index; 6]> = LazyLock::new(|| {
     Table::ALL.map(|table| {
         funcs::table(table)
             .iter()

@@ -50,6 +50,8 @@ pub(crate) enum Val {
     Const(Const),
     /// A Python list or tuple literal.
     Seq(Vec<Arg>),
+    /// A Python dict literal (only mappings for `replace` use it).
+    Dict(Vec<(Arg, Arg)>),
     /// A Polars expression.
     Expr(Expr),
     /// A Polars data type.
@@ -89,6 +91,7 @@ impl Val {
         match self {
             Val::Const(c) => format!("a {} constant", c.type_name()),
             Val::Seq(_) => "a list".into(),
+            Val::Dict(_) => "a dict".into(),
             Val::Expr(_) => "an expression".into(),
             Val::DType(_) => "a data type".into(),
             Val::Pl => "the pl module".into(),
@@ -116,7 +119,7 @@ pub(crate) fn const_lit(c: &Const) -> Expr {
         // polars' `Literal` impls for i64/f64 produce dynamic literals, as py-polars' `lit` does.
         Const::Int(i) => lit(*i),
         Const::Float(f) => lit(*f),
-        Const::Str(s) => lit(s.as_str()),
+        Const::Str(s) => lit(s.as_ref()),
     }
 }
 
@@ -133,7 +136,7 @@ pub(crate) fn to_expr(arg: Arg, str_as: StrAs) -> Result<Expr> {
     match arg.val {
         Val::Expr(e) => Ok(e),
         Val::Const(Const::Str(s)) if str_as == StrAs::Column => {
-            Ok(polars::prelude::col(s.as_str()))
+            Ok(polars::prelude::col(s.as_ref()))
         }
         Val::Const(c) => Ok(const_lit(&c)),
         Val::When(w) if w.pending.is_none() => Ok(w.finish(lit(NULL))),
@@ -160,6 +163,13 @@ pub(crate) fn seq_literal(arg: &Arg) -> Result<Series> {
         let k = match &item.val {
             Val::Const(Const::None) => continue,
             Val::Const(Const::Bool(_)) => K::Bool,
+            Val::Const(Const::Int(i)) if i64::try_from(*i).is_err() => {
+                return Err(ExprError::new(
+                    ErrorCode::LimitExceeded,
+                    "list items must fit in 64 bits",
+                    item.span,
+                ));
+            }
             Val::Const(Const::Int(_)) => K::Int,
             Val::Const(Const::Float(_)) => K::Float,
             Val::Const(Const::Str(_)) => K::Str,
@@ -199,7 +209,7 @@ pub(crate) fn seq_literal(arg: &Arg) -> Result<Series> {
             items
                 .iter()
                 .map(|a| match a.val {
-                    Val::Const(Const::Int(i)) => Some(i),
+                    Val::Const(Const::Int(i)) => i64::try_from(i).ok(),
                     _ => None,
                 })
                 .collect::<Vec<_>>(),
@@ -220,7 +230,7 @@ pub(crate) fn seq_literal(arg: &Arg) -> Result<Series> {
             items
                 .iter()
                 .map(|a| match &a.val {
-                    Val::Const(Const::Str(s)) => Some(s.as_str()),
+                    Val::Const(Const::Str(s)) => Some(s.as_ref()),
                     _ => None,
                 })
                 .collect::<Vec<_>>(),

@@ -2,18 +2,21 @@
 //! Folding never allocates more than the limits allow and never panics: `9**9**9`,
 //! `"x" * 10**9` and `1 / 0` become rejections before any work is done.
 
+use std::borrow::Cow;
+
 use super::error::{ErrorCode, ExprError, Result, Span};
 use super::limits::MAX_STR_BYTES;
 
-/// A folded Python constant. Integers are kept in `i64` (Polars' widest signed literal here);
+/// A folded Python constant. Integers are kept in `i128` (Polars' widest literal, as py-polars);
 /// larger Python ints are rejected as `limit_exceeded`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Const {
     None,
     Bool(bool),
-    Int(i64),
+    Int(i128),
     Float(f64),
-    Str(String),
+    /// Borrowed for defaults from the registry, owned for source literals.
+    Str(Cow<'static, str>),
 }
 
 impl Const {
@@ -31,7 +34,7 @@ impl Const {
     /// The numeric view Python uses for arithmetic (`bool` is an `int`).
     fn num(&self) -> Option<Num> {
         match self {
-            Const::Bool(b) => Some(Num::I(i64::from(*b))),
+            Const::Bool(b) => Some(Num::I(i128::from(*b))),
             Const::Int(i) => Some(Num::I(*i)),
             Const::Float(f) => Some(Num::F(*f)),
             _ => None,
@@ -41,7 +44,7 @@ impl Const {
 
 #[derive(Clone, Copy)]
 enum Num {
-    I(i64),
+    I(i128),
     F(f64),
 }
 
@@ -119,7 +122,7 @@ impl CmpOp {
 fn overflow(span: Span, what: &str) -> ExprError {
     ExprError::new(
         ErrorCode::LimitExceeded,
-        format!("constant {what} is out of the supported integer range (64-bit)"),
+        format!("constant {what} is out of the supported integer range (128-bit)"),
         span,
     )
 }
@@ -182,7 +185,7 @@ pub(crate) fn fold_binop(op: BinOp, a: &Const, b: &Const, span: Span) -> Result<
     match (op, a, b) {
         (BinOp::Add, Const::Str(x), Const::Str(y)) => {
             check_str_len(x.len() + y.len(), span)?;
-            return Ok(Const::Str(format!("{x}{y}")));
+            return Ok(Const::Str(Cow::Owned(format!("{x}{y}"))));
         }
         (BinOp::Mul, Const::Str(s), n) | (BinOp::Mul, n, Const::Str(s))
             if matches!(n, Const::Int(_) | Const::Bool(_)) =>
@@ -196,7 +199,7 @@ pub(crate) fn fold_binop(op: BinOp, a: &Const, b: &Const, span: Span) -> Result<
                 .and_then(|t| s.len().checked_mul(t))
                 .unwrap_or(usize::MAX);
             check_str_len(len, span)?;
-            return Ok(Const::Str(s.repeat(times as usize)));
+            return Ok(Const::Str(Cow::Owned(s.repeat(times as usize))));
         }
         (BinOp::Mod, Const::Str(_), _) => {
             return Err(ExprError::new(
@@ -265,8 +268,8 @@ fn fold_float_pow(f: f64, g: f64, span: Span) -> Result<Const> {
     Ok(Const::Float(r))
 }
 
-fn fold_int(op: BinOp, i: i64, j: i64, both_bool: bool, span: Span) -> Result<Const> {
-    let int = |v: Option<i64>, what: &str| v.map(Const::Int).ok_or_else(|| overflow(span, what));
+fn fold_int(op: BinOp, i: i128, j: i128, both_bool: bool, span: Span) -> Result<Const> {
+    let int = |v: Option<i128>, what: &str| v.map(Const::Int).ok_or_else(|| overflow(span, what));
     match op {
         BinOp::Add => int(i.checked_add(j), "sum"),
         BinOp::Sub => int(i.checked_sub(j), "difference"),
@@ -281,7 +284,7 @@ fn fold_int(op: BinOp, i: i64, j: i64, both_bool: bool, span: Span) -> Result<Co
             if j == 0 {
                 return Err(zero_div(span));
             }
-            // Python floors; Rust truncates. i64::MIN // -1 overflows.
+            // Python floors; Rust truncates. i128::MIN // -1 overflows.
             let q = i.checked_div(j).ok_or_else(|| overflow(span, "quotient"))?;
             let r = i - q * j;
             let (q, r) = if r != 0 && ((r < 0) != (j < 0)) {
@@ -313,7 +316,7 @@ fn fold_int(op: BinOp, i: i64, j: i64, both_bool: bool, span: Span) -> Result<Co
                 ));
             }
             if op == BinOp::RShift {
-                return Ok(Const::Int(if j >= 64 {
+                return Ok(Const::Int(if j >= 128 {
                     if i < 0 { -1 } else { 0 }
                 } else {
                     i >> j
@@ -321,8 +324,8 @@ fn fold_int(op: BinOp, i: i64, j: i64, both_bool: bool, span: Span) -> Result<Co
             }
             let shifted = u32::try_from(j)
                 .ok()
-                .filter(|s| *s < 63)
-                .and_then(|s| i.checked_mul(1_i64 << s));
+                .filter(|s| *s < 127)
+                .and_then(|s| i.checked_mul(1_i128 << s));
             int(shifted, "shift")
         }
     }
@@ -469,7 +472,7 @@ mod tests {
         );
         assert_eq!(
             f(BinOp::Mul, Const::Int(-1), Const::Str("ab".into())),
-            Ok(Const::Str(String::new()))
+            Ok(Const::Str(Cow::Borrowed("")))
         );
     }
 
@@ -488,7 +491,7 @@ mod tests {
             ErrorCode::ConstantError
         );
         assert_eq!(
-            f(BinOp::FloorDiv, Const::Int(i64::MIN), Const::Int(-1))
+            f(BinOp::FloorDiv, Const::Int(i128::MIN), Const::Int(-1))
                 .unwrap_err()
                 .code,
             ErrorCode::LimitExceeded

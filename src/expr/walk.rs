@@ -19,10 +19,14 @@ pub(crate) fn span_of<T: Ranged>(node: &T) -> Span {
     (r.start().to_u32(), r.end().to_u32())
 }
 
+#[cold]
+#[inline(never)]
 fn err(code: ErrorCode, msg: impl Into<String>, span: Span) -> ExprError {
     ExprError::new(code, msg, span)
 }
 
+#[cold]
+#[inline(never)]
 fn forbidden(what: &str, hint: &str, span: Span) -> ExprError {
     err(
         ErrorCode::ForbiddenNode,
@@ -32,7 +36,17 @@ fn forbidden(what: &str, hint: &str, span: Span) -> ExprError {
 }
 
 /// Checks an identifier used as an attribute or keyword: ASCII, not dunder, not private.
+#[inline]
 fn check_ident(name: &str, span: Span) -> Result<()> {
+    if name.is_ascii() && !name.starts_with('_') {
+        return Ok(());
+    }
+    bad_ident(name, span)
+}
+
+#[cold]
+#[inline(never)]
+fn bad_ident(name: &str, span: Span) -> Result<()> {
     if !name.is_ascii() {
         return Err(err(
             ErrorCode::NonAsciiIdentifier,
@@ -86,6 +100,8 @@ fn absent_reason(table: Table, name: &str) -> Option<&'static str> {
     }
 }
 
+#[cold]
+#[inline(never)]
 fn unsupported(table: Table, name: &str, span: Span) -> ExprError {
     let mut msg = format!("{}{name} is not supported", table.prefix());
     if let Some(reason) = absent_reason(table, name) {
@@ -182,38 +198,33 @@ impl Walker {
                 ));
             }
             ast::Expr::List(l) => Val::Seq(self.items(&l.elts, d)?),
-            ast::Expr::Tuple(t) => Val::Seq(self.items(&t.elts, d)?),
-            ast::Expr::NamedExpr(_) => return Err(forbidden("the walrus operator :=", "", span)),
-            ast::Expr::Lambda(_) => return Err(forbidden("lambda", "", span)),
-            ast::Expr::IfExp(_) => {
-                return Err(forbidden(
-                    "'x if c else y'",
-                    " (use pl.when(c).then(x).otherwise(y))",
-                    span,
-                ));
+            ast::Expr::Dict(m) => {
+                let mut pairs = Vec::with_capacity(m.values.len());
+                for (k, v) in m.keys.iter().zip(&m.values) {
+                    let Some(k) = k else {
+                        return Err(forbidden("**unpacking in a dict", "", span));
+                    };
+                    pairs.push((self.eval(k, d)?, self.eval(v, d)?));
+                }
+                Val::Dict(pairs)
             }
-            ast::Expr::Dict(_) => return Err(forbidden("a dict literal", "", span)),
-            ast::Expr::Set(_) => return Err(forbidden("a set literal", " (use a list)", span)),
-            ast::Expr::ListComp(_)
+            ast::Expr::Tuple(t) => Val::Seq(self.items(&t.elts, d)?),
+            ast::Expr::NamedExpr(_)
+            | ast::Expr::Lambda(_)
+            | ast::Expr::IfExp(_)
+            | ast::Expr::Set(_)
+            | ast::Expr::ListComp(_)
             | ast::Expr::SetComp(_)
             | ast::Expr::DictComp(_)
-            | ast::Expr::GeneratorExp(_) => {
-                return Err(forbidden("a comprehension or generator", "", span));
-            }
-            ast::Expr::Await(_) => return Err(forbidden("await", "", span)),
-            ast::Expr::Yield(_) | ast::Expr::YieldFrom(_) => {
-                return Err(forbidden("yield", "", span));
-            }
-            ast::Expr::FormattedValue(_) | ast::Expr::JoinedStr(_) => {
-                return Err(forbidden(
-                    "an f-string",
-                    " (use pl.format or concat_str)",
-                    span,
-                ));
-            }
-            ast::Expr::Subscript(_) => return Err(forbidden("subscripting with [...]", "", span)),
-            ast::Expr::Starred(_) => return Err(forbidden("*unpacking", "", span)),
-            ast::Expr::Slice(_) => return Err(forbidden("a slice", "", span)),
+            | ast::Expr::GeneratorExp(_)
+            | ast::Expr::Await(_)
+            | ast::Expr::Yield(_)
+            | ast::Expr::YieldFrom(_)
+            | ast::Expr::FormattedValue(_)
+            | ast::Expr::JoinedStr(_)
+            | ast::Expr::Subscript(_)
+            | ast::Expr::Starred(_)
+            | ast::Expr::Slice(_) => return Err(reject_node(e, span)),
         };
         Ok(Arg { val, span })
     }
@@ -273,30 +284,10 @@ impl Walker {
             }
             other => self.eval(other, depth)?.val,
         };
-        let mut positional = Vec::with_capacity(c.args.len());
-        for a in &c.args {
-            if let ast::Expr::Starred(s) = a {
-                return Err(forbidden("*args unpacking", "", span_of(s)));
-            }
-            positional.push(self.eval(a, depth)?);
-        }
-        let mut keywords = Vec::with_capacity(c.keywords.len());
-        for k in &c.keywords {
-            let kspan = span_of(k);
-            let Some(id) = &k.arg else {
-                return Err(forbidden("**kwargs unpacking", "", kspan));
-            };
-            check_ident(id.as_str(), kspan)?;
-            keywords.push((id.as_str().to_owned(), self.eval(&k.value, depth)?));
-        }
-        match callee {
-            Val::Func(spec, table) => {
-                let mut call = Call::bind(spec, table, None, positional, keywords, span)?;
-                (spec.build)(&mut call)
-            }
+        let (mut call, build) = match callee {
+            Val::Func(spec, table) => (Call::start(spec, table, None, span), spec.build),
             Val::Method(recv, spec, table) => {
-                let mut call = Call::bind(spec, table, Some(*recv), positional, keywords, span)?;
-                (spec.build)(&mut call)
+                (Call::start(spec, table, Some(*recv), span), spec.build)
             }
             Val::WhenMethod(chain, step) => {
                 let spec = match step {
@@ -304,18 +295,65 @@ impl Walker {
                     WhenStep::Then => &WHEN_THEN,
                     WhenStep::Otherwise => &WHEN_OTHERWISE,
                 };
-                let mut call =
-                    Call::bind(spec, Table::Functions, None, positional, keywords, span)?;
+                let mut call = Call::start(spec, Table::Functions, None, span);
                 call.chain = Some(chain);
-                (spec.build)(&mut call)
+                (call, spec.build)
             }
-            other => Err(err(
-                ErrorCode::TypeMismatch,
-                format!("{} is not callable", other.describe()),
-                span_of(c.func.as_ref()),
-            )),
+            other => {
+                return Err(err(
+                    ErrorCode::TypeMismatch,
+                    format!("{} is not callable", other.describe()),
+                    span_of(c.func.as_ref()),
+                ));
+            }
+        };
+        for a in &c.args {
+            if let ast::Expr::Starred(s) = a {
+                return Err(forbidden("*args unpacking", "", span_of(s)));
+            }
+            let arg = self.eval(a, depth)?;
+            call.positional(arg)?;
         }
+        for k in &c.keywords {
+            let kspan = span_of(k);
+            let Some(id) = &k.arg else {
+                return Err(forbidden("**kwargs unpacking", "", kspan));
+            };
+            check_ident(id.as_str(), kspan)?;
+            let arg = self.eval(&k.value, depth)?;
+            call.keyword(id.as_str(), arg)?;
+        }
+        let mut call = call.finish()?;
+        build(&mut call)
     }
+}
+
+/// The rejection for a node kind outside the allowlist (every kind is named explicitly).
+#[cold]
+#[inline(never)]
+fn reject_node(e: &ast::Expr, span: Span) -> ExprError {
+    let (what, hint) = match e {
+        ast::Expr::NamedExpr(_) => ("the walrus operator :=", ""),
+        ast::Expr::Lambda(_) => ("lambda", ""),
+        ast::Expr::IfExp(_) => ("'x if c else y'", " (use pl.when(c).then(x).otherwise(y))"),
+        ast::Expr::Dict(_) => ("a dict literal", ""),
+        ast::Expr::Set(_) => ("a set literal", " (use a list)"),
+        ast::Expr::ListComp(_)
+        | ast::Expr::SetComp(_)
+        | ast::Expr::DictComp(_)
+        | ast::Expr::GeneratorExp(_) => ("a comprehension or generator", ""),
+        ast::Expr::Await(_) => ("await", ""),
+        ast::Expr::Yield(_) | ast::Expr::YieldFrom(_) => ("yield", ""),
+        ast::Expr::FormattedValue(_) | ast::Expr::JoinedStr(_) => {
+            ("an f-string", " (use pl.format or concat_str)")
+        }
+        ast::Expr::Subscript(_) => ("subscripting with [...]", ""),
+        ast::Expr::Starred(_) => ("*unpacking", ""),
+        ast::Expr::Slice(_) => ("a slice", ""),
+        // The walk handles every other kind itself; this arm only keeps the match total.
+        _ => ("this syntax", ""),
+    };
+    forbidden(what, hint, span)
 }
 
 fn constant(c: &Constant, span: Span) -> Result<Const> {
@@ -330,12 +368,12 @@ fn constant(c: &Constant, span: Span) -> Result<Const> {
                     span,
                 ));
             }
-            Ok(Const::Str(s.clone()))
+            Ok(Const::Str(std::borrow::Cow::Owned(s.clone())))
         }
-        Constant::Int(i) => i64::try_from(i).map(Const::Int).map_err(|_| {
+        Constant::Int(i) => i128::try_from(i).map(Const::Int).map_err(|_| {
             err(
                 ErrorCode::LimitExceeded,
-                "integer literal is out of the supported range (64-bit)",
+                "integer literal is out of the supported range (128-bit)",
                 span,
             )
         }),
@@ -378,17 +416,18 @@ fn attribute(recv: Arg, name: &str, span: Span, callee: bool) -> Result<Val> {
     let nspan = attr_span(name, span);
     match recv.val {
         Val::Pl => {
-            if let Some(spec) = lookup(Table::DTypes, name) {
-                if callee {
-                    return Ok(Val::Func(spec, Table::DTypes));
-                }
-                let mut call = Call::bind(spec, Table::DTypes, None, vec![], vec![], span)?;
-                return (spec.build)(&mut call);
+            // Functions first: they are far more common than data types (names are disjoint).
+            if let Some(spec) = lookup(Table::Functions, name) {
+                return Ok(Val::Func(spec, Table::Functions));
             }
-            match lookup(Table::Functions, name) {
-                Some(spec) => Ok(Val::Func(spec, Table::Functions)),
-                None => Err(unsupported(Table::Functions, name, nspan)),
+            let Some(spec) = lookup(Table::DTypes, name) else {
+                return Err(unsupported(Table::Functions, name, nspan));
+            };
+            if callee {
+                return Ok(Val::Func(spec, Table::DTypes));
             }
+            let mut call = Call::bare(spec, Table::DTypes, span)?;
+            (spec.build)(&mut call)
         }
         Val::When(chain) => {
             let step = match name {

@@ -8,6 +8,7 @@ use polars::prelude::{
     RollingVarParams, SortOptions, WindowMapping,
 };
 
+use polars::prelude::{DataType, SortMultipleOptions, lit};
 use polars::series::ops::NullBehavior;
 
 use super::super::args::Call;
@@ -52,6 +53,105 @@ fn cum(c: &mut Call, f: fn(Expr, bool) -> Expr) -> Result<Val> {
 
 /// Aggregation and window methods.
 pub(crate) static METHODS: &[Spec] = &[
+    spec!("filter", [], @pos 0, @var Kind::Exprs, |c| {
+        let preds = c.rest_exprs(StrAs::Column)?;
+        let pred = match preds.len() {
+            0 => return Err(c.bad(0, "filter() needs at least one predicate")),
+            1 => preds.into_iter().next().unwrap_or_else(|| lit(true)),
+            _ => polars::lazy::dsl::functions::all_horizontal(preds)
+                .map_err(|e| polars_error(e, c.span))?,
+        };
+        Ok(Val::Expr(c.recv().filter(pred)))
+    }, "keep the values where the predicates hold (inside an aggregation or window)"),
+    spec!("implode", [opt("maintain_order", Kind::Bool, Dflt::Bool(true))], @pos 0, |c| {
+        let keep = c.bool(0);
+        Ok(Val::Expr(c.recv().implode(keep)))
+    }, "all values as one list"),
+    spec!("arg_sort", [opt("descending", Kind::Bool, Dflt::Bool(false)),
+        opt("nulls_last", Kind::Bool, Dflt::Bool(false))], @pos 0, |c| {
+        let (d, n) = (c.bool(0), c.bool(1));
+        Ok(Val::Expr(c.recv().arg_sort(d, n)))
+    }, "indices that would sort the values"),
+    spec!("sort_by", [req("by", Kind::Exprs), opt("descending", Kind::Bool, Dflt::Bool(false)),
+        opt("nulls_last", Kind::Bool, Dflt::Bool(false)),
+        opt("maintain_order", Kind::Bool, Dflt::Bool(false))], @pos 1, @var Kind::Exprs, |c| {
+        let by = c.exprs_and_rest(0, StrAs::Column)?;
+        let opts = SortMultipleOptions::default()
+            .with_order_descending(c.bool(1))
+            .with_nulls_last(c.bool(2))
+            .with_maintain_order(c.bool(3));
+        Ok(Val::Expr(c.recv().sort_by(by, opts)))
+    }, "sort by other columns; `descending`/`nulls_last` apply to every key"),
+    spec!("gather", [req("indices", Kind::Collection), opt("null_on_oob", Kind::Bool, Dflt::Bool(false))],
+        @pos 1, |c| {
+        let idx = if c.is_seq(0) {
+            lit(c.series(0)?.cast(&DataType::Int64).map_err(|e| polars_error(e, c.span(0)))?)
+        } else {
+            c.expr(0)?
+        };
+        let oob = c.bool(1);
+        Ok(Val::Expr(c.recv().gather(idx, oob)))
+    }, "values at the given indices"),
+    spec!("get", [req("index", Kind::IntOrExpr), opt("null_on_oob", Kind::Bool, Dflt::Bool(false))],
+        @pos 1, |c| {
+        let idx = c.expr(0)?;
+        let oob = c.bool(1);
+        Ok(Val::Expr(c.recv().get(idx, oob)))
+    }, "the value at an index"),
+    spec!(
+        "limit",
+        [opt("n", Kind::Int, Dflt::Int(10))],
+        |c| {
+            let n = c.int(0);
+            Ok(Val::Expr(c.recv().slice(lit(0_i64), lit(n))))
+        },
+        "same as `head`"
+    ),
+    spec!("skew", [opt("bias", Kind::Bool, Dflt::Bool(true))], @pos 0, |c| {
+        let bias = c.bool(0);
+        Ok(Val::Expr(c.recv().skew(bias)))
+    }, "sample skewness"),
+    spec!("kurtosis", [opt("fisher", Kind::Bool, Dflt::Bool(true)), opt("bias", Kind::Bool, Dflt::Bool(true))],
+        @pos 0, |c| {
+        let (f, b) = (c.bool(0), c.bool(1));
+        Ok(Val::Expr(c.recv().kurtosis(f, b)))
+    }, "sample kurtosis"),
+    spec!(
+        "approx_n_unique",
+        [],
+        |c| unary(c, Expr::approx_n_unique),
+        "estimated number of distinct values"
+    ),
+    spec!(
+        "unique_counts",
+        [],
+        |c| unary(c, Expr::unique_counts),
+        "occurrences of each distinct value, in order of appearance"
+    ),
+    spec!(
+        "has_nulls",
+        [],
+        |c| unary(c, Expr::has_nulls),
+        "whether any value is null"
+    ),
+    spec!(
+        "nan_max",
+        [],
+        |c| unary(c, Expr::nan_max),
+        "maximum where NaN wins"
+    ),
+    spec!(
+        "nan_min",
+        [],
+        |c| unary(c, Expr::nan_min),
+        "minimum where NaN wins"
+    ),
+    spec!("rolling_var", [req("window_size", Kind::Int), opt("min_samples", Kind::Int, Dflt::None),
+        opt("center", Kind::Bool, Dflt::Bool(false)), opt("ddof", Kind::Int, Dflt::Int(1))], @pos 1,
+        |c| {
+            let ddof = c.count::<u8>(3)?;
+            rolling(c, Expr::rolling_var, Some(RollingFnParams::Var(RollingVarParams { ddof })))
+        }, "variance over a sliding window of rows"),
     spec!(
         "sum",
         [],

@@ -42,6 +42,8 @@ pub(crate) static FUNCTIONS: &[Spec] = &[
     spec!("format", [req("f_string", Kind::Str)], @pos 1, @var Kind::Expr, format_fn,
         "`{}` placeholders filled by the arguments; `str` arguments are column names"),
     spec!("sum", [], @pos 0, @var Kind::Str, |c| agg_of(c, Expr::sum), "`pl.col(names).sum()`"),
+    spec!("cum_sum", [], @pos 0, @var Kind::Str, |c| agg_of(c, |e| e.cum_sum(false)),
+        "`pl.col(names).cum_sum()`"),
     spec!("mean", [], @pos 0, @var Kind::Str, |c| agg_of(c, Expr::mean), "`pl.col(names).mean()`"),
     spec!("min", [], @pos 0, @var Kind::Str, |c| agg_of(c, Expr::min), "`pl.col(names).min()`"),
     spec!("max", [], @pos 0, @var Kind::Str, |c| agg_of(c, Expr::max), "`pl.col(names).max()`"),
@@ -132,7 +134,7 @@ fn col_fn(c: &mut Call) -> Result<Val> {
     let mut names: Vec<String> = Vec::new();
     let mut dtypes: Vec<DataType> = Vec::new();
     let mut push = |v: &Val| match v {
-        Val::Const(Const::Str(s)) => names.push(s.clone()),
+        Val::Const(Const::Str(s)) => names.push(s.to_string()),
         Val::DType(d) => dtypes.push(d.clone()),
         _ => {}
     };
@@ -280,7 +282,7 @@ fn names_col(c: &mut Call) -> Option<Expr> {
         .rest
         .iter()
         .filter_map(|a| match &a.val {
-            Val::Const(Const::Str(s)) => Some(s.clone()),
+            Val::Const(Const::Str(s)) => Some(s.to_string()),
             _ => None,
         })
         .collect();

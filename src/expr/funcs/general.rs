@@ -12,7 +12,8 @@ use polars::chunked_array::cast::CastOptions;
 use super::super::args::Call;
 use super::super::error::Result;
 use super::super::registry::{Dflt, Kind, Spec, nullable, opt, req, spec};
-use super::super::val::{StrAs, Val};
+use super::super::val::{Arg, StrAs, Val, seq_literal, to_expr};
+use super::super::value::Const;
 use super::common::list_scalar;
 
 const CLOSED: &[&str] = &["both", "left", "right", "none"];
@@ -94,6 +95,15 @@ pub(crate) static METHODS: &[Spec] = &[
         "limit values to a range; `str` bounds are column names"
     ),
     spec!("sign", [], |c| unary(c, Expr::sign), "-1, 0 or 1"),
+    spec!(
+        "round_sig_figs",
+        [req("digits", Kind::Int)],
+        |c| {
+            let d = i32::try_from(c.int(0)).map_err(|_| c.bad(0, "digits out of range"))?;
+            Ok(Val::Expr(c.recv().round_sig_figs(d)))
+        },
+        "round to significant figures"
+    ),
     spec!("sin", [], |c| unary(c, Expr::sin), "sine"),
     spec!("cos", [], |c| unary(c, Expr::cos), "cosine"),
     spec!("tan", [], |c| unary(c, Expr::tan), "tangent"),
@@ -211,11 +221,14 @@ pub(crate) static METHODS: &[Spec] = &[
     ),
     spec!(
         "replace",
-        [req("old", Kind::Collection), req("new", Kind::Collection)],
+        [
+            req("old", Kind::Collection),
+            opt("new", Kind::Collection, Dflt::None)
+        ],
         |c| replace(c, false),
-        "map values; lists pair up element-wise; unmatched values are kept"
+        "map values: `replace(old, new)` with values or lists, or `replace({old: new})`; unmatched values are kept"
     ),
-    spec!("replace_strict", [req("old", Kind::Collection), req("new", Kind::Collection),
+    spec!("replace_strict", [req("old", Kind::Collection), opt("new", Kind::Collection, Dflt::None),
         opt("default", Kind::ExprLit, Dflt::None), nullable("return_dtype", Kind::DType, Dflt::None)],
         @pos 2, |c| replace(c, true), "map values; unmatched values need `default` or it is an error"),
     spec!(
@@ -484,33 +497,59 @@ fn is_between(c: &mut Call) -> Result<Val> {
     Ok(Val::Expr(recv.is_between(lo, hi, closed)))
 }
 
-/// `replace(old, new)`: lists become Series literals (replace) or list scalars (replace_strict),
-/// as py-polars builds them; a `str` is a literal.
+/// `replace(old, new)` / `replace({old: new})`, as py-polars builds them: a mapping becomes two
+/// list scalars; separate lists become Series literals for `replace` and list scalars for
+/// `replace_strict`; a `str` is a literal. `default=None` is a real (null) default.
 fn replace(c: &mut Call, strict: bool) -> Result<Val> {
-    let side = |c: &mut Call, i: usize| -> Result<Expr> {
-        if c.is_seq(i) {
-            let s = c.series(i)?;
-            Ok(if strict { list_scalar(s) } else { lit(s) })
-        } else {
-            let arg = std::mem::replace(
-                &mut c.args[i],
-                super::super::val::Arg {
-                    val: Val::Const(super::super::value::Const::None),
-                    span: c.span,
+    let (old, new) = match std::mem::replace(&mut c.args[0].val, Val::Const(Const::None)) {
+        Val::Dict(pairs) => {
+            if c.given(1) {
+                return Err(c.bad(1, "'new' cannot be given with a mapping"));
+            }
+            let span = c.span(0);
+            let (keys, values): (Vec<Arg>, Vec<Arg>) = pairs.into_iter().unzip();
+            let keys = seq_literal(&Arg {
+                val: Val::Seq(keys),
+                span,
+            })?;
+            let values = seq_literal(&Arg {
+                val: Val::Seq(values),
+                span,
+            })?;
+            (list_scalar(keys), list_scalar(values))
+        }
+        old => {
+            if !c.given(1) {
+                return Err(c.bad(1, "'new' is required unless 'old' is a mapping"));
+            }
+            let span = c.span(0);
+            let old = side(Arg { val: old, span }, strict)?;
+            let new_arg = std::mem::replace(&mut c.args[1].val, Val::Const(Const::None));
+            let new = side(
+                Arg {
+                    val: new_arg,
+                    span: c.span(1),
                 },
-            );
-            super::super::val::to_expr(arg, StrAs::Literal)
+                strict,
+            )?;
+            (old, new)
         }
     };
-    let old = side(c, 0)?;
-    let new = side(c, 1)?;
     let recv = c.recv();
     if !strict {
         return Ok(Val::Expr(recv.replace(old, new)));
     }
-    let default = c.opt_expr(2)?;
+    let default = if c.given(2) { Some(c.expr(2)?) } else { None };
     let dtype = (!c.is_none(3)).then(|| c.dtype(3));
     Ok(Val::Expr(recv.replace_strict(old, new, default, dtype)))
+}
+
+fn side(arg: Arg, strict: bool) -> Result<Expr> {
+    if matches!(arg.val, Val::Seq(_)) {
+        let s = seq_literal(&arg)?;
+        return Ok(if strict { list_scalar(s) } else { lit(s) });
+    }
+    to_expr(arg, StrAs::Literal)
 }
 
 fn fold_op(c: &mut Call, f: fn(Expr, Expr) -> Expr) -> Result<Val> {

@@ -2,11 +2,11 @@
 //! py-polars' result types (year Int32, month Int8, ordinal_day Int16, weekday Monday=1...).
 
 use polars::lazy::dsl::dt::DateLikeNameSpace;
-use polars::prelude::{DataType, Expr, Scalar, TimeUnit, lit};
+use polars::prelude::{DataType, Expr, NonExistent, Scalar, TimeUnit, TimeZone, lit};
 
 use super::super::args::Call;
 use super::super::error::Result;
-use super::super::registry::{Dflt, Kind, Spec, opt, req, spec};
+use super::super::registry::{Dflt, Kind, Spec, nullable, opt, req, spec};
 use super::super::val::Val;
 use super::common::{TIME_UNITS, time_unit};
 
@@ -120,6 +120,33 @@ pub(crate) static DT: &[Spec] = &[
         [],
         |c| part(c, DateLikeNameSpace::nanosecond),
         "sub-second part in ns (Int32)"
+    ),
+    spec!(
+        "days_in_month",
+        [],
+        |c| part(c, DateLikeNameSpace::days_in_month),
+        "28..31 (Int8)"
+    ),
+    spec!("replace_time_zone", [nullable("time_zone", Kind::Str, Dflt::Required), opt("ambiguous", Kind::ExprLit, Dflt::Str("raise")),
+        opt("non_existent", Kind::Choice(&["raise", "null"]), Dflt::Str("raise"))], @pos 1, |c| {
+        let tz = match c.opt_str(0) {
+            Some(t) => TimeZone::opt_try_new(Some(t)).map_err(|e| super::common::polars_error(e, c.span(0)))?,
+            None => None,
+        };
+        let amb = c.expr(1)?;
+        let ne = if c.str(2) == "null" { NonExistent::Null } else { NonExistent::Raise };
+        Ok(Val::Expr(dt(c).replace_time_zone(tz, amb, ne)))
+    }, "set or remove (`None`) the time zone, keeping wall-clock time"),
+    spec!(
+        "convert_time_zone",
+        [req("time_zone", Kind::Str)],
+        |c| {
+            let tz = TimeZone::opt_try_new(Some(c.str(0)))
+                .map_err(|e| super::common::polars_error(e, c.span(0)))?
+                .unwrap_or(TimeZone::UTC);
+            Ok(Val::Expr(dt(c).convert_time_zone(tz)))
+        },
+        "convert to another time zone, keeping the instant"
     ),
     spec!(
         "is_leap_year",

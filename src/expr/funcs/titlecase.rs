@@ -39,11 +39,12 @@ fn push_title(c: char, out: &mut String) {
     }
     // Greek letters with ypogegrammeni: U+1F80..=U+1FAF, title case is +8 within each block of 16.
     let cp = u32::from(c);
-    if (0x1F80..=0x1FAF).contains(&cp) && (cp & 0xF) < 8 {
-        if let Some(t) = char::from_u32(cp + 8) {
-            out.push(t);
-            return;
-        }
+    if (0x1F80..=0x1FAF).contains(&cp)
+        && (cp & 0xF) < 8
+        && let Some(t) = char::from_u32(cp + 8)
+    {
+        out.push(t);
+        return;
     }
     out.extend(c.to_uppercase());
 }
