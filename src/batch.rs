@@ -35,6 +35,13 @@ struct CheckRequest {
 }
 
 #[derive(Debug, Deserialize)]
+struct SqlRequest {
+    #[serde(default)]
+    id: Value,
+    sql: String,
+}
+
+#[derive(Debug, Deserialize)]
 struct EvalRequest {
     #[serde(default)]
     id: Value,
@@ -142,6 +149,30 @@ pub fn check_jsonl(
             Ok(req) => match cache.get(&req.expr) {
                 Ok(_) => write_answer(&mut out, &Answer::ok(&req.id))?,
                 Err(e) => write_answer(&mut out, &Answer::rejected(&req.id, &e))?,
+            },
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// `hubworker check sql --dialect D --jsonl`: answers whether each query passes the SQL guard.
+pub fn check_sql_jsonl(
+    input: impl BufRead,
+    mut out: impl Write,
+    dialect: crate::sql::Dialect,
+) -> std::io::Result<usize> {
+    let mut n = 0;
+    for line in lines(input) {
+        let null = Value::Null;
+        match line?.and_then(|l| parse::<SqlRequest>(&l)) {
+            Err(msg) => write_answer(&mut out, &Answer::fail(&null, "bad_request", msg))?,
+            Ok(req) => match crate::sql::guard(&req.sql, dialect) {
+                Ok(_) => write_answer(&mut out, &Answer::ok(&req.id))?,
+                Err(e) => {
+                    let a = Answer::fail(&req.id, e.code.as_str(), e.message.clone());
+                    write_answer(&mut out, &a)?
+                }
             },
         }
         n += 1;

@@ -48,6 +48,18 @@ enum Check {
         #[arg(long)]
         jsonl: bool,
     },
+    /// Check SQL queries against the read-only guard of a dialect.
+    Sql {
+        /// postgres, mysql (also MariaDB) or sqlite.
+        #[arg(long)]
+        dialect: crate::sql::Dialect,
+        /// The query to check (omit with --jsonl).
+        #[arg(required_unless_present = "jsonl", conflicts_with = "jsonl")]
+        sql: Option<String>,
+        /// Read `{"id":..,"sql":..}` lines on stdin, answer one line each on stdout.
+        #[arg(long)]
+        jsonl: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +91,11 @@ enum Bench {
 pub fn run(cli: Cli) -> Result<u8, Error> {
     match cli.command {
         Command::Check(Check::Expr { expr, jsonl }) => check_expr(expr, jsonl),
+        Command::Check(Check::Sql {
+            dialect,
+            sql,
+            jsonl,
+        }) => check_sql(dialect, sql, jsonl),
         Command::Eval(args) => eval(args),
         Command::Bench(Bench::Expr(args)) => {
             let report = crate::bench::run_expr_bench(&args)?;
@@ -120,6 +137,25 @@ fn check_expr(src: Option<String>, jsonl: bool) -> Result<u8, Error> {
                 .get(e.span.0 as usize..e.span.1 as usize)
                 .map_or(1, |s| s.chars().count().max(1));
             writeln!(err, "  {}{}", " ".repeat(start), "^".repeat(width))?;
+            Ok(1)
+        }
+    }
+}
+
+fn check_sql(dialect: crate::sql::Dialect, sql: Option<String>, jsonl: bool) -> Result<u8, Error> {
+    if jsonl {
+        let stdin = std::io::stdin().lock();
+        let stdout = std::io::stdout().lock();
+        batch::check_sql_jsonl(BufReader::new(stdin), stdout, dialect)?;
+        return Ok(0);
+    }
+    match crate::sql::guard(&sql.unwrap_or_default(), dialect) {
+        Ok(q) => {
+            println!("ok: {}", q.normalized());
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("rejected: {} [{}]", e.message, e.code.as_str());
             Ok(1)
         }
     }

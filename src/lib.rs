@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`expr`]: py-polars expression source → checked → native Polars `Expr`; no eval, ever.
+//! - [`sql`]: the read-only SQL guard (parsed with sqlparser, never string-scanned).
 //! - [`frames`]: reading input files into DataFrames and writing results.
 //! - [`batch`]: the JSONL batch commands (`check expr`, `eval`): one line in, one line out.
 //! - [`bench`]: the expression benchmarks shared by `benches/` and `hubworker bench expr`.
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod error;
 pub mod expr;
 pub mod frames;
+pub mod sql;
 pub mod telemetry;
 
 pub use error::Error;

@@ -146,3 +146,48 @@ fn eval_one_off_prints_a_table() {
         "a rejected expression is a usage error"
     );
 }
+
+#[test]
+fn check_sql_jsonl_answers_every_line_with_codes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = [
+        r#"{"id": "q1", "sql": "SELECT n_name FROM nation WHERE n_comment = 'please delete'"}"#,
+        r#"{"id": "q2", "sql": "SELECT pg_sleep(10)"}"#,
+        r#"{"id": "q3", "sql": "DELETE FROM nation"}"#,
+        r#"{"id": "q4", "sql": "SELECT 1; SELECT 2"}"#,
+        r#"{"id": "q5", "sql": "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d"}"#,
+        r#"{"sql": 42}"#,
+    ]
+    .join("\n");
+    let out = run(
+        &["check", "sql", "--dialect", "postgres", "--jsonl"],
+        &input,
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = answers(&out);
+    assert_eq!(a.len(), 6);
+    assert_eq!(a[0], json!({"id": "q1", "ok": true}));
+    assert_eq!(a[1]["code"], json!("forbidden_function"));
+    assert_eq!(a[2]["code"], json!("not_read_only"));
+    assert_eq!(a[3]["code"], json!("multiple_statements"));
+    assert_eq!(a[4]["code"], json!("data_modifying_cte"));
+    assert_eq!(a[5]["code"], json!("bad_request"));
+    let out = run(
+        &[
+            "check",
+            "sql",
+            "--dialect",
+            "sqlite",
+            "SELECT load_extension('x')",
+        ],
+        "",
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[forbidden_function]"));
+}

@@ -1,0 +1,91 @@
+//! Owns the guard's rejection type and its stable error codes; must never
+//! carry anything but a code and a human-readable message (no AST, no spans
+//! that could leak parser internals into the wire format).
+
+use std::fmt;
+
+/// Why a statement was rejected.
+///
+/// The string form ([`ErrorCode::as_str`]) is a contract with callers and the
+/// corpus tooling: never rename a code, only add new ones (hence
+/// `#[non_exhaustive]`).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The parser could not parse the input (we fail closed), or the input
+    /// lexes differently on the server than in the parser.
+    ParseError,
+    /// No statement at all (only whitespace / comments / `;`).
+    Empty,
+    /// More than one statement.
+    MultipleStatements,
+    /// A statement that is not a query, or DML/DDL anywhere inside one.
+    NotReadOnly,
+    /// `SELECT ... INTO` (table or variables); MySQL `INTO OUTFILE` is a
+    /// parse error because sqlparser does not know it.
+    SelectInto,
+    /// `FOR UPDATE` / `FOR SHARE` / `LOCK IN SHARE MODE` ...
+    LockingClause,
+    /// `INSERT` / `UPDATE` / `DELETE` / `MERGE` inside `WITH`.
+    DataModifyingCte,
+    /// `EXPLAIN ANALYZE` executes the explained statement.
+    ExplainAnalyze,
+    /// A function (or table function) on the deny rules of `functions.rs`.
+    ForbiddenFunction,
+    /// MySQL `@var := expr` inside a query.
+    VariableAssignment,
+    /// The input is over [`super::MAX_SQL_BYTES`]; checked before parsing.
+    TooLarge,
+    /// Nesting deeper than the parser's or the walker's limit.
+    TooDeep,
+    /// Syntax sqlparser accepts (usually for another dialect) that the guard
+    /// does not vet; rejected rather than guessed about.
+    Unsupported,
+}
+
+impl ErrorCode {
+    /// The stable wire name of the code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ParseError => "parse_error",
+            ErrorCode::Empty => "empty",
+            ErrorCode::MultipleStatements => "multiple_statements",
+            ErrorCode::NotReadOnly => "not_read_only",
+            ErrorCode::SelectInto => "select_into",
+            ErrorCode::LockingClause => "locking_clause",
+            ErrorCode::DataModifyingCte => "data_modifying_cte",
+            ErrorCode::ExplainAnalyze => "explain_analyze",
+            ErrorCode::ForbiddenFunction => "forbidden_function",
+            ErrorCode::VariableAssignment => "variable_assignment",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::TooDeep => "too_deep",
+            ErrorCode::Unsupported => "unsupported",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A rejected statement: a stable [`ErrorCode`] and a message naming the
+/// offending construct (safe to show to the workflow author).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct SqlError {
+    /// Stable, machine-readable reason.
+    pub code: ErrorCode,
+    /// Human-readable detail, e.g. `function pg_sleep is not allowed: stalls the session`.
+    pub message: String,
+}
+
+impl SqlError {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        SqlError {
+            code,
+            message: message.into(),
+        }
+    }
+}
