@@ -222,7 +222,6 @@ impl Call {
                 None => {}
             }
         }
-        // Same layout in and out, so this reuses the slots' allocation.
         self.args = std::mem::take(&mut self.slots)
             .into_iter()
             .zip(spec.params)

@@ -84,7 +84,8 @@ pub fn check(src: &str) -> Result<CheckedExpr, ExprError> {
                 (at, at.saturating_add(1).min(len)),
             )
         })?;
-    let result = walk::Walker::default().eval(&tree, 0);
+    let mut tree = tree;
+    let result = walk::Walker::default().eval(&mut tree, 0);
     if src.len() > DEEP_TREE_SOURCE_BYTES {
         tree::dismantle(tree);
     }

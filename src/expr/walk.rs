@@ -139,7 +139,8 @@ pub(crate) struct Walker {
 
 impl Walker {
     /// Checks and evaluates `e` at nesting `depth`.
-    pub(crate) fn eval(&mut self, e: &ast::Expr, depth: usize) -> Result<Arg> {
+    /// The tree is taken mutably only to move string constants out instead of copying them.
+    pub(crate) fn eval(&mut self, e: &mut ast::Expr, depth: usize) -> Result<Arg> {
         let span = span_of(e);
         if depth > MAX_DEPTH {
             return Err(err(
@@ -158,18 +159,18 @@ impl Walker {
         }
         let d = depth + 1;
         let val = match e {
-            ast::Expr::Constant(c) => Val::Const(constant(&c.value, span)?),
+            ast::Expr::Constant(c) => Val::Const(constant(&mut c.value, span)?),
             ast::Expr::Name(n) => name(n.id.as_str(), span)?,
             ast::Expr::Attribute(a) => {
                 check_ident(a.attr.as_str(), attr_span(a.attr.as_str(), span))?;
-                let recv = self.eval(&a.value, d)?;
+                let recv = self.eval(&mut a.value, d)?;
                 attribute(recv, a.attr.as_str(), span, false)?
             }
             ast::Expr::Call(c) => self.call(c, d, span)?,
             ast::Expr::BinOp(b) => {
                 let op = binop(&b.op, span)?;
-                let l = self.eval(&b.left, d)?;
-                let r = self.eval(&b.right, d)?;
+                let l = self.eval(&mut b.left, d)?;
+                let r = self.eval(&mut b.right, d)?;
                 ops::binary(op, l, r, span)?
             }
             ast::Expr::UnaryOp(u) => {
@@ -179,7 +180,7 @@ impl Walker {
                     ast::UnaryOp::UAdd => UnOp::Pos,
                     ast::UnaryOp::USub => UnOp::Neg,
                 };
-                let operand = self.eval(&u.operand, d)?;
+                let operand = self.eval(&mut u.operand, d)?;
                 ops::unary(op, operand, span)?
             }
             ast::Expr::Compare(c) => self.compare(c, d, span)?,
@@ -197,10 +198,10 @@ impl Walker {
                     span,
                 ));
             }
-            ast::Expr::List(l) => Val::Seq(self.items(&l.elts, d)?),
+            ast::Expr::List(l) => Val::Seq(self.items(&mut l.elts, d)?),
             ast::Expr::Dict(m) => {
                 let mut pairs = Vec::with_capacity(m.values.len());
-                for (k, v) in m.keys.iter().zip(&m.values) {
+                for (k, v) in m.keys.iter_mut().zip(&mut m.values) {
                     let Some(k) = k else {
                         return Err(forbidden("**unpacking in a dict", "", span));
                     };
@@ -208,7 +209,7 @@ impl Walker {
                 }
                 Val::Dict(pairs)
             }
-            ast::Expr::Tuple(t) => Val::Seq(self.items(&t.elts, d)?),
+            ast::Expr::Tuple(t) => Val::Seq(self.items(&mut t.elts, d)?),
             ast::Expr::NamedExpr(_)
             | ast::Expr::Lambda(_)
             | ast::Expr::IfExp(_)
@@ -229,11 +230,11 @@ impl Walker {
         Ok(Arg { val, span })
     }
 
-    fn items(&mut self, elts: &[ast::Expr], depth: usize) -> Result<Vec<Arg>> {
-        elts.iter().map(|e| self.eval(e, depth)).collect()
+    fn items(&mut self, elts: &mut [ast::Expr], depth: usize) -> Result<Vec<Arg>> {
+        elts.iter_mut().map(|e| self.eval(e, depth)).collect()
     }
 
-    fn compare(&mut self, c: &ast::ExprCompare, depth: usize, span: Span) -> Result<Val> {
+    fn compare(&mut self, c: &mut ast::ExprCompare, depth: usize, span: Span) -> Result<Val> {
         if c.ops.len() != 1 || c.comparators.len() != 1 {
             return Err(err(
                 ErrorCode::ChainedComparison,
@@ -260,15 +261,16 @@ impl Walker {
                 ));
             }
         };
-        let l = self.eval(&c.left, depth)?;
-        let r = self.eval(&c.comparators[0], depth)?;
+        let l = self.eval(&mut c.left, depth)?;
+        let r = self.eval(&mut c.comparators[0], depth)?;
         ops::compare(op, l, r, span)
     }
 
-    fn call(&mut self, c: &ast::ExprCall, depth: usize, span: Span) -> Result<Val> {
+    fn call(&mut self, c: &mut ast::ExprCall, depth: usize, span: Span) -> Result<Val> {
         // The callee: attribute access resolved in call position (so `pl.Datetime(...)` is a
         // constructor call while a bare `pl.Datetime` is a data type).
-        let callee = match c.func.as_ref() {
+        let func_span = span_of(c.func.as_ref());
+        let callee = match c.func.as_mut() {
             ast::Expr::Attribute(a) => {
                 let aspan = span_of(a);
                 if depth > MAX_DEPTH {
@@ -279,7 +281,7 @@ impl Walker {
                     ));
                 }
                 check_ident(a.attr.as_str(), attr_span(a.attr.as_str(), aspan))?;
-                let recv = self.eval(&a.value, depth + 1)?;
+                let recv = self.eval(&mut a.value, depth + 1)?;
                 attribute(recv, a.attr.as_str(), aspan, true)?
             }
             other => self.eval(other, depth)?.val,
@@ -303,24 +305,24 @@ impl Walker {
                 return Err(err(
                     ErrorCode::TypeMismatch,
                     format!("{} is not callable", other.describe()),
-                    span_of(c.func.as_ref()),
+                    func_span,
                 ));
             }
         };
-        for a in &c.args {
+        for a in &mut c.args {
             if let ast::Expr::Starred(s) = a {
                 return Err(forbidden("*args unpacking", "", span_of(s)));
             }
             let arg = self.eval(a, depth)?;
             call.positional(arg)?;
         }
-        for k in &c.keywords {
+        for k in &mut c.keywords {
             let kspan = span_of(k);
             let Some(id) = &k.arg else {
                 return Err(forbidden("**kwargs unpacking", "", kspan));
             };
             check_ident(id.as_str(), kspan)?;
-            let arg = self.eval(&k.value, depth)?;
+            let arg = self.eval(&mut k.value, depth)?;
             call.keyword(id.as_str(), arg)?;
         }
         let mut call = call.finish()?;
@@ -356,7 +358,7 @@ fn reject_node(e: &ast::Expr, span: Span) -> ExprError {
     forbidden(what, hint, span)
 }
 
-fn constant(c: &Constant, span: Span) -> Result<Const> {
+fn constant(c: &mut Constant, span: Span) -> Result<Const> {
     match c {
         Constant::None => Ok(Const::None),
         Constant::Bool(b) => Ok(Const::Bool(*b)),
@@ -368,9 +370,9 @@ fn constant(c: &Constant, span: Span) -> Result<Const> {
                     span,
                 ));
             }
-            Ok(Const::Str(std::borrow::Cow::Owned(s.clone())))
+            Ok(Const::Str(std::borrow::Cow::Owned(std::mem::take(s))))
         }
-        Constant::Int(i) => i128::try_from(i).map(Const::Int).map_err(|_| {
+        Constant::Int(i) => i128::try_from(&*i).map(Const::Int).map_err(|_| {
             err(
                 ErrorCode::LimitExceeded,
                 "integer literal is out of the supported range (128-bit)",

@@ -131,6 +131,12 @@ pub(crate) static WHEN_OTHERWISE: Spec = spec!(
 );
 
 fn col_fn(c: &mut Call) -> Result<Val> {
+    // The common case, one name: no intermediate collections.
+    if c.rest.is_empty()
+        && let Some(Val::Const(Const::Str(s))) = c.args.first().map(|a| &a.val)
+    {
+        return Ok(Val::Expr(col(s.as_ref())));
+    }
     let mut names: Vec<String> = Vec::new();
     let mut dtypes: Vec<DataType> = Vec::new();
     let mut push = |v: &Val| match v {
