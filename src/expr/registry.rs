@@ -28,6 +28,8 @@ pub(crate) enum Table {
     Dt,
     /// `<expr>.list.<name>(...)`
     List,
+    /// `<expr>.name.<name>(...)`
+    Name,
 }
 
 impl Table {
@@ -39,6 +41,7 @@ impl Table {
             Table::Str => "Expr.str.",
             Table::Dt => "Expr.dt.",
             Table::List => "Expr.list.",
+            Table::Name => "Expr.name.",
         }
     }
 
@@ -48,18 +51,20 @@ impl Table {
             "str" => Some(Table::Str),
             "dt" => Some(Table::Dt),
             "list" | "arr" => Some(Table::List),
+            "name" => Some(Table::Name),
             _ => None,
         }
     }
 
     /// All tables, in documentation order.
-    pub(crate) const ALL: [Table; 6] = [
+    pub(crate) const ALL: [Table; 7] = [
         Table::Functions,
         Table::DTypes,
         Table::Methods,
         Table::Str,
         Table::Dt,
         Table::List,
+        Table::Name,
     ];
 }
 
@@ -202,7 +207,7 @@ pub(crate) use spec;
 /// One name index per table, built once from the `funcs` tables.
 type Index = HashMap<&'static str, &'static Spec, foldhash::fast::RandomState>;
 
-static INDEX: LazyLock<[Index; 6]> = LazyLock::new(|| {
+static INDEX: LazyLock<[Index; 7]> = LazyLock::new(|| {
     Table::ALL.map(|table| {
         funcs::table(table)
             .iter()
@@ -224,6 +229,7 @@ pub(crate) fn suggest(table: Table, name: &str) -> Option<&'static str> {
             Table::Methods => &Table::Methods,
             Table::Str => &Table::Str,
             Table::Dt => &Table::Dt,
+            Table::Name => &Table::Name,
             _ => &Table::List,
         }),
     };

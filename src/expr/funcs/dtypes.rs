@@ -50,6 +50,15 @@ pub(crate) static DTYPES: &[Spec] = &[
         "`pl.Duration` is microseconds"
     ),
     spec!(
+        "Decimal",
+        [
+            opt("precision", Kind::Int, Dflt::None),
+            opt("scale", Kind::Int, Dflt::Int(0))
+        ],
+        decimal_dtype,
+        "128-bit decimal; precision defaults to 38"
+    ),
+    spec!(
         "List",
         [opt("inner", Kind::DType, Dflt::None)],
         list_dtype,
@@ -63,6 +72,21 @@ fn datetime_dtype(c: &mut Call) -> Result<Val> {
         None => None,
     };
     Ok(Val::DType(DataType::Datetime(time_unit(c.str(0)), tz)))
+}
+
+fn decimal_dtype(c: &mut Call) -> Result<Val> {
+    let precision = match c.opt_int(0) {
+        Some(_) => c.count::<usize>(0)?,
+        None => 38,
+    };
+    let scale = c.count::<usize>(1)?;
+    if !(1..=38).contains(&precision) || scale > precision {
+        return Err(c.bad(
+            0,
+            "precision must be 1..=38 and scale at most the precision",
+        ));
+    }
+    Ok(Val::DType(DataType::Decimal(precision, scale)))
 }
 
 fn list_dtype(c: &mut Call) -> Result<Val> {

@@ -96,6 +96,12 @@ pub(crate) static METHODS: &[Spec] = &[
     ),
     spec!("sign", [], |c| unary(c, Expr::sign), "-1, 0 or 1"),
     spec!(
+        "dot",
+        [req("other", Kind::Expr)],
+        |c| binary(c, |a, b| a.dot(b)),
+        "sum of element-wise products"
+    ),
+    spec!(
         "round_sig_figs",
         [req("digits", Kind::Int)],
         |c| {

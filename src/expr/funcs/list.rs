@@ -1,4 +1,5 @@
-//! `Expr.list.*`: methods on list values (mostly the result of `str.split`).
+//! `Expr.list.*`: methods on list values (mostly the result of `str.split`), and the small
+//! `Expr.name.*` namespace that renames outputs.
 
 use polars::prelude::{Expr, ListNameSpace, SortOptions, element, lit};
 
@@ -126,5 +127,45 @@ pub(crate) static LIST: &[Spec] = &[
             Ok(Val::Expr(l(c).tail(n)))
         },
         "last n elements"
+    ),
+];
+
+/// `Expr.name.*` entries: rename the output column.
+pub(crate) static NAME: &[Spec] = &[
+    spec!(
+        "suffix",
+        [req("suffix", Kind::Str)],
+        |c| {
+            let s = c.str(0).to_owned();
+            Ok(Val::Expr(c.recv().name().suffix(&s)))
+        },
+        "append to the output name"
+    ),
+    spec!(
+        "prefix",
+        [req("prefix", Kind::Str)],
+        |c| {
+            let s = c.str(0).to_owned();
+            Ok(Val::Expr(c.recv().name().prefix(&s)))
+        },
+        "prepend to the output name"
+    ),
+    spec!(
+        "keep",
+        [],
+        |c| Ok(Val::Expr(c.recv().name().keep())),
+        "keep the input column's name"
+    ),
+    spec!(
+        "to_lowercase",
+        [],
+        |c| Ok(Val::Expr(c.recv().name().to_lowercase())),
+        "lower-case the output name"
+    ),
+    spec!(
+        "to_uppercase",
+        [],
+        |c| Ok(Val::Expr(c.recv().name().to_uppercase())),
+        "upper-case the output name"
     ),
 ];

@@ -37,6 +37,7 @@ pub(crate) fn table(t: Table) -> &'static [Spec] {
         Table::Str => string::STR,
         Table::Dt => temporal::DT,
         Table::List => list::LIST,
+        Table::Name => list::NAME,
     }
 }
 
@@ -79,6 +80,7 @@ pub fn reference_markdown() -> String {
             Table::Str => "String methods (`Expr.str.*`)",
             Table::Dt => "Temporal methods (`Expr.dt.*`)",
             Table::List => "List methods (`Expr.list.*`)",
+            Table::Name => "Output-name methods (`Expr.name.*`)",
         };
         let _ = writeln!(out, "#### {title}\n");
         let _ = writeln!(out, "| call | notes |\n| --- | --- |");
@@ -128,6 +130,7 @@ mod tests {
             Table::Str => "pl.col(\"s\").str.",
             Table::Dt => "pl.col(\"t\").dt.",
             Table::List => "pl.col(\"l\").list.",
+            Table::Name => "pl.col(\"a\").name.",
         }
     }
 

@@ -162,6 +162,12 @@ pub(crate) static STR: &[Spec] = &[
         |c| unary(c, |n| n.reverse()),
         "reverse by grapheme"
     ),
+    spec!(
+        "escape_regex",
+        [],
+        |c| unary(c, |n| n.escape_regex()),
+        "escape regex metacharacters"
+    ),
     spec!("replace", [req("pattern", Kind::ExprLit), req("value", Kind::ExprLit),
         opt("literal", Kind::Bool, Dflt::Bool(false)), opt("n", Kind::Int, Dflt::Int(1))], @pos 2,
         |c| replace(c, false), "replace the first n matches; `$1` refers to groups unless `literal=True`"),
