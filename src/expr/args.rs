@@ -7,7 +7,7 @@ use polars::prelude::{DataType, Expr};
 use super::error::{ErrorCode, ExprError, Result, Span};
 use super::limits::MAX_WIDTH;
 use super::registry::{Dflt, Kind, Param, Spec, Table};
-use super::val::{Arg, StrAs, Val, WhenChain, seq_literal, to_expr};
+use super::val::{Arg, StrAs, Val, WhenChain, seq_literal, take_expr, to_expr};
 use super::value::Const;
 
 /// A call ready to build: receiver, one slot per parameter (defaults filled), extra `*args`.
@@ -16,9 +16,7 @@ pub(crate) struct Call {
     pub spec: &'static Spec,
     pub table: Table,
     pub recv: Option<Expr>,
-    /// Arguments as given, before `finish` (one slot per parameter).
-    slots: Vec<Option<Arg>>,
-    /// One value per parameter after `finish`, defaults filled.
+    /// One value per parameter: the default until an argument is given (see `given`).
     pub args: Vec<Arg>,
     /// Positional arguments seen so far.
     positional: usize,
@@ -114,10 +112,16 @@ impl Call {
             spec,
             table,
             recv,
-            slots: std::iter::repeat_with(|| None)
-                .take(spec.params.len())
+            // Defaults are cheap constants (no allocation); arguments overwrite them in place,
+            // so each value moves once into its slot.
+            args: spec
+                .params
+                .iter()
+                .map(|p| Arg {
+                    val: dflt_val(p.default),
+                    span,
+                })
                 .collect(),
-            args: Vec::new(),
             given: 0,
             positional: 0,
             rest: Vec::new(),
@@ -136,7 +140,8 @@ impl Call {
         let i = self.positional;
         self.positional += 1;
         if i < max_pos {
-            self.slots[i] = Some(arg);
+            self.args[i] = arg;
+            self.given |= 1 << i;
             return Ok(());
         }
         let Some(kind) = self.spec.variadic else {
@@ -194,44 +199,30 @@ impl Call {
                 arg.span,
             ));
         };
-        if self.slots[i].is_some() {
+        if self.given(i) {
             return Err(bad(
                 format!("{} got multiple values for argument '{kw}'", self.name()),
                 arg.span,
             ));
         }
-        self.slots[i] = Some(arg);
+        self.args[i] = arg;
+        self.given |= 1 << i;
         Ok(())
     }
 
-    /// Checks kinds and required parameters and fills defaults.
-    pub(crate) fn finish(mut self) -> Result<Call> {
+    /// Checks the given arguments' kinds and that required parameters were given.
+    pub(crate) fn finish(self) -> Result<Call> {
         let (spec, table, span) = (self.spec, self.table, self.span);
-        for (i, (p, slot)) in spec.params.iter().zip(self.slots.iter()).enumerate() {
-            match slot {
-                Some(arg) => {
-                    check_kind(spec, table, p, arg)?;
-                    self.given |= 1 << i;
-                }
-                None if p.default == Dflt::Required => {
-                    return Err(bad(
-                        format!("{} missing required argument '{}'", self.name(), p.name),
-                        span,
-                    ));
-                }
-                None => {}
+        for (i, (p, arg)) in spec.params.iter().zip(&self.args).enumerate() {
+            if self.given(i) {
+                check_kind(spec, table, p, arg)?;
+            } else if p.default == Dflt::Required {
+                return Err(bad(
+                    format!("{} missing required argument '{}'", self.name(), p.name),
+                    span,
+                ));
             }
         }
-        self.args = std::mem::take(&mut self.slots)
-            .into_iter()
-            .zip(spec.params)
-            .map(|(slot, p)| {
-                slot.unwrap_or_else(|| Arg {
-                    val: dflt_val(p.default),
-                    span,
-                })
-            })
-            .collect();
         Ok(self)
     }
 
@@ -287,8 +278,10 @@ impl Call {
             Kind::ExprLit => StrAs::Literal,
             _ => StrAs::Column,
         };
-        let arg = self.take(i);
-        to_expr(arg, str_as)
+        match self.args.get_mut(i) {
+            Some(arg) => take_expr(arg, str_as),
+            None => to_expr(self.take(i), str_as),
+        }
     }
 
     /// Parameter `i` as an expression, or `None` when it is Python `None`.

@@ -5,7 +5,7 @@
 use polars::prelude::{Expr, Operator, binary_expr};
 
 use super::error::{ErrorCode, ExprError, Result, Span};
-use super::val::{Arg, StrAs, Val, to_expr};
+use super::val::{Arg, StrAs, Val, take_expr, to_expr};
 use super::value::{BinOp, CmpOp, UnOp, fold_binop, fold_compare, fold_unary};
 
 fn operand_error(op: &str, arg: &Arg) -> ExprError {
@@ -43,7 +43,7 @@ fn apply(op: BinOp, l: Expr, r: Expr) -> Expr {
 }
 
 /// `left <op> right`.
-pub(crate) fn binary(op: BinOp, left: Arg, right: Arg, span: Span) -> Result<Val> {
+pub(crate) fn binary(op: BinOp, mut left: Arg, mut right: Arg, span: Span) -> Result<Val> {
     if let (Val::Const(a), Val::Const(b)) = (&left.val, &right.val) {
         return fold_binop(op, a, b, span).map(Val::Const);
     }
@@ -63,8 +63,8 @@ pub(crate) fn binary(op: BinOp, left: Arg, right: Arg, span: Span) -> Result<Val
     // Exactly one side may be a constant; Python dispatches to the expression's (reflected)
     // dunder, which parses the constant with that dunder's rule.
     let rule = str_rule(op);
-    let l = to_expr(left, rule)?;
-    let r = to_expr(right, rule)?;
+    let l = take_expr(&mut left, rule)?;
+    let r = take_expr(&mut right, rule)?;
     Ok(Val::Expr(apply(op, l, r)))
 }
 
@@ -80,13 +80,13 @@ pub(crate) fn compare(op: CmpOp, left: Arg, right: Arg, span: Span) -> Result<Va
         }
     }
     // `3 < pl.col("x")`: int.__lt__ gives NotImplemented, so Python calls Expr.__gt__(3).
-    let (op, left, right) = if left.val.is_exprlike() {
+    let (op, mut left, mut right) = if left.val.is_exprlike() {
         (op, left, right)
     } else {
         (op.swapped(), right, left)
     };
-    let l = to_expr(left, StrAs::Literal)?;
-    let r = to_expr(right, StrAs::Literal)?;
+    let l = take_expr(&mut left, StrAs::Literal)?;
+    let r = take_expr(&mut right, StrAs::Literal)?;
     Ok(Val::Expr(match op {
         CmpOp::Eq => l.eq(r),
         CmpOp::NotEq => l.neq(r),

@@ -131,6 +131,28 @@ fn not_expr(arg: &Arg, what: &str) -> ExprError {
     )
 }
 
+/// [`to_expr`] on a borrowed argument: moves the expression out (leaving a cheap placeholder)
+/// instead of moving the whole 160-byte argument first; the walk does this on every operand.
+pub(crate) fn take_expr(arg: &mut Arg, str_as: StrAs) -> Result<Expr> {
+    match &mut arg.val {
+        Val::Expr(e) => Ok(std::mem::replace(e, Expr::Len)),
+        Val::Const(Const::Str(s)) if str_as == StrAs::Column => {
+            Ok(polars::prelude::col(s.as_ref()))
+        }
+        Val::Const(c) => Ok(const_lit(c)),
+        _ => {
+            let owned = std::mem::replace(
+                arg,
+                Arg {
+                    val: Val::Const(Const::None),
+                    span: arg.span,
+                },
+            );
+            to_expr(owned, str_as)
+        }
+    }
+}
+
 /// `parse_into_expression(value, str_as_lit=...)`: the value as a Polars expression.
 pub(crate) fn to_expr(arg: Arg, str_as: StrAs) -> Result<Expr> {
     match arg.val {
