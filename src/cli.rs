@@ -26,6 +26,8 @@ enum Command {
     Check(Check),
     /// Evaluate expressions on a data file.
     Eval(EvalArgs),
+    /// Run one guarded, read-only SQL query and print the table.
+    Query(QueryArgs),
     /// Run built-in benchmarks.
     #[command(subcommand)]
     Bench(Bench),
@@ -81,6 +83,23 @@ struct EvalArgs {
     mode: Mode,
 }
 
+#[derive(Debug, Args)]
+struct QueryArgs {
+    /// File holding the connection URL (`postgres://`, `mysql://`, `sqlite://`); `-` reads it
+    /// from stdin. Never pass a password on the command line.
+    #[arg(long)]
+    url_file: PathBuf,
+    /// The query (must pass the read-only guard of the URL's dialect).
+    #[arg(long)]
+    sql: String,
+    /// Statement timeout in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    timeout_ms: u64,
+    /// Most rows accepted.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_rows: usize,
+}
+
 #[derive(Debug, Subcommand)]
 enum Bench {
     /// Expression front end (cold, warm, bare parse) and plan execution vs hand-written Polars.
@@ -97,6 +116,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             jsonl,
         }) => check_sql(dialect, sql, jsonl),
         Command::Eval(args) => eval(args),
+        Command::Query(args) => query(args),
         Command::Bench(Bench::Expr(args)) => {
             let report = crate::bench::run_expr_bench(&args)?;
             println!("{report}");
@@ -159,6 +179,44 @@ fn check_sql(dialect: crate::sql::Dialect, sql: Option<String>, jsonl: bool) -> 
             Ok(1)
         }
     }
+}
+
+fn read_url(path: &std::path::Path) -> Result<crate::secret::Secret, Error> {
+    use std::io::Read;
+    let mut raw = String::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut raw)?;
+    } else {
+        raw = std::fs::read_to_string(path)?;
+    }
+    let url = raw.trim().to_owned();
+    zeroize::Zeroize::zeroize(&mut raw);
+    Ok(crate::secret::Secret::new(url))
+}
+
+fn query(args: QueryArgs) -> Result<u8, Error> {
+    use crate::connector::{QueryOptions, ResultLimits, Target};
+    let target = Target::from_url(read_url(&args.url_file)?)?;
+    let checked = crate::sql::guard(&args.sql, target.dialect).map_err(|e| {
+        Error::Usage(format!(
+            "query rejected: {} [{}]",
+            e.message,
+            e.code.as_str()
+        ))
+    })?;
+    let options = QueryOptions {
+        limits: ResultLimits {
+            max_rows: args.max_rows,
+            ..ResultLimits::default()
+        },
+        timeout: std::time::Duration::from_millis(args.timeout_ms),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let df = rt.block_on(crate::connector::query(&target, &checked, options))?;
+    println!("{df}");
+    Ok(0)
 }
 
 fn eval(args: EvalArgs) -> Result<u8, Error> {

@@ -23,6 +23,9 @@ pub enum Error {
     /// Polars failed while executing.
     #[error("execution failed: {0}")]
     Polars(#[from] polars::prelude::PolarsError),
+    /// A database query failed (the message never holds credentials).
+    #[error("{0}")]
+    Connector(#[from] crate::connector::ConnectorError),
     /// Standard input/output failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -36,7 +39,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) | Error::Expr(_) => 2,
-            Error::Frame { .. } | Error::Polars(_) | Error::Io(_) => 1,
+            Error::Frame { .. } | Error::Polars(_) | Error::Io(_) | Error::Connector(_) => 1,
         }
     }
 }

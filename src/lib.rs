@@ -6,6 +6,8 @@
 //! # Layout
 //! - [`expr`]: py-polars expression source → checked → native Polars `Expr`; no eval, ever.
 //! - [`sql`]: the read-only SQL guard (parsed with sqlparser, never string-scanned).
+//! - [`connector`]: read-only database sessions (PostgreSQL, MySQL/MariaDB, SQLite) → DataFrames.
+//! - [`secret`]: the `Secret` type for credentials (redacted, zeroized, explicit expose).
 //! - [`frames`]: reading input files into DataFrames and writing results.
 //! - [`batch`]: the JSONL batch commands (`check expr`, `eval`): one line in, one line out.
 //! - [`bench`]: the expression benchmarks shared by `benches/` and `hubworker bench expr`.
@@ -16,9 +18,11 @@
 pub mod batch;
 pub mod bench;
 pub mod cli;
+pub mod connector;
 pub mod error;
 pub mod expr;
 pub mod frames;
+pub mod secret;
 pub mod sql;
 pub mod telemetry;
 

@@ -191,3 +191,55 @@ fn check_sql_jsonl_answers_every_line_with_codes() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("[forbidden_function]"));
 }
+
+#[test]
+fn query_reads_the_url_from_stdin_and_refuses_writes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("q.db");
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            use sqlx::{Connection, Executor};
+            let mut c =
+                sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
+                    .await
+                    .expect("create");
+            c.execute("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (41), (42);")
+                .await
+                .expect("setup");
+        });
+    }
+    let url = format!("sqlite://{}", db.display());
+    let out = run(
+        &[
+            "query",
+            "--url-file",
+            "-",
+            "--sql",
+            "SELECT x + 1 AS y FROM t ORDER BY x",
+        ],
+        &url,
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("42") && text.contains("43"), "{text}");
+    let out = run(
+        &["query", "--url-file", "-", "--sql", "DELETE FROM t"],
+        &url,
+        dir.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the guard rejects it as a usage error"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[not_read_only]"));
+}

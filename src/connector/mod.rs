@@ -1,0 +1,164 @@
+//! Database connectors: one guarded, read-only query in, a Polars DataFrame out.
+//! Every query runs inside a database-enforced read-only session with a statement timeout
+//! (PostgreSQL `BEGIN READ ONLY` + `statement_timeout`, MySQL/MariaDB `START TRANSACTION READ
+//! ONLY` + `max_execution_time`, SQLite opened read-only with `query_only`), in addition to the
+//! parser-level guard that produced the [`ReadOnlyQuery`]. Credentials stay in [`Secret`]s;
+//! nothing here logs, prints or returns a connection URL or a driver's raw error text.
+
+mod decode;
+mod frame;
+mod mysql;
+mod postgres;
+mod sqlite;
+
+use std::time::Duration;
+
+use polars::prelude::DataFrame;
+
+pub use frame::ResultLimits;
+
+use crate::secret::{Secret, redact_url};
+use crate::sql::{Dialect, ReadOnlyQuery};
+
+/// Where to connect: a dialect and a connection URL (which may hold a password).
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The SQL dialect (decides the driver and the guard).
+    pub dialect: Dialect,
+    /// `postgres://user:pass@host:port/db`, `mysql://...`, `sqlite:///path/to/file.db`.
+    pub url: Secret,
+}
+
+impl Target {
+    /// A target from a URL, choosing the dialect by its scheme.
+    pub fn from_url(url: Secret) -> Result<Target, ConnectorError> {
+        let scheme = url.expose().split("://").next().unwrap_or_default();
+        let dialect = match scheme.to_ascii_lowercase().as_str() {
+            "postgres" | "postgresql" => Dialect::Postgres,
+            "mysql" | "mariadb" => Dialect::Mysql,
+            "sqlite" => Dialect::Sqlite,
+            _ => {
+                return Err(ConnectorError::BadTarget(
+                    "unsupported URL scheme (expected postgres://, mysql:// or sqlite://)".into(),
+                ));
+            }
+        };
+        Ok(Target { dialect, url })
+    }
+
+    /// The URL with its password removed, for messages.
+    pub fn redacted(&self) -> String {
+        redact_url(self.url.expose())
+    }
+}
+
+/// How one query may run.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryOptions {
+    /// Result caps.
+    pub limits: ResultLimits,
+    /// Statement timeout, enforced by the database (and by the worker for SQLite).
+    pub timeout: Duration,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        QueryOptions {
+            limits: ResultLimits::default(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a query did not produce a frame. Messages never contain credentials or raw driver text.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// The target description is unusable.
+    #[error("bad connection target: {0}")]
+    BadTarget(String),
+    /// Connecting or authenticating failed.
+    #[error("cannot connect to {0}")]
+    Connect(String),
+    /// The database refused or failed the query (its message is kept for operators only).
+    #[error("the database rejected the query ({0})")]
+    Query(String),
+    /// The statement timeout fired.
+    #[error("the query exceeded its time limit")]
+    Timeout,
+    /// The result is over the row or byte cap.
+    #[error("result_too_large: {0}")]
+    ResultTooLarge(String),
+    /// A column type we do not map.
+    #[error("column {column}: unsupported database type {type_name}")]
+    UnsupportedType {
+        /// The column.
+        column: String,
+        /// The database's name for its type.
+        type_name: String,
+    },
+    /// A value could not be decoded.
+    #[error("cannot decode a value: {0}")]
+    Decode(String),
+}
+
+impl ConnectorError {
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ConnectorError::BadTarget(_) => "bad_target",
+            ConnectorError::Connect(_) => "connect_failed",
+            ConnectorError::Query(_) => "query_failed",
+            ConnectorError::Timeout => "timeout",
+            ConnectorError::ResultTooLarge(_) => "result_too_large",
+            ConnectorError::UnsupportedType { .. } => "unsupported_type",
+            ConnectorError::Decode(_) => "decode_error",
+        }
+    }
+}
+
+/// A driver error reduced to its kind: the database's own message for query errors (it names
+/// SQL constructs, not credentials), a fixed text otherwise.
+pub(crate) fn query_error(e: sqlx::Error) -> ConnectorError {
+    match e {
+        sqlx::Error::Database(db) => ConnectorError::Query(db.message().to_owned()),
+        sqlx::Error::ColumnDecode { index, .. } => {
+            ConnectorError::Decode(format!("column {index}"))
+        }
+        sqlx::Error::PoolTimedOut => ConnectorError::Timeout,
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => {
+            ConnectorError::Query("connection failure".into())
+        }
+        _ => ConnectorError::Query("driver error".into()),
+    }
+}
+
+/// Runs one guarded query on `target` in a read-only session and returns its rows.
+pub async fn query(
+    target: &Target,
+    query: &ReadOnlyQuery,
+    options: QueryOptions,
+) -> Result<DataFrame, ConnectorError> {
+    if query.dialect() != target.dialect {
+        return Err(ConnectorError::BadTarget(
+            "the query was checked for another dialect".into(),
+        ));
+    }
+    run_sql(target, query.sql(), options).await
+}
+
+/// The session layer alone: no guard. Only [`query`] (and the test that proves the database
+/// layer refuses writes by itself) may call it.
+pub(crate) async fn run_sql(
+    target: &Target,
+    sql: &str,
+    options: QueryOptions,
+) -> Result<DataFrame, ConnectorError> {
+    match target.dialect {
+        Dialect::Postgres => postgres::run(target, sql, options).await,
+        Dialect::Mysql => mysql::run(target, sql, options).await,
+        Dialect::Sqlite => sqlite::run(target, sql, options).await,
+    }
+}
+
+#[cfg(test)]
+mod tests;

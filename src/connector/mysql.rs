@@ -1,0 +1,140 @@
+//! MySQL and MariaDB: one connection per query; the session gets a statement time limit
+//! (`max_execution_time` on MySQL, `max_statement_time` on MariaDB) and an `sql_mode` without
+//! `ANSI_QUOTES`/`NO_BACKSLASH_ESCAPES` (the guard lexes strings that way), then
+//! `START TRANSACTION READ ONLY`, the query as one prepared statement, and `ROLLBACK`.
+
+use std::str::FromStr;
+
+use futures_util::TryStreamExt;
+use polars::prelude::DataFrame;
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
+use sqlx::{Column, Connection, Executor, Row, TypeInfo};
+
+use super::decode::{Dec, push_value};
+use super::frame::FrameBuilder;
+use super::{ConnectorError, QueryOptions, Target, query_error};
+
+/// The decoding of a MySQL/MariaDB type name, or `None` when unmapped.
+fn plan(type_name: &str) -> Option<Dec> {
+    Some(match type_name {
+        "BOOLEAN" => Dec::Bool,
+        "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" => Dec::I64,
+        "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED" => {
+            Dec::U32AsI64
+        }
+        "FLOAT" => Dec::F32,
+        "DOUBLE" => Dec::F64,
+        "DECIMAL" => Dec::Decimal,
+        "VARCHAR" | "CHAR" | "TEXT" | "TINYTEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM" | "SET" => {
+            Dec::Str
+        }
+        "JSON" => Dec::Json,
+        "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" | "BINARY" | "VARBINARY" => Dec::Bin,
+        "DATE" => Dec::Date,
+        "TIME" => Dec::Time,
+        "DATETIME" => Dec::Timestamp,
+        "TIMESTAMP" => Dec::TimestampTz,
+        _ => return None,
+    })
+}
+
+fn push_row(row: &MySqlRow, plans: &[Dec], b: &mut FrameBuilder) -> Result<(), ConnectorError> {
+    let mut bytes = 0;
+    for (i, (dec, data)) in plans.iter().zip(b.data.iter_mut()).enumerate() {
+        if let (Dec::Decimal, super::frame::Data::Decimal(v)) = (dec, &mut *data) {
+            v.push(
+                row.try_get::<Option<rust_decimal::Decimal>, _>(i)
+                    .map_err(query_error)?,
+            );
+            bytes += 16;
+            continue;
+        }
+        if let (Dec::U32AsI64, super::frame::Data::I64(v)) = (dec, &mut *data) {
+            v.push(
+                row.try_get::<Option<u32>, _>(i)
+                    .map_err(query_error)?
+                    .map(i64::from),
+            );
+            bytes += 8;
+            continue;
+        }
+        bytes += push_value!(row, i, *dec, data);
+    }
+    b.row_done(bytes)
+}
+
+fn db_error(e: sqlx::Error) -> ConnectorError {
+    // 3024: MySQL ER_QUERY_TIMEOUT; 1969: MariaDB ER_STATEMENT_TIMEOUT.
+    if let sqlx::Error::Database(db) = &e
+        && let Some(code) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        && matches!(code.number(), 3024 | 1969)
+    {
+        return ConnectorError::Timeout;
+    }
+    query_error(e)
+}
+
+pub(super) async fn run(
+    target: &Target,
+    sql: &str,
+    options: QueryOptions,
+) -> Result<DataFrame, ConnectorError> {
+    let opts = MySqlConnectOptions::from_str(target.url.expose())
+        .map_err(|_| ConnectorError::BadTarget("not a valid MySQL URL".into()))?;
+    let mut conn = MySqlConnection::connect_with(&opts)
+        .await
+        .map_err(|_| ConnectorError::Connect(target.redacted()))?;
+    let version: String = sqlx::query("SELECT VERSION()")
+        .fetch_one(&mut conn)
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(query_error)?;
+    let ms = options.timeout.as_millis().max(1);
+    let limit = if version.contains("MariaDB") {
+        format!("SET SESSION max_statement_time = {}", ms as f64 / 1000.0)
+    } else {
+        format!("SET SESSION max_execution_time = {ms}")
+    };
+    for stmt in [
+        limit.as_str(),
+        "SET SESSION sql_mode = REPLACE(REPLACE(@@sql_mode, 'ANSI_QUOTES', ''), \
+         'NO_BACKSLASH_ESCAPES', '')",
+        "START TRANSACTION READ ONLY",
+    ] {
+        sqlx::raw_sql(stmt)
+            .execute(&mut conn)
+            .await
+            .map_err(query_error)?;
+    }
+    let result = fetch(&mut conn, sql, options).await;
+    let _ = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
+    let _ = conn.close().await;
+    result
+}
+
+async fn fetch(
+    conn: &mut MySqlConnection,
+    sql: &str,
+    options: QueryOptions,
+) -> Result<DataFrame, ConnectorError> {
+    let described = conn.describe(sql).await.map_err(db_error)?;
+    let mut plans = Vec::with_capacity(described.columns().len());
+    let mut columns = Vec::with_capacity(described.columns().len());
+    for c in described.columns() {
+        let type_name = c.type_info().name().to_owned();
+        let Some(dec) = plan(&type_name) else {
+            return Err(ConnectorError::UnsupportedType {
+                column: c.name().to_owned(),
+                type_name,
+            });
+        };
+        plans.push(dec);
+        columns.push((c.name().to_owned(), dec.kind()));
+    }
+    let mut builder = FrameBuilder::new(columns, options.limits);
+    let mut rows = sqlx::query(sql).fetch(&mut *conn);
+    while let Some(row) = rows.try_next().await.map_err(db_error)? {
+        push_row(&row, &plans, &mut builder)?;
+    }
+    builder.finish()
+}

@@ -1,0 +1,115 @@
+//! PostgreSQL: one connection per query, `BEGIN READ ONLY` with `statement_timeout`, the
+//! query sent as one prepared statement (the extended protocol carries exactly one), then
+//! `ROLLBACK`. Types are mapped from the server's type names.
+
+use std::str::FromStr;
+
+use futures_util::TryStreamExt;
+use polars::prelude::DataFrame;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
+use sqlx::{Column, Connection, Executor, TypeInfo};
+
+use super::decode::{Dec, push_value};
+use super::frame::FrameBuilder;
+use super::{ConnectorError, QueryOptions, Target, query_error};
+
+/// The decoding of a PostgreSQL type name, or `None` when unmapped.
+fn plan(type_name: &str) -> Option<Dec> {
+    Some(match type_name {
+        "BOOL" => Dec::Bool,
+        "INT2" => Dec::I16,
+        "INT4" => Dec::I32,
+        "INT8" => Dec::I64,
+        "FLOAT4" => Dec::F32,
+        "FLOAT8" => Dec::F64,
+        "NUMERIC" => Dec::Decimal,
+        "TEXT" | "VARCHAR" | "BPCHAR" | "CHAR" | "NAME" | "CITEXT" => Dec::Str,
+        "JSON" | "JSONB" => Dec::Json,
+        "UUID" => Dec::Uuid,
+        "BYTEA" => Dec::Bin,
+        "DATE" => Dec::Date,
+        "TIME" => Dec::Time,
+        "TIMESTAMP" => Dec::Timestamp,
+        "TIMESTAMPTZ" => Dec::TimestampTz,
+        _ => return None,
+    })
+}
+
+fn push_row(row: &PgRow, plans: &[Dec], b: &mut FrameBuilder) -> Result<(), ConnectorError> {
+    let mut bytes = 0;
+    for (i, (dec, data)) in plans.iter().zip(b.data.iter_mut()).enumerate() {
+        if let (Dec::Decimal, super::frame::Data::Decimal(v)) = (dec, &mut *data) {
+            v.push(
+                sqlx::Row::try_get::<Option<rust_decimal::Decimal>, _>(row, i)
+                    .map_err(query_error)?,
+            );
+            bytes += 16;
+            continue;
+        }
+        bytes += push_value!(row, i, *dec, data);
+    }
+    b.row_done(bytes)
+}
+
+fn db_error(e: sqlx::Error) -> ConnectorError {
+    // 57014: query_canceled, which is what statement_timeout raises.
+    if let sqlx::Error::Database(db) = &e
+        && db.code().as_deref() == Some("57014")
+    {
+        return ConnectorError::Timeout;
+    }
+    query_error(e)
+}
+
+pub(super) async fn run(
+    target: &Target,
+    sql: &str,
+    options: QueryOptions,
+) -> Result<DataFrame, ConnectorError> {
+    let opts = PgConnectOptions::from_str(target.url.expose())
+        .map_err(|_| ConnectorError::BadTarget("not a valid PostgreSQL URL".into()))?;
+    let mut conn = PgConnection::connect_with(&opts)
+        .await
+        .map_err(|_| ConnectorError::Connect(target.redacted()))?;
+    let timeout_ms = options.timeout.as_millis().max(1);
+    // The guard lexes strings like a server with standard_conforming_strings on: keep it so.
+    let setup = format!(
+        "BEGIN TRANSACTION READ ONLY; SET LOCAL statement_timeout = {timeout_ms}; \
+         SET LOCAL standard_conforming_strings = on"
+    );
+    sqlx::raw_sql(&setup)
+        .execute(&mut conn)
+        .await
+        .map_err(query_error)?;
+    let result = fetch(&mut conn, sql, options).await;
+    let _ = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
+    let _ = conn.close().await;
+    result
+}
+
+async fn fetch(
+    conn: &mut PgConnection,
+    sql: &str,
+    options: QueryOptions,
+) -> Result<DataFrame, ConnectorError> {
+    let described = conn.describe(sql).await.map_err(db_error)?;
+    let mut plans = Vec::with_capacity(described.columns().len());
+    let mut columns = Vec::with_capacity(described.columns().len());
+    for c in described.columns() {
+        let type_name = c.type_info().name().to_owned();
+        let Some(dec) = plan(&type_name) else {
+            return Err(ConnectorError::UnsupportedType {
+                column: c.name().to_owned(),
+                type_name,
+            });
+        };
+        plans.push(dec);
+        columns.push((c.name().to_owned(), dec.kind()));
+    }
+    let mut builder = FrameBuilder::new(columns, options.limits);
+    let mut rows = sqlx::query(sql).fetch(&mut *conn);
+    while let Some(row) = rows.try_next().await.map_err(db_error)? {
+        push_row(&row, &plans, &mut builder)?;
+    }
+    builder.finish()
+}

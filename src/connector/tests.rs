@@ -1,0 +1,303 @@
+//! Connector tests against real databases: SQLite always, PostgreSQL and MariaDB at the URLs in
+//! `HUBWORKER_TEST_PG_URL` / `HUBWORKER_TEST_MYSQL_URL` (defaulting to the local services, so a
+//! missing server fails these tests loudly instead of skipping them).
+
+use std::time::Duration;
+
+use polars::prelude::*;
+use sqlx::{Connection, Executor};
+
+use super::*;
+use crate::sql::guard;
+
+fn pg_url() -> String {
+    std::env::var("HUBWORKER_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn mysql_url() -> String {
+    std::env::var("HUBWORKER_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+}
+
+fn target(url: &str) -> Target {
+    Target::from_url(Secret::new(url.to_owned())).expect("target")
+}
+
+async fn guarded(
+    t: &Target,
+    sql: &str,
+    options: QueryOptions,
+) -> Result<DataFrame, ConnectorError> {
+    let q = guard(sql, t.dialect).expect("passes the guard");
+    query(t, &q, options).await
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn short() -> QueryOptions {
+    QueryOptions {
+        timeout: Duration::from_millis(300),
+        ..QueryOptions::default()
+    }
+}
+
+#[test]
+fn sqlite_types_nulls_and_read_only() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("t.db");
+        let url = format!("sqlite://{}", path.display());
+        let mut rw = sqlx::SqliteConnection::connect(&format!("{url}?mode=rwc"))
+            .await
+            .expect("create");
+        rw.execute(
+            "CREATE TABLE t (id INTEGER, name TEXT, price REAL, blob BLOB, ok BOOLEAN);
+             INSERT INTO t VALUES (1, 'a', 1.5, x'0102', 1), (2, NULL, NULL, NULL, 0);",
+        )
+        .await
+        .expect("setup");
+        rw.close().await.expect("close");
+        let t = target(&url);
+        let df = guarded(
+            &t,
+            "SELECT id, name, price, blob, ok FROM t ORDER BY id",
+            QueryOptions::default(),
+        )
+        .await
+        .expect("query");
+        assert_eq!(df.shape(), (2, 5));
+        assert_eq!(df.column("id").expect("id").dtype(), &DataType::Int64);
+        assert_eq!(df.column("name").expect("n").str().expect("s").get(1), None);
+        assert_eq!(
+            df.column("price").expect("p").f64().expect("f").get(0),
+            Some(1.5)
+        );
+        assert_eq!(df.column("blob").expect("b").dtype(), &DataType::Binary);
+        assert_eq!(
+            df.column("ok").expect("ok").bool().expect("b").get(0),
+            Some(true)
+        );
+        // The database layer alone refuses writes (the guard is bypassed on purpose).
+        let e = run_sql(&t, "DELETE FROM t", QueryOptions::default()).await;
+        assert!(
+            e.is_err(),
+            "a read-only SQLite connection must refuse DELETE"
+        );
+        let df = guarded(&t, "SELECT count(*) AS n FROM t", QueryOptions::default())
+            .await
+            .expect("count");
+        assert_eq!(df.column("n").expect("n").i64().expect("i").get(0), Some(2));
+        // A row cap.
+        let capped = QueryOptions {
+            limits: ResultLimits {
+                max_rows: 1,
+                max_bytes: 1 << 20,
+            },
+            ..QueryOptions::default()
+        };
+        let e = guarded(&t, "SELECT * FROM t", capped).await.unwrap_err();
+        assert_eq!(e.code(), "result_too_large");
+    });
+}
+
+#[test]
+fn postgres_types_read_only_timeout_and_caps() {
+    rt().block_on(async {
+        let url = pg_url();
+        let mut admin = sqlx::PgConnection::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL must be reachable for these tests: {e}"));
+        admin
+            .execute(
+                "DROP TABLE IF EXISTS hw_types;
+                 CREATE TABLE hw_types (i2 int2, i4 int4, i8 int8, f4 float4, f8 float8,
+                   n numeric(12,3), t text, v varchar(10), b bool, d date, tm time,
+                   ts timestamp, tz timestamptz, by bytea, j jsonb, u uuid);
+                 INSERT INTO hw_types VALUES (1, 2, 3, 1.5, 2.25, 1234.567, 'x', 'y', true,
+                   '2024-02-29', '13:45:30.5', '2024-02-29 13:45:30.123456',
+                   '2024-02-29 13:45:30+01', '\\x0102', '{\"a\": 1}',
+                   'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11');
+                 INSERT INTO hw_types (i4) VALUES (NULL);",
+            )
+            .await
+            .expect("setup");
+        let t = target(&url);
+        let df = guarded(
+            &t,
+            "SELECT * FROM hw_types ORDER BY i2 NULLS LAST",
+            QueryOptions::default(),
+        )
+        .await
+        .expect("query");
+        assert_eq!(df.shape(), (2, 16));
+        let dt = |c: &str| df.column(c).expect(c).dtype().clone();
+        assert_eq!(dt("i2"), DataType::Int16);
+        assert_eq!(dt("i4"), DataType::Int32);
+        assert_eq!(dt("i8"), DataType::Int64);
+        assert_eq!(dt("f4"), DataType::Float32);
+        assert_eq!(dt("n"), DataType::Decimal(38, 3));
+        assert_eq!(dt("d"), DataType::Date);
+        assert_eq!(dt("tm"), DataType::Time);
+        assert_eq!(dt("ts"), DataType::Datetime(TimeUnit::Microseconds, None));
+        assert_eq!(
+            dt("tz"),
+            DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+        );
+        assert_eq!(dt("by"), DataType::Binary);
+        let s = |c: &str| {
+            df.column(c)
+                .expect(c)
+                .str()
+                .expect("str")
+                .get(0)
+                .map(str::to_owned)
+        };
+        assert_eq!(s("j").as_deref(), Some("{\"a\":1}"));
+        assert_eq!(
+            s("u").as_deref(),
+            Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+        );
+        let n = df
+            .column("n")
+            .expect("n")
+            .cast(&DataType::Float64)
+            .expect("cast");
+        assert_eq!(n.f64().expect("f").get(0), Some(1234.567));
+        let tz = df
+            .column("tz")
+            .expect("tz")
+            .cast(&DataType::Int64)
+            .expect("cast");
+        assert_eq!(tz.i64().expect("i").get(0), Some(1_709_210_730_000_000));
+        assert_eq!(df.column("i8").expect("i8").null_count(), 1);
+        // Database layer alone: the read-only transaction refuses writes.
+        let e = run_sql(&t, "DELETE FROM hw_types", QueryOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "query_failed");
+        assert!(e.to_string().contains("read-only"), "{e}");
+        let df = guarded(
+            &t,
+            "SELECT count(*) AS n FROM hw_types",
+            QueryOptions::default(),
+        )
+        .await
+        .expect("count");
+        assert_eq!(df.column("n").expect("n").i64().expect("i").get(0), Some(2));
+        // The statement timeout is the database's.
+        let e = run_sql(&t, "SELECT 1 AS x FROM pg_sleep(3)", short())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "timeout");
+        // Caps.
+        let capped = QueryOptions {
+            limits: ResultLimits {
+                max_rows: 10,
+                max_bytes: 1 << 20,
+            },
+            ..QueryOptions::default()
+        };
+        let e = guarded(&t, "SELECT g FROM generate_series(1, 100) AS g", capped)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "result_too_large");
+        let capped = QueryOptions {
+            limits: ResultLimits {
+                max_rows: 1000,
+                max_bytes: 1000,
+            },
+            ..QueryOptions::default()
+        };
+        let e = guarded(
+            &t,
+            "SELECT repeat('x', 100) FROM generate_series(1, 50)",
+            capped,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), "result_too_large");
+        admin.execute("DROP TABLE hw_types").await.expect("cleanup");
+    });
+}
+
+#[test]
+fn mariadb_types_read_only_and_timeout() {
+    rt().block_on(async {
+        let url = mysql_url();
+        let mut admin = sqlx::MySqlConnection::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("MariaDB must be reachable for these tests: {e}"));
+        for stmt in [
+            "DROP TABLE IF EXISTS hw_types",
+            "CREATE TABLE hw_types (i INT, bi BIGINT, u INT UNSIGNED, f DOUBLE, dec_ DECIMAL(10,2),
+               s VARCHAR(20), d DATE, dt DATETIME(6), bl BLOB, ok BOOLEAN)",
+            "INSERT INTO hw_types VALUES (1, 9000000000, 4000000000, 2.5, 12.34, 'hé', '2024-02-29',
+               '2024-02-29 13:45:30.123456', x'0102', TRUE), (NULL, NULL, NULL, NULL, NULL, NULL,
+               NULL, NULL, NULL, NULL)",
+        ] {
+            admin.execute(stmt).await.expect("setup");
+        }
+        let t = target(&url);
+        let df = guarded(
+            &t,
+            "SELECT * FROM hw_types ORDER BY i IS NULL, i",
+            QueryOptions::default(),
+        )
+        .await
+        .expect("query");
+        assert_eq!(df.shape(), (2, 10));
+        let dt = |c: &str| df.column(c).expect(c).dtype().clone();
+        assert_eq!(dt("i"), DataType::Int64);
+        assert_eq!(dt("u"), DataType::Int64);
+        assert_eq!(dt("dec_"), DataType::Decimal(38, 2));
+        assert_eq!(dt("d"), DataType::Date);
+        assert_eq!(dt("dt"), DataType::Datetime(TimeUnit::Microseconds, None));
+        assert_eq!(dt("bl"), DataType::Binary);
+        assert_eq!(dt("ok"), DataType::Boolean);
+        assert_eq!(
+            df.column("u").expect("u").i64().expect("i").get(0),
+            Some(4_000_000_000)
+        );
+        assert_eq!(
+            df.column("s").expect("s").str().expect("s").get(0),
+            Some("hé")
+        );
+        assert_eq!(df.column("bi").expect("bi").null_count(), 1);
+        let e = run_sql(&t, "DELETE FROM hw_types", QueryOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "query_failed");
+        let df = guarded(
+            &t,
+            "SELECT count(*) AS n FROM hw_types",
+            QueryOptions::default(),
+        )
+        .await
+        .expect("count");
+        assert_eq!(df.column("n").expect("n").i64().expect("i").get(0), Some(2));
+        let e = run_sql(&t, "SELECT SLEEP(3) FROM hw_types", short())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "timeout");
+        admin.execute("DROP TABLE hw_types").await.expect("cleanup");
+    });
+}
+
+#[test]
+fn connection_errors_never_show_the_password() {
+    rt().block_on(async {
+        let t = target("postgres://postgres:Sup3rSecretPw@127.0.0.1:1/test");
+        let q = guard("SELECT 1", t.dialect).expect("guard");
+        let e = query(&t, &q, QueryOptions::default()).await.unwrap_err();
+        assert_eq!(e.code(), "connect_failed");
+        let shown = format!("{e} {e:?} {t:?}");
+        assert!(!shown.contains("Sup3rSecretPw"), "{shown}");
+        assert!(shown.contains("postgres:***@127.0.0.1:1/test"), "{shown}");
+    });
+}

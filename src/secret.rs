@@ -1,0 +1,84 @@
+//! Secret values: credentials, DSNs and keys live in [`Secret`], never in plain `String`s.
+//! Debug and Display are redacted, memory is zeroized on drop, there is no `Serialize`, and
+//! the plaintext is reachable only through an explicit `expose()`.
+
+use zeroize::Zeroizing;
+
+/// A secret string (a password, a connection URL with a password, a key).
+#[derive(Clone)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    /// Wraps a secret; the caller's copy should be dropped (or zeroized) right after.
+    pub fn new(value: String) -> Self {
+        Secret(Zeroizing::new(value))
+    }
+
+    /// The plaintext, for the one call that needs it. Never log or format the result.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret::new(value)
+    }
+}
+
+/// `scheme://user:password@host/db` with the password (and any query string) replaced, for
+/// messages that must name the target. Works on anything URL-shaped; never fails.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<redacted>".into();
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some((auth, host)) => (Some(auth), host),
+        None => (None, rest),
+    };
+    match auth {
+        Some(auth) => {
+            let user = auth.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => format!("{scheme}://{host}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_are_redacted() {
+        let s = Secret::new("hunter2-very-secret".into());
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+        assert_eq!(format!("{s}"), "***");
+        assert!(!format!("{s:?} {s}").contains("hunter2"));
+        assert_eq!(s.expose(), "hunter2-very-secret");
+    }
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(
+            redact_url("postgres://alice:p%40ss@db:5432/sales?sslmode=require"),
+            "postgres://alice:***@db:5432/sales"
+        );
+        assert_eq!(redact_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+        assert_eq!(redact_url("not a url"), "<redacted>");
+        assert!(!redact_url("mysql://u:topsecret@h/d").contains("topsecret"));
+    }
+}
