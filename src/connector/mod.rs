@@ -7,6 +7,7 @@
 
 mod decode;
 mod frame;
+pub mod inspect;
 mod mysql;
 mod postgres;
 mod sqlite;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use polars::prelude::DataFrame;
 
 pub use frame::ResultLimits;
+pub use inspect::TableRef;
 
 use crate::secret::{Secret, redact_url};
 use crate::sql::{Dialect, ReadOnlyQuery};

@@ -103,6 +103,7 @@ fn sqlite_types_nulls_and_read_only() {
         };
         let e = guarded(&t, "SELECT * FROM t", capped).await.unwrap_err();
         assert_eq!(e.code(), "result_too_large");
+        check_inspect(&t, None, "t", 5).await;
     });
 }
 
@@ -222,6 +223,7 @@ fn postgres_types_read_only_timeout_and_caps() {
         .await
         .unwrap_err();
         assert_eq!(e.code(), "result_too_large");
+        check_inspect(&t, Some("public"), "hw_types", 16).await;
         admin.execute("DROP TABLE hw_types").await.expect("cleanup");
     });
 }
@@ -300,4 +302,35 @@ fn connection_errors_never_show_the_password() {
         assert!(!shown.contains("Sup3rSecretPw"), "{shown}");
         assert!(shown.contains("postgres:***@127.0.0.1:1/test"), "{shown}");
     });
+}
+
+/// `tables` lists the table, `columns` gives its columns in order, `preview` caps rows.
+async fn check_inspect(t: &Target, schema: Option<&str>, table: &str, ncols: usize) {
+    let o = QueryOptions::default();
+    let tables = inspect::tables(t, o).await.expect("tables");
+    let names = tables
+        .column("table")
+        .expect("table")
+        .str()
+        .expect("str")
+        .clone();
+    assert!(
+        (0..names.len()).any(|i| names.get(i) == Some(table)),
+        "{table} not listed: {tables}"
+    );
+    let r = TableRef {
+        schema: schema.map(str::to_owned),
+        name: table.to_owned(),
+    };
+    let cols = inspect::columns(t, &r, o).await.expect("columns");
+    assert_eq!(cols.height(), ncols, "{cols}");
+    assert_eq!(cols.get_column_names(), ["column", "type", "nullable"]);
+    let p = inspect::preview(t, &r, 1, o).await.expect("preview");
+    assert_eq!(p.shape(), (1, ncols));
+    // A hostile name is just a name that does not exist.
+    let bad = TableRef {
+        schema: None,
+        name: format!("{table}\"; DELETE FROM {table}; --"),
+    };
+    assert!(inspect::preview(t, &bad, 1, o).await.is_err());
 }
