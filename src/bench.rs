@@ -309,3 +309,105 @@ pub fn run_expr_bench(args: &ExprBenchArgs) -> Result<String, Error> {
     let _ = writeln!(out, "ratio compiled/hand-written: {:.3}x", mc / mh);
     Ok(out)
 }
+
+/// Options of `hubworker bench load`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadBenchArgs {
+    /// File with the PostgreSQL URL (`-` for stdin); default: the local test database.
+    #[arg(long)]
+    pub url_file: Option<std::path::PathBuf>,
+    /// Rows the query produces.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: usize,
+    /// Timed repetitions of each side (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+}
+
+/// The 8-column query the load benchmark reads (generated server-side, so both sides pay the
+/// same server cost).
+pub fn load_query(rows: usize) -> String {
+    format!(
+        "SELECT g AS id, g % 97 AS small, g * 1.5::float8 AS amount, 'customer-' || g AS name, \
+         (g % 3 = 0) AS flag, DATE '2020-01-01' + (g % 1000) AS day, \
+         TIMESTAMP '2020-01-01' + g * INTERVAL '1 second' AS ts, (g % 10000)::numeric(12, 2) AS price \
+         FROM generate_series(1, {rows}) AS g"
+    )
+}
+
+/// Loads [`load_query`] into a DataFrame through the connector's COPY path and drains the same
+/// `COPY ... (FORMAT binary)` to nothing, on one connection, interleaved.
+pub fn run_load_bench(args: &LoadBenchArgs, url: crate::secret::Secret) -> Result<String, Error> {
+    use futures_util::TryStreamExt;
+    use sqlx::Executor;
+    let target = crate::connector::Target::from_url(url)?;
+    let sql = load_query(args.rows);
+    let checked = crate::sql::guard(&sql, target.dialect)
+        .map_err(|e| Error::Usage(format!("benchmark query rejected: {}", e.message)))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut conn = crate::connector::postgres::connect(&target).await?;
+        conn.execute("BEGIN TRANSACTION READ ONLY")
+            .await
+            .map_err(crate::connector::query_error)?;
+        let copy = format!("COPY ({}) TO STDOUT (FORMAT binary)", checked.sql());
+        let options = crate::connector::QueryOptions {
+            timeout: Duration::from_secs(600),
+            ..Default::default()
+        };
+        let (mut floor, mut ours) = (Vec::new(), Vec::new());
+        let (mut bytes, mut shape) = (0usize, (0, 0));
+        for i in 0..=args.runs.max(1) {
+            let t0 = Instant::now();
+            let mut stream = conn
+                .copy_out_raw(&copy)
+                .await
+                .map_err(crate::connector::query_error)?;
+            let mut n = 0;
+            while let Some(chunk) = stream
+                .try_next()
+                .await
+                .map_err(crate::connector::query_error)?
+            {
+                n += black_box(chunk.len());
+            }
+            drop(stream);
+            let tf = t0.elapsed().as_secs_f64();
+            let t0 = Instant::now();
+            let df =
+                crate::connector::postgres::fetch_copy(&mut conn, checked.sql(), options).await?;
+            let to = t0.elapsed().as_secs_f64();
+            bytes = n;
+            shape = df.shape();
+            if i > 0 {
+                floor.push(tf);
+                ours.push(to);
+            }
+        }
+        let _ = conn.execute("ROLLBACK").await;
+        let (mf, mo) = (median(floor), median(ours));
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "load: {} rows x 8 columns from PostgreSQL (median of {} runs)",
+            args.rows, args.runs
+        );
+        let _ = writeln!(
+            out,
+            "COPY binary drained (floor): {:>8.1} ms  ({:.1} MB)",
+            mf * 1e3,
+            bytes as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "into a DataFrame:            {:>8.1} ms  ({} x {})",
+            mo * 1e3,
+            shape.0,
+            shape.1
+        );
+        let _ = writeln!(out, "ratio DataFrame/floor: {:.3}x", mo / mf);
+        Ok(out)
+    })
+}

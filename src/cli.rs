@@ -85,10 +85,17 @@ struct EvalArgs {
 
 #[derive(Debug, Args)]
 struct QueryArgs {
-    /// File holding the connection URL (`postgres://`, `mysql://`, `sqlite://`); `-` reads it
-    /// from stdin. Never pass a password on the command line.
+    /// Connection URL (`postgres://`, `mysql://`, `sqlite://`). Prefer --url-file for URLs with
+    /// a password: argv is visible to other users of the machine.
+    #[arg(
+        long,
+        required_unless_present = "url_file",
+        conflicts_with = "url_file"
+    )]
+    url: Option<String>,
+    /// File holding the connection URL; `-` reads it from stdin.
     #[arg(long)]
-    url_file: PathBuf,
+    url_file: Option<PathBuf>,
     /// The query (must pass the read-only guard of the URL's dialect).
     #[arg(long)]
     sql: String,
@@ -104,6 +111,8 @@ struct QueryArgs {
 enum Bench {
     /// Expression front end (cold, warm, bare parse) and plan execution vs hand-written Polars.
     Expr(crate::bench::ExprBenchArgs),
+    /// Loading a PostgreSQL query into a DataFrame vs draining its binary COPY.
+    Load(crate::bench::LoadBenchArgs),
 }
 
 /// Runs the parsed command; returns the process exit code on success.
@@ -117,6 +126,16 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         }) => check_sql(dialect, sql, jsonl),
         Command::Eval(args) => eval(args),
         Command::Query(args) => query(args),
+        Command::Bench(Bench::Load(args)) => {
+            let url = match &args.url_file {
+                Some(path) => read_url(path)?,
+                None => {
+                    crate::secret::Secret::new("postgres://postgres@127.0.0.1:5432/test".to_owned())
+                }
+            };
+            println!("{}", crate::bench::run_load_bench(&args, url)?);
+            Ok(0)
+        }
         Command::Bench(Bench::Expr(args)) => {
             let report = crate::bench::run_expr_bench(&args)?;
             println!("{report}");
@@ -196,7 +215,12 @@ fn read_url(path: &std::path::Path) -> Result<crate::secret::Secret, Error> {
 
 fn query(args: QueryArgs) -> Result<u8, Error> {
     use crate::connector::{QueryOptions, ResultLimits, Target};
-    let target = Target::from_url(read_url(&args.url_file)?)?;
+    let url = match (args.url, &args.url_file) {
+        (Some(url), _) => crate::secret::Secret::new(url),
+        (None, Some(path)) => read_url(path)?,
+        (None, None) => return Err(Error::Usage("--url or --url-file is required".into())),
+    };
+    let target = Target::from_url(url)?;
     let checked = crate::sql::guard(&args.sql, target.dialect).map_err(|e| {
         Error::Usage(format!(
             "query rejected: {} [{}]",

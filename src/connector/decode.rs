@@ -15,12 +15,28 @@ pub(crate) enum Dec {
     Decimal,
     Str,
     Json,
+    /// PostgreSQL `jsonb` (a version byte before the text in its binary form).
+    JsonB,
     Uuid,
     Bin,
     Date,
     Time,
     Timestamp,
     TimestampTz,
+    /// A one-dimensional PostgreSQL array (binary COPY only).
+    Array(Elem),
+}
+
+/// Element types of the arrays we map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Elem {
+    Bool,
+    I16,
+    I32,
+    I64,
+    F32,
+    F64,
+    Str,
 }
 
 impl Dec {
@@ -35,12 +51,13 @@ impl Dec {
             Dec::F32 => Kind::F32,
             Dec::F64 => Kind::F64,
             Dec::Decimal => Kind::Decimal,
-            Dec::Str | Dec::Json | Dec::Uuid => Kind::Str,
+            Dec::Str | Dec::Json | Dec::JsonB | Dec::Uuid => Kind::Str,
             Dec::Bin => Kind::Bin,
             Dec::Date => Kind::Date,
             Dec::Time => Kind::Time,
             Dec::Timestamp => Kind::Timestamp,
             Dec::TimestampTz => Kind::TimestampTz,
+            Dec::Array(e) => Kind::List(e),
         }
     }
 }
@@ -83,7 +100,7 @@ macro_rules! push_value {
                     v.push(s);
                     break 'done n;
                 }
-                (Dec::Json, Data::Str(v)) => {
+                (Dec::Json | Dec::JsonB, Data::Str(v)) => {
                     let s = row
                         .try_get::<Option<serde_json::Value>, _>(i)
                         .map_err(err)?

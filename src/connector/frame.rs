@@ -27,6 +27,8 @@ pub(crate) enum Kind {
     Timestamp,
     /// Timestamp with time zone, normalised to UTC (microseconds).
     TimestampTz,
+    /// A list of scalars.
+    List(super::decode::Elem),
 }
 
 /// Column values as they are decoded.
@@ -47,6 +49,8 @@ pub(crate) enum Data {
     Time(Vec<Option<i64>>),
     /// Microseconds since the epoch; `true` when the source was zoned (values are UTC).
     Timestamp(Vec<Option<i64>>, bool),
+    /// One Series per row (null for a NULL array).
+    List(Vec<Option<Series>>, super::decode::Elem),
 }
 
 impl Data {
@@ -65,6 +69,7 @@ impl Data {
             Kind::Time => Data::Time(Vec::new()),
             Kind::Timestamp => Data::Timestamp(Vec::new(), false),
             Kind::TimestampTz => Data::Timestamp(Vec::new(), true),
+            Kind::List(e) => Data::List(Vec::new(), e),
         }
     }
 }
@@ -162,6 +167,24 @@ fn series(name: PlSmallStr, data: Data) -> Result<Series, ConnectorError> {
             )?
         }
         Data::Decimal(v) => decimal(name, v)?,
+        Data::List(v, elem) => {
+            use super::decode::Elem;
+            let inner = match elem {
+                Elem::Bool => DataType::Boolean,
+                Elem::I16 => DataType::Int16,
+                Elem::I32 => DataType::Int32,
+                Elem::I64 => DataType::Int64,
+                Elem::F32 => DataType::Float32,
+                Elem::F64 => DataType::Float64,
+                Elem::Str => DataType::String,
+            };
+            // Empty arrays and all-null rows still get the column's element type.
+            let v: Vec<Option<Series>> = v
+                .into_iter()
+                .map(|s| s.map(|s| s.cast(&inner).unwrap_or(s)))
+                .collect();
+            cast(Series::new(name, v), DataType::List(Box::new(inner)))?
+        }
     })
 }
 

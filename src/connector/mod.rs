@@ -9,7 +9,8 @@ mod decode;
 mod frame;
 pub mod inspect;
 mod mysql;
-mod postgres;
+mod pg_copy;
+pub(crate) mod postgres;
 mod sqlite;
 
 use std::time::Duration;
@@ -145,7 +146,13 @@ pub async fn query(
             "the query was checked for another dialect".into(),
         ));
     }
-    run_sql(target, query.sql(), options).await
+    match target.dialect {
+        // COPY cannot wrap EXPLAIN; everything else takes the binary COPY path.
+        Dialect::Postgres if !query.is_explain() => {
+            postgres::run_copy(target, query.sql(), options).await
+        }
+        _ => run_sql(target, query.sql(), options).await,
+    }
 }
 
 /// The session layer alone: no guard. Only [`query`] (and the test that proves the database

@@ -9,8 +9,9 @@ use polars::prelude::DataFrame;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 use sqlx::{Column, Connection, Executor, TypeInfo};
 
-use super::decode::{Dec, push_value};
+use super::decode::{Dec, Elem, push_value};
 use super::frame::FrameBuilder;
+use super::pg_copy::CopyDecoder;
 use super::{ConnectorError, QueryOptions, Target, query_error};
 
 /// The decoding of a PostgreSQL type name, or `None` when unmapped.
@@ -24,13 +25,21 @@ fn plan(type_name: &str) -> Option<Dec> {
         "FLOAT8" => Dec::F64,
         "NUMERIC" => Dec::Decimal,
         "TEXT" | "VARCHAR" | "BPCHAR" | "CHAR" | "NAME" | "CITEXT" => Dec::Str,
-        "JSON" | "JSONB" => Dec::Json,
+        "JSON" => Dec::Json,
+        "JSONB" => Dec::JsonB,
         "UUID" => Dec::Uuid,
         "BYTEA" => Dec::Bin,
         "DATE" => Dec::Date,
         "TIME" => Dec::Time,
         "TIMESTAMP" => Dec::Timestamp,
         "TIMESTAMPTZ" => Dec::TimestampTz,
+        "BOOL[]" => Dec::Array(Elem::Bool),
+        "INT2[]" => Dec::Array(Elem::I16),
+        "INT4[]" => Dec::Array(Elem::I32),
+        "INT8[]" => Dec::Array(Elem::I64),
+        "FLOAT4[]" => Dec::Array(Elem::F32),
+        "FLOAT8[]" => Dec::Array(Elem::F64),
+        "TEXT[]" | "VARCHAR[]" | "BPCHAR[]" | "NAME[]" => Dec::Array(Elem::Str),
         _ => return None,
     })
 }
@@ -61,10 +70,40 @@ fn db_error(e: sqlx::Error) -> ConnectorError {
     query_error(e)
 }
 
+/// [`run`] through `COPY (sql) TO STDOUT (FORMAT binary)` (the fast path for SELECTs).
+pub(super) async fn run_copy(
+    target: &Target,
+    sql: &str,
+    options: QueryOptions,
+) -> Result<DataFrame, ConnectorError> {
+    session(target, sql, options, true).await
+}
+
+/// Runs `sql` in a read-only session with the driver's row protocol (any read-only query,
+/// including `EXPLAIN`).
 pub(super) async fn run(
     target: &Target,
     sql: &str,
     options: QueryOptions,
+) -> Result<DataFrame, ConnectorError> {
+    session(target, sql, options, false).await
+}
+
+/// Opens a connection for the load benchmark (the caller starts its own transaction).
+pub(crate) async fn connect(target: &Target) -> Result<PgConnection, ConnectorError> {
+    let opts = PgConnectOptions::from_str(target.url.expose())
+        .map_err(|_| ConnectorError::BadTarget("not a valid PostgreSQL URL".into()))?;
+    PgConnection::connect_with(&opts)
+        .await
+        .map_err(|_| ConnectorError::Connect(target.redacted()))
+}
+
+/// Connects, opens the read-only transaction, fetches, rolls back and closes.
+async fn session(
+    target: &Target,
+    sql: &str,
+    options: QueryOptions,
+    copy: bool,
 ) -> Result<DataFrame, ConnectorError> {
     let opts = PgConnectOptions::from_str(target.url.expose())
         .map_err(|_| ConnectorError::BadTarget("not a valid PostgreSQL URL".into()))?;
@@ -81,17 +120,21 @@ pub(super) async fn run(
         .execute(&mut conn)
         .await
         .map_err(query_error)?;
-    let result = fetch(&mut conn, sql, options).await;
+    let result = if copy {
+        fetch_copy(&mut conn, sql, options).await
+    } else {
+        fetch(&mut conn, sql, options).await
+    };
     let _ = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
     let _ = conn.close().await;
     result
 }
 
-async fn fetch(
+/// Column names and decodings from the server's description of `sql`.
+async fn describe(
     conn: &mut PgConnection,
     sql: &str,
-    options: QueryOptions,
-) -> Result<DataFrame, ConnectorError> {
+) -> Result<(Vec<Dec>, Vec<(String, super::frame::Kind)>), ConnectorError> {
     let described = conn.describe(sql).await.map_err(db_error)?;
     let mut plans = Vec::with_capacity(described.columns().len());
     let mut columns = Vec::with_capacity(described.columns().len());
@@ -106,6 +149,34 @@ async fn fetch(
         plans.push(dec);
         columns.push((c.name().to_owned(), dec.kind()));
     }
+    Ok((plans, columns))
+}
+
+pub(crate) async fn fetch_copy(
+    conn: &mut PgConnection,
+    sql: &str,
+    options: QueryOptions,
+) -> Result<DataFrame, ConnectorError> {
+    let (plans, columns) = describe(conn, sql).await?;
+    let mut builder = FrameBuilder::new(columns, options.limits);
+    let mut decoder = CopyDecoder::new(plans);
+    let copy = format!("COPY ({sql}) TO STDOUT (FORMAT binary)");
+    let mut stream = conn.copy_out_raw(&copy).await.map_err(db_error)?;
+    while let Some(chunk) = stream.try_next().await.map_err(db_error)? {
+        decoder.feed(&chunk, &mut builder)?;
+    }
+    if !decoder.finished() {
+        return Err(ConnectorError::Decode("binary COPY ended early".into()));
+    }
+    builder.finish()
+}
+
+async fn fetch(
+    conn: &mut PgConnection,
+    sql: &str,
+    options: QueryOptions,
+) -> Result<DataFrame, ConnectorError> {
+    let (plans, columns) = describe(conn, sql).await?;
     let mut builder = FrameBuilder::new(columns, options.limits);
     let mut rows = sqlx::query(sql).fetch(&mut *conn);
     while let Some(row) = rows.try_next().await.map_err(db_error)? {

@@ -159,7 +159,11 @@ fn postgres_types_read_only_timeout_and_caps() {
                 .get(0)
                 .map(str::to_owned)
         };
-        assert_eq!(s("j").as_deref(), Some("{\"a\":1}"));
+        assert_eq!(
+            s("j").as_deref(),
+            Some("{\"a\": 1}"),
+            "jsonb as PostgreSQL renders it"
+        );
         assert_eq!(
             s("u").as_deref(),
             Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
@@ -224,6 +228,41 @@ fn postgres_types_read_only_timeout_and_caps() {
         .unwrap_err();
         assert_eq!(e.code(), "result_too_large");
         check_inspect(&t, Some("public"), "hw_types", 16).await;
+        // Arrays become lists (through the binary COPY path).
+        let df = guarded(
+            &t,
+            "SELECT ARRAY[1, NULL, 3]::int4[] AS a, ARRAY['x', 'y'] AS s, '{}'::int8[] AS e, \
+             NULL::float8[] AS n",
+            QueryOptions::default(),
+        )
+        .await
+        .expect("arrays");
+        assert_eq!(
+            df.column("a").expect("a").dtype(),
+            &DataType::List(Box::new(DataType::Int32))
+        );
+        let a = df
+            .column("a")
+            .expect("a")
+            .list()
+            .expect("list")
+            .get_as_series(0)
+            .expect("row");
+        assert_eq!(a.i32().expect("i32").get(2), Some(3));
+        assert_eq!(a.null_count(), 1);
+        assert_eq!(
+            df.column("s").expect("s").dtype(),
+            &DataType::List(Box::new(DataType::String))
+        );
+        let e = df
+            .column("e")
+            .expect("e")
+            .list()
+            .expect("list")
+            .get_as_series(0)
+            .expect("row");
+        assert_eq!(e.len(), 0);
+        assert_eq!(df.column("n").expect("n").null_count(), 1);
         admin.execute("DROP TABLE hw_types").await.expect("cleanup");
     });
 }

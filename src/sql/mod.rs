@@ -111,6 +111,7 @@ pub struct ReadOnlyQuery {
     sql: String,
     dialect: Dialect,
     normalized: String,
+    explain: bool,
 }
 
 impl ReadOnlyQuery {
@@ -128,6 +129,11 @@ impl ReadOnlyQuery {
     /// The dialect it was vetted for.
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// Whether the statement is a plain `EXPLAIN` (it cannot be wrapped in `COPY`, for example).
+    pub fn is_explain(&self) -> bool {
+        self.explain
     }
 
     /// The parsed statement re-rendered by sqlparser (comments and layout
@@ -231,6 +237,7 @@ fn guard_inner(sql: &str, dialect: Dialect) -> Result<ReadOnlyQuery, SqlError> {
         sql: text,
         dialect,
         normalized: statement.to_string(),
+        explain: matches!(statement, sqlparser::ast::Statement::Explain { .. }),
     })
 }
 
