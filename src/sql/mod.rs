@@ -193,7 +193,21 @@ fn guard_inner(sql: &str, dialect: Dialect) -> Result<ReadOnlyQuery, SqlError> {
     let mut parser = Parser::new(parser_dialect)
         .with_recursion_limit(PARSER_RECURSION_LIMIT)
         .with_tokens_with_locations(tokens);
-    let statements = parser.parse_statements().map_err(|e| match e {
+    // `TABLE t` is a query (PostgreSQL, MySQL 8), but sqlparser only knows it inside a query
+    // body, so a statement starting with the TABLE keyword token is parsed as a query.
+    let starts_with_table = matches!(
+        &parser.peek_token_ref().token,
+        Token::Word(w) if w.keyword == sqlparser::keywords::Keyword::TABLE
+    ) && dialect != Dialect::Sqlite;
+    let parsed = if starts_with_table {
+        parser.parse_query().map(|q| {
+            let _ = parser.consume_token(&Token::SemiColon);
+            vec![sqlparser::ast::Statement::Query(q)]
+        })
+    } else {
+        parser.parse_statements()
+    };
+    let statements = parsed.map_err(|e| match e {
         ParserError::RecursionLimitExceeded => SqlError::new(
             ErrorCode::TooDeep,
             format!("SQL nests deeper than the parser limit of {PARSER_RECURSION_LIMIT}"),

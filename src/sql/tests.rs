@@ -483,3 +483,19 @@ proptest! {
         prop_assert_eq!(err.map_err(|e| e.code), Err(ErrorCode::DataModifyingCte));
     }
 }
+
+#[test]
+fn standalone_table_is_a_query() {
+    for d in [Dialect::Postgres, Dialect::Mysql] {
+        assert!(guard("TABLE nation", d).is_ok(), "{d:?}");
+        assert!(guard("TABLE nation;", d).is_ok(), "{d:?}");
+        assert!(guard("TABLE nation ORDER BY 1 LIMIT 5", d).is_ok(), "{d:?}");
+        assert_eq!(
+            guard("TABLE nation; DELETE FROM nation", d)
+                .unwrap_err()
+                .code,
+            ErrorCode::MultipleStatements
+        );
+    }
+    assert!(guard("TABLE nation", Dialect::Sqlite).is_err());
+}
