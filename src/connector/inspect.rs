@@ -53,6 +53,24 @@ async fn run(
     query(target, &checked, options).await
 }
 
+/// Schemas (PostgreSQL), databases (MySQL) or attached databases (SQLite): column `schema`.
+pub async fn schemas(target: &Target, options: QueryOptions) -> Result<DataFrame, ConnectorError> {
+    let sql = match target.dialect {
+        Dialect::Postgres => {
+            "SELECT schema_name::text AS schema FROM information_schema.schemata \
+             WHERE schema_name NOT IN ('pg_catalog', 'information_schema') \
+             AND schema_name NOT LIKE 'pg\\_%' ORDER BY 1"
+        }
+        Dialect::Mysql => {
+            "SELECT schema_name AS `schema` FROM information_schema.schemata \
+             WHERE schema_name NOT IN ('information_schema', 'performance_schema', 'mysql', 'sys') \
+             ORDER BY 1"
+        }
+        Dialect::Sqlite => "SELECT name AS schema FROM pragma_database_list ORDER BY seq",
+    };
+    run(target, sql, options).await
+}
+
 /// Tables and views: columns `schema`, `table`, `kind`.
 pub async fn tables(target: &Target, options: QueryOptions) -> Result<DataFrame, ConnectorError> {
     let sql = match target.dialect {

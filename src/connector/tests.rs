@@ -346,6 +346,20 @@ fn connection_errors_never_show_the_password() {
 /// `tables` lists the table, `columns` gives its columns in order, `preview` caps rows.
 async fn check_inspect(t: &Target, schema: Option<&str>, table: &str, ncols: usize) {
     let o = QueryOptions::default();
+    let schemas = inspect::schemas(t, o).await.expect("schemas");
+    assert!(schemas.height() >= 1, "{schemas}");
+    if let Some(s) = schema {
+        let col = schemas
+            .column("schema")
+            .expect("schema")
+            .str()
+            .expect("str")
+            .clone();
+        assert!(
+            (0..col.len()).any(|i| col.get(i) == Some(s)),
+            "{s} not in {schemas}"
+        );
+    }
     let tables = inspect::tables(t, o).await.expect("tables");
     let names = tables
         .column("table")
