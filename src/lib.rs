@@ -11,6 +11,7 @@
 //! - [`frames`]: reading input files into DataFrames and writing results.
 //! - [`batch`]: the JSONL batch commands (`check expr`, `eval`): one line in, one line out.
 //! - [`bench`]: the expression benchmarks shared by `benches/` and `hubworker bench expr`.
+//! - [`workflow`]: workflows (today: the canonical hash tokens are bound to).
 //! - [`cli`]: the command line (clap).
 //! - [`error`]: the top-level error and its exit codes.
 //! - [`telemetry`]: tracing setup; span fields never carry secrets.
@@ -25,5 +26,6 @@ pub mod frames;
 pub mod secret;
 pub mod sql;
 pub mod telemetry;
+pub mod workflow;
 
 pub use error::Error;
