@@ -10,7 +10,7 @@
 //! - [`secret`]: the `Secret` type for credentials (redacted, zeroized, explicit expose).
 //! - [`frames`]: reading input files into DataFrames and writing results.
 //! - [`batch`]: the JSONL batch commands (`check expr`, `eval`): one line in, one line out.
-//! - [`bench`]: the expression benchmarks shared by `benches/` and `hubworker bench expr`.
+//! - [`bench`](mod@bench): the expression benchmarks shared by `benches/` and `hubworker bench expr`.
 //! - [`workflow`]: workflows (today: the canonical hash tokens are bound to).
 //! - [`cli`]: the command line (clap).
 //! - [`error`]: the top-level error and its exit codes.

@@ -1,5 +1,5 @@
 //! The registry's tables, one file per family, each entry beside its builder:
-//! `functions` (pl.*), `dtypes` (pl.<DataType>), `general` (Expr methods: math, nulls, casts,
+//! `functions` (`pl.*`), `dtypes` (`pl.<DataType>`), `general` (Expr methods: math, nulls, casts,
 //! membership), `agg` (aggregations, windows, cumulative), `string` (Expr.str), `temporal`
 //! (Expr.dt), `list` (Expr.list). A name absent from these tables cannot be called.
 
