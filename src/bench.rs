@@ -243,7 +243,7 @@ pub fn run_expr_bench(args: &ExprBenchArgs) -> Result<String, Error> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "front end (per expression, best of 5 passes; cold and bare parse over {} distinct \
+        "front end (per expression, best of 15 alternating passes; cold and bare parse over {} distinct \
          texts, warm over a working set of {WARM_WORKING_SET})",
         args.exprs
     );
@@ -254,7 +254,7 @@ pub fn run_expr_bench(args: &ExprBenchArgs) -> Result<String, Error> {
     );
     for size in Size::ALL {
         let texts = corpus(size, args.exprs);
-        let f = measure_front_end(&texts, 5);
+        let f = measure_front_end(&texts, 15);
         let _ = writeln!(
             out,
             "{:<7} {:>6} {:>9.0}ns {:>9.0}ns {:>9.0}ns {:>9.3}x {:>14.0} {:>13.0}x",
