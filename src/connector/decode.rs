@@ -62,6 +62,29 @@ impl Dec {
     }
 }
 
+/// Decodings and (name, Polars kind) pairs for described columns; an unmapped type is refused,
+/// naming the column.
+pub(crate) fn plan_columns<C: sqlx::Column>(
+    columns: &[C],
+    plan: fn(&str) -> Option<Dec>,
+) -> Result<(Vec<Dec>, Vec<(String, super::frame::Kind)>), super::ConnectorError> {
+    use sqlx::TypeInfo;
+    let mut plans = Vec::with_capacity(columns.len());
+    let mut named = Vec::with_capacity(columns.len());
+    for c in columns {
+        let type_name = c.type_info().name();
+        let Some(dec) = plan(type_name) else {
+            return Err(super::ConnectorError::UnsupportedType {
+                column: c.name().to_owned(),
+                type_name: type_name.to_owned(),
+            });
+        };
+        plans.push(dec);
+        named.push((c.name().to_owned(), dec.kind()));
+    }
+    Ok((plans, named))
+}
+
 /// Days from 1970-01-01.
 pub(crate) fn days(d: chrono::NaiveDate) -> i32 {
     let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();

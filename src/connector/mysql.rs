@@ -8,9 +8,9 @@ use std::str::FromStr;
 use futures_util::TryStreamExt;
 use polars::prelude::DataFrame;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
-use sqlx::{Column, Connection, Executor, Row, TypeInfo};
+use sqlx::{Connection, Executor, Row};
 
-use super::decode::{Dec, push_value};
+use super::decode::{Dec, plan_columns, push_value};
 use super::frame::FrameBuilder;
 use super::{ConnectorError, QueryOptions, Target, query_error};
 
@@ -118,19 +118,7 @@ async fn fetch(
     options: QueryOptions,
 ) -> Result<DataFrame, ConnectorError> {
     let described = conn.describe(sql).await.map_err(db_error)?;
-    let mut plans = Vec::with_capacity(described.columns().len());
-    let mut columns = Vec::with_capacity(described.columns().len());
-    for c in described.columns() {
-        let type_name = c.type_info().name().to_owned();
-        let Some(dec) = plan(&type_name) else {
-            return Err(ConnectorError::UnsupportedType {
-                column: c.name().to_owned(),
-                type_name,
-            });
-        };
-        plans.push(dec);
-        columns.push((c.name().to_owned(), dec.kind()));
-    }
+    let (plans, columns) = plan_columns(described.columns(), plan)?;
     let mut builder = FrameBuilder::new(columns, options.limits);
     let mut rows = sqlx::query(sql).fetch(&mut *conn);
     while let Some(row) = rows.try_next().await.map_err(db_error)? {

@@ -7,9 +7,9 @@ use std::str::FromStr;
 use futures_util::TryStreamExt;
 use polars::prelude::DataFrame;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
-use sqlx::{Column, Connection, Executor, TypeInfo};
+use sqlx::{Connection, Executor};
 
-use super::decode::{Dec, Elem, push_value};
+use super::decode::{Dec, Elem, plan_columns, push_value};
 use super::frame::FrameBuilder;
 use super::pg_copy::CopyDecoder;
 use super::{ConnectorError, QueryOptions, Target, query_error};
@@ -136,20 +136,7 @@ async fn describe(
     sql: &str,
 ) -> Result<(Vec<Dec>, Vec<(String, super::frame::Kind)>), ConnectorError> {
     let described = conn.describe(sql).await.map_err(db_error)?;
-    let mut plans = Vec::with_capacity(described.columns().len());
-    let mut columns = Vec::with_capacity(described.columns().len());
-    for c in described.columns() {
-        let type_name = c.type_info().name().to_owned();
-        let Some(dec) = plan(&type_name) else {
-            return Err(ConnectorError::UnsupportedType {
-                column: c.name().to_owned(),
-                type_name,
-            });
-        };
-        plans.push(dec);
-        columns.push((c.name().to_owned(), dec.kind()));
-    }
-    Ok((plans, columns))
+    plan_columns(described.columns(), plan)
 }
 
 pub(crate) async fn fetch_copy(
