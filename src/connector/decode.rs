@@ -62,12 +62,15 @@ impl Dec {
     }
 }
 
+/// Per column: how to decode it, and its (name, Polars kind).
+pub(crate) type Planned = (Vec<Dec>, Vec<(String, super::frame::Kind)>);
+
 /// Decodings and (name, Polars kind) pairs for described columns; an unmapped type is refused,
 /// naming the column.
 pub(crate) fn plan_columns<C: sqlx::Column>(
     columns: &[C],
     plan: fn(&str) -> Option<Dec>,
-) -> Result<(Vec<Dec>, Vec<(String, super::frame::Kind)>), super::ConnectorError> {
+) -> Result<Planned, super::ConnectorError> {
     use sqlx::TypeInfo;
     let mut plans = Vec::with_capacity(columns.len());
     let mut named = Vec::with_capacity(columns.len());

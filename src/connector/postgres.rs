@@ -9,7 +9,7 @@ use polars::prelude::DataFrame;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 use sqlx::{Connection, Executor};
 
-use super::decode::{Dec, Elem, plan_columns, push_value};
+use super::decode::{Dec, Elem, Planned, plan_columns, push_value};
 use super::frame::FrameBuilder;
 use super::pg_copy::CopyDecoder;
 use super::{ConnectorError, QueryOptions, Target, query_error};
@@ -131,10 +131,7 @@ async fn session(
 }
 
 /// Column names and decodings from the server's description of `sql`.
-async fn describe(
-    conn: &mut PgConnection,
-    sql: &str,
-) -> Result<(Vec<Dec>, Vec<(String, super::frame::Kind)>), ConnectorError> {
+async fn describe(conn: &mut PgConnection, sql: &str) -> Result<Planned, ConnectorError> {
     let described = conn.describe(sql).await.map_err(db_error)?;
     plan_columns(described.columns(), plan)
 }
