@@ -182,19 +182,8 @@ fn postgres_types_read_only_timeout_and_caps() {
         assert_eq!(tz.i64().expect("i").get(0), Some(1_709_210_730_000_000));
         assert_eq!(df.column("i8").expect("i8").null_count(), 1);
         // Database layer alone: the read-only transaction refuses writes.
-        let e = run_sql(&t, "DELETE FROM hw_types", QueryOptions::default())
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), "query_failed");
+        let e = assert_delete_refused(&t, "hw_types", 2).await;
         assert!(e.to_string().contains("read-only"), "{e}");
-        let df = guarded(
-            &t,
-            "SELECT count(*) AS n FROM hw_types",
-            QueryOptions::default(),
-        )
-        .await
-        .expect("count");
-        assert_eq!(df.column("n").expect("n").i64().expect("i").get(0), Some(2));
         // The statement timeout is the database's.
         let e = run_sql(&t, "SELECT 1 AS x FROM pg_sleep(3)", short())
             .await
@@ -310,18 +299,7 @@ fn mariadb_types_read_only_and_timeout() {
             Some("hé")
         );
         assert_eq!(df.column("bi").expect("bi").null_count(), 1);
-        let e = run_sql(&t, "DELETE FROM hw_types", QueryOptions::default())
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), "query_failed");
-        let df = guarded(
-            &t,
-            "SELECT count(*) AS n FROM hw_types",
-            QueryOptions::default(),
-        )
-        .await
-        .expect("count");
-        assert_eq!(df.column("n").expect("n").i64().expect("i").get(0), Some(2));
+        assert_delete_refused(&t, "hw_types", 2).await;
         let e = run_sql(&t, "SELECT SLEEP(3) FROM hw_types", short())
             .await
             .unwrap_err();
@@ -386,4 +364,21 @@ async fn check_inspect(t: &Target, schema: Option<&str>, table: &str, ncols: usi
         name: format!("{table}\"; DELETE FROM {table}; --"),
     };
     assert!(inspect::preview(t, &bad, 1, o).await.is_err());
+}
+
+/// The database layer alone (guard bypassed on purpose) refuses a DELETE, and no row is gone.
+async fn assert_delete_refused(t: &Target, table: &str, rows: i64) -> ConnectorError {
+    let e = run_sql(t, &format!("DELETE FROM {table}"), QueryOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "query_failed");
+    let sql = format!("SELECT count(*) AS n FROM {table}");
+    let df = guarded(t, &sql, QueryOptions::default())
+        .await
+        .expect("count");
+    assert_eq!(
+        df.column("n").expect("n").i64().expect("i").get(0),
+        Some(rows)
+    );
+    e
 }
