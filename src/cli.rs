@@ -28,13 +28,26 @@ enum Command {
     Eval(EvalArgs),
     /// Run one guarded, read-only SQL query and print the table.
     Query(QueryArgs),
+    /// Validate a workflow: every problem at once, else the predicted schemas and, as the
+    /// last line, the canonical hash `sha256:<hex>`.
+    Validate(ValidateArgs),
+    /// Run a workflow locally with the same checks as the worker.
+    Run(RunArgs),
+    /// Create the sample shop database (SQLite) the examples run on.
+    SampleDb {
+        /// Where to create it (must not exist).
+        path: PathBuf,
+        /// Orders to generate.
+        #[arg(long, default_value_t = 1_000)]
+        orders: u32,
+    },
     /// Run built-in benchmarks.
     #[command(subcommand)]
     Bench(Bench),
     /// Print generated documentation (the README's reference sections).
     #[command(hide = true)]
     Doc {
-        /// What to print: `expr-reference`.
+        /// What to print: `expr-reference` or `workflow-schema`.
         what: String,
     },
 }
@@ -107,12 +120,42 @@ struct QueryArgs {
     max_rows: usize,
 }
 
+#[derive(Debug, Args)]
+struct ValidateArgs {
+    /// The workflow JSON file (`-` reads stdin).
+    workflow: PathBuf,
+    /// Print one JSON object (problems, schemas, hash) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The workflow JSON file (`-` reads stdin).
+    workflow: PathBuf,
+    /// `NAME=URL`, or `NAME=@FILE` to read the URL from a file (use that for URLs with a
+    /// password: argv is visible to other users of the machine). Repeat per connection.
+    #[arg(long = "connection", value_name = "NAME=URL")]
+    connections: Vec<String>,
+    /// Write each output as DIR/<name>.parquet instead of printing it.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Wall-clock limit for the whole run, in seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+    /// Most rows accepted from one query.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_rows: usize,
+}
+
 #[derive(Debug, Subcommand)]
 enum Bench {
     /// Expression front end (cold, warm, bare parse) and plan execution vs hand-written Polars.
     Expr(crate::bench::ExprBenchArgs),
     /// Loading a PostgreSQL query into a DataFrame vs draining its binary COPY.
     Load(crate::bench::LoadBenchArgs),
+    /// A 10M-row workflow through the engine vs the same plan hand-written in Rust Polars.
+    Workflow(crate::bench::workflow::WorkflowBenchArgs),
 }
 
 /// Runs the parsed command; returns the process exit code on success.
@@ -126,6 +169,27 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         }) => check_sql(dialect, sql, jsonl),
         Command::Eval(args) => eval(args),
         Command::Query(args) => query(args),
+        Command::Validate(args) => crate::workflow_cli::validate(&args.workflow, args.json),
+        Command::Run(args) => crate::workflow_cli::run(&crate::workflow_cli::RunOptions {
+            workflow: args.workflow,
+            connections: args.connections,
+            output: args.output,
+            timeout: std::time::Duration::from_secs(args.timeout_secs),
+            max_rows: args.max_rows,
+        }),
+        Command::SampleDb { path, orders } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let size = crate::sample::SampleSize {
+                orders,
+                ..Default::default()
+            };
+            rt.block_on(crate::sample::create(&path, size))
+                .map_err(|e| Error::Usage(e.to_string()))?;
+            println!("created {}", path.display());
+            Ok(0)
+        }
         Command::Bench(Bench::Load(args)) => {
             let url = match &args.url_file {
                 Some(path) => read_url(path)?,
@@ -136,6 +200,10 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             println!("{}", crate::bench::run_load_bench(&args, url)?);
             Ok(0)
         }
+        Command::Bench(Bench::Workflow(args)) => {
+            println!("{}", crate::bench::workflow::run(&args)?);
+            Ok(0)
+        }
         Command::Bench(Bench::Expr(args)) => {
             let report = crate::bench::run_expr_bench(&args)?;
             println!("{report}");
@@ -144,6 +212,10 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         Command::Doc { what } => match what.as_str() {
             "expr-reference" => {
                 print!("{}", expr::reference_markdown());
+                Ok(0)
+            }
+            "workflow-schema" => {
+                print!("{}", crate::workflow::model::json_schema());
                 Ok(0)
             }
             other => Err(Error::Usage(format!("unknown doc '{other}'"))),
@@ -200,7 +272,7 @@ fn check_sql(dialect: crate::sql::Dialect, sql: Option<String>, jsonl: bool) -> 
     }
 }
 
-fn read_url(path: &std::path::Path) -> Result<crate::secret::Secret, Error> {
+pub(crate) fn read_url(path: &std::path::Path) -> Result<crate::secret::Secret, Error> {
     use std::io::Read;
     let mut raw = String::new();
     if path.as_os_str() == "-" {

@@ -11,7 +11,9 @@
 //! - [`frames`]: reading input files into DataFrames and writing results.
 //! - [`batch`]: the JSONL batch commands (`check expr`, `eval`): one line in, one line out.
 //! - [`bench`](mod@bench): the expression benchmarks shared by `benches/` and `hubworker bench expr`.
-//! - [`workflow`]: workflows (today: the canonical hash tokens are bound to).
+//! - [`workflow`]: workflows: the JSON model, validation, the canonical hash, one lazy plan per run.
+//! - [`workflow_cli`]: `hubworker validate` and `hubworker run`.
+//! - [`sample`]: the deterministic sample shop database (SQLite) behind `examples/`.
 //! - [`cli`]: the command line (clap).
 //! - [`error`]: the top-level error and its exit codes.
 //! - [`telemetry`]: tracing setup; span fields never carry secrets.
@@ -23,9 +25,11 @@ pub mod connector;
 pub mod error;
 pub mod expr;
 pub mod frames;
+pub mod sample;
 pub mod secret;
 pub mod sql;
 pub mod telemetry;
 pub mod workflow;
+pub mod workflow_cli;
 
 pub use error::Error;

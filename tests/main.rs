@@ -14,3 +14,6 @@ mod eval;
 
 /// Property tests: no input makes the checker panic.
 mod fuzzish;
+
+/// `hubworker sample-db`, `validate` and `run` over `examples/` as real processes.
+mod workflow_cli;

@@ -51,11 +51,13 @@ const STACK_PER_INPUT_BYTE: usize = 64;
 const STACK_BASE: usize = 8 << 20;
 
 /// SQL dialect of the target server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Dialect {
     /// PostgreSQL.
     Postgres,
     /// MySQL, also used for MariaDB.
+    #[serde(alias = "mariadb")]
     Mysql,
     /// SQLite.
     Sqlite,

@@ -1,0 +1,87 @@
+//! What is wrong with a workflow: one [`Problem`] per finding, each naming the node, the
+//! field and a stable code. Validation collects them all; nothing here decides anything.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// One finding of validation (or of the schema check at run time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The node's id; `None` for document-level problems.
+    pub node: Option<String>,
+    /// The field inside the node (`formulas[1].expression`), or the document key.
+    pub field: String,
+    /// Stable reason code: a workflow code (see the README) or the expression / SQL
+    /// checker's own code.
+    pub code: &'static str,
+    /// What is wrong, for people.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem of node `node` (or of the document when `None`).
+    pub fn new(
+        node: Option<&str>,
+        field: impl Into<String>,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Problem {
+            node: node.map(str::to_owned),
+            field: field.into(),
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.node {
+            Some(node) => write!(f, "node {node:?}")?,
+            None => f.write_str("workflow")?,
+        }
+        if !self.field.is_empty() {
+            write!(f, ", {}", self.field)?;
+        }
+        write!(f, ": {} [{}]", self.message, self.code)
+    }
+}
+
+/// Every problem found; never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(f, "{n} problem{}", if n == 1 { "" } else { "s" })?;
+        for p in &self.0 {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// The code and first paragraph of a Polars planning error (the rest is a plan dump).
+pub(crate) fn polars_problem(e: &polars::prelude::PolarsError) -> (&'static str, String) {
+    use polars::prelude::PolarsError as P;
+    let mut inner = e;
+    while let P::Context { error, .. } | P::ExprContext { error, .. } = inner {
+        inner = error;
+    }
+    let code = match inner {
+        P::ColumnNotFound(_) => "unknown_column",
+        P::Duplicate(_) => "duplicate_column",
+        P::SchemaMismatch(_) | P::InvalidOperation(_) | P::SchemaFieldNotFound(_) => {
+            "type_mismatch"
+        }
+        _ => "plan_error",
+    };
+    let text = e.to_string();
+    let first = text.split("\n\n").next().unwrap_or_default().trim();
+    (code, first.to_owned())
+}

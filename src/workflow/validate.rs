@@ -1,0 +1,753 @@
+//! Validation: parsed nodes → a [`Workflow`] that is safe to run, or every problem at once.
+//! Checks ids and references, cycles and depth (iteratively: no recursion over the graph),
+//! every expression (expression compiler) and query (SQL guard), column names and types
+//! wherever the schema is known, and predicts each node's output schema without data.
+
+use std::collections::{HashMap, HashSet};
+
+use polars::prelude::*;
+
+use super::model::{AggOp, JoinHow, MissingColumns, Tool};
+use super::parse::{self, MAX_DEPTH, Node};
+use super::plan::{self, Compiled, Input};
+use super::problem::{Problem, Problems, polars_problem};
+
+/// Nodes on cycles reported one by one (the rest are counted).
+const MAX_CYCLE_PROBLEMS: usize = 10;
+
+/// A workflow that passed validation: nodes in an order where inputs come first.
+#[derive(Debug)]
+pub struct Workflow {
+    pub(crate) steps: Vec<Step>,
+    sha256: String,
+    predicted: Vec<Option<SchemaRef>>,
+}
+
+/// One validated node.
+#[derive(Debug)]
+pub(crate) struct Step {
+    pub(crate) id: String,
+    pub(crate) tool: Tool,
+    pub(crate) inputs: Vec<Port>,
+    pub(crate) compiled: Compiled,
+}
+
+/// A reference to a node's output: its main one, or a filter's rejected rows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Port {
+    pub(crate) step: usize,
+    pub(crate) rejected: bool,
+}
+
+impl Workflow {
+    /// The canonical hash (64 lowercase hex digits) server tokens are bound to.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Each node's id, tool and predicted output schema (`None` where it depends on a
+    /// query's result), in execution order.
+    pub fn schemas(&self) -> impl Iterator<Item = (&str, &'static str, Option<&SchemaRef>)> {
+        self.steps
+            .iter()
+            .zip(&self.predicted)
+            .map(|(s, p)| (s.id.as_str(), s.tool.name(), p.as_ref()))
+    }
+
+    /// The `sql` nodes: (node id, connection name, guarded query).
+    pub fn queries(&self) -> impl Iterator<Item = (&str, &str, &crate::sql::ReadOnlyQuery)> {
+        self.steps
+            .iter()
+            .filter_map(|s| match (&s.tool, &s.compiled) {
+                (Tool::Sql(q), Compiled::Sql(checked)) => {
+                    Some((s.id.as_str(), q.connection.as_str(), checked))
+                }
+                _ => None,
+            })
+    }
+
+    /// The connection names the workflow uses, sorted, without duplicates.
+    pub fn connections(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.queries().map(|(_, c, _)| c).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// Result names, in execution order.
+    pub fn output_names(&self) -> impl Iterator<Item = &str> {
+        self.steps.iter().filter_map(|s| match &s.tool {
+            Tool::Output(o) => Some(o.name.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// Validates a workflow document completely.
+pub fn validate(doc: &str) -> Result<Workflow, Problems> {
+    let (nodes, mut problems) = parse::parse(doc);
+    if nodes.is_empty() && !problems.is_empty() {
+        return Err(Problems(problems));
+    }
+    // Nodes that failed to parse still exist for their neighbours: no "unknown input" noise.
+    let broken: HashSet<String> = problems.iter().filter_map(|p| p.node.clone()).collect();
+
+    let compiled: Vec<Option<Compiled>> = nodes.iter().map(|n| compile(n, &mut problems)).collect();
+    let index: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect();
+    let ports: Vec<Option<Vec<Port>>> = nodes
+        .iter()
+        .map(|n| resolve(n, &nodes, &index, &broken, &mut problems))
+        .collect();
+    let order = topological(&nodes, &ports, &mut problems);
+    check_outputs(&nodes, &mut problems);
+    if nodes.is_empty() {
+        problems.push(Problem::new(
+            None,
+            "nodes",
+            "no_outputs",
+            "the workflow has no nodes",
+        ));
+    }
+
+    // Steps in topological order; a node whose fields or references failed stays out and
+    // its dependants get no schema (so its problem is not repeated downstream).
+    let mut position = vec![usize::MAX; nodes.len()];
+    let mut steps = Vec::with_capacity(order.len());
+    let mut usable = Vec::with_capacity(order.len());
+    let mut nodes: Vec<Option<Node>> = nodes.into_iter().map(Some).collect();
+    let mut compiled = compiled;
+    for &i in &order {
+        let (Some(node), Some(inputs)) = (nodes[i].take(), ports[i].as_ref()) else {
+            continue;
+        };
+        let ok = compiled[i].is_some() && inputs.iter().all(|p| position[p.step] != usize::MAX);
+        let inputs = inputs
+            .iter()
+            .map(|p| Port {
+                step: position[p.step],
+                rejected: p.rejected,
+            })
+            .collect();
+        position[i] = steps.len();
+        steps.push(Step {
+            id: node.id,
+            tool: node.tool,
+            inputs,
+            compiled: compiled[i].take().unwrap_or(Compiled::Plain),
+        });
+        usable.push(ok);
+    }
+    let predicted = predict(&steps, &usable, &|_| None, &mut problems);
+    if !problems.is_empty() {
+        return Err(Problems(problems));
+    }
+    let sha256 = match super::hash::workflow_sha256(doc) {
+        Ok(h) => h,
+        Err(e) => {
+            return Err(Problems(vec![Problem::new(
+                None,
+                "",
+                "invalid_json",
+                e.to_string(),
+            )]));
+        }
+    };
+    Ok(Workflow {
+        steps,
+        sha256,
+        predicted,
+    })
+}
+
+/// Field checks that need no schema: expressions, queries, inline rows, names and options.
+fn compile(node: &Node, problems: &mut Vec<Problem>) -> Option<Compiled> {
+    let id = node.id.as_str();
+    let before = problems.len();
+    let mut report = |field: String, code: &'static str, message: String| {
+        problems.push(Problem::new(Some(id), field, code, message));
+    };
+    let expr = |src: &str, field: String, report: &mut dyn FnMut(String, &'static str, String)| {
+        match crate::expr::check(src) {
+            Ok(checked) => Some(crate::expr::compile(&checked)),
+            Err(e) => {
+                report(field, e.code(), e.message);
+                None
+            }
+        }
+    };
+    let compiled = match &node.tool {
+        Tool::Sql(q) => {
+            if !parse::is_valid_name(&q.connection) {
+                report(
+                    "connection".into(),
+                    "bad_name",
+                    format!(
+                        "connection name {:?} must be 1 to 64 of letters, digits, `_` and `-`",
+                        q.connection
+                    ),
+                );
+            }
+            match crate::sql::guard(&q.query, q.dialect) {
+                Ok(checked) => Compiled::Sql(checked),
+                Err(e) => {
+                    report("query".into(), e.code.as_str(), e.message);
+                    Compiled::Plain
+                }
+            }
+        }
+        Tool::Inline(inline) => {
+            drop(report);
+            match super::inline::build(id, inline, problems) {
+                Some(df) => Compiled::Inline(df),
+                None => return None,
+            }
+        }
+        Tool::Formula(f) => {
+            if f.formulas.is_empty() {
+                report(
+                    "formulas".into(),
+                    "invalid_value",
+                    "at least one formula is needed".into(),
+                );
+            }
+            let mut exprs = Vec::with_capacity(f.formulas.len());
+            for (i, fc) in f.formulas.iter().enumerate() {
+                if fc.column.is_empty() {
+                    report(
+                        format!("formulas[{i}].column"),
+                        "invalid_value",
+                        "a column name is not empty".into(),
+                    );
+                }
+                if let Some(e) = expr(
+                    &fc.expression,
+                    format!("formulas[{i}].expression"),
+                    &mut report,
+                ) {
+                    exprs.push(e);
+                }
+            }
+            Compiled::Formula(exprs)
+        }
+        Tool::Filter(f) => match expr(&f.expression, "expression".into(), &mut report) {
+            Some(e) => Compiled::Filter(e),
+            None => Compiled::Plain,
+        },
+        Tool::Select(s) => {
+            for (from, to) in &s.rename {
+                if to.is_empty() {
+                    report(
+                        format!("rename.{from}"),
+                        "invalid_value",
+                        "a column name is not empty".into(),
+                    );
+                }
+            }
+            Compiled::Plain
+        }
+        Tool::Sort(s) => {
+            if s.by.is_empty() {
+                report(
+                    "by".into(),
+                    "invalid_value",
+                    "at least one sort key is needed".into(),
+                );
+            }
+            Compiled::Plain
+        }
+        Tool::Join(j) => {
+            match (j.how, j.on.is_empty()) {
+                (JoinHow::Cross, false) => report(
+                    "on".into(),
+                    "invalid_value",
+                    "a cross join takes no keys".into(),
+                ),
+                (how, true) if how != JoinHow::Cross => report(
+                    "on".into(),
+                    "invalid_value",
+                    "at least one key pair is needed".into(),
+                ),
+                _ => {}
+            }
+            Compiled::Plain
+        }
+        Tool::Union(u) => {
+            if u.inputs.len() < 2 {
+                report(
+                    "inputs".into(),
+                    "invalid_value",
+                    "a union needs at least two inputs".into(),
+                );
+            }
+            Compiled::Plain
+        }
+        Tool::Summarize(s) => {
+            if s.aggregations.is_empty() {
+                report(
+                    "aggregations".into(),
+                    "invalid_value",
+                    "at least one aggregation is needed".into(),
+                );
+            }
+            for (i, a) in s.aggregations.iter().enumerate() {
+                if a.column.is_none() && a.op != AggOp::Count {
+                    report(
+                        format!("aggregations[{i}].column"),
+                        "missing_field",
+                        format!("`{}` needs a column", a.op.name()),
+                    );
+                }
+                if a.separator.is_some() && a.op != AggOp::Concat {
+                    report(
+                        format!("aggregations[{i}].separator"),
+                        "invalid_value",
+                        "only `concat` takes a separator".into(),
+                    );
+                }
+            }
+            Compiled::Plain
+        }
+        Tool::Unique(u) => {
+            if u.columns.as_ref().is_some_and(Vec::is_empty) {
+                report(
+                    "columns".into(),
+                    "invalid_value",
+                    "omit `columns` to compare whole rows".into(),
+                );
+            }
+            Compiled::Plain
+        }
+        Tool::Sample(s) => {
+            match (s.n, s.fraction) {
+                (Some(_), Some(_)) | (None, None) => report(
+                    "n".into(),
+                    "invalid_value",
+                    "give exactly one of `n` and `fraction`".into(),
+                ),
+                (None, Some(f))
+                    if !(f.is_finite() && f >= 0.0 && (f <= 1.0 || s.with_replacement)) =>
+                {
+                    report(
+                        "fraction".into(),
+                        "invalid_value",
+                        format!(
+                            "fraction {f} must be between 0 and 1 (or above 1 with replacement)"
+                        ),
+                    );
+                }
+                _ => {}
+            }
+            Compiled::Plain
+        }
+        Tool::Limit(_) => Compiled::Plain,
+        Tool::Output(o) => {
+            if !parse::is_valid_name(&o.name) {
+                report(
+                    "name".into(),
+                    "bad_name",
+                    format!(
+                        "result name {:?} must be 1 to 64 of letters, digits, `_` and `-`",
+                        o.name
+                    ),
+                );
+            }
+            Compiled::Plain
+        }
+    };
+    (problems.len() == before).then_some(compiled)
+}
+
+/// Resolves a node's input references. `None` if any is wrong.
+fn resolve(
+    node: &Node,
+    nodes: &[Node],
+    index: &HashMap<&str, usize>,
+    broken: &HashSet<String>,
+    problems: &mut Vec<Problem>,
+) -> Option<Vec<Port>> {
+    let mut ports = Vec::new();
+    let mut ok = true;
+    for (field, reference) in node.tool.inputs() {
+        let (target, branch) = match reference.rsplit_once('.') {
+            Some((t, b)) => (t, Some(b)),
+            None => (reference, None),
+        };
+        let Some(&step) = index.get(target) else {
+            ok = false;
+            if !broken.contains(target) {
+                let hint = parse::did_you_mean(target, index.keys().copied())
+                    .map(|s| format!("; did you mean {s:?}?"))
+                    .unwrap_or_default();
+                problems.push(Problem::new(
+                    Some(&node.id),
+                    field,
+                    "unknown_input",
+                    format!("no node has id {target:?}{hint}"),
+                ));
+            }
+            continue;
+        };
+        let is_filter = matches!(nodes[step].tool, Tool::Filter(_));
+        let rejected = match branch {
+            None | Some("true") if !matches!(nodes[step].tool, Tool::Output(_)) => false,
+            None | Some("true") => {
+                ok = false;
+                problems.push(Problem::new(
+                    Some(&node.id),
+                    field,
+                    "bad_input",
+                    format!("{target:?} is an output node; it has no rows to pass on"),
+                ));
+                continue;
+            }
+            Some("false") if is_filter => true,
+            Some(b) => {
+                ok = false;
+                let why = if is_filter {
+                    "a filter's outputs are `ID.true` (or `ID`) and `ID.false`".to_owned()
+                } else {
+                    format!(
+                        "{target:?} is a {} node; only filters have a `{b}` output",
+                        nodes[step].tool.name()
+                    )
+                };
+                problems.push(Problem::new(Some(&node.id), field, "unknown_output", why));
+                continue;
+            }
+        };
+        ports.push(Port { step, rejected });
+    }
+    ok.then_some(ports)
+}
+
+/// Kahn's algorithm over the resolved edges. Reports cycles and chains over [`MAX_DEPTH`];
+/// returns the order of nodes outside any cycle.
+fn topological(
+    nodes: &[Node],
+    ports: &[Option<Vec<Port>>],
+    problems: &mut Vec<Problem>,
+) -> Vec<usize> {
+    let n = nodes.len();
+    let mut indegree = vec![0usize; n];
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, p) in ports.iter().enumerate() {
+        for port in p.iter().flatten() {
+            indegree[i] += 1;
+            users[port.step].push(i);
+        }
+    }
+    let mut depth = vec![1usize; n];
+    let mut ready: Vec<usize> = (0..n).filter(|&i| indegree[i] == 0).rev().collect();
+    let mut order = Vec::with_capacity(n);
+    let mut too_deep = false;
+    while let Some(i) = ready.pop() {
+        order.push(i);
+        if depth[i] > MAX_DEPTH && !too_deep {
+            too_deep = true;
+            problems.push(Problem::new(
+                Some(&nodes[i].id),
+                "input",
+                "limit_exceeded",
+                format!(
+                    "this node is {} nodes deep; the limit is {MAX_DEPTH}",
+                    depth[i]
+                ),
+            ));
+        }
+        for &u in users[i].iter().rev() {
+            depth[u] = depth[u].max(depth[i] + 1);
+            indegree[u] -= 1;
+            if indegree[u] == 0 {
+                ready.push(u);
+            }
+        }
+    }
+    if order.len() < n {
+        // What is left is on a cycle or downstream of one; peel off the downstream part
+        // (nodes no remaining node reads from) so only the cycle itself is reported.
+        let mut left: Vec<bool> = vec![true; n];
+        for &i in &order {
+            left[i] = false;
+        }
+        let mut readers = vec![0usize; n];
+        for (i, p) in ports.iter().enumerate() {
+            if left[i] {
+                for port in p.iter().flatten() {
+                    readers[port.step] += 1;
+                }
+            }
+        }
+        let mut sinks: Vec<usize> = (0..n).filter(|&i| left[i] && readers[i] == 0).collect();
+        while let Some(i) = sinks.pop() {
+            left[i] = false;
+            for port in ports[i].iter().flatten() {
+                readers[port.step] -= 1;
+                if readers[port.step] == 0 && left[port.step] {
+                    sinks.push(port.step);
+                }
+            }
+        }
+        // One problem per node on a cycle, up to a few; then one line for the rest.
+        let on_cycle: Vec<usize> = (0..n).filter(|&i| left[i]).collect();
+        let listed: Vec<&str> = on_cycle
+            .iter()
+            .take(MAX_CYCLE_PROBLEMS)
+            .map(|&i| nodes[i].id.as_str())
+            .collect();
+        for &i in on_cycle.iter().take(MAX_CYCLE_PROBLEMS) {
+            problems.push(Problem::new(
+                Some(&nodes[i].id),
+                "input",
+                "cycle",
+                format!(
+                    "node is on a cycle (nodes on cycles: {})",
+                    listed.join(", ")
+                ),
+            ));
+        }
+        if on_cycle.len() > MAX_CYCLE_PROBLEMS {
+            problems.push(Problem::new(
+                None,
+                "nodes",
+                "cycle",
+                format!(
+                    "{} more nodes are on cycles",
+                    on_cycle.len() - MAX_CYCLE_PROBLEMS
+                ),
+            ));
+        }
+    }
+    order
+}
+
+fn check_outputs(nodes: &[Node], problems: &mut Vec<Problem>) {
+    let mut names = HashSet::new();
+    let mut any = false;
+    for n in nodes {
+        if let Tool::Output(o) = &n.tool {
+            any = true;
+            if !names.insert(o.name.as_str()) {
+                problems.push(Problem::new(
+                    Some(&n.id),
+                    "name",
+                    "duplicate_output",
+                    format!("another output is also named {:?}", o.name),
+                ));
+            }
+        }
+    }
+    if !any && !nodes.is_empty() {
+        problems.push(Problem::new(
+            None,
+            "nodes",
+            "no_outputs",
+            "the workflow has no output node, so it would return nothing",
+        ));
+    }
+}
+
+/// Predicts every step's output schema. `source` gives the schema of a `sql` step where it
+/// is known (at run time, from the loaded frame). Steps marked unusable, and their
+/// dependants, get `None`.
+pub(crate) fn predict(
+    steps: &[Step],
+    usable: &[bool],
+    source: &dyn Fn(usize) -> Option<SchemaRef>,
+    problems: &mut Vec<Problem>,
+) -> Vec<Option<SchemaRef>> {
+    let mut out: Vec<Option<SchemaRef>> = Vec::with_capacity(steps.len());
+    for (i, step) in steps.iter().enumerate() {
+        let schema = if !usable[i] {
+            None
+        } else {
+            match (&step.tool, &step.compiled) {
+                (Tool::Sql(_), _) => source(i),
+                (Tool::Inline(_), Compiled::Inline(df)) => Some(df.schema().clone()),
+                _ => {
+                    let inputs: Option<Vec<SchemaRef>> =
+                        step.inputs.iter().map(|p| out[p.step].clone()).collect();
+                    inputs.and_then(|inputs| predict_step(step, inputs, problems))
+                }
+            }
+        };
+        out.push(schema);
+    }
+    out
+}
+
+fn predict_step(
+    step: &Step,
+    inputs: Vec<SchemaRef>,
+    problems: &mut Vec<Problem>,
+) -> Option<SchemaRef> {
+    let id = step.id.as_str();
+    let before = problems.len();
+    let first = inputs.first().cloned().unwrap_or_default();
+    match (&step.tool, &step.compiled) {
+        (Tool::Formula(f), Compiled::Formula(exprs)) => {
+            let mut schema = first;
+            for (i, (fc, e)) in f.formulas.iter().zip(exprs).enumerate() {
+                match plan::empty(&schema)
+                    .with_column(e.clone().alias(fc.column.as_str()))
+                    .collect_schema()
+                {
+                    Ok(s) => schema = s,
+                    Err(err) => {
+                        let (code, message) = polars_problem(&err);
+                        problems.push(Problem::new(
+                            Some(id),
+                            format!("formulas[{i}].expression"),
+                            code,
+                            message,
+                        ));
+                        return None;
+                    }
+                }
+            }
+            return Some(schema);
+        }
+        (Tool::Filter(_), Compiled::Filter(e)) => {
+            match plan::empty(&first).select([e.clone()]).collect_schema() {
+                Ok(s) => match s.get_at_index(0) {
+                    Some((_, DataType::Boolean)) => return Some(first),
+                    Some((_, dtype)) => problems.push(Problem::new(
+                        Some(id),
+                        "expression",
+                        "type_mismatch",
+                        format!("a filter expression must be Boolean; this one is {dtype}"),
+                    )),
+                    None => {}
+                },
+                Err(err) => {
+                    let (code, message) = polars_problem(&err);
+                    problems.push(Problem::new(Some(id), "expression", code, message));
+                }
+            }
+            return None;
+        }
+        (Tool::Select(s), _) => {
+            for (i, c) in s.columns.iter().flatten().enumerate() {
+                need(problems, id, &first, c, format!("columns[{i}]"));
+            }
+            for (i, c) in s.drop.iter().enumerate() {
+                need(problems, id, &first, c, format!("drop[{i}]"));
+            }
+            for c in s.cast.keys() {
+                need(problems, id, &first, c, format!("cast.{c}"));
+            }
+            for c in s.rename.keys() {
+                need(problems, id, &first, c, format!("rename.{c}"));
+            }
+        }
+        (Tool::Sort(s), _) => {
+            for (i, k) in s.by.iter().enumerate() {
+                need(problems, id, &first, &k.column, format!("by[{i}].column"));
+            }
+        }
+        (Tool::Join(j), _) => {
+            let right = inputs.get(1).cloned().unwrap_or_default();
+            for (i, k) in j.on.iter().enumerate() {
+                let l = need(problems, id, &first, &k.left, format!("on[{i}].left"));
+                let r = need(problems, id, &right, &k.right, format!("on[{i}].right"));
+                if let (true, true, Some(lt), Some(rt)) =
+                    (l, r, first.get(&k.left), right.get(&k.right))
+                {
+                    if lt != rt {
+                        problems.push(Problem::new(
+                            Some(id),
+                            format!("on[{i}]"),
+                            "type_mismatch",
+                            format!(
+                                "key {:?} is {lt} but {:?} is {rt}; cast one with a select",
+                                k.left, k.right
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        (Tool::Union(u), _) if u.missing == MissingColumns::Error => {
+            let names: HashSet<&str> = first.iter_names().map(|n| n.as_str()).collect();
+            for (i, s) in inputs.iter().enumerate().skip(1) {
+                let other: HashSet<&str> = s.iter_names().map(|n| n.as_str()).collect();
+                if other != names {
+                    let mut missing: Vec<&str> = names.difference(&other).copied().collect();
+                    let mut extra: Vec<&str> = other.difference(&names).copied().collect();
+                    missing.sort_unstable();
+                    extra.sort_unstable();
+                    problems.push(Problem::new(Some(id), format!("inputs[{i}]"), "schema_mismatch", format!("columns differ from inputs[0]: missing {missing:?}, extra {extra:?}; set `missing` to \"null\" or \"drop\" to allow it")));
+                }
+            }
+        }
+        (Tool::Summarize(s), _) => {
+            for (i, c) in s.group_by.iter().enumerate() {
+                need(problems, id, &first, c, format!("group_by[{i}]"));
+            }
+            for (i, a) in s.aggregations.iter().enumerate() {
+                let Some(c) = &a.column else { continue };
+                if need(problems, id, &first, c, format!("aggregations[{i}].column")) {
+                    if let Some(dtype) = first.get(c) {
+                        if !plan::agg_accepts(a.op, dtype) {
+                            problems.push(Problem::new(
+                                Some(id),
+                                format!("aggregations[{i}].op"),
+                                "type_mismatch",
+                                format!(
+                                    "`{}` needs a numeric column; {c:?} is {dtype}",
+                                    a.op.name()
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        (Tool::Unique(u), _) => {
+            for (i, c) in u.columns.iter().flatten().enumerate() {
+                need(problems, id, &first, c, format!("columns[{i}]"));
+            }
+        }
+        _ => {}
+    }
+    if problems.len() > before {
+        return None;
+    }
+    let frames = inputs
+        .into_iter()
+        .map(|schema| Input {
+            frame: plan::empty(&schema),
+            schema,
+        })
+        .collect();
+    let result =
+        plan::build(&step.tool, &step.compiled, frames).and_then(|mut b| b.main.collect_schema());
+    match result {
+        Ok(s) => Some(s),
+        Err(err) => {
+            let (code, message) = polars_problem(&err);
+            problems.push(Problem::new(Some(id), "", code, message));
+            None
+        }
+    }
+}
+
+/// Whether `schema` has column `name`; if not, reports it with a did-you-mean.
+fn need(problems: &mut Vec<Problem>, id: &str, schema: &Schema, name: &str, field: String) -> bool {
+    if schema.contains(name) {
+        return true;
+    }
+    let hint = parse::did_you_mean(name, schema.iter_names().map(|n| n.as_str()))
+        .map(|s| format!("; did you mean {s:?}?"))
+        .unwrap_or_default();
+    problems.push(Problem::new(
+        Some(id),
+        field,
+        "unknown_column",
+        format!("no column {name:?}{hint}"),
+    ));
+    false
+}
