@@ -19,10 +19,10 @@ fn text(b: &[u8]) -> String {
 /// A fresh sample database in `dir`.
 fn sample_db(dir: &Path) -> PathBuf {
     let db = dir.join("shop.db");
-    let out = run(&["sample-db", db.to_str().unwrap()], "", dir);
+    let out = run(&["sample-db", db.to_str().expect("utf-8 path")], "", dir);
     assert!(out.status.success(), "{}", text(&out.stderr));
     // It never overwrites.
-    let again = run(&["sample-db", db.to_str().unwrap()], "", dir);
+    let again = run(&["sample-db", db.to_str().expect("utf-8 path")], "", dir);
     assert_eq!(again.status.code(), Some(2));
     assert!(text(&again.stderr).contains("already exists"));
     db
@@ -159,7 +159,7 @@ fn names(df: &DataFrame) -> Vec<&str> {
 
 fn read(path: &Path) -> DataFrame {
     let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    ParquetReader::new(f).finish().unwrap()
+    ParquetReader::new(f).finish().expect("parquet")
 }
 
 #[test]

@@ -341,10 +341,8 @@ fn run_plans(
                     }
                 }
             }
-            if stopped.load(Ordering::SeqCst) != STOP_NONE {
-                if let Some(t) = &token {
-                    t.store(true);
-                }
+            if let (true, Some(t)) = (stopped.load(Ordering::SeqCst) != STOP_NONE, &token) {
+                t.store(true);
             }
         }
         worker

@@ -200,7 +200,7 @@ fn compile(node: &Node, problems: &mut Vec<Problem>) -> Option<Compiled> {
             }
         }
         Tool::Inline(inline) => {
-            drop(report);
+            // `inline` reports its own cell problems (`report` is not used on this path).
             match super::inline::build(id, inline, problems) {
                 Some(df) => Compiled::Inline(df),
                 None => return None,
@@ -655,18 +655,17 @@ fn predict_step(
                 let r = need(problems, id, &right, &k.right, format!("on[{i}].right"));
                 if let (true, true, Some(lt), Some(rt)) =
                     (l, r, first.get(&k.left), right.get(&k.right))
+                    && lt != rt
                 {
-                    if lt != rt {
-                        problems.push(Problem::new(
-                            Some(id),
-                            format!("on[{i}]"),
-                            "type_mismatch",
-                            format!(
-                                "key {:?} is {lt} but {:?} is {rt}; cast one with a select",
-                                k.left, k.right
-                            ),
-                        ));
-                    }
+                    problems.push(Problem::new(
+                        Some(id),
+                        format!("on[{i}]"),
+                        "type_mismatch",
+                        format!(
+                            "key {:?} is {lt} but {:?} is {rt}; cast one with a select",
+                            k.left, k.right
+                        ),
+                    ));
                 }
             }
         }
@@ -689,20 +688,16 @@ fn predict_step(
             }
             for (i, a) in s.aggregations.iter().enumerate() {
                 let Some(c) = &a.column else { continue };
-                if need(problems, id, &first, c, format!("aggregations[{i}].column")) {
-                    if let Some(dtype) = first.get(c) {
-                        if !plan::agg_accepts(a.op, dtype) {
-                            problems.push(Problem::new(
-                                Some(id),
-                                format!("aggregations[{i}].op"),
-                                "type_mismatch",
-                                format!(
-                                    "`{}` needs a numeric column; {c:?} is {dtype}",
-                                    a.op.name()
-                                ),
-                            ));
-                        }
-                    }
+                if need(problems, id, &first, c, format!("aggregations[{i}].column"))
+                    && let Some(dtype) = first.get(c)
+                    && !plan::agg_accepts(a.op, dtype)
+                {
+                    problems.push(Problem::new(
+                        Some(id),
+                        format!("aggregations[{i}].op"),
+                        "type_mismatch",
+                        format!("`{}` needs a numeric column; {c:?} is {dtype}", a.op.name()),
+                    ));
                 }
             }
         }
