@@ -1013,3 +1013,63 @@ fn json_schema_file_is_generated_from_the_model() {
         "schema/workflow.schema.json is stale: run `hubworker doc workflow-schema > schema/workflow.schema.json`"
     );
 }
+
+#[test]
+fn every_tool_on_empty_input_gives_an_empty_frame_of_the_predicted_schema() {
+    let tools = [
+        json!({"id": "t", "tool": "formula", "input": "src", "formulas": [{"column": "r", "expression": "pl.col('qty') * 2"}]}),
+        json!({"id": "t", "tool": "filter", "input": "src", "expression": "pl.col('qty') > 1"}),
+        json!({"id": "t", "tool": "select", "input": "src", "columns": ["qty"], "cast": {"qty": "Float32"}}),
+        json!({"id": "t", "tool": "sort", "input": "src", "by": [{"column": "qty"}]}),
+        json!({"id": "t", "tool": "join", "left": "src", "right": "src", "how": "left", "on": [{"left": "qty", "right": "qty"}]}),
+        json!({"id": "t", "tool": "join", "left": "src", "right": "src", "how": "cross"}),
+        json!({"id": "t", "tool": "union", "inputs": ["src", "src"]}),
+        json!({"id": "t", "tool": "summarize", "input": "src", "group_by": ["region"], "aggregations": [{"op": "concat", "column": "product"}]}),
+        json!({"id": "t", "tool": "unique", "input": "src"}),
+        json!({"id": "t", "tool": "limit", "input": "src", "n": 3}),
+        json!({"id": "t", "tool": "sample", "input": "src", "fraction": 0.5}),
+    ];
+    for tool in tools {
+        let text = with_output(vec![empty_sales(), tool.clone()], "t");
+        let wf = validate(&text).unwrap_or_else(|p| panic!("{tool}: {p}"));
+        let predicted = wf
+            .schemas()
+            .find(|(id, _, _)| *id == "t")
+            .and_then(|(_, _, s)| s.cloned())
+            .unwrap();
+        let outs = execute(&wf, HashMap::new(), &RunControl::default(), &mut |_| {})
+            .unwrap_or_else(|e| panic!("{tool}: {e}"));
+        assert_eq!(outs[0].frame.height(), 0, "{tool}");
+        assert_eq!(outs[0].frame.schema(), &predicted, "{tool}");
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+    /// Cutting, duplicating and retyping parts of real workflows never panics: every result
+    /// is a workflow or a list of problems.
+    #[test]
+    fn mangled_examples_never_panic(
+        which in 0usize..4,
+        cuts in proptest::collection::vec((0usize..4096, 0usize..64, 0u8..4), 1..6),
+    ) {
+        let names = ["revenue_by_region", "returns_split", "region_targets", "customer_sample"];
+        let path = format!("{}/examples/{}.json", env!("CARGO_MANIFEST_DIR"), names[which]);
+        let mut text = std::fs::read_to_string(path).unwrap().into_bytes();
+        for (at, len, how) in cuts {
+            let at = at % text.len().max(1);
+            let end = (at + len).min(text.len());
+            match how {
+                0 => { text.drain(at..end); }
+                1 => { let piece: Vec<u8> = text[at..end].to_vec(); text.splice(at..at, piece); }
+                2 => { text.splice(at..end, b"null".iter().copied()); }
+                _ => { text.splice(at..end, b"[{\"id\":\"x\"}]".iter().copied()); }
+            }
+        }
+        let text = String::from_utf8_lossy(&text).into_owned();
+        if let Ok(wf) = validate(&text) {
+            let _ = execute(&wf, HashMap::new(), &RunControl::default(), &mut |_| {});
+        }
+    }
+}
