@@ -33,6 +33,15 @@ enum Command {
     Validate(ValidateArgs),
     /// Run a workflow locally with the same checks as the worker.
     Run(RunArgs),
+    /// Generate keys: token-signing pair, Fernet keys, registration secret (files, mode 0600).
+    Keygen {
+        /// Directory to write them to (created 0700; existing key files are never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The reference Hub.
+    #[command(subcommand)]
+    Hub(crate::hub::commands::HubCommand),
     /// Create the sample shop database (SQLite) the examples run on.
     SampleDb {
         /// Where to create it (must not exist).
@@ -177,6 +186,14 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             timeout: std::time::Duration::from_secs(args.timeout_secs),
             max_rows: args.max_rows,
         }),
+        Command::Keygen { out } => {
+            let written = crate::keys::keygen(&out).map_err(Error::Usage)?;
+            for path in written {
+                println!("wrote {}", path.display());
+            }
+            Ok(0)
+        }
+        Command::Hub(cmd) => crate::hub::commands::run(cmd),
         Command::SampleDb { path, orders } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -14,6 +14,12 @@
 //! - [`workflow`]: workflows: the JSON model, validation, the canonical hash, one lazy plan per run.
 //! - [`workflow_cli`]: `hubworker validate` and `hubworker run`.
 //! - [`sample`]: the deterministic sample shop database (SQLite) behind `examples/`.
+//! - [`token`]: server-token verification in the worker (EdDSA, kid, claims, replay).
+//! - [`creds`]: just-in-time credentials: Fernet-sealed by the Hub, opened into zeroizing secrets.
+//! - [`keys`]: `hubworker keygen`, secret files, production strength checks.
+//! - [`proto`]: the generated gRPC contract (`proto/hubworker/v1/hubworker.proto`).
+//! - [`hub`]: the reference Hub (store, token issuing, the `Hub` gRPC service, its CLI).
+//! - [`hub_client`]: the worker's side of the `Hub` service (register, redeem, heartbeat).
 //! - [`cli`]: the command line (clap).
 //! - [`error`]: the top-level error and its exit codes.
 //! - [`telemetry`]: tracing setup; span fields never carry secrets.
@@ -22,13 +28,19 @@ pub mod batch;
 pub mod bench;
 pub mod cli;
 pub mod connector;
+pub mod creds;
 pub mod error;
 pub mod expr;
 pub mod frames;
+pub mod hub;
+pub mod hub_client;
+pub mod keys;
+pub mod proto;
 pub mod sample;
 pub mod secret;
 pub mod sql;
 pub mod telemetry;
+pub mod token;
 pub mod workflow;
 pub mod workflow_cli;
 

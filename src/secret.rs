@@ -32,6 +32,18 @@ impl std::fmt::Display for Secret {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
+
+/// Serializes a secret's plaintext. Only for sealing it (Fernet) right away; `Secret` itself
+/// has no `Serialize`, so a secret never ends up in JSON by accident.
+pub fn serialize_exposed<S: serde::Serializer>(s: &Secret, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s.expose())
+}
+
 impl From<String> for Secret {
     fn from(value: String) -> Self {
         Secret::new(value)

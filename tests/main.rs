@@ -17,3 +17,10 @@ mod fuzzish;
 
 /// `hubworker sample-db`, `validate` and `run` over `examples/` as real processes.
 mod workflow_cli;
+
+/// The reference Hub and the worker's protocol side over real gRPC on loopback: tokens,
+/// single-use redemption, sealed credentials, attacks, planted secrets.
+mod hub;
+
+/// `hubworker keygen` and `hubworker hub ...` as real processes.
+mod hub_cli;

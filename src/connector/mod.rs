@@ -23,13 +23,35 @@ pub use inspect::TableRef;
 use crate::secret::{Secret, redact_url};
 use crate::sql::{Dialect, ReadOnlyQuery};
 
-/// Where to connect: a dialect and a connection URL (which may hold a password).
+/// Where to connect: a dialect and a connection URL (which may hold a password), plus what a
+/// just-in-time credential adds (a role to assume, TLS, a client certificate).
 #[derive(Debug, Clone)]
 pub struct Target {
     /// The SQL dialect (decides the driver and the guard).
     pub dialect: Dialect,
     /// `postgres://user:pass@host:port/db`, `mysql://...`, `sqlite:///path/to/file.db`.
     pub url: Secret,
+    /// Role to assume right after connecting (`SET ROLE`); validated as an identifier.
+    pub role: Option<String>,
+    /// Refuse to talk to the server without TLS.
+    pub require_tls: bool,
+    /// TLS client certificate and key (key-pair credentials), in memory only.
+    pub client_tls: Option<ClientTls>,
+}
+
+/// A TLS client certificate and its private key, PEM.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// Certificate chain, PEM.
+    pub certificate_pem: String,
+    /// Private key, PEM.
+    pub private_key_pem: Secret,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientTls(***)")
+    }
 }
 
 impl Target {
@@ -46,7 +68,33 @@ impl Target {
                 ));
             }
         };
-        Ok(Target { dialect, url })
+        Ok(Target {
+            dialect,
+            url,
+            role: None,
+            require_tls: false,
+            client_tls: None,
+        })
+    }
+
+    /// The `SET ROLE` statement for the target's role, if any. The role was validated as a
+    /// plain identifier (letters, digits, `_`), so quoting cannot be escaped.
+    pub(crate) fn set_role(&self) -> Result<Option<String>, ConnectorError> {
+        let Some(role) = &self.role else {
+            return Ok(None);
+        };
+        if !crate::creds::is_valid_role(role) {
+            return Err(ConnectorError::BadTarget(
+                "role must be 1-63 of letters, digits and _".into(),
+            ));
+        }
+        Ok(Some(match self.dialect {
+            Dialect::Postgres => format!("SET ROLE \"{role}\""),
+            Dialect::Mysql => format!("SET ROLE `{role}`"),
+            Dialect::Sqlite => {
+                return Err(ConnectorError::BadTarget("SQLite has no roles".into()));
+            }
+        }))
     }
 
     /// The URL with its password removed, for messages.

@@ -79,11 +79,25 @@ pub(super) async fn run(
     sql: &str,
     options: QueryOptions,
 ) -> Result<DataFrame, ConnectorError> {
-    let opts = MySqlConnectOptions::from_str(target.url.expose())
+    let mut opts = MySqlConnectOptions::from_str(target.url.expose())
         .map_err(|_| ConnectorError::BadTarget("not a valid MySQL URL".into()))?;
+    if target.require_tls {
+        opts = opts.ssl_mode(sqlx::mysql::MySqlSslMode::VerifyIdentity);
+    }
+    if let Some(tls) = &target.client_tls {
+        opts = opts
+            .ssl_client_cert_from_pem(tls.certificate_pem.as_bytes())
+            .ssl_client_key_from_pem(tls.private_key_pem.expose().as_bytes());
+    }
     let mut conn = MySqlConnection::connect_with(&opts)
         .await
         .map_err(|_| ConnectorError::Connect(target.redacted()))?;
+    if let Some(set_role) = target.set_role()? {
+        sqlx::raw_sql(&set_role)
+            .execute(&mut conn)
+            .await
+            .map_err(query_error)?;
+    }
     let version: String = sqlx::query("SELECT VERSION()")
         .fetch_one(&mut conn)
         .await

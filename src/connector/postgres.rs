@@ -89,6 +89,21 @@ pub(super) async fn run(
     session(target, sql, options, false).await
 }
 
+/// Connect options from the target: URL, TLS requirement, client certificate.
+fn options_for(target: &Target) -> Result<PgConnectOptions, ConnectorError> {
+    let mut opts = PgConnectOptions::from_str(target.url.expose())
+        .map_err(|_| ConnectorError::BadTarget("not a valid PostgreSQL URL".into()))?;
+    if target.require_tls {
+        opts = opts.ssl_mode(sqlx::postgres::PgSslMode::VerifyFull);
+    }
+    if let Some(tls) = &target.client_tls {
+        opts = opts
+            .ssl_client_cert_from_pem(tls.certificate_pem.as_bytes())
+            .ssl_client_key_from_pem(tls.private_key_pem.expose().as_bytes());
+    }
+    Ok(opts)
+}
+
 /// Opens a connection for the load benchmark (the caller starts its own transaction).
 pub(crate) async fn connect(target: &Target) -> Result<PgConnection, ConnectorError> {
     let opts = PgConnectOptions::from_str(target.url.expose())
@@ -105,11 +120,16 @@ async fn session(
     options: QueryOptions,
     copy: bool,
 ) -> Result<DataFrame, ConnectorError> {
-    let opts = PgConnectOptions::from_str(target.url.expose())
-        .map_err(|_| ConnectorError::BadTarget("not a valid PostgreSQL URL".into()))?;
+    let opts = options_for(target)?;
     let mut conn = PgConnection::connect_with(&opts)
         .await
         .map_err(|_| ConnectorError::Connect(target.redacted()))?;
+    if let Some(set_role) = target.set_role()? {
+        sqlx::raw_sql(&set_role)
+            .execute(&mut conn)
+            .await
+            .map_err(query_error)?;
+    }
     let timeout_ms = options.timeout.as_millis().max(1);
     // The guard lexes strings like a server with standard_conforming_strings on: keep it so.
     let setup = format!(

@@ -51,7 +51,17 @@ const STACK_PER_INPUT_BYTE: usize = 64;
 const STACK_BASE: usize = 8 << 20;
 
 /// SQL dialect of the target server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Dialect {
     /// PostgreSQL.

@@ -1,0 +1,313 @@
+//! Just-in-time credentials: the Hub seals each connection's credential with Fernet under the
+//! worker's transport key; the worker opens it (with a short TTL) into zeroizing [`Secret`]s,
+//! turns it into a connector [`Target`], and drops it when the run ends. This module is the
+//! sole holder of the transport key; nothing here logs, formats or stores plaintext.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::connector::{ClientTls, Target};
+use crate::secret::Secret;
+use crate::sql::Dialect;
+
+/// How long a sealed credential stays openable after the Hub sealed it.
+pub const DEFAULT_OPEN_TTL: Duration = Duration::from_secs(60);
+/// Largest sealed credential accepted (checked before decrypting).
+pub const MAX_SEALED_BYTES: usize = 64 * 1024;
+
+/// Why a credential could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CredError {
+    /// The transport key is not a Fernet key (32 bytes, URL-safe base64).
+    #[error("the transport key is not a valid Fernet key")]
+    BadKey,
+    /// Too large, tampered with, sealed under another key, or older than the TTL.
+    #[error("the sealed credential cannot be opened (wrong key, tampered, or older than its TTL)")]
+    Unseal,
+    /// The plaintext is not the credential contract's JSON.
+    #[error("the credential does not follow the contract: {0}")]
+    Invalid(String),
+    /// An OAuth access token past its expiry: the user must re-authenticate at the Hub.
+    #[error("the OAuth access token of connection {0:?} has expired; re-authenticate")]
+    Expired(String),
+}
+
+impl CredError {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CredError::BadKey => "bad_transport_key",
+            CredError::Unseal => "credential_unseal_failed",
+            CredError::Invalid(_) => "credential_invalid",
+            CredError::Expired(_) => "credential_expired",
+        }
+    }
+}
+
+/// How the worker authenticates to the database (the `auth` object of the contract).
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Auth {
+    /// User name and password.
+    Password {
+        /// Database user.
+        user: String,
+        /// Password.
+        #[serde(serialize_with = "crate::secret::serialize_exposed")]
+        password: Secret,
+    },
+    /// A TLS client certificate and its private key (PEM).
+    KeyPair {
+        /// Database user.
+        user: String,
+        /// Client certificate, PEM.
+        certificate_pem: String,
+        /// Private key, PEM.
+        #[serde(serialize_with = "crate::secret::serialize_exposed")]
+        private_key_pem: Secret,
+    },
+    /// An OAuth access token used as the password, valid until `expires_at`.
+    Oauth {
+        /// Database user.
+        user: String,
+        /// The access token.
+        #[serde(serialize_with = "crate::secret::serialize_exposed")]
+        access_token: Secret,
+        /// Expiry, seconds since the epoch.
+        expires_at: i64,
+    },
+    /// No authentication (SQLite files).
+    None,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::Password { user, .. } => {
+                write!(f, "Password {{ user: {user:?}, password: *** }}")
+            }
+            Auth::KeyPair { user, .. } => write!(f, "KeyPair {{ user: {user:?}, key: *** }}"),
+            Auth::Oauth {
+                user, expires_at, ..
+            } => {
+                write!(
+                    f,
+                    "Oauth {{ user: {user:?}, token: ***, expires_at: {expires_at} }}"
+                )
+            }
+            Auth::None => f.write_str("None"),
+        }
+    }
+}
+
+/// One connection's credential: the plaintext of a sealed credential (README: "Credentials").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credential {
+    /// Connection id (must match the entry it arrived in).
+    pub connection: String,
+    /// Database kind.
+    pub dialect: Dialect,
+    /// Host (server databases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Port (server databases; the dialect's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Database name (server databases) or file path (SQLite).
+    pub database: String,
+    /// Authentication.
+    pub auth: Auth,
+    /// A database role to assume after connecting (PostgreSQL/MySQL `SET ROLE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Require TLS to the database.
+    #[serde(default)]
+    pub tls: bool,
+}
+
+/// A role name safe to put in `SET ROLE`: 1-63 of letters, digits and `_`, not starting with
+/// a digit. Anything else is refused rather than quoted.
+pub fn is_valid_role(role: &str) -> bool {
+    let mut bytes = role.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && role.len() <= 63
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Percent-encodes a URL userinfo or path component (everything but RFC 3986 unreserved).
+fn encode(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    for b in part.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Credential {
+    /// The connector target for this credential at time `now` (seconds since the epoch).
+    pub fn target(&self, now: i64) -> Result<Target, CredError> {
+        if let Some(role) = &self.role {
+            if !is_valid_role(role) {
+                return Err(CredError::Invalid(
+                    "role must be 1-63 of letters, digits and _".into(),
+                ));
+            }
+        }
+        let server = |scheme: &str,
+                      default_port: u16,
+                      user: &str,
+                      password: Option<&str>|
+         -> Result<Secret, CredError> {
+            let host = self
+                .host
+                .as_deref()
+                .filter(|h| !h.is_empty())
+                .ok_or_else(|| CredError::Invalid("host is required".into()))?;
+            if host
+                .bytes()
+                .any(|b| matches!(b, b'/' | b'@' | b'?' | b'#') || b.is_ascii_whitespace())
+            {
+                return Err(CredError::Invalid("host is not a host name".into()));
+            }
+            let port = self.port.unwrap_or(default_port);
+            let auth = match password {
+                Some(p) => format!("{}:{}", encode(user), encode(p)),
+                None => encode(user),
+            };
+            Ok(Secret::new(format!(
+                "{scheme}://{auth}@{host}:{port}/{}",
+                encode(&self.database)
+            )))
+        };
+        let (scheme, port) = match self.dialect {
+            Dialect::Postgres => ("postgres", 5432),
+            Dialect::Mysql => ("mysql", 3306),
+            Dialect::Sqlite => ("sqlite", 0),
+        };
+        let mut client_tls = None;
+        let url = match (&self.auth, self.dialect) {
+            (Auth::None, Dialect::Sqlite) => Secret::new(format!("sqlite://{}", self.database)),
+            (_, Dialect::Sqlite) | (Auth::None, _) => {
+                return Err(CredError::Invalid(
+                    "SQLite takes auth `none`; servers need a user".into(),
+                ));
+            }
+            (Auth::Password { user, password }, _) => {
+                server(scheme, port, user, Some(password.expose()))?
+            }
+            (
+                Auth::Oauth {
+                    user,
+                    access_token,
+                    expires_at,
+                },
+                _,
+            ) => {
+                if *expires_at <= now {
+                    return Err(CredError::Expired(self.connection.clone()));
+                }
+                server(scheme, port, user, Some(access_token.expose()))?
+            }
+            (
+                Auth::KeyPair {
+                    user,
+                    certificate_pem,
+                    private_key_pem,
+                },
+                _,
+            ) => {
+                client_tls = Some(ClientTls {
+                    certificate_pem: certificate_pem.clone(),
+                    private_key_pem: private_key_pem.clone(),
+                });
+                server(scheme, port, user, None)?
+            }
+        };
+        let mut target = Target::from_url(url).map_err(|e| CredError::Invalid(e.to_string()))?;
+        target.role = self.role.clone();
+        target.require_tls = self.tls || client_tls.is_some();
+        target.client_tls = client_tls;
+        Ok(target)
+    }
+}
+
+/// The worker's Fernet transport key (the Hub seals credentials under it).
+pub struct TransportKey {
+    fernet: fernet::Fernet,
+}
+
+impl std::fmt::Debug for TransportKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TransportKey(***)")
+    }
+}
+
+impl TransportKey {
+    /// From the key's text (URL-safe base64 of 32 bytes).
+    pub fn new(key: &Secret) -> Result<TransportKey, CredError> {
+        fernet::Fernet::new(key.expose().trim())
+            .map(|fernet| TransportKey { fernet })
+            .ok_or(CredError::BadKey)
+    }
+
+    /// A fresh random key's text.
+    pub fn generate() -> Secret {
+        Secret::new(fernet::Fernet::generate_key())
+    }
+
+    /// Seals `plaintext` (the Hub side; also used to encrypt credentials at rest).
+    pub fn seal(&self, plaintext: &[u8]) -> String {
+        self.fernet.encrypt(plaintext)
+    }
+
+    /// Opens a sealed blob sealed at most `ttl` ago; the plaintext is zeroized on drop.
+    pub fn open_bytes(&self, sealed: &str, ttl: Duration) -> Result<Zeroizing<Vec<u8>>, CredError> {
+        if sealed.len() > MAX_SEALED_BYTES {
+            return Err(CredError::Unseal);
+        }
+        self.fernet
+            .decrypt_with_ttl(sealed, ttl.as_secs())
+            .map(Zeroizing::new)
+            .map_err(|_| CredError::Unseal)
+    }
+
+    /// Opens a sealed blob without a TTL (credentials at rest in the Hub's store).
+    pub fn open_at_rest(&self, sealed: &str) -> Result<Zeroizing<Vec<u8>>, CredError> {
+        self.fernet
+            .decrypt(sealed)
+            .map(Zeroizing::new)
+            .map_err(|_| CredError::Unseal)
+    }
+
+    /// Opens a sealed credential for `connection`.
+    pub fn open(
+        &self,
+        connection: &str,
+        sealed: &str,
+        ttl: Duration,
+    ) -> Result<Credential, CredError> {
+        let plain = self.open_bytes(sealed, ttl)?;
+        let cred: Credential = serde_json::from_slice(&plain)
+            .map_err(|e| CredError::Invalid(format!("line {}, column {}", e.line(), e.column())))?;
+        if cred.connection != connection {
+            return Err(CredError::Invalid(
+                "the credential is for another connection".into(),
+            ));
+        }
+        Ok(cred)
+    }
+}
+
+/// Seals `cred` for a worker (the Hub side).
+pub fn seal(key: &TransportKey, cred: &Credential) -> Result<String, CredError> {
+    let plain =
+        Zeroizing::new(serde_json::to_vec(cred).map_err(|e| CredError::Invalid(e.to_string()))?);
+    Ok(key.seal(&plain))
+}

@@ -1,0 +1,301 @@
+//! `hubworker hub ...`: the reference Hub's command line (serve, add a user or a connection,
+//! issue a token, dispatch a run to a worker). Parsing happens in `cli.rs`; secrets come from
+//! files, never argv.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::service::HubService;
+use super::{HubKeys, Store, TokenRequest, now};
+use crate::error::Error;
+use crate::keys::ProcessEnv;
+
+/// `hubworker hub` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum HubCommand {
+    /// Serve the Hub gRPC service (Register, Redeem, Heartbeat).
+    Serve {
+        /// Database, secrets, hub id.
+        #[command(flatten)]
+        common: Common,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7100")]
+        listen: SocketAddr,
+    },
+    /// Add a user with a role (admin, auditor, analyst, developer).
+    AddUser {
+        /// Database, secrets, hub id.
+        #[command(flatten)]
+        common: Common,
+        /// User name.
+        #[arg(long)]
+        name: String,
+        /// Role.
+        #[arg(long)]
+        role: String,
+    },
+    /// Add a connection from a credential JSON file (README: "Credentials"); `-` reads stdin.
+    AddConnection {
+        /// Database, secrets, hub id.
+        #[command(flatten)]
+        common: Common,
+        /// The credential file.
+        #[arg(long)]
+        credential_file: PathBuf,
+    },
+    /// Issue a server token for a workflow and print it.
+    IssueToken(IssueArgs),
+    /// Issue a token and run the workflow on a worker, printing progress and results.
+    Dispatch {
+        /// What to issue.
+        #[command(flatten)]
+        issue: IssueArgs,
+        /// The worker's address (`http://127.0.0.1:7200`).
+        #[arg(long)]
+        worker: String,
+    },
+}
+
+/// Settings every Hub command takes.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// The Hub's SQLite database (created if missing).
+    #[arg(long, default_value = "hub.db")]
+    db: PathBuf,
+    /// Directory with the Hub's key files (`hubworker keygen`); else `$CREDENTIALS_DIRECTORY`.
+    #[arg(long)]
+    secrets: Option<PathBuf>,
+    /// The Hub's id (the tokens' `iss`).
+    #[arg(long, default_value = "hubworker-reference-hub")]
+    hub_id: String,
+}
+
+/// `issue-token` / `dispatch` arguments.
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The user the run is for.
+    #[arg(long)]
+    user: String,
+    /// The workflow file; the token is bound to its canonical hash.
+    #[arg(long)]
+    workflow: PathBuf,
+    /// Connections to grant (default: those the workflow's `sql` nodes use).
+    #[arg(long = "connection")]
+    connections: Vec<String>,
+    /// `run` or `inspect`.
+    #[arg(long, default_value = "run")]
+    scope: String,
+    /// The worker pool or worker id the token is for.
+    #[arg(long, default_value = "hubworker")]
+    audience: String,
+    /// Token lifetime in seconds.
+    #[arg(long, default_value_t = 300)]
+    ttl_secs: u64,
+}
+
+fn keys(common: &Common) -> Result<HubKeys, Error> {
+    match super::config::load(common.secrets.clone(), common.hub_id.clone(), &ProcessEnv) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                tracing::warn!(setting = %w.setting, "{}", w.why);
+            }
+            Ok(loaded.keys)
+        }
+        Err(problems) => Err(Error::Usage(
+            problems
+                .iter()
+                .map(|p| format!("refusing to start: {p}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )),
+    }
+}
+
+fn rt() -> Result<tokio::runtime::Runtime, Error> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn store(path: &Path) -> Result<Store, Error> {
+    Store::open(path)
+        .await
+        .map_err(|e| Error::Usage(e.to_string()))
+}
+
+/// Runs a Hub command.
+pub fn run(cmd: HubCommand) -> Result<u8, Error> {
+    let rt = rt()?;
+    rt.block_on(async move {
+        match cmd {
+            HubCommand::Serve { common, listen } => {
+                let keys = Arc::new(keys(&common)?);
+                let store = store(&common.db).await?;
+                let listener = tokio::net::TcpListener::bind(listen).await?;
+                let local = listener.local_addr()?;
+                println!("hub {} listening on {local}", keys.hub_id);
+                serve(store, keys, listener, std::future::pending()).await?;
+                Ok(0)
+            }
+            HubCommand::AddUser { common, name, role } => {
+                let store = store(&common.db).await?;
+                store
+                    .add_user(&name, &role, now())
+                    .await
+                    .map_err(|e| Error::Usage(e.to_string()))?;
+                println!("user {name} ({role}) added");
+                Ok(0)
+            }
+            HubCommand::AddConnection {
+                common,
+                credential_file,
+            } => {
+                let keys = keys(&common)?;
+                let store = store(&common.db).await?;
+                let raw = if credential_file.as_os_str() == "-" {
+                    let mut s = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+                    crate::secret::Secret::new(s)
+                } else {
+                    crate::keys::read_secret_file(&credential_file).map_err(Error::Usage)?
+                };
+                let cred: crate::creds::Credential =
+                    serde_json::from_str(raw.expose()).map_err(|e| {
+                        Error::Usage(format!(
+                            "the credential file does not follow the contract (line {}, column {})",
+                            e.line(),
+                            e.column()
+                        ))
+                    })?;
+                cred.target(now())
+                    .map_err(|e| Error::Usage(e.to_string()))?;
+                store
+                    .add_connection(&cred, &keys.at_rest, now())
+                    .await
+                    .map_err(|e| Error::Usage(e.to_string()))?;
+                println!(
+                    "connection {} ({}) added, encrypted at rest",
+                    cred.connection,
+                    cred.dialect.as_str()
+                );
+                Ok(0)
+            }
+            HubCommand::IssueToken(args) => {
+                let keys = keys(&args.common)?;
+                let store = store(&args.common.db).await?;
+                let token = issue_for(&store, &keys, &args).await?;
+                println!("{}", token.expose());
+                Ok(0)
+            }
+            HubCommand::Dispatch { issue, worker } => {
+                let keys = keys(&issue.common)?;
+                let store = store(&issue.common.db).await?;
+                let token = issue_for(&store, &keys, &issue).await?;
+                let doc = std::fs::read_to_string(&issue.workflow)?;
+                dispatch(&worker, token, doc).await
+            }
+        }
+    })
+}
+
+/// Serves the Hub service on `listener` until `shutdown` completes.
+pub async fn serve(
+    store: Store,
+    keys: Arc<HubKeys>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(30))
+        .add_service(HubService::new(store, keys).server())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| Error::Usage(format!("hub server: {e}")))
+}
+
+async fn issue_for(
+    store: &Store,
+    keys: &HubKeys,
+    args: &IssueArgs,
+) -> Result<crate::secret::Secret, Error> {
+    let doc = std::fs::read_to_string(&args.workflow)?;
+    let wf = crate::workflow::validate(&doc)
+        .map_err(|p| Error::Usage(format!("the workflow is invalid: {p}")))?;
+    let connections = if args.connections.is_empty() {
+        wf.connections().into_iter().map(str::to_owned).collect()
+    } else {
+        args.connections.clone()
+    };
+    let req = TokenRequest {
+        user: args.user.clone(),
+        workflow_sha256: wf.sha256().to_owned(),
+        connections,
+        scope: args.scope.clone(),
+        audience: args.audience.clone(),
+        ttl: Duration::from_secs(args.ttl_secs),
+    };
+    super::issue(store, keys, &req, now())
+        .await
+        .map(crate::secret::Secret::new)
+        .map_err(|e| Error::Usage(format!("{e} [{}]", e.code())))
+}
+
+/// Calls a worker's `Execute` and prints the events.
+async fn dispatch(
+    worker: &str,
+    token: crate::secret::Secret,
+    workflow_json: String,
+) -> Result<u8, Error> {
+    use crate::proto::execute_event::Event;
+    let mut client = crate::proto::worker_client::WorkerClient::connect(worker.to_owned())
+        .await
+        .map_err(|e| Error::Usage(format!("cannot reach worker {worker}: {e}")))?;
+    let mut stream = client
+        .execute(crate::proto::ExecuteRequest {
+            token: token.expose().to_owned(),
+            workflow_json,
+            bypass_cache: false,
+            update_cache: false,
+        })
+        .await
+        .map_err(|s| Error::Usage(format!("worker refused: {} ({:?})", s.message(), s.code())))?
+        .into_inner();
+    let mut code = 0;
+    while let Some(event) = stream.message().await.map_err(|s| {
+        Error::Usage(format!(
+            "worker stream failed: {} ({:?})",
+            s.message(),
+            s.code()
+        ))
+    })? {
+        match event.event {
+            Some(Event::Accepted(a)) => println!("accepted: run {}", a.run_id),
+            Some(Event::Progress(p)) => match p.rows {
+                Some(rows) => println!("  {} ({}): {:?}, {rows} rows", p.node, p.tool, p.state()),
+                None => println!("  {} ({}): {:?}", p.node, p.tool, p.state()),
+            },
+            Some(Event::Result(r)) => println!(
+                "  result {}: chunk {} ({} bytes)",
+                r.output,
+                r.seq,
+                r.arrow_ipc.len()
+            ),
+            Some(Event::Finished(f)) => {
+                println!("finished: run {} in {} ms", f.run_id, f.elapsed_ms)
+            }
+            Some(Event::Error(e)) => {
+                println!("error [{}]: {}", e.code, e.message);
+                code = 1;
+            }
+            None => {}
+        }
+    }
+    Ok(code)
+}

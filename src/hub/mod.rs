@@ -1,0 +1,212 @@
+//! The reference Hub: a real, small Hub for development, the demo and the tests, and the
+//! executable description of the contract for Hub implementers. It stores users, connections
+//! (credentials encrypted at rest) and tokens in SQLite, issues EdDSA server tokens, and serves
+//! the `Hub` gRPC service (`Register`, `Redeem`, `Heartbeat`). Credentials leave it only sealed
+//! to a registered worker's transport key.
+
+pub mod commands;
+pub mod config;
+pub mod service;
+pub mod store;
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+use crate::creds::TransportKey;
+use crate::secret::Secret;
+use crate::token::{Audience, Claims};
+pub use store::{Store, StoreError};
+
+/// Default token lifetime.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+/// Heartbeat interval asked of workers.
+pub const HEARTBEAT_SECS: u32 = 15;
+
+/// Why the Hub refused something; each has a stable reason code.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// Registration secret wrong.
+    #[error("registration refused: wrong registration secret")]
+    BadRegistrationSecret,
+    /// Bad registration fields.
+    #[error("registration refused: {0}")]
+    BadRegistration(String),
+    /// The worker is not registered.
+    #[error("unknown worker")]
+    UnknownWorker,
+    /// The token does not verify, has expired, or is not for this worker.
+    #[error("the token is not valid for this worker: {0}")]
+    InvalidToken(String),
+    /// The token was never issued here.
+    #[error("unknown token")]
+    UnknownToken,
+    /// The token was redeemed before (or expired before redemption).
+    #[error("the token was already redeemed")]
+    AlreadyRedeemed,
+    /// Issuing refused (unknown user, role that may not run, unknown connection).
+    #[error("{0}")]
+    Refused(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl HubError {
+    /// Stable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            HubError::BadRegistrationSecret => "bad_registration_secret",
+            HubError::BadRegistration(_) => "bad_registration",
+            HubError::UnknownWorker => "unknown_worker",
+            HubError::InvalidToken(_) => "invalid_token",
+            HubError::UnknownToken => "unknown_token",
+            HubError::AlreadyRedeemed => "already_redeemed",
+            HubError::Refused(_) => "refused",
+            HubError::Store(_) => "hub_store",
+        }
+    }
+}
+
+/// The Hub's keys and identity.
+pub struct HubKeys {
+    /// The tokens' `iss`.
+    pub hub_id: String,
+    /// Signing key id.
+    pub kid: String,
+    signing: EncodingKey,
+    /// The public key, base64url (the JWKS `x`).
+    pub public_x: String,
+    /// Public keys (JWKS) workers verify with.
+    pub jwks: String,
+    /// `CONNECTION_ENCRYPTION_KEY`: credentials and worker keys at rest.
+    pub at_rest: TransportKey,
+    /// Registration secret; `None` means open registration (dev only; warned about).
+    pub registration_secret: Option<Secret>,
+}
+
+impl std::fmt::Debug for HubKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubKeys")
+            .field("hub_id", &self.hub_id)
+            .field("kid", &self.kid)
+            .field(
+                "registration",
+                &self.registration_secret.as_ref().map(|_| "***"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl HubKeys {
+    /// From the signing key (PKCS#8 PEM), the at-rest key and the registration secret.
+    pub fn new(
+        hub_id: String,
+        signing_pem: &Secret,
+        connection_key: &Secret,
+        registration_secret: Option<Secret>,
+    ) -> Result<HubKeys, String> {
+        let (kid, public) = crate::keys::public_of(signing_pem)?;
+        let signing = EncodingKey::from_ed_pem(signing_pem.expose().as_bytes())
+            .map_err(|_| "the signing key is not an Ed25519 PEM key".to_owned())?;
+        let at_rest = TransportKey::new(connection_key)
+            .map_err(|_| "CONNECTION_ENCRYPTION_KEY is not a Fernet key".to_owned())?;
+        use base64::Engine as _;
+        Ok(HubKeys {
+            public_x: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public),
+            hub_id,
+            jwks: crate::keys::jwks_for(&[(kid.clone(), public)]),
+            kid,
+            signing,
+            at_rest,
+            registration_secret: registration_secret.filter(|s| !s.expose().is_empty()),
+        })
+    }
+
+    /// Signs `claims` (EdDSA, with this Hub's kid). Generic so conformance tests can sign
+    /// claims that break the contract.
+    pub fn sign<T: serde::Serialize>(&self, claims: &T) -> Result<String, HubError> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.signing)
+            .map_err(|e| HubError::Refused(format!("cannot sign: {e}")))
+    }
+}
+
+/// What a token is for.
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    /// The user (must exist; admins and auditors get no run tokens).
+    pub user: String,
+    /// The workflow's canonical hash.
+    pub workflow_sha256: String,
+    /// Connections the run may use (must exist).
+    pub connections: Vec<String>,
+    /// `run` or `inspect`.
+    pub scope: String,
+    /// Worker pool or worker id.
+    pub audience: String,
+    /// Lifetime.
+    pub ttl: Duration,
+}
+
+/// Issues a server token and records it (single use).
+pub async fn issue(
+    store: &Store,
+    keys: &HubKeys,
+    req: &TokenRequest,
+    now: i64,
+) -> Result<String, HubError> {
+    let role = store
+        .role(&req.user)
+        .await?
+        .ok_or_else(|| HubError::Refused(format!("no user {:?}", req.user)))?;
+    if crate::token::NEVER_RUN_ROLES.contains(&role.as_str()) {
+        return Err(HubError::Refused(format!(
+            "role {role:?} may not run workflows"
+        )));
+    }
+    if req.scope != "run" && req.scope != "inspect" {
+        return Err(HubError::Refused("scope is run or inspect".into()));
+    }
+    let missing = store.missing_connections(&req.connections).await?;
+    if !missing.is_empty() {
+        return Err(HubError::Refused(format!(
+            "no connection {}",
+            missing.join(", ")
+        )));
+    }
+    let ttl = i64::try_from(req.ttl.as_secs()).unwrap_or(i64::MAX);
+    let claims = Claims {
+        iss: keys.hub_id.clone(),
+        aud: Audience::One(req.audience.clone()),
+        sub: req.user.clone(),
+        jti: random_id(),
+        iat: now,
+        nbf: now,
+        exp: now.saturating_add(ttl),
+        workflow_sha256: req.workflow_sha256.clone(),
+        connections: req.connections.clone(),
+        scope: req.scope.clone(),
+        role,
+    };
+    let token = keys.sign(&claims)?;
+    store.record_token(&claims, &req.audience).await?;
+    Ok(token)
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A random 128-bit id, hex.
+pub fn random_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}

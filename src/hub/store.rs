@@ -1,0 +1,367 @@
+//! The reference Hub's store (SQLite via sqlx): users and roles, connections with their
+//! credentials encrypted at rest (Fernet under `CONNECTION_ENCRYPTION_KEY`), issued tokens and
+//! their single redemption, registered workers. Redemption is one conditional `UPDATE`, so of
+//! any number of concurrent redemptions exactly one wins.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+use crate::creds::{Credential, TransportKey};
+use crate::secret::Secret;
+
+/// Roles users can have. Admins manage and auditors read; neither runs workflows.
+pub const ROLES: [&str; 4] = ["admin", "auditor", "analyst", "developer"];
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("hub store: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A stored credential cannot be opened (wrong `CONNECTION_ENCRYPTION_KEY`?).
+    #[error(
+        "stored credential of {0:?} cannot be decrypted: wrong CONNECTION_ENCRYPTION_KEY? (without the key it is unrecoverable)"
+    )]
+    Decrypt(String),
+    /// Bad input (unknown role, duplicate name...).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A registered worker.
+#[derive(Debug, Clone)]
+pub struct WorkerRecord {
+    /// Worker id.
+    pub id: String,
+    /// Where its Worker service listens.
+    pub address: String,
+    /// The audience its tokens carry.
+    pub audience: String,
+    /// Its transport key (opened from the store).
+    pub transport_key: Secret,
+}
+
+/// An issued token as recorded.
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    /// Token id.
+    pub jti: String,
+    /// User.
+    pub sub: String,
+    /// Audience.
+    pub audience: String,
+    /// Connections granted.
+    pub connections: Vec<String>,
+    /// Expiry (seconds since the epoch).
+    pub expires_at: i64,
+}
+
+/// The Hub's database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL CHECK (role IN ('admin', 'auditor', 'analyst', 'developer')),
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS connections (
+    name TEXT PRIMARY KEY,
+    dialect TEXT NOT NULL,
+    sealed TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    jti TEXT PRIMARY KEY,
+    sub TEXT NOT NULL,
+    audience TEXT NOT NULL,
+    workflow_sha256 TEXT NOT NULL,
+    connections TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    issued_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    redeemed_at INTEGER,
+    redeemed_by TEXT
+);
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    audience TEXT NOT NULL,
+    capacity INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    transport_key TEXT NOT NULL,
+    registered_at INTEGER NOT NULL,
+    last_heartbeat INTEGER,
+    runs_in_flight INTEGER NOT NULL DEFAULT 0,
+    draining INTEGER NOT NULL DEFAULT 0
+);
+";
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let opts = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Adds a user with one of [`ROLES`].
+    pub async fn add_user(&self, name: &str, role: &str, now: i64) -> Result<(), StoreError> {
+        if !ROLES.contains(&role) {
+            return Err(StoreError::Invalid(format!(
+                "role must be one of {}",
+                ROLES.join(", ")
+            )));
+        }
+        sqlx::query("INSERT INTO users (name, role, created_at) VALUES (?, ?, ?)")
+            .bind(name)
+            .bind(role)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| unique(e, "user", name))?;
+        Ok(())
+    }
+
+    /// A user's role.
+    pub async fn role(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT role FROM users WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Adds a connection; its credential is encrypted at rest under `at_rest`.
+    pub async fn add_connection(
+        &self,
+        cred: &Credential,
+        at_rest: &TransportKey,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let sealed =
+            crate::creds::seal(at_rest, cred).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO connections (name, dialect, sealed, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&cred.connection)
+        .bind(cred.dialect.as_str())
+        .bind(sealed)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unique(e, "connection", &cred.connection))?;
+        Ok(())
+    }
+
+    /// Which of `names` are not stored connections.
+    pub async fn missing_connections(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut missing = Vec::new();
+        for n in names {
+            let found: Option<String> =
+                sqlx::query_scalar("SELECT name FROM connections WHERE name = ?")
+                    .bind(n)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if found.is_none() {
+                missing.push(n.clone());
+            }
+        }
+        Ok(missing)
+    }
+
+    /// A connection's credential, decrypted (plaintext only inside the returned value).
+    pub async fn credential(
+        &self,
+        name: &str,
+        at_rest: &TransportKey,
+    ) -> Result<Credential, StoreError> {
+        let sealed: String = sqlx::query_scalar("SELECT sealed FROM connections WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::Invalid(format!("no connection {name:?}")))?;
+        let plain = at_rest
+            .open_at_rest(&sealed)
+            .map_err(|_| StoreError::Decrypt(name.to_owned()))?;
+        serde_json::from_slice(&plain).map_err(|_| StoreError::Decrypt(name.to_owned()))
+    }
+
+    /// Records an issued token.
+    pub async fn record_token(
+        &self,
+        claims: &crate::token::Claims,
+        audience: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tokens (jti, sub, audience, workflow_sha256, connections, scope, issued_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&claims.jti)
+        .bind(&claims.sub)
+        .bind(audience)
+        .bind(&claims.workflow_sha256)
+        .bind(serde_json::to_string(&claims.connections).unwrap_or_default())
+        .bind(&claims.scope)
+        .bind(claims.iat)
+        .bind(claims.exp)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks the token consumed by `worker`, atomically. `Ok(true)` for the one redemption
+    /// that wins; `Ok(false)` if it was already redeemed or has expired.
+    pub async fn consume(&self, jti: &str, worker: &str, now: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE tokens SET redeemed_at = ?, redeemed_by = ?
+             WHERE jti = ? AND redeemed_at IS NULL AND expires_at > ?",
+        )
+        .bind(now)
+        .bind(worker)
+        .bind(jti)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The recorded token, and whether it was redeemed.
+    pub async fn token(&self, jti: &str) -> Result<Option<(TokenRecord, bool)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT jti, sub, audience, connections, expires_at, redeemed_at IS NOT NULL FROM tokens WHERE jti = ?",
+        )
+        .bind(jti)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let connections: String = row.try_get(3)?;
+        Ok(Some((
+            TokenRecord {
+                jti: row.try_get(0)?,
+                sub: row.try_get(1)?,
+                audience: row.try_get(2)?,
+                connections: serde_json::from_str(&connections).unwrap_or_default(),
+                expires_at: row.try_get(4)?,
+            },
+            row.try_get(5)?,
+        )))
+    }
+
+    /// Registers (or re-registers) a worker; its transport key is encrypted at rest.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn register_worker(
+        &self,
+        id: &str,
+        address: &str,
+        audience: &str,
+        capacity: u32,
+        version: &str,
+        transport_key: &Secret,
+        at_rest: &TransportKey,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let sealed = at_rest.seal(transport_key.expose().as_bytes());
+        sqlx::query(
+            "INSERT INTO workers (id, address, audience, capacity, version, transport_key, registered_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET address = excluded.address, audience = excluded.audience,
+               capacity = excluded.capacity, version = excluded.version,
+               transport_key = excluded.transport_key, registered_at = excluded.registered_at",
+        )
+        .bind(id)
+        .bind(address)
+        .bind(audience)
+        .bind(i64::from(capacity))
+        .bind(version)
+        .bind(sealed)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A registered worker.
+    pub async fn worker(
+        &self,
+        id: &str,
+        at_rest: &TransportKey,
+    ) -> Result<Option<WorkerRecord>, StoreError> {
+        let row =
+            sqlx::query("SELECT id, address, audience, transport_key FROM workers WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(row) = row else { return Ok(None) };
+        let sealed: String = row.try_get(3)?;
+        let plain = at_rest
+            .open_at_rest(&sealed)
+            .map_err(|_| StoreError::Decrypt(format!("worker {id}")))?;
+        let key = String::from_utf8(plain.to_vec())
+            .map_err(|_| StoreError::Decrypt(format!("worker {id}")))?;
+        Ok(Some(WorkerRecord {
+            id: row.try_get(0)?,
+            address: row.try_get(1)?,
+            audience: row.try_get(2)?,
+            transport_key: Secret::new(key),
+        }))
+    }
+
+    /// Records a heartbeat; `false` if the worker is not registered.
+    pub async fn heartbeat(
+        &self,
+        id: &str,
+        capacity: u32,
+        in_flight: u32,
+        draining: bool,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE workers SET last_heartbeat = ?, capacity = ?, runs_in_flight = ?, draining = ? WHERE id = ?",
+        )
+        .bind(now)
+        .bind(i64::from(capacity))
+        .bind(i64::from(in_flight))
+        .bind(draining)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Workers with free capacity that are not draining, most free first: (id, address, free).
+    pub async fn available_workers(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, address, capacity - runs_in_flight AS free FROM workers
+             WHERE draining = 0 AND capacity > runs_in_flight ORDER BY free DESC, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}
+
+fn unique(e: sqlx::Error, what: &str, name: &str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            StoreError::Invalid(format!("{what} {name:?} exists already"))
+        }
+        _ => StoreError::Db(e),
+    }
+}

@@ -1,0 +1,208 @@
+//! The worker's side of the `Hub` service: register (getting the key set), redeem a verified
+//! token for its sealed credentials and open them, heartbeat. Opened credentials exist only as
+//! [`Credential`]s (zeroizing secrets); this module never logs them or the token.
+
+use std::time::Duration;
+
+use tonic::transport::Channel;
+
+use crate::creds::{CredError, Credential, TransportKey};
+use crate::proto::hub_client::HubClient as Client;
+use crate::proto::{HeartbeatRequest, RedeemRequest, RegisterRequest};
+use crate::secret::Secret;
+use crate::token::{KeySet, Verified};
+
+/// Who this worker is, as it registers.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Worker id.
+    pub id: String,
+    /// Where the Hub reaches this worker.
+    pub address: String,
+    /// The audience its tokens carry.
+    pub audience: String,
+    /// Runs at once.
+    pub capacity: u32,
+}
+
+/// Why a call to the Hub failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HubCallError {
+    /// Cannot reach the Hub.
+    #[error("cannot reach the hub: {0}")]
+    Unreachable(String),
+    /// The Hub refused, with its reason code.
+    #[error("the hub refused ({reason}): {message}")]
+    Refused {
+        /// The Hub's reason code (`already_redeemed`, ...).
+        reason: String,
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The Hub's message.
+        message: String,
+    },
+    /// The Hub's answer is unusable (bad key set, a credential that does not open).
+    #[error("the hub's answer is unusable: {0}")]
+    BadAnswer(String),
+    /// A credential could not be used.
+    #[error(transparent)]
+    Credential(#[from] CredError),
+}
+
+impl HubCallError {
+    /// Stable code.
+    pub fn code(&self) -> String {
+        match self {
+            HubCallError::Unreachable(_) => "hub_unreachable".into(),
+            HubCallError::Refused { reason, .. } => reason.clone(),
+            HubCallError::BadAnswer(_) => "hub_bad_answer".into(),
+            HubCallError::Credential(e) => e.code().into(),
+        }
+    }
+}
+
+fn refused(s: tonic::Status) -> HubCallError {
+    let reason = s
+        .metadata()
+        .get("hubworker-reason")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("hub_error")
+        .to_owned();
+    HubCallError::Refused {
+        reason,
+        code: s.code(),
+        message: s.message().to_owned(),
+    }
+}
+
+/// A connection to the Hub with this worker's identity and keys.
+pub struct HubClient {
+    client: Client<Channel>,
+    identity: Identity,
+    transport_text: Secret,
+    transport: TransportKey,
+    registration_secret: Secret,
+}
+
+impl std::fmt::Debug for HubClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubClient")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What registration returned.
+#[derive(Debug)]
+pub struct Registration {
+    /// The Hub's id (the tokens' `iss`).
+    pub hub_id: String,
+    /// The key set to verify tokens with.
+    pub keys: KeySet,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+}
+
+impl HubClient {
+    /// Connects to the Hub at `endpoint` (`http://...` or `https://...`).
+    pub async fn connect(
+        endpoint: String,
+        identity: Identity,
+        transport_key: Secret,
+        registration_secret: Secret,
+    ) -> Result<HubClient, HubCallError> {
+        let transport = TransportKey::new(&transport_key)?;
+        let channel = tonic::transport::Endpoint::from_shared(endpoint)
+            .map_err(|e| HubCallError::Unreachable(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .connect()
+            .await
+            .map_err(|e| HubCallError::Unreachable(e.to_string()))?;
+        Ok(HubClient {
+            client: Client::new(channel),
+            identity,
+            transport_text: transport_key,
+            transport,
+            registration_secret,
+        })
+    }
+
+    /// Registers; returns the Hub's id and key set.
+    pub async fn register(&mut self) -> Result<Registration, HubCallError> {
+        let resp = self
+            .client
+            .register(RegisterRequest {
+                registration_secret: self.registration_secret.expose().to_owned(),
+                worker_id: self.identity.id.clone(),
+                address: self.identity.address.clone(),
+                capacity: self.identity.capacity,
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                transport_key: self.transport_text.expose().to_owned(),
+                audience: self.identity.audience.clone(),
+            })
+            .await
+            .map_err(refused)?
+            .into_inner();
+        let keys = KeySet::from_jwks(&resp.jwks_json)
+            .map_err(|e| HubCallError::BadAnswer(e.to_string()))?;
+        Ok(Registration {
+            hub_id: resp.hub_id,
+            keys,
+            heartbeat: Duration::from_secs(u64::from(resp.heartbeat_interval_secs.max(1))),
+        })
+    }
+
+    /// Redeems a verified token and opens its credentials (sealed at most `ttl` ago). Every
+    /// connection the token grants must arrive, and nothing else.
+    pub async fn redeem(
+        &mut self,
+        token: &Verified,
+        ttl: Duration,
+    ) -> Result<Vec<Credential>, HubCallError> {
+        let resp = self
+            .client
+            .redeem(RedeemRequest {
+                token: token.token.expose().to_owned(),
+                worker_id: self.identity.id.clone(),
+            })
+            .await
+            .map_err(refused)?
+            .into_inner();
+        let mut out = Vec::with_capacity(resp.credentials.len());
+        for sealed in resp.credentials {
+            if !token.claims.connections.contains(&sealed.connection) {
+                return Err(HubCallError::BadAnswer(format!(
+                    "a credential for {:?}, which the token does not grant",
+                    sealed.connection
+                )));
+            }
+            out.push(
+                self.transport
+                    .open(&sealed.connection, &sealed.sealed, ttl)?,
+            );
+        }
+        for granted in &token.claims.connections {
+            if !out.iter().any(|c| &c.connection == granted) {
+                return Err(HubCallError::BadAnswer(format!(
+                    "no credential for {granted:?}"
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reports load.
+    pub async fn heartbeat(&mut self, in_flight: u32, draining: bool) -> Result<(), HubCallError> {
+        self.client
+            .heartbeat(HeartbeatRequest {
+                worker_id: self.identity.id.clone(),
+                capacity: self.identity.capacity,
+                runs_in_flight: in_flight,
+                draining,
+            })
+            .await
+            .map_err(refused)?;
+        Ok(())
+    }
+}
