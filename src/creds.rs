@@ -153,12 +153,12 @@ fn encode(part: &str) -> String {
 impl Credential {
     /// The connector target for this credential at time `now` (seconds since the epoch).
     pub fn target(&self, now: i64) -> Result<Target, CredError> {
-        if let Some(role) = &self.role {
-            if !is_valid_role(role) {
-                return Err(CredError::Invalid(
-                    "role must be 1-63 of letters, digits and _".into(),
-                ));
-            }
+        if let Some(role) = &self.role
+            && !is_valid_role(role)
+        {
+            return Err(CredError::Invalid(
+                "role must be 1-63 of letters, digits and _".into(),
+            ));
         }
         let server = |scheme: &str,
                       default_port: u16,
@@ -310,4 +310,142 @@ pub fn seal(key: &TransportKey, cred: &Credential) -> Result<String, CredError> 
     let plain =
         Zeroizing::new(serde_json::to_vec(cred).map_err(|e| CredError::Invalid(e.to_string()))?);
     Ok(key.seal(&plain))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cred(auth: Auth) -> Credential {
+        Credential {
+            connection: "dw".into(),
+            dialect: Dialect::Postgres,
+            host: Some("db.internal".into()),
+            port: None,
+            database: "sales/eu".into(),
+            auth,
+            role: Some("reporting".into()),
+            tls: true,
+        }
+    }
+
+    #[test]
+    fn seal_open_round_trip_and_targets() {
+        let key = TransportKey::new(&TransportKey::generate()).unwrap();
+        let c = cred(Auth::Password {
+            user: "ana lyst".into(),
+            password: Secret::new("p@ss:w/rd".into()),
+        });
+        let sealed = seal(&key, &c).unwrap();
+        assert!(!sealed.contains("p@ss"));
+        let opened = key.open("dw", &sealed, DEFAULT_OPEN_TTL).unwrap();
+        let t = opened.target(0).unwrap();
+        assert_eq!(
+            t.url.expose(),
+            "postgres://ana%20lyst:p%40ss%3Aw%2Frd@db.internal:5432/sales%2Feu"
+        );
+        assert_eq!(t.role.as_deref(), Some("reporting"));
+        assert!(t.require_tls);
+        // Another connection's entry, another key, tampering: refused.
+        assert_eq!(
+            key.open("shop", &sealed, DEFAULT_OPEN_TTL)
+                .unwrap_err()
+                .code(),
+            "credential_invalid"
+        );
+        let other = TransportKey::new(&TransportKey::generate()).unwrap();
+        assert_eq!(
+            other
+                .open("dw", &sealed, DEFAULT_OPEN_TTL)
+                .unwrap_err()
+                .code(),
+            "credential_unseal_failed"
+        );
+        let mut tampered = sealed.into_bytes();
+        let i = tampered.len() / 2;
+        tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert_eq!(
+            key.open("dw", &tampered, DEFAULT_OPEN_TTL)
+                .unwrap_err()
+                .code(),
+            "credential_unseal_failed"
+        );
+        assert_eq!(
+            TransportKey::new(&Secret::new("not-a-key".into()))
+                .unwrap_err()
+                .code(),
+            "bad_transport_key"
+        );
+    }
+
+    #[test]
+    fn sealed_credentials_expire_after_their_ttl() {
+        let key = TransportKey::new(&TransportKey::generate()).unwrap();
+        let sealed = seal(&key, &cred(Auth::None)).unwrap();
+        std::thread::sleep(Duration::from_millis(2_100));
+        assert_eq!(
+            key.open("dw", &sealed, Duration::from_secs(1))
+                .unwrap_err()
+                .code(),
+            "credential_unseal_failed"
+        );
+        assert!(key.open("dw", &sealed, Duration::from_secs(60)).is_ok());
+    }
+
+    #[test]
+    fn kinds_expiry_roles_and_redaction() {
+        let oauth = cred(Auth::Oauth {
+            user: "u".into(),
+            access_token: Secret::new("tok-SECRET".into()),
+            expires_at: 1_000,
+        });
+        assert!(oauth.target(999).is_ok());
+        assert_eq!(
+            oauth.target(1_000).unwrap_err().code(),
+            "credential_expired"
+        );
+        let kp = cred(Auth::KeyPair {
+            user: "u".into(),
+            certificate_pem: "CERT".into(),
+            private_key_pem: Secret::new("KEY-SECRET".into()),
+        });
+        let t = kp.target(0).unwrap();
+        assert_eq!(t.url.expose(), "postgres://u@db.internal:5432/sales%2Feu");
+        assert!(t.client_tls.is_some() && t.require_tls);
+        let mut bad_role = kp.clone();
+        bad_role.role = Some("x; DROP".into());
+        assert_eq!(bad_role.target(0).unwrap_err().code(), "credential_invalid");
+        let sqlite = Credential {
+            dialect: Dialect::Sqlite,
+            host: None,
+            database: "/data/shop.db".into(),
+            auth: Auth::None,
+            role: None,
+            tls: false,
+            ..cred(Auth::None)
+        };
+        assert_eq!(
+            sqlite.target(0).unwrap().url.expose(),
+            "sqlite:///data/shop.db"
+        );
+        assert_eq!(
+            cred(Auth::None).target(0).unwrap_err().code(),
+            "credential_invalid"
+        );
+        let debug = format!("{oauth:?} {kp:?} {t:?}");
+        assert!(!debug.contains("SECRET"), "{debug}");
+        // Unknown fields in the contract are refused.
+        let key = TransportKey::new(&TransportKey::generate()).unwrap();
+        let sealed = key.seal(br#"{"connection": "dw", "dialect": "sqlite", "database": "x", "auth": {"kind": "none"}, "extra": 1}"#);
+        assert_eq!(
+            key.open("dw", &sealed, DEFAULT_OPEN_TTL)
+                .unwrap_err()
+                .code(),
+            "credential_invalid"
+        );
+        assert!(
+            is_valid_role("reporting_2") && !is_valid_role("2x") && !is_valid_role(&"a".repeat(64))
+        );
+    }
 }

@@ -492,7 +492,7 @@ mod tests {
                 .why
                 .starts_with("still the default")
         );
-        assert!(s(&random_secret().expose().to_owned()).is_empty());
+        assert!(s(random_secret().expose()).is_empty());
         assert!(s("correct horse")[0].why.starts_with("too short"));
         assert!(
             s(&"0123".repeat(10))

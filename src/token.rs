@@ -464,13 +464,13 @@ impl Verifier {
                 format!("role {:?} may not run workflows", c.role),
             ));
         }
-        if let Some(want) = expect.workflow_sha256 {
-            if !bool::from(c.workflow_sha256.as_bytes().ct_eq(want.as_bytes())) {
-                return Err(reject(
-                    Reason::WorkflowMismatch,
-                    "the token is bound to another workflow",
-                ));
-            }
+        if let Some(want) = expect.workflow_sha256
+            && !bool::from(c.workflow_sha256.as_bytes().ct_eq(want.as_bytes()))
+        {
+            return Err(reject(
+                Reason::WorkflowMismatch,
+                "the token is bound to another workflow",
+            ));
         }
         if let Some(missing) = expect
             .connections

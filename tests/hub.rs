@@ -3,6 +3,9 @@
 //! credentials, the attack matrix with "not redeemed" asserted in the Hub's store, and planted
 //! secrets that must never surface in logs, errors or Debug output.
 
+// Test helpers (not only #[test] fns) unwrap: a failed setup should fail the test loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -382,3 +382,37 @@ async fn assert_delete_refused(t: &Target, table: &str, rows: i64) -> ConnectorE
     );
     e
 }
+
+#[test]
+fn credentials_assume_their_role_and_bad_roles_are_refused() {
+    rt().block_on(async {
+        let mut admin = sqlx::PgConnection::connect(&pg_url()).await.expect("pg");
+        admin
+            .execute(
+                "DO $$ BEGIN
+                   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hubworker_reader') THEN
+                     CREATE ROLE hubworker_reader NOLOGIN;
+                   END IF;
+                 END $$;",
+            )
+            .await
+            .expect("role");
+        let mut t = target(&pg_url());
+        t.role = Some("hubworker_reader".into());
+        let df = guarded(&t, "SELECT current_user AS who", short())
+            .await
+            .expect("query");
+        let who: Vec<Option<&str>> = df.column("who").unwrap().str().unwrap().iter().collect();
+        assert_eq!(who, [Some("hubworker_reader")]);
+        // A role that does not exist fails the session (query_failed), never runs the query.
+        t.role = Some("no_such_role_xyz".into());
+        let e = guarded(&t, "SELECT 1", short()).await.unwrap_err();
+        assert_eq!(e.code(), "query_failed");
+        // Anything but a plain identifier is refused before connecting: no quoting games.
+        for bad in ["x\"; DROP TABLE t; --", "role with space", "", "1abc"] {
+            t.role = Some(bad.into());
+            let e = guarded(&t, "SELECT 1", short()).await.unwrap_err();
+            assert_eq!(e.code(), "bad_target", "{bad}");
+        }
+    });
+}

@@ -224,7 +224,7 @@ mod tests {
             (files::REGISTRATION_SECRET, ""),
             (
                 files::CONNECTION_KEY,
-                &crate::creds::TransportKey::generate().expose().to_owned(),
+                crate::creds::TransportKey::generate().expose(),
             ),
         ]);
         let loaded = load(Some(d.path().into()), "hub".into(), &env(&[])).unwrap();
