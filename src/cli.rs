@@ -21,6 +21,20 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The whole security model end to end on loopback: sample data, the reference Hub, a
+    /// worker, a dispatched workflow, refused attacks, a cached second run.
+    Demo,
+    /// Run the worker daemon (the `Worker` gRPC service) with a TOML config.
+    Serve {
+        /// The config file (README: "Configuration").
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a worker config file: every problem at once (exit 2), else `ok` (exit 0).
+    ValidateConfig {
+        /// The config file.
+        config: PathBuf,
+    },
     /// Check user input without running it.
     #[command(subcommand)]
     Check(Check),
@@ -170,6 +184,13 @@ enum Bench {
 /// Runs the parsed command; returns the process exit code on success.
 pub fn run(cli: Cli) -> Result<u8, Error> {
     match cli.command {
+        Command::Demo => crate::demo::run(),
+        Command::Serve { config } => serve(&config),
+        Command::ValidateConfig { config } => {
+            crate::config::Config::load(&config).map_err(|e| Error::Usage(e.to_string()))?;
+            println!("ok");
+            Ok(0)
+        }
         Command::Check(Check::Expr { expr, jsonl }) => check_expr(expr, jsonl),
         Command::Check(Check::Sql {
             dialect,
@@ -354,4 +375,22 @@ fn eval(args: EvalArgs) -> Result<u8, Error> {
         .map_err(|m| Error::Polars(polars::prelude::PolarsError::ComputeError(m.into())))?;
     println!("{result}");
     Ok(0)
+}
+
+fn serve(path: &std::path::Path) -> Result<u8, Error> {
+    let config = crate::config::Config::load(path).map_err(|e| Error::Usage(e.to_string()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut running = crate::worker::server::start(config, &crate::keys::ProcessEnv)
+            .await
+            .map_err(|e| Error::Usage(e.to_string()))?;
+        println!("worker listening on {}", running.addr);
+        tokio::select! {
+            r = running.wait() => r.map_err(Error::Usage)?,
+            _ = tokio::signal::ctrl_c() => running.shutdown().await,
+        }
+        Ok(0)
+    })
 }

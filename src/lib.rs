@@ -20,15 +20,22 @@
 //! - [`proto`]: the generated gRPC contract (`proto/hubworker/v1/hubworker.proto`).
 //! - [`hub`]: the reference Hub (store, token issuing, the `Hub` gRPC service, its CLI).
 //! - [`hub_client`]: the worker's side of the `Hub` service (register, redeem, heartbeat).
+//! - [`config`]: the worker's TOML configuration, checked once, every problem at once.
+//! - [`cache`]: the per-credential query-result cache (HMAC-keyed, TTL, byte budget, single-flight).
+//! - [`worker`]: the daemon: the `Worker` gRPC service, the run lifecycle, health, reflection.
+//! - [`demo`]: `hubworker demo`, the whole security model end to end on loopback.
 //! - [`cli`]: the command line (clap).
 //! - [`error`]: the top-level error and its exit codes.
 //! - [`telemetry`]: tracing setup; span fields never carry secrets.
 
 pub mod batch;
 pub mod bench;
+pub mod cache;
 pub mod cli;
+pub mod config;
 pub mod connector;
 pub mod creds;
+pub mod demo;
 pub mod error;
 pub mod expr;
 pub mod frames;
@@ -41,6 +48,7 @@ pub mod secret;
 pub mod sql;
 pub mod telemetry;
 pub mod token;
+pub mod worker;
 pub mod workflow;
 pub mod workflow_cli;
 

@@ -183,6 +183,50 @@ pub(crate) fn query_error(e: sqlx::Error) -> ConnectorError {
     }
 }
 
+/// A boxed, `Send` query future that owns its inputs: what spawned tasks (the worker's runs)
+/// hold. The borrowing futures above are not provably `Send` through sqlx's executor traits
+/// (a higher-ranked lifetime limitation), so these drive them on a blocking-pool thread with
+/// the current runtime's handle instead.
+pub type BoxedQuery =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<DataFrame, ConnectorError>> + Send>>;
+
+fn on_blocking_thread<F>(f: F) -> BoxedQuery
+where
+    F: FnOnce(&tokio::runtime::Handle) -> Result<DataFrame, ConnectorError> + Send + 'static,
+{
+    Box::pin(async move {
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || f(&handle))
+            .await
+            .unwrap_or_else(|_| Err(ConnectorError::Query("the query task ended early".into())))
+    })
+}
+
+/// [`query`], owning its inputs, boxed.
+pub fn query_owned(target: Target, checked: ReadOnlyQuery, options: QueryOptions) -> BoxedQuery {
+    on_blocking_thread(move |rt| rt.block_on(query(&target, &checked, options)))
+}
+
+/// [`inspect::tables`], owning its inputs, boxed.
+pub fn tables_owned(target: Target, options: QueryOptions) -> BoxedQuery {
+    on_blocking_thread(move |rt| rt.block_on(inspect::tables(&target, options)))
+}
+
+/// [`inspect::columns`], owning its inputs, boxed.
+pub fn columns_owned(target: Target, table: TableRef, options: QueryOptions) -> BoxedQuery {
+    on_blocking_thread(move |rt| rt.block_on(inspect::columns(&target, &table, options)))
+}
+
+/// [`inspect::preview`], owning its inputs, boxed.
+pub fn preview_owned(
+    target: Target,
+    table: TableRef,
+    n: usize,
+    options: QueryOptions,
+) -> BoxedQuery {
+    on_blocking_thread(move |rt| rt.block_on(inspect::preview(&target, &table, n, options)))
+}
+
 /// Runs one guarded query on `target` in a read-only session and returns its rows.
 pub async fn query(
     target: &Target,

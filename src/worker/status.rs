@@ -1,0 +1,127 @@
+//! Why a run (or a call) failed, and the one map from that to gRPC statuses. Messages are
+//! safe to show: database error text, paths and secrets never reach the client; the reason code
+//! travels in the message (`[code] ...`) and in `hubworker-reason` metadata.
+
+use tonic::{Code, Status};
+
+use crate::creds::CredError;
+use crate::hub_client::HubCallError;
+use crate::token::TokenError;
+use crate::workflow::{Problems, RunError};
+
+/// Why a run or call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunFailure {
+    /// All run slots are taken: try another worker.
+    #[error("the worker is at capacity")]
+    OverCapacity,
+    /// The worker is draining.
+    #[error("the worker is draining and accepts no new runs")]
+    Draining,
+    /// The token was refused.
+    #[error("token refused: {0}")]
+    Token(#[from] TokenError),
+    /// The document is not a workflow at all (JSON, size).
+    #[error("the workflow document is unusable: {0}")]
+    BadWorkflowDocument(String),
+    /// The workflow has problems.
+    #[error("the workflow is invalid: {0}")]
+    InvalidWorkflow(Problems),
+    /// Redeeming failed.
+    #[error("{0}")]
+    Hub(HubCallError),
+    /// A credential could not be used.
+    #[error("{0}")]
+    Credential(CredError),
+    /// The Hub sent no credential for a connection the workflow uses.
+    #[error("no credential for connection {0:?}")]
+    MissingCredential(String),
+    /// A connection's dialect differs from the node's.
+    #[error("node {0:?}: the connection's dialect differs from the node's")]
+    DialectMismatch(String),
+    /// A query failed (code only; the database's text stays in the worker).
+    #[error("a query failed [{0}]")]
+    Query(&'static str),
+    /// The run stopped or failed.
+    #[error("{0}")]
+    Run(RunError),
+    /// A bug; details are in the worker's log.
+    #[error("internal error")]
+    Internal,
+}
+
+impl RunFailure {
+    /// Stable reason code.
+    pub fn code(&self) -> String {
+        match self {
+            RunFailure::OverCapacity => "over_capacity".into(),
+            RunFailure::Draining => "draining".into(),
+            RunFailure::Token(e) => e.reason.code().into(),
+            RunFailure::BadWorkflowDocument(_) => "invalid_json".into(),
+            RunFailure::InvalidWorkflow(_) => "invalid_workflow".into(),
+            RunFailure::Hub(e) => e.code(),
+            RunFailure::Credential(e) => e.code().into(),
+            RunFailure::MissingCredential(_) => "missing_credential".into(),
+            RunFailure::DialectMismatch(_) => "dialect_mismatch".into(),
+            RunFailure::Query(code) => (*code).into(),
+            RunFailure::Run(e) => e.code().into(),
+            RunFailure::Internal => "internal".into(),
+        }
+    }
+
+    /// The gRPC status code.
+    pub fn grpc_code(&self) -> Code {
+        match self {
+            RunFailure::OverCapacity => Code::ResourceExhausted,
+            RunFailure::Draining => Code::Unavailable,
+            RunFailure::Token(e) => match e.reason {
+                crate::token::Reason::ConnectionNotInScope
+                | crate::token::Reason::WrongScope
+                | crate::token::Reason::RoleNotAllowed
+                | crate::token::Reason::WorkflowMismatch => Code::PermissionDenied,
+                _ => Code::Unauthenticated,
+            },
+            RunFailure::BadWorkflowDocument(_) | RunFailure::InvalidWorkflow(_) => {
+                Code::InvalidArgument
+            }
+            RunFailure::Hub(HubCallError::Refused { reason, .. })
+                if reason == "already_redeemed" =>
+            {
+                Code::Unauthenticated
+            }
+            RunFailure::Hub(HubCallError::Credential(CredError::Expired(_)))
+            | RunFailure::Credential(CredError::Expired(_)) => Code::Unauthenticated,
+            RunFailure::Hub(_) => Code::Unavailable,
+            RunFailure::Credential(_)
+            | RunFailure::MissingCredential(_)
+            | RunFailure::DialectMismatch(_) => Code::FailedPrecondition,
+            RunFailure::Query(code) if *code == "timeout" => Code::DeadlineExceeded,
+            RunFailure::Query(code) if *code == "result_too_large" => Code::ResourceExhausted,
+            RunFailure::Query(_) => Code::FailedPrecondition,
+            RunFailure::Run(RunError::Timeout) => Code::DeadlineExceeded,
+            RunFailure::Run(RunError::Cancelled) => Code::Cancelled,
+            RunFailure::Run(RunError::Invalid(_)) => Code::InvalidArgument,
+            RunFailure::Run(_) => Code::Aborted,
+            RunFailure::Internal => Code::Internal,
+        }
+    }
+
+    /// A message safe to send.
+    pub fn message(&self) -> String {
+        match self {
+            // Hub and query failures: only the code; their details can hold host names.
+            RunFailure::Hub(e) => format!("the hub call failed ({})", e.code()),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The one map from failures to gRPC statuses.
+pub fn to_status(f: &RunFailure) -> Status {
+    let code = f.code();
+    let mut status = Status::new(f.grpc_code(), format!("[{code}] {}", f.message()));
+    if let Ok(v) = code.parse() {
+        status.metadata_mut().insert("hubworker-reason", v);
+    }
+    status
+}
