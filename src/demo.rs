@@ -66,85 +66,163 @@ pub fn run() -> Result<u8, Error> {
     rt.block_on(demo())
 }
 
+/// A complete local deployment: sample data, keys, the reference Hub and a worker on
+/// loopback. The demo, the end-to-end tests and `bench dispatch` run on it.
+pub struct Stack {
+    /// The Hub's store.
+    pub store: Store,
+    /// The Hub's keys.
+    pub keys: Arc<HubKeys>,
+    /// The Hub's gRPC address.
+    pub hub_url: String,
+    /// The worker.
+    pub worker: crate::worker::server::Running,
+    /// The worker's gRPC address.
+    pub worker_url: String,
+    /// The sample database.
+    pub db: PathBuf,
+    stop_hub: Option<tokio::sync::oneshot::Sender<()>>,
+    hub: Option<tokio::task::JoinHandle<Result<(), Error>>>,
+    dir: TempDir,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("hub_url", &self.hub_url)
+            .field("worker_url", &self.worker_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stack {
+    /// Starts everything: users `alice` and `bob` (analysts), connection `shop` (the sample
+    /// database), a worker with `capacity` slots and `extra_config` appended to its config.
+    pub async fn start(capacity: u32, extra_config: &str) -> Result<Stack, Error> {
+        let dir = TempDir::new()?;
+        let d = dir.0.clone();
+        let db = d.join("shop.db");
+        crate::sample::create(&db, crate::sample::SampleSize::default())
+            .await
+            .map_err(|e| fail("sample database")(e.to_string()))?;
+        let keys_dir = d.join("keys");
+        crate::keys::keygen(&keys_dir).map_err(fail("keygen"))?;
+        let read = |f: &str| crate::keys::read_secret_file(&keys_dir.join(f)).map_err(fail("keys"));
+        let keys = Arc::new(
+            HubKeys::new(
+                "demo-hub".into(),
+                &read(crate::keys::files::SIGNING_KEY)?,
+                &read(crate::keys::files::CONNECTION_KEY)?,
+                Some(read(crate::keys::files::REGISTRATION_SECRET)?),
+            )
+            .map_err(fail("hub keys"))?,
+        );
+        let store = Store::open(&d.join("hub.db"))
+            .await
+            .map_err(|e| fail("hub store")(e.to_string()))?;
+        for user in ["alice", "bob"] {
+            store
+                .add_user(user, "analyst", now())
+                .await
+                .map_err(|e| fail("user")(e.to_string()))?;
+        }
+        store
+            .add_connection(&sqlite_credential("shop", &db), &keys.at_rest, now())
+            .await
+            .map_err(|e| fail("connection")(e.to_string()))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let hub_url = format!("http://{}", listener.local_addr()?);
+        let (stop_hub, hub_stopped) = tokio::sync::oneshot::channel::<()>();
+        let hub = tokio::spawn(crate::hub::commands::serve(
+            store.clone(),
+            keys.clone(),
+            listener,
+            async {
+                let _ = hub_stopped.await;
+            },
+        ));
+        let config = worker_config(&hub_url, &keys_dir, capacity, extra_config)?;
+        let worker = crate::worker::server::start(
+            config,
+            &std::collections::HashMap::<String, String>::new(),
+        )
+        .await
+        .map_err(|e| fail("worker")(e.to_string()))?;
+        let worker_url = format!("http://{}", worker.addr);
+        Ok(Stack {
+            store,
+            keys,
+            hub_url,
+            worker,
+            worker_url,
+            db,
+            stop_hub: Some(stop_hub),
+            hub: Some(hub),
+            dir,
+        })
+    }
+
+    /// The stack's private directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir.0
+    }
+
+    /// A run token for `user` bound to `doc`, granting `connections`.
+    pub async fn token(
+        &self,
+        user: &str,
+        doc: &str,
+        connections: &[&str],
+    ) -> Result<Secret, Error> {
+        issue(&self.store, &self.keys, user, doc, connections, "run").await
+    }
+
+    /// An inspect token for `user` on `connection`.
+    pub async fn inspect_token(&self, user: &str, connection: &str) -> Result<Secret, Error> {
+        issue(&self.store, &self.keys, user, "", &[connection], "inspect").await
+    }
+
+    /// A client of the worker.
+    pub async fn client(&self) -> Result<WorkerClient<Channel>, Error> {
+        WorkerClient::connect(self.worker_url.clone())
+            .await
+            .map_err(|e| fail("connect")(e.to_string()))
+    }
+
+    /// Stops the worker (draining) and the Hub; the directory is removed.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop_hub.take() {
+            let _ = stop.send(());
+        }
+        if let Some(hub) = self.hub.take() {
+            let _ = hub.await;
+        }
+        self.worker.shutdown().await;
+    }
+}
+
 async fn demo() -> Result<u8, Error> {
-    let dir = TempDir::new()?;
-    let d = dir.0.as_path();
+    let stack = Stack::start(4, "").await?;
     println!(
         "hubworker demo (everything in {}, removed at the end)\n",
-        d.display()
+        stack.dir().display()
     );
-
-    // 1. A sample database and fresh keys.
-    let db = d.join("shop.db");
-    crate::sample::create(&db, crate::sample::SampleSize::default())
-        .await
-        .map_err(|e| fail("sample database")(e.to_string()))?;
-    let keys_dir = d.join("keys");
-    crate::keys::keygen(&keys_dir).map_err(fail("keygen"))?;
     println!(
         "1. created a sample shop database (1,000 orders) and fresh keys (Ed25519 token keys, Fernet keys)"
     );
-
-    // 2. The reference Hub, with a user and the connection (credential encrypted at rest).
-    let read = |f: &str| crate::keys::read_secret_file(&keys_dir.join(f)).map_err(fail("keys"));
-    let keys = Arc::new(
-        HubKeys::new(
-            "demo-hub".into(),
-            &read(crate::keys::files::SIGNING_KEY)?,
-            &read(crate::keys::files::CONNECTION_KEY)?,
-            Some(read(crate::keys::files::REGISTRATION_SECRET)?),
-        )
-        .map_err(fail("hub keys"))?,
+    println!(
+        "2. reference hub listening on {} (users alice and bob, connection shop)",
+        stack.hub_url
     );
-    let store = Store::open(&d.join("hub.db"))
-        .await
-        .map_err(|e| fail("hub store")(e.to_string()))?;
-    store
-        .add_user("alice", "analyst", now())
-        .await
-        .map_err(|e| fail("user")(e.to_string()))?;
-    let shop = Credential {
-        connection: "shop".into(),
-        dialect: Dialect::Sqlite,
-        host: None,
-        port: None,
-        database: db.display().to_string(),
-        auth: Auth::None,
-        role: None,
-        tls: false,
-    };
-    store
-        .add_connection(&shop, &keys.at_rest, now())
-        .await
-        .map_err(|e| fail("connection")(e.to_string()))?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let hub_url = format!("http://{}", listener.local_addr()?);
-    let (stop_hub, hub_stopped) = tokio::sync::oneshot::channel::<()>();
-    let hub = tokio::spawn(crate::hub::commands::serve(
-        store.clone(),
-        keys.clone(),
-        listener,
-        async {
-            let _ = hub_stopped.await;
-        },
-    ));
-    println!("2. reference hub listening on {hub_url} (user alice, connection shop)");
-
-    // 3. A worker, registered with the Hub.
-    let config = worker_config(&hub_url, &keys_dir)?;
-    let running =
-        crate::worker::server::start(config, &std::collections::HashMap::<String, String>::new())
-            .await
-            .map_err(|e| fail("worker")(e.to_string()))?;
-    let worker_url = format!("http://{}", running.addr);
-    println!("3. worker demo-worker listening on {worker_url}, registered with the hub\n");
-    let mut client = WorkerClient::connect(worker_url.clone())
-        .await
-        .map_err(|e| fail("connect")(e.to_string()))?;
+    println!(
+        "3. worker demo-worker listening on {}, registered with the hub\n",
+        stack.worker_url
+    );
+    let mut client = stack.client().await?;
 
     // 4. Dispatch a workflow.
-    let token = issue(&store, &keys, WORKFLOW).await?;
-    println!("4. dispatching examples/revenue_by_region.json with a fresh server token:");
+    let token = stack.token("alice", WORKFLOW, &["shop"]).await?;
+    println!("4. dispatching examples/revenue_by_region.json for alice with a fresh server token:");
     execute(&mut client, &token, WORKFLOW, true).await?;
 
     // 5. The security model at work.
@@ -161,19 +239,16 @@ async fn demo() -> Result<u8, Error> {
         ("a workflow with DROP TABLE in its SQL", DROP_TABLE),
         ("an expression that tries to escape", ESCAPE),
     ] {
-        let token = issue(&store, &keys, doc).await?;
+        let token = stack.token("alice", doc, &["shop"]).await?;
         match try_execute(&mut client, &token, doc).await {
             Err(s) => println!("   {what:<38} -> refused: {}", first_line(s.message())),
             Ok(()) => return Err(Error::Usage(format!("demo: {what} was accepted"))),
         }
     }
-    let token = issue(&store, &keys, WORKFLOW).await?;
-    println!("   running the workflow again (new token, same credential):");
+    let token = stack.token("bob", WORKFLOW, &["shop"]).await?;
+    println!("   the same workflow for bob (new token; the hub shares shop's credential):");
     execute(&mut client, &token, WORKFLOW, false).await?;
-
-    running.shutdown().await;
-    let _ = stop_hub.send(());
-    let _ = hub.await;
+    stack.shutdown().await;
     println!("\ndemo finished: hub and worker stopped, temporary files removed");
     Ok(0)
 }
@@ -188,22 +263,38 @@ fn first_line(s: &str) -> String {
     }
 }
 
-fn worker_config(hub_url: &str, keys: &Path) -> Result<crate::config::Config, Error> {
+fn worker_config(
+    hub_url: &str,
+    keys: &Path,
+    capacity: u32,
+    extra: &str,
+) -> Result<crate::config::Config, Error> {
     let text = format!(
-        "[worker]\nid = \"demo-worker\"\nlisten = \"127.0.0.1:0\"\naudience = \"hubworker\"\ncapacity = 4\n\n\
-         [hub]\nurl = \"{hub_url}\"\nissuer = \"demo-hub\"\n\n[secrets]\ndir = {:?}\n",
+        "[worker]\nid = \"demo-worker\"\nlisten = \"127.0.0.1:0\"\naudience = \"hubworker\"\ncapacity = {capacity}\n\n\
+         [hub]\nurl = \"{hub_url}\"\nissuer = \"demo-hub\"\n\n[secrets]\ndir = {:?}\n{extra}\n",
         keys.display().to_string()
     );
     crate::config::Config::parse(&text).map_err(|e| fail("worker config")(e.to_string()))
 }
 
-async fn issue(store: &Store, keys: &HubKeys, doc: &str) -> Result<Secret, Error> {
+async fn issue(
+    store: &Store,
+    keys: &HubKeys,
+    user: &str,
+    doc: &str,
+    connections: &[&str],
+    scope: &str,
+) -> Result<Secret, Error> {
+    let workflow_sha256 = if doc.is_empty() {
+        String::new()
+    } else {
+        crate::workflow::workflow_sha256(doc).map_err(|e| fail("hash")(e.to_string()))?
+    };
     let req = TokenRequest {
-        user: "alice".into(),
-        workflow_sha256: crate::workflow::workflow_sha256(doc)
-            .map_err(|e| fail("hash")(e.to_string()))?,
-        connections: vec!["shop".into()],
-        scope: "run".into(),
+        user: user.into(),
+        workflow_sha256,
+        connections: connections.iter().map(|c| (*c).to_owned()).collect(),
+        scope: scope.into(),
         audience: "hubworker".into(),
         ttl: Duration::from_secs(120),
     };
@@ -211,6 +302,20 @@ async fn issue(store: &Store, keys: &HubKeys, doc: &str) -> Result<Secret, Error
         .await
         .map(Secret::new)
         .map_err(|e| fail("issue")(e.to_string()))
+}
+
+/// The credential of a SQLite connection at `path`.
+pub fn sqlite_credential(name: &str, path: &Path) -> Credential {
+    Credential {
+        connection: name.into(),
+        dialect: Dialect::Sqlite,
+        host: None,
+        port: None,
+        database: path.display().to_string(),
+        auth: Auth::None,
+        role: None,
+        tls: false,
+    }
 }
 
 async fn try_execute(

@@ -24,3 +24,6 @@ mod hub;
 
 /// `hubworker keygen` and `hubworker hub ...` as real processes.
 mod hub_cli;
+
+/// The worker daemon end to end over real gRPC with the reference Hub.
+mod worker;

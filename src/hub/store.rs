@@ -167,6 +167,23 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces a connection's credential (rotation); `false` if there is no such connection.
+    pub async fn set_credential(
+        &self,
+        cred: &Credential,
+        at_rest: &TransportKey,
+    ) -> Result<bool, StoreError> {
+        let sealed =
+            crate::creds::seal(at_rest, cred).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let done = sqlx::query("UPDATE connections SET sealed = ?, dialect = ? WHERE name = ?")
+            .bind(sealed)
+            .bind(cred.dialect.as_str())
+            .bind(&cred.connection)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Which of `names` are not stored connections.
     pub async fn missing_connections(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
         let mut missing = Vec::new();

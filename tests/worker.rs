@@ -1,0 +1,524 @@
+//! The worker daemon end to end over real gRPC on loopback with the reference Hub: SQLite and
+//! PostgreSQL workflows, cancellation, deadlines, client disconnects, over-capacity refusal,
+//! 50 concurrent runs, cache sharing and isolation, Validate/Inspect/Preview/Status, and the
+//! standard health and reflection services.
+
+// Test helpers (not only #[test] fns) unwrap: a failed setup should fail the test loudly.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Cursor;
+use std::time::{Duration, Instant};
+
+use hubworker::demo::{Stack, sqlite_credential};
+use hubworker::proto::{
+    CancelRequest, ExecuteRequest, InspectRequest, PreviewRequest, StatusRequest, ValidateRequest,
+    execute_event::Event,
+};
+use polars::prelude::*;
+
+const REVENUE: &str = include_str!("../examples/revenue_by_region.json");
+
+/// A workflow that takes about 7 s here: a 6,000 x 6,000 cross join, sorted, grouped. Each
+/// stop below must come well before that.
+fn heavy() -> String {
+    let rows: Vec<String> = (0..6_000).map(|i| format!("[{i}]")).collect();
+    format!(
+        r#"{{"version": 1, "nodes": [
+          {{"id": "a", "tool": "inline", "columns": [{{"name": "x", "type": "Int64"}}], "rows": [{}]}},
+          {{"id": "j", "tool": "join", "left": "a", "right": "a", "how": "cross"}},
+          {{"id": "f", "tool": "formula", "input": "j", "formulas": [{{"column": "p", "expression": "(pl.col('x') * 7919 + pl.col('x_right')) % 1000003"}}]}},
+          {{"id": "s", "tool": "sort", "input": "f", "by": [{{"column": "p"}}, {{"column": "x", "descending": true}}]}},
+          {{"id": "g", "tool": "summarize", "input": "s", "group_by": ["p"], "aggregations": [{{"op": "count"}}]}},
+          {{"id": "o", "tool": "output", "input": "g", "name": "out"}}]}}"#,
+        rows.join(",")
+    )
+}
+
+fn small_sql(query: &str) -> String {
+    format!(
+        r#"{{"version": 1, "nodes": [
+          {{"id": "q", "tool": "sql", "connection": "shop", "dialect": "sqlite", "query": "{query}"}},
+          {{"id": "o", "tool": "output", "input": "q", "name": "out"}}]}}"#
+    )
+}
+
+fn req(token: &hubworker::secret::Secret, doc: &str) -> ExecuteRequest {
+    ExecuteRequest {
+        token: token.expose().to_owned(),
+        workflow_json: doc.to_owned(),
+        bypass_cache: false,
+        update_cache: false,
+    }
+}
+
+/// What one Execute produced.
+#[derive(Debug, Default)]
+struct Outcome {
+    run_id: String,
+    outputs: Vec<(String, DataFrame)>,
+    cached: Vec<bool>,
+    error: Option<String>,
+    finished: bool,
+}
+
+async fn run(stack: &Stack, request: ExecuteRequest) -> Result<Outcome, tonic::Status> {
+    let mut client = stack.client().await.unwrap();
+    let mut stream = client.execute(request).await?.into_inner();
+    let mut out = Outcome::default();
+    let mut ipc: Vec<(String, Vec<u8>)> = Vec::new();
+    while let Some(e) = stream.message().await? {
+        match e.event {
+            Some(Event::Accepted(a)) => out.run_id = a.run_id,
+            Some(Event::Progress(p))
+                if p.tool == "sql" && p.state() == hubworker::proto::progress::State::Finished =>
+            {
+                out.cached.push(p.from_cache);
+            }
+            Some(Event::Progress(_)) => {}
+            Some(Event::Result(r)) => match ipc.iter_mut().find(|(n, _)| *n == r.output) {
+                Some((_, b)) => b.extend_from_slice(&r.arrow_ipc),
+                None => ipc.push((r.output, r.arrow_ipc)),
+            },
+            Some(Event::Finished(_)) => out.finished = true,
+            Some(Event::Error(e)) => out.error = Some(e.code),
+            None => {}
+        }
+    }
+    out.outputs = ipc
+        .into_iter()
+        .map(|(n, b)| (n, IpcStreamReader::new(Cursor::new(b)).finish().unwrap()))
+        .collect();
+    Ok(out)
+}
+
+fn reason(s: &tonic::Status) -> String {
+    s.metadata()
+        .get("hubworker-reason")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn in_flight(stack: &Stack) -> u32 {
+    let mut c = stack.client().await.unwrap();
+    c.status(StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .runs_in_flight
+}
+
+async fn wait_idle(stack: &Stack, within: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if in_flight(stack).await == 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_workflow_streams_results_and_the_cache_follows_the_credential() {
+    let stack = Stack::start(4, "").await.unwrap();
+    let t = stack.token("alice", REVENUE, &["shop"]).await.unwrap();
+    let first = run(&stack, req(&t, REVENUE)).await.unwrap();
+    assert!(first.finished && first.error.is_none(), "{first:?}");
+    assert_eq!(first.cached, [false, false, false]);
+    let (name, df) = &first.outputs[0];
+    assert_eq!(name, "revenue_by_region");
+    assert_eq!(df.shape(), (4, 5));
+    let orders: u32 = df
+        .column("orders")
+        .unwrap()
+        .u32()
+        .unwrap()
+        .iter()
+        .flatten()
+        .sum();
+    assert!(orders > 500 && orders < 1_000, "{orders}");
+
+    // Bob shares shop's credential (the Hub sends the same one): served from the cache.
+    let t = stack.token("bob", REVENUE, &["shop"]).await.unwrap();
+    let second = run(&stack, req(&t, REVENUE)).await.unwrap();
+    assert_eq!(second.cached, [true, true, true]);
+    assert!(second.outputs[0].1.equals_missing(df));
+    // bypass_cache reads fresh.
+    let t = stack.token("bob", REVENUE, &["shop"]).await.unwrap();
+    let mut r = req(&t, REVENUE);
+    r.bypass_cache = true;
+    assert_eq!(run(&stack, r).await.unwrap().cached, [false, false, false]);
+
+    // A different credential for the same connection (rotated to another database file)
+    // never sees the old entries.
+    let other = stack.dir().join("other.db");
+    hubworker::sample::create(
+        &other,
+        hubworker::sample::SampleSize {
+            customers: 5,
+            orders: 10,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        stack
+            .store
+            .set_credential(&sqlite_credential("shop", &other), &stack.keys.at_rest)
+            .await
+            .unwrap()
+    );
+    let doc = small_sql("SELECT COUNT(*) AS n FROM orders");
+    let t = stack.token("alice", &doc, &["shop"]).await.unwrap();
+    let rotated = run(&stack, req(&t, &doc)).await.unwrap();
+    assert_eq!(rotated.cached, [false]);
+    assert_eq!(
+        rotated.outputs[0]
+            .1
+            .column("n")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .get(0),
+        Some(10)
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_workflow_through_a_sealed_password_credential() {
+    let stack = Stack::start(4, "").await.unwrap();
+    let url = std::env::var("HUBWORKER_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    // Reuse the URL's parts as a credential (trust auth: any password is accepted).
+    let rest = url.split("://").nth(1).unwrap();
+    let (auth, hostdb) = rest.split_once('@').unwrap();
+    let user = auth.split(':').next().unwrap();
+    let (hostport, database) = hostdb.split_once('/').unwrap();
+    let (host, port) = hostport.split_once(':').unwrap_or((hostport, "5432"));
+    let cred = hubworker::creds::Credential {
+        connection: "pg".into(),
+        dialect: hubworker::sql::Dialect::Postgres,
+        host: Some(host.into()),
+        port: Some(port.parse().unwrap()),
+        database: database.split('?').next().unwrap().into(),
+        auth: hubworker::creds::Auth::Password {
+            user: user.into(),
+            password: hubworker::secret::Secret::new("unused-with-trust".into()),
+        },
+        role: None,
+        tls: false,
+    };
+    stack
+        .store
+        .add_connection(&cred, &stack.keys.at_rest, hubworker::hub::now())
+        .await
+        .unwrap();
+    let doc = r#"{"version": 1, "nodes": [
+      {"id": "q", "tool": "sql", "connection": "pg", "dialect": "postgres", "query": "SELECT g::bigint AS n, g % 3 AS k FROM generate_series(1, 1000) AS g"},
+      {"id": "s", "tool": "summarize", "input": "q", "group_by": ["k"], "aggregations": [{"op": "sum", "column": "n", "as": "total"}]},
+      {"id": "o", "tool": "sort", "input": "s", "by": [{"column": "k"}]},
+      {"id": "out", "tool": "output", "input": "o", "name": "sums"}]}"#;
+    let t = stack.token("alice", doc, &["pg"]).await.unwrap();
+    let out = run(&stack, req(&t, doc)).await.unwrap();
+    assert!(out.error.is_none(), "{out:?}");
+    let totals: Vec<Option<i64>> = out.outputs[0]
+        .1
+        .column("total")
+        .unwrap()
+        .i64()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(totals, [Some(166_833), Some(167_167), Some(166_500)]);
+    // A token that does not grant pg is refused before anything is redeemed.
+    let t = stack.token("alice", doc, &["shop"]).await.unwrap();
+    let e = run(&stack, req(&t, doc)).await.unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (tonic::Code::PermissionDenied, "connection_not_in_scope")
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_deadline_disconnect_and_capacity() {
+    let stack = Stack::start(1, "").await.unwrap();
+    let doc = heavy();
+
+    // Cancel(run_id) stops a running workflow.
+    let t = stack.token("alice", &doc, &[]).await.unwrap();
+    let mut client = stack.client().await.unwrap();
+    let mut stream = client.execute(req(&t, &doc)).await.unwrap().into_inner();
+    let Some(Event::Accepted(a)) = stream.message().await.unwrap().unwrap().event else {
+        panic!("accepted first")
+    };
+    // Over capacity (1 slot, taken): refused at once, never queued.
+    let t2 = stack.token("bob", &doc, &[]).await.unwrap();
+    let started = Instant::now();
+    let e = run(&stack, req(&t2, &doc)).await.unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (tonic::Code::ResourceExhausted, "over_capacity")
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        stack
+            .client()
+            .await
+            .unwrap()
+            .cancel(CancelRequest {
+                run_id: a.run_id.clone()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .cancelled
+    );
+    let mut code = None;
+    while let Some(e) = stream.message().await.unwrap() {
+        if let Some(Event::Error(e)) = e.event {
+            code = Some(e.code);
+        }
+    }
+    assert_eq!(code.as_deref(), Some("cancelled"));
+    assert!(wait_idle(&stack, Duration::from_secs(3)).await);
+    assert!(
+        !stack
+            .client()
+            .await
+            .unwrap()
+            .cancel(CancelRequest { run_id: a.run_id })
+            .await
+            .unwrap()
+            .into_inner()
+            .cancelled
+    );
+
+    // A gRPC deadline bounds the run.
+    let t = stack.token("alice", &doc, &[]).await.unwrap();
+    let mut r = tonic::Request::new(req(&t, &doc));
+    r.set_timeout(Duration::from_millis(300));
+    let started = Instant::now();
+    let mut s = client.execute(r).await.unwrap().into_inner();
+    let mut code = None;
+    while let Ok(Some(e)) = s.message().await {
+        if let Some(Event::Error(e)) = e.event {
+            code = Some(e.code);
+        }
+    }
+    // The run ends with its deadline: reported as the stream's last event.
+    assert_eq!(code.as_deref(), Some("timeout"));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        wait_idle(&stack, Duration::from_secs(3)).await,
+        "the run stops with its deadline"
+    );
+
+    // A client that goes away cancels its run.
+    let t = stack.token("alice", &doc, &[]).await.unwrap();
+    let mut s = client.execute(req(&t, &doc)).await.unwrap().into_inner();
+    let _ = s.message().await.unwrap();
+    drop(s);
+    drop(client);
+    assert!(
+        wait_idle(&stack, Duration::from_secs(3)).await,
+        "the run stops when its client leaves"
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_runs_are_all_correct() {
+    let stack = std::sync::Arc::new(Stack::start(64, "").await.unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let stack = stack.clone();
+        tasks.push(tokio::spawn(async move {
+            let doc = small_sql(&format!(
+                "SELECT {i} AS i, COUNT(*) AS n FROM orders WHERE id % 50 = {i}"
+            ));
+            let t = stack
+                .token(if i % 2 == 0 { "alice" } else { "bob" }, &doc, &["shop"])
+                .await
+                .unwrap();
+            let out = run(&stack, req(&t, &doc)).await.unwrap();
+            assert!(out.finished, "{out:?}");
+            let df = &out.outputs[0].1;
+            (
+                df.column("i").unwrap().i64().unwrap().get(0),
+                df.column("n").unwrap().i64().unwrap().get(0),
+            )
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(t.await.unwrap(), (Some(i as i64), Some(20)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn validate_inspect_preview_status_health_and_reflection() {
+    let stack = Stack::start(3, "").await.unwrap();
+    let mut client = stack.client().await.unwrap();
+    // Validate: a dry run, nothing consumed.
+    let t = stack.token("alice", REVENUE, &["shop"]).await.unwrap();
+    let v = client
+        .validate(ValidateRequest {
+            token: t.expose().to_owned(),
+            workflow_json: REVENUE.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.valid);
+    assert_eq!(
+        v.workflow_sha256,
+        hubworker::workflow::workflow_sha256(REVENUE).unwrap()
+    );
+    assert_eq!(v.nodes.len(), 10);
+    assert!(!v.nodes[0].known);
+    let out = run(&stack, req(&t, REVENUE)).await.unwrap();
+    assert!(out.finished, "the validated token still runs once");
+    let bad = small_sql("DELETE FROM orders");
+    let t = stack.token("alice", &bad, &["shop"]).await.unwrap();
+    let v = client
+        .validate(ValidateRequest {
+            token: t.expose().to_owned(),
+            workflow_json: bad.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!v.valid);
+    assert_eq!(
+        (
+            v.problems[0].node.as_str(),
+            v.problems[0].field.as_str(),
+            v.problems[0].code.as_str()
+        ),
+        ("q", "query", "not_read_only")
+    );
+    let e = run(&stack, req(&t, &bad)).await.unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (tonic::Code::InvalidArgument, "invalid_workflow")
+    );
+    // Not redeemed: the same token can still be... checked (and is refused the same way).
+    let swapped = small_sql("SELECT 1 AS x");
+    let e = run(&stack, req(&t, &swapped)).await.unwrap_err();
+    assert_eq!(reason(&e), "workflow_mismatch");
+
+    // Inspect and Preview take an inspect-scope token.
+    let t = stack.inspect_token("alice", "shop").await.unwrap();
+    let tables = client
+        .inspect(InspectRequest {
+            token: t.expose().to_owned(),
+            connection: "shop".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tables;
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["customers", "orders", "products"]);
+    assert_eq!(
+        tables[2]
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["id", "name", "category", "unit_price"]
+    );
+    let t = stack.inspect_token("alice", "shop").await.unwrap();
+    let p = client
+        .preview(PreviewRequest {
+            token: t.expose().to_owned(),
+            connection: "shop".into(),
+            schema: String::new(),
+            table: "products".into(),
+            rows: 3,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let df = IpcStreamReader::new(Cursor::new(p.arrow_ipc))
+        .finish()
+        .unwrap();
+    assert_eq!(df.shape(), (3, 4));
+    // A run token cannot inspect.
+    let t = stack.token("alice", REVENUE, &["shop"]).await.unwrap();
+    let e = client
+        .inspect(InspectRequest {
+            token: t.expose().to_owned(),
+            connection: "shop".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "wrong_scope");
+
+    let s = client.status(StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(
+        (
+            s.worker_id.as_str(),
+            s.capacity,
+            s.runs_in_flight,
+            s.draining,
+            s.isolation.as_str()
+        ),
+        ("demo-worker", 3, 0, false, "inline")
+    );
+
+    // Health: the standard service answers SERVING for the server and for hubworker.v1.Worker.
+    let channel = tonic::transport::Endpoint::from_shared(stack.worker_url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in ["", "hubworker.v1.Worker"] {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.status(),
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+            "{service:?}"
+        );
+    }
+    // Reflection lists the services, so grpcurl works without proto files.
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_request::MessageRequest,
+        server_reflection_response::MessageResponse,
+    };
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("list")
+    };
+    let services: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(
+        services.contains(&"hubworker.v1.Worker") && services.contains(&"grpc.health.v1.Health"),
+        "{services:?}"
+    );
+    stack.shutdown().await;
+}
