@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=proto/hubworker/v1/hubworker.proto");
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // The vendored protoc is handed to prost-build directly (no PROTOC in the environment).
     let out = PathBuf::from(std::env::var("OUT_DIR")?);

@@ -179,6 +179,8 @@ enum Bench {
     Load(crate::bench::LoadBenchArgs),
     /// A 10M-row workflow through the engine vs the same plan hand-written in Rust Polars.
     Workflow(crate::bench::workflow::WorkflowBenchArgs),
+    /// End-to-end dispatch: Hub token + gRPC Execute + results, latency and runs/s.
+    Dispatch(crate::bench::dispatch::DispatchBenchArgs),
 }
 
 /// Runs the parsed command; returns the process exit code on success.
@@ -236,6 +238,10 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 }
             };
             println!("{}", crate::bench::run_load_bench(&args, url)?);
+            Ok(0)
+        }
+        Command::Bench(Bench::Dispatch(args)) => {
+            println!("{}", crate::bench::dispatch::run(&args)?);
             Ok(0)
         }
         Command::Bench(Bench::Workflow(args)) => {

@@ -75,12 +75,14 @@ fn refused(s: tonic::Status) -> HubCallError {
     }
 }
 
-/// A connection to the Hub with this worker's identity and keys.
+/// A connection to the Hub with this worker's identity and keys. Clones share the channel
+/// (gRPC multiplexes calls over it), so concurrent runs redeem concurrently.
+#[derive(Clone)]
 pub struct HubClient {
     client: Client<Channel>,
     identity: Identity,
     transport_text: Secret,
-    transport: TransportKey,
+    transport: std::sync::Arc<TransportKey>,
     registration_secret: Secret,
 }
 
@@ -123,7 +125,7 @@ impl HubClient {
             client: Client::new(channel),
             identity,
             transport_text: transport_key,
-            transport,
+            transport: std::sync::Arc::new(transport),
             registration_secret,
         })
     }

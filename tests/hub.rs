@@ -447,6 +447,25 @@ impl std::io::Write for Sink {
 
 #[test]
 fn planted_secrets_never_surface_in_logs_errors_or_debug() {
+    // Thread-local subscribers miss events when other tests share callsites (tracing caches
+    // interest per callsite), so the test body runs again in a child process of this test
+    // binary, alone, with a process-wide trace-level subscriber.
+    if std::env::var_os("HUBWORKER_LOG_CHILD").is_none() {
+        let name = "hub::planted_secrets_never_surface_in_logs_errors_or_debug";
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env("HUBWORKER_LOG_CHILD", "1")
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{all}");
+        assert!(all.contains("1 passed"), "{all}");
+        return;
+    }
     let sink = Sink::default();
     let writer = sink.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -454,9 +473,7 @@ fn planted_secrets_never_surface_in_logs_errors_or_debug() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
-    // One thread runs everything (server, client, store), so the thread-default subscriber
-    // sees every event at trace level, tonic's and h2's included.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::subscriber::set_global_default(subscriber).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -3,6 +3,7 @@
 //! the bare rustpython parse of the same texts, and a Formula → Formula → Filter → group_by plan
 //! compiled from strings side by side with the same plan written by hand in Rust Polars.
 
+pub mod dispatch;
 pub mod workflow;
 
 use std::fmt::Write as _;

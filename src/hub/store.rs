@@ -110,6 +110,10 @@ impl Store {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
+            // WAL with NORMAL sync: a commit survives a crash of the Hub process (what guards
+            // single use against concurrent redemptions); only a power loss can forget the
+            // last commits. A production Hub keeps its tokens in a database it trusts for that.
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)

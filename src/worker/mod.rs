@@ -30,7 +30,7 @@ pub struct Worker {
     /// The configuration (read-only).
     pub config: Config,
     verifier: Verifier,
-    hub: tokio::sync::Mutex<HubClient>,
+    hub: HubClient,
     cache: ResultCache,
     slots: Arc<Semaphore>,
     runs: Mutex<HashMap<String, RunControl>>,
@@ -71,6 +71,17 @@ pub enum RunEvent {
     },
 }
 
+/// Where one run's time went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunTimings {
+    /// Loading inputs (queries or cache).
+    pub load: Duration,
+    /// The plan.
+    pub compute: Duration,
+    /// Encoding results as Arrow IPC.
+    pub encode: Duration,
+}
+
 /// A run slot; the run holds it until it ends.
 #[derive(Debug)]
 pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
@@ -82,7 +93,7 @@ impl Worker {
         Worker {
             cache: ResultCache::new(config.cache.max_bytes),
             verifier,
-            hub: tokio::sync::Mutex::new(hub),
+            hub,
             slots: Arc::new(Semaphore::new(capacity)),
             runs: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
@@ -168,8 +179,7 @@ impl Worker {
     /// Reports load to the Hub.
     pub async fn heartbeat(&self) -> Result<(), crate::hub_client::HubCallError> {
         self.hub
-            .lock()
-            .await
+            .clone()
             .heartbeat(self.in_flight(), self.draining())
             .await
     }
@@ -178,8 +188,7 @@ impl Worker {
     pub async fn redeem(&self, token: &Verified) -> Result<Vec<Credential>, RunFailure> {
         let ttl = Duration::from_secs(self.config.tokens.credential_ttl_secs);
         self.hub
-            .lock()
-            .await
+            .clone()
             .redeem(token, ttl)
             .await
             .map_err(RunFailure::Hub)
@@ -196,7 +205,7 @@ impl Worker {
         mode: CacheMode,
         control: RunControl,
         events: tokio::sync::mpsc::Sender<RunEvent>,
-    ) -> Result<(), RunFailure> {
+    ) -> Result<RunTimings, RunFailure> {
         if let Ok(mut runs) = self.runs.lock() {
             runs.insert(run_id.to_owned(), control.clone());
         }
@@ -216,7 +225,9 @@ impl Worker {
         mode: CacheMode,
         control: &RunControl,
         events: &tokio::sync::mpsc::Sender<RunEvent>,
-    ) -> Result<(), RunFailure> {
+    ) -> Result<RunTimings, RunFailure> {
+        let mut timings = RunTimings::default();
+        let started = std::time::Instant::now();
         let options = QueryOptions {
             limits: ResultLimits {
                 max_rows: self.config.limits.max_rows_per_query,
@@ -265,6 +276,8 @@ impl Worker {
         // The credentials are not needed for computing: drop (zeroize) them now.
         drop(by_name);
         drop(credentials);
+        timings.load = started.elapsed();
+        let started = std::time::Instant::now();
 
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let control_for_plan = control.clone();
@@ -285,20 +298,23 @@ impl Worker {
                 }
             }
         };
+        timings.compute = started.elapsed();
+        let started = std::time::Instant::now();
+        let mut encoded = Vec::with_capacity(outputs.len());
         for mut o in outputs {
             let mut ipc = Vec::new();
             IpcStreamWriter::new(&mut ipc)
                 .finish(&mut o.frame)
                 .map_err(|_| RunFailure::Internal)?;
-            if events
-                .send(RunEvent::Output { name: o.name, ipc })
-                .await
-                .is_err()
-            {
+            encoded.push((o.name, ipc));
+        }
+        timings.encode = started.elapsed();
+        for (name, ipc) in encoded {
+            if events.send(RunEvent::Output { name, ipc }).await.is_err() {
                 return Err(RunFailure::Run(workflow::RunError::Cancelled));
             }
         }
-        Ok(())
+        Ok(timings)
     }
 }
 

@@ -126,7 +126,7 @@ pub async fn start(config: Config, env: &dyn Env) -> Result<Running, StartError>
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     let (stop, stopped) = oneshot::channel::<()>();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let reporter = health.clone();
     let server = tokio::spawn(
         tonic::transport::Server::builder()

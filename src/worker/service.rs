@@ -90,9 +90,11 @@ impl WorkerApi for WorkerService {
         let req = request.into_inner();
         let worker = self.worker.clone();
         let slot = worker.slot().map_err(|f| to_status(&f))?;
+        let checking = Instant::now();
         let (verified, wf) = worker
             .check(&req.token, &req.workflow_json, true)
             .map_err(|f| to_status(&f))?;
+        let check_us = checking.elapsed().as_micros() as u64;
         let limit = deadline.map_or(worker.config.run_timeout(), |d| {
             d.min(worker.config.run_timeout())
         });
@@ -121,6 +123,7 @@ impl WorkerApi for WorkerService {
                     control.cancel();
                 })
             };
+            let redeeming = Instant::now();
             let credentials = match worker.redeem(&verified).await {
                 Ok(c) => c,
                 Err(f) => {
@@ -130,6 +133,7 @@ impl WorkerApi for WorkerService {
                     return;
                 }
             };
+            let redeem_us = redeeming.elapsed().as_micros() as u64;
             let (tx, mut events) = tokio::sync::mpsc::channel::<RunEvent>(64);
             let run = {
                 let worker = worker.clone();
@@ -185,12 +189,17 @@ impl WorkerApi for WorkerService {
             let result = run.await.unwrap_or(Err(RunFailure::Internal));
             watcher.abort();
             match result {
-                Ok(()) => {
+                Ok(t) => {
                     tracing::info!(%run_id, elapsed_ms = started.elapsed().as_millis() as u64, "run finished");
                     let _ = out
                         .send(Ok(event(execute_event::Event::Finished(Finished {
                             run_id,
                             elapsed_ms: started.elapsed().as_millis() as u64,
+                            check_us,
+                            redeem_us,
+                            load_us: t.load.as_micros() as u64,
+                            compute_us: t.compute.as_micros() as u64,
+                            encode_us: t.encode.as_micros() as u64,
                         }))))
                         .await;
                 }
