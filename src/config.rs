@@ -29,6 +29,23 @@ pub struct Config {
     /// The query-result cache.
     #[serde(default)]
     pub cache: CacheSection,
+    /// TLS for the `Worker` service (required in production).
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+}
+
+/// `[tls]`: rustls for the gRPC server; with `client_ca_file`, mutual TLS (the Hub must
+/// present a certificate signed by that CA).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Server certificate chain, PEM.
+    pub cert_file: PathBuf,
+    /// Server private key, PEM (a secret: keep it 0600).
+    pub key_file: PathBuf,
+    /// CA that client certificates must chain to (mutual TLS).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// `[worker]`.
@@ -75,6 +92,15 @@ pub struct HubSection {
     pub url: String,
     /// The Hub's id: the tokens' `iss`.
     pub issuer: String,
+    /// CA certificate (PEM) to verify an `https://` Hub with.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS with the Hub.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
 }
 
 /// `[secrets]`.
@@ -236,6 +262,16 @@ impl Config {
         if !(config.hub.url.starts_with("http://") || config.hub.url.starts_with("https://")) {
             problems.push("hub.url: an http:// or https:// address".to_owned());
         }
+        if config.hub.client_cert_file.is_some() != config.hub.client_key_file.is_some() {
+            problems.push("hub.client_cert_file and hub.client_key_file go together".to_owned());
+        }
+        if config.hub.url.starts_with("https://") && config.hub.ca_file.is_none() {
+            problems.push("hub.ca_file: required for an https:// hub".to_owned());
+        }
+        if config.worker.mode == ModeSetting::Production && !config.hub.url.starts_with("https://")
+        {
+            problems.push("hub.url: production talks to the hub over https://".to_owned());
+        }
         if config.hub.issuer.is_empty() {
             problems.push("hub.issuer: must not be empty".to_owned());
         }
@@ -263,6 +299,28 @@ impl Config {
         }
         if l.result_chunk_bytes == 0 || l.result_chunk_bytes > l.max_message_bytes / 2 {
             problems.push("limits.result_chunk_bytes: 1 to half of max_message_bytes".to_owned());
+        }
+        match (&config.tls, config.worker.mode) {
+            (None, ModeSetting::Production) => {
+                problems.push(
+                    "tls: required in production mode (cert_file, key_file, client_ca_file)"
+                        .to_owned(),
+                );
+            }
+            (Some(tls), _) => {
+                for (key, path) in [
+                    ("tls.cert_file", Some(&tls.cert_file)),
+                    ("tls.key_file", Some(&tls.key_file)),
+                    ("tls.client_ca_file", tls.client_ca_file.as_ref()),
+                ] {
+                    if let Some(path) = path
+                        && !path.is_file()
+                    {
+                        problems.push(format!("{key}: {} is not a readable file", path.display()));
+                    }
+                }
+            }
+            (None, ModeSetting::Dev) => {}
         }
         if problems.is_empty() {
             Ok(config)

@@ -106,16 +106,33 @@ pub struct Registration {
 }
 
 impl HubClient {
-    /// Connects to the Hub at `endpoint` (`http://...` or `https://...`).
+    /// Connects to the Hub at `endpoint` (`http://...`, or `https://...` with `tls`).
     pub async fn connect(
         endpoint: String,
         identity: Identity,
         transport_key: Secret,
         registration_secret: Secret,
     ) -> Result<HubClient, HubCallError> {
+        Self::connect_tls(endpoint, None, identity, transport_key, registration_secret).await
+    }
+
+    /// [`connect`](Self::connect) with a TLS client configuration (CA, client identity).
+    pub async fn connect_tls(
+        endpoint: String,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+        identity: Identity,
+        transport_key: Secret,
+        registration_secret: Secret,
+    ) -> Result<HubClient, HubCallError> {
         let transport = TransportKey::new(&transport_key)?;
-        let channel = tonic::transport::Endpoint::from_shared(endpoint)
-            .map_err(|e| HubCallError::Unreachable(e.to_string()))?
+        let mut endpoint = tonic::transport::Endpoint::from_shared(endpoint)
+            .map_err(|e| HubCallError::Unreachable(e.to_string()))?;
+        if let Some(tls) = tls {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| HubCallError::Unreachable(e.to_string()))?;
+        }
+        let channel = endpoint
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .connect()

@@ -522,3 +522,163 @@ async fn validate_inspect_preview_status_health_and_reflection() {
     );
     stack.shutdown().await;
 }
+
+/// Runs openssl (test fixtures only: a throwaway CA, a server and a client certificate).
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn certificates(dir: &std::path::Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        dir,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=hubworker-test-ca",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for who in ["server", "client"] {
+        let key = format!("{who}.key");
+        let csr = format!("{who}.csr");
+        let pem = format!("{who}.pem");
+        let ext = format!("{who}.ext");
+        openssl(
+            dir,
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &csr,
+                    "-subj",
+                    &format!("/CN={who}"),
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_ca() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let certs = tempfile::tempdir().unwrap();
+    let d = certs.path();
+    certificates(d);
+    let extra = format!(
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\n",
+        d.join("server.pem").display().to_string(),
+        d.join("server.key").display().to_string(),
+        d.join("ca.pem").display().to_string()
+    );
+    let stack = Stack::start(2, &extra).await.unwrap();
+    let url = format!("https://localhost:{}", stack.worker.addr.port());
+    let ca = Certificate::from_pem(std::fs::read(d.join("ca.pem")).unwrap());
+    let client_identity = Identity::from_pem(
+        std::fs::read(d.join("client.pem")).unwrap(),
+        std::fs::read(d.join("client.key")).unwrap(),
+    );
+
+    // With the client certificate: served.
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(ca.clone())
+        .identity(client_identity)
+        .domain_name("localhost");
+    let channel = Endpoint::from_shared(url.clone())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = hubworker::proto::worker_client::WorkerClient::new(channel);
+    let status = client.status(StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.worker_id, "demo-worker");
+
+    // Without one: the handshake (or the first call) fails.
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(ca)
+        .domain_name("localhost");
+    let refused = async {
+        let channel = Endpoint::from_shared(url)
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await?;
+        hubworker::proto::worker_client::WorkerClient::new(channel)
+            .status(StatusRequest {})
+            .await
+            .map_err(|s| s.to_string())?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    }
+    .await;
+    assert!(refused.is_err());
+    // Plain text: refused too.
+    let plain = async {
+        let mut c =
+            hubworker::proto::worker_client::WorkerClient::connect(stack.worker_url.clone())
+                .await?;
+        c.status(StatusRequest {})
+            .await
+            .map_err(|s| s.to_string())?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    }
+    .await;
+    assert!(plain.is_err());
+    stack.shutdown().await;
+}

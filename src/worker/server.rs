@@ -25,6 +25,9 @@ pub enum StartError {
     /// The listen address is unusable.
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+    /// TLS material is unusable.
+    #[error("tls: {0}")]
+    Tls(String),
     /// Registration failed.
     #[error("registration with the hub failed: {0}")]
     Register(#[from] crate::hub_client::HubCallError),
@@ -95,8 +98,10 @@ pub async fn start(config: Config, env: &dyn Env) -> Result<Running, StartError>
         audience: config.worker.audience.clone(),
         capacity: config.worker.capacity,
     };
-    let mut hub = HubClient::connect(
+    let hub_tls = hub_tls(&config.hub)?;
+    let mut hub = HubClient::connect_tls(
         config.hub.url.clone(),
+        hub_tls,
         identity,
         secrets.transport_key,
         secrets.registration_secret,
@@ -125,11 +130,17 @@ pub async fn start(config: Config, env: &dyn Env) -> Result<Running, StartError>
     let service = WorkerServer::new(WorkerService::new(worker.clone()))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &worker.config.tls {
+        builder = builder
+            .tls_config(server_tls(tls)?)
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+    }
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let reporter = health.clone();
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .add_service(health_service)
             .add_service(reflection)
             .add_service(service)
@@ -160,6 +171,42 @@ pub async fn start(config: Config, env: &dyn Env) -> Result<Running, StartError>
         server,
         heartbeat,
     })
+}
+
+/// The rustls server config from the `[tls]` files (mutual TLS with a client CA).
+fn server_tls(
+    tls: &crate::config::TlsSection,
+) -> Result<tonic::transport::ServerTlsConfig, StartError> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| StartError::Tls(format!("{}: {e}", p.display())))
+    };
+    let cert = read(&tls.cert_file)?;
+    let key = zeroize::Zeroizing::new(read(&tls.key_file)?);
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key.as_slice()));
+    if let Some(ca) = &tls.client_ca_file {
+        config = config.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(config)
+}
+
+/// The TLS client config for an `https://` Hub (CA, optional client identity).
+fn hub_tls(
+    hub: &crate::config::HubSection,
+) -> Result<Option<tonic::transport::ClientTlsConfig>, StartError> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let Some(ca) = &hub.ca_file else {
+        return Ok(None);
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| StartError::Tls(format!("{}: {e}", p.display())))
+    };
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+    if let (Some(cert), Some(key)) = (&hub.client_cert_file, &hub.client_key_file) {
+        let key = zeroize::Zeroizing::new(read(key)?);
+        tls = tls.identity(Identity::from_pem(read(cert)?, key.as_slice()));
+    }
+    Ok(Some(tls))
 }
 
 /// Environment lookups that try one source, then another.
