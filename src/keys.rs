@@ -186,6 +186,23 @@ pub fn check_strength(setting: &str, value: Option<&Secret>) -> Vec<SecretProble
     out
 }
 
+/// Runs [`check_strength`] on each secret: in production the findings are fatal (`problems`),
+/// in dev they are `warnings`.
+pub fn classify(
+    mode: Mode,
+    secrets: &[(&str, Option<&Secret>)],
+    problems: &mut Vec<SecretProblem>,
+    warnings: &mut Vec<SecretProblem>,
+) {
+    for (setting, value) in secrets {
+        let found = check_strength(setting, *value);
+        match mode {
+            Mode::Production => problems.extend(found),
+            Mode::Dev => warnings.extend(found),
+        }
+    }
+}
+
 /// Shannon entropy of the characters, bits per character.
 fn entropy_bits_per_char(s: &str) -> f64 {
     let mut counts: HashMap<char, usize> = HashMap::new();
@@ -362,16 +379,15 @@ pub fn load_worker_secrets(
     let registration = get(files::REGISTRATION_SECRET, ENV_REGISTRATION_SECRET);
     let jwks = get(files::KEY_SET, "HUBWORKER_TOKEN_KEYS");
     let mut warnings = Vec::new();
-    for (setting, value) in [
-        (files::TRANSPORT_KEY, transport.as_ref()),
-        (files::REGISTRATION_SECRET, registration.as_ref()),
-    ] {
-        let found = check_strength(setting, value);
-        match source.mode() {
-            Mode::Production => problems.extend(found),
-            Mode::Dev => warnings.extend(found),
-        }
-    }
+    classify(
+        source.mode(),
+        &[
+            (files::TRANSPORT_KEY, transport.as_ref()),
+            (files::REGISTRATION_SECRET, registration.as_ref()),
+        ],
+        &mut problems,
+        &mut warnings,
+    );
     let key_set = match jwks.map(|j| crate::token::KeySet::from_jwks(j.expose())) {
         Some(Ok(k)) => Some(k),
         Some(Err(e)) => {

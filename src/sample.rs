@@ -53,11 +53,13 @@ impl Default for SampleSize {
 }
 
 /// A small deterministic generator (SplitMix64): reproducible data without a `rand`
-/// dependency and its version churn.
-struct Mix(u64);
+/// dependency and its version churn. Also feeds the benchmarks' generated frames.
+#[derive(Debug, Clone)]
+pub struct Mix(pub u64);
 
 impl Mix {
-    fn next(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -65,7 +67,7 @@ impl Mix {
         z ^ (z >> 31)
     }
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 }
 

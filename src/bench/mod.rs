@@ -156,15 +156,8 @@ pub fn measure_front_end(texts: &[String], rounds: usize) -> FrontEnd {
 
 /// Deterministic test data: `price` (f64, some nulls), `qty` (i64), `grp` (string, 64 values).
 pub fn generate_frame(rows: usize, seed: u64) -> DataFrame {
-    let mut state = seed;
-    let mut next = move || {
-        // splitmix64: fast, deterministic, good enough for benchmark data.
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut mix = crate::sample::Mix(seed);
+    let mut next = move || mix.next_u64();
     let names: Vec<String> = (0..64).map(|g| format!("g{g:02}")).collect();
     let mut price = Vec::with_capacity(rows);
     let mut qty = Vec::with_capacity(rows);

@@ -56,14 +56,8 @@ pub const WORKFLOW: &str = r#"{
 
 /// Deterministic fact and dimension tables.
 pub fn generate(rows: usize) -> (DataFrame, DataFrame) {
-    let mut state = 0x5EED_u64;
-    let mut next = move || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut mix = crate::sample::Mix(0x5EED);
+    let mut next = move || mix.next_u64();
     let mut product = Vec::with_capacity(rows);
     let mut qty = Vec::with_capacity(rows);
     let mut price = Vec::with_capacity(rows);

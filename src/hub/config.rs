@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use super::HubKeys;
-use crate::keys::{Env, Mode, SecretProblem, SecretSource, check_strength, files};
+use crate::keys::{Env, SecretProblem, SecretSource, files};
 
 /// Environment variable for the signing key (dev only).
 pub const ENV_SIGNING_KEY: &str = "HUBWORKER_TOKEN_SIGNING_KEY";
@@ -44,16 +44,15 @@ pub fn load(
     let connection = get(files::CONNECTION_KEY, ENV_CONNECTION_KEY);
     let registration = get(files::REGISTRATION_SECRET, ENV_REGISTRATION_SECRET);
     let mut warnings = Vec::new();
-    for (setting, value) in [
-        (files::CONNECTION_KEY, connection.as_ref()),
-        (files::REGISTRATION_SECRET, registration.as_ref()),
-    ] {
-        let found = check_strength(setting, value);
-        match source.mode() {
-            Mode::Production => problems.extend(found),
-            Mode::Dev => warnings.extend(found),
-        }
-    }
+    crate::keys::classify(
+        source.mode(),
+        &[
+            (files::CONNECTION_KEY, connection.as_ref()),
+            (files::REGISTRATION_SECRET, registration.as_ref()),
+        ],
+        &mut problems,
+        &mut warnings,
+    );
     if registration.as_ref().is_none_or(|s| s.expose().is_empty()) {
         warnings.push(SecretProblem {
             setting: files::REGISTRATION_SECRET.into(),

@@ -76,6 +76,18 @@ fn progress(e: &Event) -> ExecuteEvent {
     }))
 }
 
+/// A text column's values (nulls as empty strings); empty if the column is missing.
+fn strings(df: &polars::prelude::DataFrame, name: &str) -> Vec<String> {
+    df.column(name)
+        .ok()
+        .and_then(|c| {
+            c.str()
+                .ok()
+                .map(|s| s.iter().map(|v| v.unwrap_or_default().to_owned()).collect())
+        })
+        .unwrap_or_default()
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<ExecuteEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -287,18 +299,7 @@ impl WorkerApi for WorkerService {
         let tables = crate::connector::tables_owned(target.clone(), options)
             .await
             .map_err(|e| to_status(&RunFailure::Query(e.code())))?;
-        let col = |name: &str| -> Vec<String> {
-            tables
-                .column(name)
-                .ok()
-                .and_then(|c| {
-                    c.str()
-                        .ok()
-                        .map(|s| s.iter().map(|v| v.unwrap_or_default().to_owned()).collect())
-                })
-                .unwrap_or_default()
-        };
-        let (schemas, names) = (col("schema"), col("table"));
+        let (schemas, names) = (strings(&tables, "schema"), strings(&tables, "table"));
         let mut out = Vec::with_capacity(names.len());
         for (schema, name) in schemas.into_iter().zip(names) {
             let table = crate::connector::TableRef {
@@ -308,19 +309,9 @@ impl WorkerApi for WorkerService {
             let cols = crate::connector::columns_owned(target.clone(), table, options)
                 .await
                 .map_err(|e| to_status(&RunFailure::Query(e.code())))?;
-            let get = |n: &str| -> Vec<String> {
-                cols.column(n)
-                    .ok()
-                    .and_then(|c| {
-                        c.str()
-                            .ok()
-                            .map(|s| s.iter().map(|v| v.unwrap_or_default().to_owned()).collect())
-                    })
-                    .unwrap_or_default()
-            };
-            let columns = get("column")
+            let columns = strings(&cols, "column")
                 .into_iter()
-                .zip(get("type"))
+                .zip(strings(&cols, "type"))
                 .map(|(name, r#type)| Column { name, r#type })
                 .collect();
             out.push(Table {

@@ -16,7 +16,7 @@ use polars_plan::plans::IR;
 use super::model::Tool;
 use super::plan::{self, Built, Compiled, Input};
 use super::problem::{Problem, Problems};
-use super::validate::{self, Workflow};
+use super::validate::Workflow;
 
 /// Stack for the thread that optimises and runs the plan: Polars walks plans recursively,
 /// and a workflow may be [`MAX_DEPTH`](super::parse::MAX_DEPTH) tools deep.
@@ -154,7 +154,7 @@ pub fn execute(
     // The schemas of the queries' results are known now: check every node again with them.
     let mut problems: Vec<Problem> = Vec::new();
     let usable = vec![true; steps.len()];
-    let schemas = validate::predict(
+    let schemas = super::predict::predict(
         steps,
         &usable,
         &|i| sources[i].as_ref().map(|df| df.schema().clone()),

@@ -4,7 +4,8 @@
 //!
 //! - `model`: the document's types (and the JSON Schema generated from them);
 //! - `parse`: text → nodes, every problem of every node;
-//! - `validate`: references, cycles, expressions, queries, columns, predicted schemas;
+//! - `validate`: references, cycles, expressions, queries;
+//! - `predict`: columns and types, and each node's output schema without data;
 //! - `plan`: each tool as a lazy operation (shared by prediction and execution);
 //! - `load`: `sql` inputs through the connector layer;
 //! - `exec`: one plan, one run, progress events, cancellation and a time limit;
@@ -17,6 +18,7 @@ pub mod load;
 pub mod model;
 pub mod parse;
 mod plan;
+mod predict;
 pub mod problem;
 pub mod validate;
 
