@@ -73,6 +73,14 @@ impl Env for ProcessEnv {
     }
 }
 
+/// An environment from `(name, value)` pairs (tests: never the real process environment).
+pub fn env_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 impl Env for HashMap<String, String> {
     fn var(&self, name: &str) -> Option<String> {
         self.get(name).cloned()
@@ -139,6 +147,22 @@ impl SecretSource {
             }),
             (None, _) => Ok(None),
         }
+    }
+}
+
+impl SecretSource {
+    /// [`load`](Self::load), with a problem pushed onto `problems` (and `None`) on failure.
+    pub fn load_or_report(
+        &self,
+        file: &str,
+        var: &str,
+        env: &dyn Env,
+        problems: &mut Vec<SecretProblem>,
+    ) -> Option<Secret> {
+        self.load(file, var, env).unwrap_or_else(|p| {
+            problems.push(p);
+            None
+        })
     }
 }
 
@@ -368,13 +392,7 @@ pub fn load_worker_secrets(
 ) -> Result<(WorkerSecrets, Vec<SecretProblem>), Vec<SecretProblem>> {
     let source = SecretSource::new(dir, env);
     let mut problems = Vec::new();
-    let mut get = |file: &str, var: &str| match source.load(file, var, env) {
-        Ok(v) => v,
-        Err(p) => {
-            problems.push(p);
-            None
-        }
-    };
+    let mut get = |file: &str, var: &str| source.load_or_report(file, var, env, &mut problems);
     let transport = get(files::TRANSPORT_KEY, ENV_TRANSPORT_KEY);
     let registration = get(files::REGISTRATION_SECRET, ENV_REGISTRATION_SECRET);
     let jwks = get(files::KEY_SET, "HUBWORKER_TOKEN_KEYS");
@@ -447,10 +465,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        env_of(pairs)
     }
 
     #[test]

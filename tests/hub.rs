@@ -17,6 +17,18 @@ use hubworker::sql::Dialect;
 use hubworker::token::{Audience, Claims, Expect, KeySet, Policy, Scope, Verifier};
 
 const PLANTED_PASSWORD: &str = "PLANTED-pw-7Qz!x9@k/L";
+/// A run of workflow `WF` using connection `shop`, marking the token used.
+const RUN: Expect<'static> = Expect {
+    scope: Scope::Run,
+    workflow_sha256: Some(WF),
+    connections: &["shop"],
+    consume: true,
+};
+/// The same check without marking the token used.
+const DRY: Expect<'static> = Expect {
+    consume: false,
+    ..RUN
+};
 const WF: &str = "9c1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7";
 
 struct Env {
@@ -161,13 +173,7 @@ async fn register_verify_redeem_and_open_credentials() {
     assert_eq!(reg.hub_id, "hub-test");
     let v = verifier(reg.keys);
     let token = issue(&env, "alice", &["shop", "dw"]).await;
-    let run = Expect {
-        scope: Scope::Run,
-        workflow_sha256: Some(WF),
-        connections: &["shop"],
-        consume: true,
-    };
-    let ok = v.verify(&token, &run, now()).unwrap();
+    let ok = v.verify(&token, &RUN, now()).unwrap();
     assert!(!redeemed(&env, &token).await);
     let creds = client.redeem(&ok, Duration::from_secs(60)).await.unwrap();
     assert!(redeemed(&env, &token).await);
@@ -193,7 +199,7 @@ async fn register_verify_redeem_and_open_credentials() {
     assert_eq!(again.code(), "already_redeemed");
     // And the worker's own replay cache refuses the token before any call.
     assert_eq!(
-        v.verify(&token, &run, now()).unwrap_err().reason.code(),
+        v.verify(&token, &RUN, now()).unwrap_err().reason.code(),
         "token_replayed"
     );
     // Heartbeats from a registered worker are accepted; from an unknown one refused.
@@ -253,13 +259,7 @@ async fn hundred_concurrent_redemptions_exactly_one_wins() {
     let mut first = worker(&env, "w3").await;
     let v = verifier(first.register().await.unwrap().keys);
     let token = issue(&env, "alice", &["shop"]).await;
-    let dry = Expect {
-        scope: Scope::Run,
-        workflow_sha256: Some(WF),
-        connections: &["shop"],
-        consume: false,
-    };
-    let ok = v.verify(&token, &dry, now()).unwrap();
+    let ok = v.verify(&token, &DRY, now()).unwrap();
     let mut tasks = Vec::new();
     for _ in 0..100 {
         let ok = ok.clone();
@@ -362,14 +362,8 @@ async fn attacks_are_refused_locally_and_never_redeemed() {
             recorded(&env, |c| c.role = "auditor".into()).await,
         ),
     ];
-    let run = Expect {
-        scope: Scope::Run,
-        workflow_sha256: Some(WF),
-        connections: &["shop"],
-        consume: true,
-    };
     for (want, token) in &cases {
-        let e = v.verify(token, &run, now()).unwrap_err();
+        let e = v.verify(token, &RUN, now()).unwrap_err();
         assert_eq!(e.reason.code(), *want);
         assert!(!redeemed(&env, token).await, "{want}: must not be redeemed");
     }
@@ -378,30 +372,20 @@ async fn attacks_are_refused_locally_and_never_redeemed() {
     let p: Vec<&str> = good.split('.').collect();
     let alg_none = format!("eyJhbGciOiJub25lIn0.{}.", p[1]);
     assert_eq!(
-        v.verify(&alg_none, &run, now()).unwrap_err().reason.code(),
+        v.verify(&alg_none, &RUN, now()).unwrap_err().reason.code(),
         "alg_none"
     );
     let mut sig: Vec<u8> = p[2].bytes().collect();
     sig[3] = if sig[3] == b'A' { b'B' } else { b'A' };
     let bad_sig = format!("{}.{}.{}", p[0], p[1], String::from_utf8(sig).unwrap());
     assert_eq!(
-        v.verify(&bad_sig, &run, now()).unwrap_err().reason.code(),
+        v.verify(&bad_sig, &RUN, now()).unwrap_err().reason.code(),
         "bad_signature"
     );
     // The Hub checks on its own too: a forged token sent straight to Redeem is refused and
     // the real token stays redeemable.
     let forged = hubworker::token::Verified {
-        claims: v
-            .verify(
-                &good,
-                &Expect {
-                    consume: false,
-                    ..run
-                },
-                now(),
-            )
-            .unwrap()
-            .claims,
+        claims: v.verify(&good, &DRY, now()).unwrap().claims,
         token: Secret::new(bad_sig.clone()),
     };
     assert_eq!(
@@ -484,13 +468,7 @@ fn planted_secrets_never_surface_in_logs_errors_or_debug() {
         let mut client = worker(&env, "w5").await;
         let v = verifier(client.register().await.unwrap().keys);
         let token = issue(&env, "alice", &["shop"]).await;
-        let run = Expect {
-            scope: Scope::Run,
-            workflow_sha256: Some(WF),
-            connections: &["shop"],
-            consume: true,
-        };
-        let ok = v.verify(&token, &run, now()).unwrap();
+        let ok = v.verify(&token, &RUN, now()).unwrap();
         let creds = client.redeem(&ok, Duration::from_secs(60)).await.unwrap();
         let again = client
             .redeem(&ok, Duration::from_secs(60))

@@ -33,13 +33,7 @@ pub fn load(
 ) -> Result<Loaded, Vec<SecretProblem>> {
     let source = SecretSource::new(dir, env);
     let mut problems = Vec::new();
-    let mut get = |file: &str, var: &str| match source.load(file, var, env) {
-        Ok(v) => v,
-        Err(p) => {
-            problems.push(p);
-            None
-        }
-    };
+    let mut get = |file: &str, var: &str| source.load_or_report(file, var, env, &mut problems);
     let signing = get(files::SIGNING_KEY, ENV_SIGNING_KEY);
     let connection = get(files::CONNECTION_KEY, ENV_CONNECTION_KEY);
     let registration = get(files::REGISTRATION_SECRET, ENV_REGISTRATION_SECRET);
@@ -95,10 +89,7 @@ mod tests {
     use crate::keys::DEFAULT_SECRET;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        crate::keys::env_of(pairs)
     }
 
     /// A secrets directory from `keygen`, with `overrides` written over some files.
