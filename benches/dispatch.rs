@@ -14,17 +14,27 @@ fn dispatch(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let stack = rt.block_on(Stack::start(8, "")).expect("stack");
+    // The run child is the hubworker binary (this bench's own executable is not one).
+    let sandboxed = format!(
+        "[sandbox]\nprogram = {:?}\n",
+        env!("CARGO_BIN_EXE_hubworker")
+    );
     let mut g = c.benchmark_group("dispatch");
     g.sample_size(50);
-    g.bench_function("tiny_workflow_cached", |b| {
-        b.iter(|| rt.block_on(dispatch_once(&stack, false)).expect("run"))
-    });
-    g.bench_function("tiny_workflow_uncached", |b| {
-        b.iter(|| rt.block_on(dispatch_once(&stack, true)).expect("run"))
-    });
+    for (name, config) in [
+        ("process", sandboxed.as_str()),
+        ("inline", "[sandbox]\nisolation = \"inline\"\n"),
+    ] {
+        let stack = rt.block_on(Stack::start(8, config)).expect("stack");
+        g.bench_function(format!("tiny_workflow_cached/{name}"), |b| {
+            b.iter(|| rt.block_on(dispatch_once(&stack, false)).expect("run"))
+        });
+        g.bench_function(format!("tiny_workflow_uncached/{name}"), |b| {
+            b.iter(|| rt.block_on(dispatch_once(&stack, true)).expect("run"))
+        });
+        rt.block_on(stack.shutdown());
+    }
     g.finish();
-    rt.block_on(stack.shutdown());
 }
 
 criterion_group!(benches, dispatch);

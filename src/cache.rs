@@ -37,6 +37,30 @@ pub struct CacheKey {
     query: String,
 }
 
+impl CacheKey {
+    /// A key from a credential fingerprint (see [`fingerprint`]), a connection and a query.
+    pub fn new(fingerprint: [u8; 32], connection: &str, query: &str) -> CacheKey {
+        CacheKey {
+            fingerprint,
+            connection: connection.to_owned(),
+            query: query.to_owned(),
+        }
+    }
+}
+
+/// HMAC-SHA256 of a credential under `key`. The credential's full JSON (host, database, user,
+/// secret, role...) is the material: any difference in what the database sees as "who" gives
+/// another fingerprint, and the fingerprint reveals nothing about the secret.
+pub fn fingerprint(key: &[u8], credential: &Credential) -> [u8; 32] {
+    let material = Zeroizing::new(serde_json::to_vec(credential).unwrap_or_default());
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .expect("HMAC-SHA256 accepts keys of any length");
+    mac.update(credential.connection.as_bytes());
+    mac.update(&[0]);
+    mac.update(&material);
+    mac.finalize().into_bytes().into()
+}
+
 struct Entry {
     frame: DataFrame,
     ttl: Duration,
@@ -108,19 +132,17 @@ impl ResultCache {
 
     /// The key for running `query` (normalised) with `credential`.
     pub fn key(&self, credential: &Credential, query: &str) -> CacheKey {
-        // The credential's full JSON (host, database, user, secret, role...) is the material:
-        // any difference in what the database sees as "who" gives another fingerprint.
-        let material = Zeroizing::new(serde_json::to_vec(credential).unwrap_or_default());
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.hmac_key.as_ref())
-            .expect("HMAC-SHA256 accepts keys of any length");
-        mac.update(credential.connection.as_bytes());
-        mac.update(&[0]);
-        mac.update(&material);
-        CacheKey {
-            fingerprint: mac.finalize().into_bytes().into(),
-            connection: credential.connection.clone(),
-            query: query.to_owned(),
-        }
+        CacheKey::new(
+            fingerprint(self.hmac_key.as_ref(), credential),
+            &credential.connection,
+            query,
+        )
+    }
+
+    /// This process's fingerprint key, for a sandboxed run child that holds the credential
+    /// the daemon never sees (it computes [`fingerprint`] and sends only the result).
+    pub fn fingerprint_key(&self) -> &[u8] {
+        self.hmac_key.as_ref()
     }
 
     /// The result for `key`: cached, or loaded by `load` (once, however many callers ask at
@@ -162,6 +184,11 @@ impl ResultCache {
             Source::Hit
         };
         Ok((entry.frame.clone(), source))
+    }
+
+    /// Entries and bytes held, as of the last maintenance (no waiting).
+    pub fn stats_now(&self) -> (u64, u64) {
+        (self.inner.entry_count(), self.inner.weighted_size())
     }
 
     /// Entries and bytes held (after pending maintenance).

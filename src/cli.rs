@@ -19,21 +19,45 @@ pub struct Cli {
     command: Command,
 }
 
+impl Cli {
+    /// The log format the command asks for.
+    pub fn log_format(&self) -> crate::telemetry::LogFormat {
+        match &self.command {
+            Command::Serve { log_format, .. } => *log_format,
+            _ => crate::telemetry::LogFormat::Text,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// The whole security model end to end on loopback: sample data, the reference Hub, a
     /// worker, a dispatched workflow, refused attacks, a cached second run.
     Demo,
-    /// Run the worker daemon (the `Worker` gRPC service) with a TOML config.
+    /// Run the worker daemon (the `Worker` gRPC service) with a TOML config. SIGTERM drains,
+    /// SIGHUP reloads; speaks systemd's notify protocol when `NOTIFY_SOCKET` is set.
     Serve {
         /// The config file (README: "Configuration").
         #[arg(long)]
         config: PathBuf,
+        /// Fleet slot N (systemd `hubworker@N`): worker id `<id>@N`, ports + N.
+        #[arg(long)]
+        instance: Option<u32>,
+        /// Log lines as `text` or `json` (one object per line, for journald and collectors).
+        #[arg(long, value_enum, default_value_t = crate::telemetry::LogFormat::Text)]
+        log_format: crate::telemetry::LogFormat,
     },
-    /// Check a worker config file: every problem at once (exit 2), else `ok` (exit 0).
+    /// Check a worker config file and its secrets: every problem at once (exit 2), else `ok`.
     ValidateConfig {
+        /// The config file (or give it with --config).
+        #[arg(required_unless_present = "config_flag", conflicts_with = "config_flag")]
+        config: Option<PathBuf>,
         /// The config file.
-        config: PathBuf,
+        #[arg(long = "config", id = "config_flag")]
+        config_flag: Option<PathBuf>,
+        /// Check it as fleet slot N (see `serve --instance`).
+        #[arg(long)]
+        instance: Option<u32>,
     },
     /// Check user input without running it.
     #[command(subcommand)]
@@ -187,12 +211,14 @@ enum Bench {
 pub fn run(cli: Cli) -> Result<u8, Error> {
     match cli.command {
         Command::Demo => crate::demo::run(),
-        Command::Serve { config } => serve(&config),
-        Command::ValidateConfig { config } => {
-            crate::config::Config::load(&config).map_err(|e| Error::Usage(e.to_string()))?;
-            println!("ok");
-            Ok(0)
-        }
+        Command::Serve {
+            config, instance, ..
+        } => crate::worker::daemon::serve(&config, instance),
+        Command::ValidateConfig {
+            config,
+            config_flag,
+            instance,
+        } => validate_config(config.or(config_flag), instance),
         Command::Check(Check::Expr { expr, jsonl }) => check_expr(expr, jsonl),
         Command::Check(Check::Sql {
             dialect,
@@ -383,20 +409,23 @@ fn eval(args: EvalArgs) -> Result<u8, Error> {
     Ok(0)
 }
 
-fn serve(path: &std::path::Path) -> Result<u8, Error> {
-    let config = crate::config::Config::load(path).map_err(|e| Error::Usage(e.to_string()))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut running = crate::worker::server::start(config, &crate::keys::ProcessEnv)
-            .await
-            .map_err(|e| Error::Usage(e.to_string()))?;
-        println!("worker listening on {}", running.addr);
-        tokio::select! {
-            r = running.wait() => r.map_err(Error::Usage)?,
-            _ = tokio::signal::ctrl_c() => running.shutdown().await,
-        }
-        Ok(0)
-    })
+fn validate_config(path: Option<PathBuf>, instance: Option<u32>) -> Result<u8, Error> {
+    let path = path.ok_or_else(|| Error::Usage("a config file is required".into()))?;
+    let config = crate::config::Config::load_instance(&path, instance)
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    // The secrets too: the unit's ExecStartPre should fail before the daemon would.
+    let mut env = std::collections::HashMap::new();
+    if config.worker.mode == crate::config::ModeSetting::Production {
+        env.insert("HUBWORKER_ENV".to_owned(), "production".to_owned());
+    }
+    let layered = crate::keys::Layered {
+        first: &env,
+        then: &crate::keys::ProcessEnv,
+    };
+    if let Err(problems) = crate::keys::load_worker_secrets(config.secrets.dir.clone(), &layered) {
+        let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+        return Err(Error::Usage(format!("secrets:\n{}", lines.join("\n"))));
+    }
+    println!("ok");
+    Ok(0)
 }

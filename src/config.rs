@@ -32,6 +32,109 @@ pub struct Config {
     /// TLS for the `Worker` service (required in production).
     #[serde(default)]
     pub tls: Option<TlsSection>,
+    /// How runs are isolated.
+    #[serde(default)]
+    pub sandbox: SandboxSection,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// `[sandbox]`: one confined child process per run (the default), or none (`inline`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSection {
+    /// `process` (default; required in production) or `inline` (same process, not sandboxed:
+    /// for development and profiling only).
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// Address-space limit per run child, bytes.
+    #[serde(default = "default_memory_bytes")]
+    pub memory_bytes: u64,
+    /// CPU time per run child, seconds.
+    #[serde(default = "default_cpu_secs")]
+    pub cpu_secs: u64,
+    /// Open files per run child.
+    #[serde(default = "default_open_files")]
+    pub open_files: u64,
+    /// Most bytes of outputs one run may produce.
+    #[serde(default = "default_output_bytes")]
+    pub max_output_bytes: u64,
+    /// Between SIGTERM and SIGKILL when a run is stopped, milliseconds.
+    #[serde(default = "default_kill_grace_ms")]
+    pub kill_grace_ms: u64,
+    /// The executable started for each run (default: the daemon's own binary).
+    #[serde(default)]
+    pub program: Option<PathBuf>,
+}
+
+/// How runs are isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// One confined child process per run.
+    #[default]
+    Process,
+    /// In the daemon's own process: NOT sandboxed.
+    Inline,
+}
+
+impl Isolation {
+    /// Its name in config and `Status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Process => "process",
+            Isolation::Inline => "inline",
+        }
+    }
+}
+
+fn default_memory_bytes() -> u64 {
+    crate::sandbox::Limits::default().memory_bytes
+}
+fn default_cpu_secs() -> u64 {
+    crate::sandbox::Limits::default().cpu_secs
+}
+fn default_open_files() -> u64 {
+    crate::sandbox::Limits::default().open_files
+}
+fn default_output_bytes() -> u64 {
+    crate::sandbox::Settings::default().max_output_bytes
+}
+fn default_kill_grace_ms() -> u64 {
+    500
+}
+
+impl Default for SandboxSection {
+    fn default() -> Self {
+        SandboxSection {
+            isolation: Isolation::default(),
+            memory_bytes: default_memory_bytes(),
+            cpu_secs: default_cpu_secs(),
+            open_files: default_open_files(),
+            max_output_bytes: default_output_bytes(),
+            kill_grace_ms: default_kill_grace_ms(),
+            program: None,
+        }
+    }
+}
+
+impl SandboxSection {
+    /// The sandbox settings these keys describe.
+    pub fn settings(&self) -> crate::sandbox::Settings {
+        let defaults = crate::sandbox::Settings::default();
+        crate::sandbox::Settings {
+            program: self.program.clone().unwrap_or(defaults.program),
+            limits: crate::sandbox::Limits {
+                memory_bytes: self.memory_bytes,
+                cpu_secs: self.cpu_secs,
+                open_files: self.open_files,
+                file_bytes: 0,
+            },
+            kill_grace: Duration::from_millis(self.kill_grace_ms),
+            max_output_bytes: self.max_output_bytes,
+        }
+    }
 }
 
 /// `[tls]`: rustls for the gRPC server; with `client_ca_file`, mutual TLS (the Hub must
@@ -67,10 +170,45 @@ pub struct WorkerSection {
     /// `dev` or `production` (production also follows `HUBWORKER_ENV=production`).
     #[serde(default)]
     pub mode: ModeSetting,
+    /// On SIGTERM, how long runs in flight may take to finish before they are cancelled,
+    /// seconds (keep the unit's `TimeoutStopSec=` above it).
+    #[serde(default = "default_drain_grace")]
+    pub drain_grace_secs: u64,
 }
 
 fn default_capacity() -> u32 {
     8
+}
+fn default_drain_grace() -> u64 {
+    60
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Serve `GET /metrics` (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Where (default `127.0.0.1:9464`: loopback; a `--instance N` adds N to the port).
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            enabled: true,
+            listen: default_metrics_listen(),
+        }
+    }
 }
 
 /// `mode`.
@@ -300,6 +438,30 @@ impl Config {
         if l.result_chunk_bytes == 0 || l.result_chunk_bytes > l.max_message_bytes / 2 {
             problems.push("limits.result_chunk_bytes: 1 to half of max_message_bytes".to_owned());
         }
+        let sb = &config.sandbox;
+        if config.worker.mode == ModeSetting::Production && sb.isolation != Isolation::Process {
+            problems.push(
+                "sandbox.isolation: production runs every workflow in a sandboxed process (\"process\")"
+                    .to_owned(),
+            );
+        }
+        if sb.memory_bytes < 64 << 20 {
+            problems.push("sandbox.memory_bytes: at least 67108864 (64 MiB)".to_owned());
+        }
+        if sb.cpu_secs == 0 {
+            problems.push("sandbox.cpu_secs: at least 1".to_owned());
+        }
+        if !(16..=65_536).contains(&sb.open_files) {
+            problems.push("sandbox.open_files: 16 to 65536".to_owned());
+        }
+        if sb.max_output_bytes == 0 {
+            problems.push("sandbox.max_output_bytes: at least 1".to_owned());
+        }
+        if let Some(p) = &sb.program
+            && !p.is_file()
+        {
+            problems.push(format!("sandbox.program: {} is not a file", p.display()));
+        }
         match (&config.tls, config.worker.mode) {
             (None, ModeSetting::Production) => {
                 problems.push(
@@ -334,6 +496,46 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigProblems(vec![format!("{}: {e}", path.display())]))?;
         Config::parse(&text)
+    }
+
+    /// Reads a config file for slot `instance` of a fleet (systemd `hubworker@N`): the worker
+    /// id gets `@N`, and the listen, advertised and metrics ports move up by N, so one file
+    /// serves every slot of a host.
+    pub fn load_instance(path: &Path, instance: Option<u32>) -> Result<Config, ConfigProblems> {
+        let config = Config::load(path)?;
+        match instance {
+            None => Ok(config),
+            Some(n) => config.for_instance(n),
+        }
+    }
+
+    /// This config for slot `n` (see [`load_instance`](Self::load_instance)).
+    pub fn for_instance(mut self, n: u32) -> Result<Config, ConfigProblems> {
+        let shift = |port: u16, what: &str| {
+            if port == 0 {
+                return Ok(0);
+            }
+            u16::try_from(u32::from(port) + n)
+                .map_err(|_| ConfigProblems(vec![format!("{what}: port {port} + instance {n} is past 65535")]))
+        };
+        if n == 0 || n > 10_000 {
+            return Err(ConfigProblems(vec![format!("--instance: 1 to 10000, not {n}")]));
+        }
+        self.worker.id = format!("{}@{n}", self.worker.id);
+        if self.worker.id.len() > 128 {
+            return Err(ConfigProblems(vec!["worker.id: too long with the instance suffix".into()]));
+        }
+        let port = shift(self.worker.listen.port(), "worker.listen")?;
+        self.worker.listen.set_port(port);
+        if let Some(advertise) = &self.worker.advertise
+            && let Some((head, port)) = advertise.rsplit_once(':')
+            && let Ok(p) = port.trim_end_matches('/').parse::<u16>()
+        {
+            self.worker.advertise = Some(format!("{head}:{}", shift(p, "worker.advertise")?));
+        }
+        let port = shift(self.metrics.listen.port(), "metrics.listen")?;
+        self.metrics.listen.set_port(port);
+        Ok(self)
     }
 
     /// The run time limit.
@@ -396,5 +598,49 @@ issuer = "hub"
             e.0.iter()
                 .any(|p| p.starts_with("tokens.max_lifetime_secs"))
         );
+    }
+
+    #[test]
+    fn process_isolation_is_the_default_and_required_in_production() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.sandbox.isolation, Isolation::Process);
+        assert_eq!(c.sandbox.settings().limits.memory_bytes, 4 << 30);
+        let inline = format!("{MINIMAL}\n[sandbox]\nisolation = \"inline\"\n");
+        assert_eq!(
+            Config::parse(&inline).unwrap().sandbox.isolation,
+            Isolation::Inline
+        );
+        let production = inline.replace("audience = \"pool-a\"", "audience = \"pool-a\"\nmode = \"production\"");
+        let e = Config::parse(&production).unwrap_err();
+        assert!(
+            e.0.iter().any(|p| p.starts_with("sandbox.isolation: production")),
+            "{e}"
+        );
+        let e = Config::parse(&format!(
+            "{MINIMAL}\n[sandbox]\nmemory_bytes = 1000\nopen_files = 3\ncpu_secs = 0\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.0.len(), 3, "{e}");
+    }
+
+    #[test]
+    fn an_instance_gets_its_own_id_and_ports() {
+        let text = MINIMAL.replace("127.0.0.1:0", "127.0.0.1:7200").replace(
+            "audience = \"pool-a\"",
+            "audience = \"pool-a\"\nadvertise = \"https://10.0.0.5:7200\"",
+        );
+        let c = Config::parse(&text).unwrap();
+        let three = c.clone().for_instance(3).unwrap();
+        assert_eq!(three.worker.id, "w1@3");
+        assert_eq!(three.worker.listen.port(), 7203);
+        assert_eq!(
+            three.worker.advertise.as_deref(),
+            Some("https://10.0.0.5:7203")
+        );
+        assert_eq!(three.metrics.listen.port(), 9467);
+        assert!(c.clone().for_instance(0).is_err());
+        let mut high = c;
+        high.worker.listen.set_port(65_535);
+        assert!(high.for_instance(1).is_err());
     }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::locked::LockedBytes;
+
 use crate::connector::{ClientTls, Target};
 use crate::secret::Secret;
 use crate::sql::Dialect;
@@ -238,9 +240,11 @@ impl Credential {
     }
 }
 
-/// The worker's Fernet transport key (the Hub seals credentials under it).
+/// The worker's Fernet transport key (the Hub seals credentials under it). The key's text is
+/// kept in a locked, zeroizing buffer; a Fernet instance is made for each use and dropped.
+#[derive(Clone)]
 pub struct TransportKey {
-    fernet: fernet::Fernet,
+    text: LockedBytes,
 }
 
 impl std::fmt::Debug for TransportKey {
@@ -252,9 +256,33 @@ impl std::fmt::Debug for TransportKey {
 impl TransportKey {
     /// From the key's text (URL-safe base64 of 32 bytes).
     pub fn new(key: &Secret) -> Result<TransportKey, CredError> {
-        fernet::Fernet::new(key.expose().trim())
-            .map(|fernet| TransportKey { fernet })
-            .ok_or(CredError::BadKey)
+        Self::from_text(key.expose())
+    }
+
+    /// From the key's text, borrowed.
+    pub fn from_text(key: &str) -> Result<TransportKey, CredError> {
+        let text = key.trim();
+        fernet::Fernet::new(text).ok_or(CredError::BadKey)?;
+        Ok(TransportKey {
+            text: LockedBytes::take(&mut text.as_bytes().to_vec()),
+        })
+    }
+
+    /// The key's text, to hand to a sandboxed run child (over its pipe, never env or argv).
+    pub fn text(&self) -> &[u8] {
+        self.text.expose()
+    }
+
+    /// Whether the key's memory is locked against swapping.
+    pub fn is_locked(&self) -> bool {
+        self.text.is_locked()
+    }
+
+    fn fernet(&self) -> fernet::Fernet {
+        std::str::from_utf8(self.text.expose())
+            .ok()
+            .and_then(fernet::Fernet::new)
+            .expect("the key text was checked to be a Fernet key when it was taken")
     }
 
     /// A fresh random key's text.
@@ -264,7 +292,7 @@ impl TransportKey {
 
     /// Seals `plaintext` (the Hub side; also used to encrypt credentials at rest).
     pub fn seal(&self, plaintext: &[u8]) -> String {
-        self.fernet.encrypt(plaintext)
+        self.fernet().encrypt(plaintext)
     }
 
     /// Opens a sealed blob sealed at most `ttl` ago; the plaintext is zeroized on drop.
@@ -272,7 +300,7 @@ impl TransportKey {
         if sealed.len() > MAX_SEALED_BYTES {
             return Err(CredError::Unseal);
         }
-        self.fernet
+        self.fernet()
             .decrypt_with_ttl(sealed, ttl.as_secs())
             .map(Zeroizing::new)
             .map_err(|_| CredError::Unseal)
@@ -280,21 +308,22 @@ impl TransportKey {
 
     /// Opens a sealed blob without a TTL (credentials at rest in the Hub's store).
     pub fn open_at_rest(&self, sealed: &str) -> Result<Zeroizing<Vec<u8>>, CredError> {
-        self.fernet
+        self.fernet()
             .decrypt(sealed)
             .map(Zeroizing::new)
             .map_err(|_| CredError::Unseal)
     }
 
-    /// Opens a sealed credential for `connection`.
+    /// Opens a sealed credential for `connection`. The plaintext is moved into a locked buffer
+    /// (never swapped out) that is wiped when this returns.
     pub fn open(
         &self,
         connection: &str,
         sealed: &str,
         ttl: Duration,
     ) -> Result<Credential, CredError> {
-        let plain = self.open_bytes(sealed, ttl)?;
-        let cred: Credential = serde_json::from_slice(&plain)
+        let plain = LockedBytes::take(&mut self.open_bytes(sealed, ttl)?);
+        let cred: Credential = serde_json::from_slice(plain.expose())
             .map_err(|e| CredError::Invalid(format!("line {}, column {}", e.line(), e.column())))?;
         if cred.connection != connection {
             return Err(CredError::Invalid(

@@ -271,7 +271,7 @@ fn worker_config(
 ) -> Result<crate::config::Config, Error> {
     let text = format!(
         "[worker]\nid = \"demo-worker\"\nlisten = \"127.0.0.1:0\"\naudience = \"hubworker\"\ncapacity = {capacity}\n\n\
-         [hub]\nurl = \"{hub_url}\"\nissuer = \"demo-hub\"\n\n[secrets]\ndir = {:?}\n{extra}\n",
+         [hub]\nurl = \"{hub_url}\"\nissuer = \"demo-hub\"\n\n[secrets]\ndir = {:?}\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
         keys.display().to_string()
     );
     crate::config::Config::parse(&text).map_err(|e| fail("worker config")(e.to_string()))

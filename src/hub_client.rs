@@ -8,7 +8,9 @@ use tonic::transport::Channel;
 
 use crate::creds::{CredError, Credential, TransportKey};
 use crate::proto::hub_client::HubClient as Client;
-use crate::proto::{HeartbeatRequest, RedeemRequest, RegisterRequest};
+use crate::proto::{
+    DeregisterRequest, HeartbeatRequest, RedeemRequest, RegisterRequest, SealedCredential,
+};
 use crate::secret::Secret;
 use crate::token::{KeySet, Verified};
 
@@ -179,6 +181,17 @@ impl HubClient {
         token: &Verified,
         ttl: Duration,
     ) -> Result<Vec<Credential>, HubCallError> {
+        let sealed = self.redeem_sealed(token).await?;
+        self.open(&sealed, ttl)
+    }
+
+    /// Redeems a verified token and returns its credentials still sealed, after checking that
+    /// they are exactly the token's connections. With process isolation the daemon stops
+    /// here: only the run child opens them.
+    pub async fn redeem_sealed(
+        &mut self,
+        token: &Verified,
+    ) -> Result<Vec<SealedCredential>, HubCallError> {
         let resp = self
             .client
             .redeem(RedeemRequest {
@@ -188,27 +201,57 @@ impl HubClient {
             .await
             .map_err(refused)?
             .into_inner();
-        let mut out = Vec::with_capacity(resp.credentials.len());
-        for sealed in resp.credentials {
+        for sealed in &resp.credentials {
             if !token.claims.connections.contains(&sealed.connection) {
                 return Err(HubCallError::BadAnswer(format!(
                     "a credential for {:?}, which the token does not grant",
                     sealed.connection
                 )));
             }
-            out.push(
-                self.transport
-                    .open(&sealed.connection, &sealed.sealed, ttl)?,
-            );
         }
         for granted in &token.claims.connections {
-            if !out.iter().any(|c| &c.connection == granted) {
+            if !resp.credentials.iter().any(|c| &c.connection == granted) {
                 return Err(HubCallError::BadAnswer(format!(
                     "no credential for {granted:?}"
                 )));
             }
         }
-        Ok(out)
+        Ok(resp.credentials)
+    }
+
+    /// Opens sealed credentials with this worker's transport key (inline isolation only).
+    pub fn open(
+        &self,
+        sealed: &[SealedCredential],
+        ttl: Duration,
+    ) -> Result<Vec<Credential>, HubCallError> {
+        sealed
+            .iter()
+            .map(|s| {
+                self.transport
+                    .open(&s.connection, &s.sealed, ttl)
+                    .map_err(HubCallError::from)
+            })
+            .collect()
+    }
+
+    /// The transport key, to hand to a run child over its pipe.
+    pub fn transport_key(&self) -> &TransportKey {
+        &self.transport
+    }
+
+    /// Leaves the Hub (after draining).
+    pub async fn deregister(&mut self) -> Result<bool, HubCallError> {
+        let resp = self
+            .client
+            .deregister(DeregisterRequest {
+                registration_secret: self.registration_secret.expose().to_owned(),
+                worker_id: self.identity.id.clone(),
+            })
+            .await
+            .map_err(refused)?
+            .into_inner();
+        Ok(resp.known)
     }
 
     /// Reports load.

@@ -361,6 +361,27 @@ pub fn keygen(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
+/// Environment lookups that try one source, then another.
+#[derive(Clone, Copy)]
+pub struct Layered<'a> {
+    /// Asked first.
+    pub first: &'a dyn Env,
+    /// Asked when `first` has nothing.
+    pub then: &'a dyn Env,
+}
+
+impl std::fmt::Debug for Layered<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Layered")
+    }
+}
+
+impl Env for Layered<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.first.var(name).or_else(|| self.then.var(name))
+    }
+}
+
 /// Environment variable for the worker's transport key (dev only).
 pub const ENV_TRANSPORT_KEY: &str = "HUBWORKER_TRANSPORT_KEY";
 /// Environment variable for the registration secret (dev only).

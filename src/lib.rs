@@ -23,11 +23,17 @@
 //! - [`config`]: the worker's TOML configuration, checked once, every problem at once.
 //! - [`cache`]: the per-credential query-result cache (HMAC-keyed, TTL, byte budget, single-flight).
 //! - [`worker`]: the daemon: the `Worker` gRPC service, the run lifecycle, health, reflection.
+//! - [`sandbox`]: one confined child process per run (rlimits, seccomp, namespaces), sealed
+//!   credentials opened only there, exits classified.
+//! - [`locked`]: key material in locked (never swapped), zeroizing memory.
+//! - [`alloc`]: the allocator (mimalloc; out of memory is a distinct exit code).
+//! - [`metrics`]: the Prometheus series (names in one place, closed label sets).
 //! - [`demo`]: `hubworker demo`, the whole security model end to end on loopback.
 //! - [`cli`]: the command line (clap).
 //! - [`error`]: the top-level error and its exit codes.
 //! - [`telemetry`]: tracing setup; span fields never carry secrets.
 
+pub mod alloc;
 pub mod batch;
 pub mod bench;
 pub mod cache;
@@ -42,8 +48,11 @@ pub mod frames;
 pub mod hub;
 pub mod hub_client;
 pub mod keys;
+pub mod locked;
+pub mod metrics;
 pub mod proto;
 pub mod sample;
+pub mod sandbox;
 pub mod secret;
 pub mod sql;
 pub mod telemetry;

@@ -5,13 +5,22 @@ use std::process::ExitCode;
 use clap::Parser;
 
 /// mimalloc: Polars and the expression front end allocate many small objects; it is markedly
-/// faster than glibc malloc for both (see the benchmarks in the README).
+/// faster than glibc malloc for both (see the benchmarks in the README). Wrapped so that
+/// running out of memory is a distinct exit code (see `hubworker::alloc`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: hubworker::alloc::Allocator = hubworker::alloc::Allocator;
 
 fn main() -> ExitCode {
+    // A sandboxed run child confines itself before anything else happens in the process: no
+    // argument parsing beyond its own, no logging setup, no threads.
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == hubworker::sandbox::CHILD_COMMAND) {
+        let rest: Vec<_> = args.collect();
+        let code = hubworker::sandbox::child::main(&rest);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = hubworker::cli::Cli::parse();
-    hubworker::telemetry::init();
+    hubworker::telemetry::init(cli.log_format());
     match hubworker::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -4,19 +4,26 @@
 
 use zeroize::Zeroizing;
 
-/// A secret string (a password, a connection URL with a password, a key).
-#[derive(Clone)]
+/// A secret string (a password, a connection URL with a password, a key). Its pages are
+/// pinned in RAM (never swapped out) where the kernel allows.
 pub struct Secret(Zeroizing<String>);
 
 impl Secret {
     /// Wraps a secret; the caller's copy should be dropped (or zeroized) right after.
     pub fn new(value: String) -> Self {
+        crate::locked::pin(value.as_bytes());
         Secret(Zeroizing::new(value))
     }
 
     /// The plaintext, for the one call that needs it. Never log or format the result.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+impl Clone for Secret {
+    fn clone(&self) -> Self {
+        Secret::new(self.0.as_str().to_owned())
     }
 }
 

@@ -27,3 +27,9 @@ mod hub_cli;
 
 /// The worker daemon end to end over real gRPC with the reference Hub.
 mod worker;
+
+/// The run sandbox: hostile children and workflows, fail-closed confinement, memory hygiene.
+mod sandbox;
+
+/// A fleet member as a real process: systemd notify, SIGHUP key rotation, metrics, SIGTERM drain.
+mod fleet;

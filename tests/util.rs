@@ -61,3 +61,12 @@ pub(crate) fn sample_parquet(dir: &Path) -> PathBuf {
         .expect("write parquet");
     path
 }
+
+/// Worker config lines that make an in-process worker start the built binary as its run
+/// child (the test binary itself cannot be one), followed by `extra` sandbox keys.
+pub(crate) fn sandboxed(sandbox_keys: &str) -> String {
+    format!(
+        "[sandbox]\nprogram = {:?}\n{sandbox_keys}\n",
+        bin().display().to_string()
+    )
+}

@@ -121,7 +121,7 @@ async fn wait_idle(stack: &Stack, within: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_workflow_streams_results_and_the_cache_follows_the_credential() {
-    let stack = Stack::start(4, "").await.unwrap();
+    let stack = Stack::start(4, &crate::util::sandboxed("")).await.unwrap();
     let t = stack.token("alice", REVENUE, &["shop"]).await.unwrap();
     let first = run(&stack, req(&t, REVENUE)).await.unwrap();
     assert!(first.finished && first.error.is_none(), "{first:?}");
@@ -188,7 +188,7 @@ async fn sqlite_workflow_streams_results_and_the_cache_follows_the_credential() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_workflow_through_a_sealed_password_credential() {
-    let stack = Stack::start(4, "").await.unwrap();
+    let stack = Stack::start(4, &crate::util::sandboxed("")).await.unwrap();
     let url = std::env::var("HUBWORKER_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     // Reuse the URL's parts as a credential (trust auth: any password is accepted).
@@ -244,7 +244,7 @@ async fn postgres_workflow_through_a_sealed_password_credential() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_deadline_disconnect_and_capacity() {
-    let stack = Stack::start(1, "").await.unwrap();
+    let stack = Stack::start(1, &crate::util::sandboxed("")).await.unwrap();
     let doc = heavy();
 
     // Cancel(run_id) stops a running workflow.
@@ -335,7 +335,7 @@ async fn cancel_deadline_disconnect_and_capacity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_runs_are_all_correct() {
-    let stack = std::sync::Arc::new(Stack::start(64, "").await.unwrap());
+    let stack = std::sync::Arc::new(Stack::start(64, &crate::util::sandboxed("")).await.unwrap());
     let mut tasks = Vec::new();
     for i in 0..50 {
         let stack = stack.clone();
@@ -363,7 +363,7 @@ async fn fifty_concurrent_runs_are_all_correct() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn validate_inspect_preview_status_health_and_reflection() {
-    let stack = Stack::start(3, "").await.unwrap();
+    let stack = Stack::start(3, &crate::util::sandboxed("")).await.unwrap();
     let mut client = stack.client().await.unwrap();
     // Validate: a dry run, nothing consumed.
     let t = stack.token("alice", REVENUE, &["shop"]).await.unwrap();
@@ -620,10 +620,11 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_ca() {
     let d = certs.path();
     certificates(d);
     let extra = format!(
-        "[tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\n",
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\n{}",
         d.join("server.pem").display().to_string(),
         d.join("server.key").display().to_string(),
-        d.join("ca.pem").display().to_string()
+        d.join("ca.pem").display().to_string(),
+        crate::util::sandboxed("")
     );
     let stack = Stack::start(2, &extra).await.unwrap();
     let url = format!("https://localhost:{}", stack.worker.addr.port());

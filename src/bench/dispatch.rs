@@ -79,82 +79,132 @@ fn median_us(v: &mut [u64]) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or_default() as f64 / 1000.0
 }
 
-/// Runs the benchmark and renders the report.
+/// What one configuration measured.
+struct Measured {
+    p50: f64,
+    p99: f64,
+    runs: usize,
+    check: f64,
+    redeem: f64,
+    load: f64,
+    compute: f64,
+    encode: f64,
+    per_second: f64,
+    total: usize,
+    elapsed: f64,
+}
+
+async fn measure(stack: Arc<Stack>, args: &DispatchBenchArgs) -> Result<Measured, Error> {
+    // Warm up: connections, caches, the first plan.
+    for _ in 0..10 {
+        dispatch_once(&stack, args.bypass_cache).await?;
+    }
+    let mut latencies = Vec::with_capacity(args.runs);
+    let (mut check, mut redeem, mut load, mut compute, mut encode) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..args.runs.max(1) {
+        let t = Instant::now();
+        let f = dispatch_once(&stack, args.bypass_cache).await?;
+        latencies.push(t.elapsed().as_secs_f64() * 1e3);
+        check.push(f.check_us);
+        redeem.push(f.redeem_us);
+        load.push(f.load_us);
+        compute.push(f.compute_us);
+        encode.push(f.encode_us);
+    }
+    latencies.sort_by(f64::total_cmp);
+
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency.max(1) {
+        let stack = stack.clone();
+        let (n, bypass) = (args.per_client, args.bypass_cache);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..n {
+                dispatch_once(&stack, bypass).await?;
+            }
+            Ok::<_, Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| Error::Usage(e.to_string()))??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let total = args.concurrency.max(1) * args.per_client;
+    if let Ok(stack) = Arc::try_unwrap(stack) {
+        stack.shutdown().await;
+    }
+    Ok(Measured {
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+        runs: latencies.len(),
+        check: median_us(&mut check),
+        redeem: median_us(&mut redeem),
+        load: median_us(&mut load),
+        compute: median_us(&mut compute),
+        encode: median_us(&mut encode),
+        per_second: total as f64 / elapsed,
+        total,
+        elapsed,
+    })
+}
+
+fn render(out: &mut String, name: &str, m: &Measured, concurrency: usize, per_client: usize) {
+    let _ = writeln!(
+        out,
+        "  {name}: latency over {} runs one at a time: p50 {:.2} ms, p99 {:.2} ms; {:.0} runs/s with {concurrency} clients x {per_client} ({} runs in {:.2} s)",
+        m.runs, m.p50, m.p99, m.per_second, m.total, m.elapsed
+    );
+    let _ = writeln!(
+        out,
+        "  {name}: worker breakdown (medians, ms): check {:.3}, redeem {:.3}, load {:.3}, compute {:.3}, encode {:.3}",
+        m.check, m.redeem, m.load, m.compute, m.encode
+    );
+}
+
+/// Runs the benchmark (sandboxed and inline, in the same run) and renders the report.
 pub fn run(args: &DispatchBenchArgs) -> Result<String, Error> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let capacity = u32::try_from(args.concurrency.max(1) * 2).unwrap_or(64);
-        let stack = Arc::new(Stack::start(capacity, "").await?);
-        // Warm up: connections, caches, the first plan.
-        for _ in 0..10 {
-            dispatch_once(&stack, args.bypass_cache).await?;
-        }
-        let mut latencies = Vec::with_capacity(args.runs);
-        let (mut check, mut redeem, mut load, mut compute, mut encode) = (vec![], vec![], vec![], vec![], vec![]);
-        for _ in 0..args.runs.max(1) {
+        // The sandbox alone: start a child, let it confine itself, see it exit.
+        let sandbox = crate::sandbox::Sandbox::new(crate::sandbox::Settings::default());
+        let mut spawn = Vec::with_capacity(50);
+        for _ in 0..50 {
             let t = Instant::now();
-            let f = dispatch_once(&stack, args.bypass_cache).await?;
-            latencies.push(t.elapsed().as_secs_f64() * 1e3);
-            check.push(f.check_us);
-            redeem.push(f.redeem_us);
-            load.push(f.load_us);
-            compute.push(f.compute_us);
-            encode.push(f.encode_us);
+            sandbox
+                .probe()
+                .await
+                .map_err(|e| Error::Usage(format!("sandbox probe: {e}")))?;
+            spawn.push(t.elapsed().as_secs_f64() * 1e3);
         }
-        latencies.sort_by(f64::total_cmp);
+        spawn.sort_by(f64::total_cmp);
 
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..args.concurrency.max(1) {
-            let stack = stack.clone();
-            let (n, bypass) = (args.per_client, args.bypass_cache);
-            tasks.push(tokio::spawn(async move {
-                for _ in 0..n {
-                    dispatch_once(&stack, bypass).await?;
-                }
-                Ok::<_, Error>(())
-            }));
-        }
-        for t in tasks {
-            t.await.map_err(|e| Error::Usage(e.to_string()))??;
-        }
-        let elapsed = started.elapsed();
-        let total = args.concurrency.max(1) * args.per_client;
+        let process = measure(Arc::new(Stack::start(capacity, "").await?), args).await?;
+        let inline = measure(
+            Arc::new(Stack::start(capacity, "[sandbox]\nisolation = \"inline\"\n").await?),
+            args,
+        )
+        .await?;
         let mut out = String::new();
         let _ = writeln!(
             out,
             "dispatch benchmark: tiny workflow (1 query, 1 formula, 8 rows) via reference Hub token + gRPC Execute on loopback{}",
             if args.bypass_cache { ", cache bypassed" } else { ", inputs from the cache after the first run" }
         );
+        render(&mut out, "process (sandboxed)", &process, args.concurrency, args.per_client);
+        render(&mut out, "inline (baseline)  ", &inline, args.concurrency, args.per_client);
         let _ = writeln!(
             out,
-            "  latency, {} runs one at a time: p50 {:.2} ms, p99 {:.2} ms",
-            latencies.len(),
-            percentile(&latencies, 0.50),
-            percentile(&latencies, 0.99)
+            "  sandbox per-run overhead: p50 +{:.2} ms ({:.2}x inline), throughput {:.2}x inline; a child's start, confinement and exit alone: p50 {:.2} ms, p99 {:.2} ms",
+            process.p50 - inline.p50,
+            process.p50 / inline.p50,
+            process.per_second / inline.per_second,
+            percentile(&spawn, 0.50),
+            percentile(&spawn, 0.99)
         );
-        let _ = writeln!(
-            out,
-            "  worker breakdown (medians, ms): check {:.3}, redeem {:.3}, load {:.3}, compute {:.3}, encode {:.3}; the rest is token issuing, gRPC and streaming",
-            median_us(&mut check),
-            median_us(&mut redeem),
-            median_us(&mut load),
-            median_us(&mut compute),
-            median_us(&mut encode)
-        );
-        let _ = writeln!(
-            out,
-            "  throughput, {} clients x {} runs: {:.0} runs/s ({total} runs in {:.2} s)",
-            args.concurrency,
-            args.per_client,
-            total as f64 / elapsed.as_secs_f64(),
-            elapsed.as_secs_f64()
-        );
-        if let Ok(stack) = Arc::try_unwrap(stack) {
-            stack.shutdown().await;
-        }
         Ok(out)
     })
 }

@@ -14,7 +14,7 @@ use super::{HEARTBEAT_SECS, HubError, HubKeys, Store, now};
 use crate::creds::TransportKey;
 use crate::proto::hub_server::Hub;
 use crate::proto::{
-    HeartbeatRequest, HeartbeatResponse, RedeemRequest, RedeemResponse, RegisterRequest,
+    DeregisterRequest, DeregisterResponse, HeartbeatRequest, HeartbeatResponse, RedeemRequest, RedeemResponse, RegisterRequest,
     RegisterResponse, SealedCredential,
 };
 use crate::secret::Secret;
@@ -195,6 +195,32 @@ impl Hub for HubService {
                 Err(status(&e))
             }
         }
+    }
+
+    async fn deregister(
+        &self,
+        request: Request<DeregisterRequest>,
+    ) -> Result<Response<DeregisterResponse>, Status> {
+        let req = request.into_inner();
+        let secret = Secret::new(req.registration_secret);
+        if let Some(expected) = &self.keys.registration_secret {
+            let ok: bool = secret
+                .expose()
+                .as_bytes()
+                .ct_eq(expected.expose().as_bytes())
+                .into();
+            if !ok {
+                tracing::warn!(worker_id = %req.worker_id, "deregistration refused: wrong secret");
+                return Err(status(&HubError::BadRegistrationSecret));
+            }
+        }
+        let known = self
+            .store
+            .remove_worker(&req.worker_id)
+            .await
+            .map_err(|e| status(&HubError::Store(e)))?;
+        tracing::info!(worker_id = %req.worker_id, known, "worker deregistered");
+        Ok(Response::new(DeregisterResponse { known }))
     }
 
     async fn heartbeat(

@@ -363,6 +363,15 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Removes a worker; `false` if it was not registered.
+    pub async fn remove_worker(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM workers WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Workers with free capacity that are not draining, most free first: (id, address, free).
     pub async fn available_workers(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         let rows = sqlx::query(

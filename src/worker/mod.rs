@@ -4,6 +4,7 @@
 //! → open credentials → load inputs (guard, cache) → one plan → stream results → drop the
 //! credentials. `service.rs` only translates proto to these calls and back.
 
+pub mod daemon;
 pub mod server;
 pub mod service;
 pub mod status;
@@ -17,30 +18,35 @@ use polars::prelude::*;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::cache::{CacheMode, ResultCache, Source};
-use crate::config::Config;
+use crate::config::{Config, Isolation};
 use crate::connector::{QueryOptions, ResultLimits};
 use crate::creds::Credential;
 use crate::hub_client::HubClient;
+use crate::proto::SealedCredential;
+use crate::proto::sandbox::{InspectTask, PreviewTask, RunTask, Setup, setup};
+use crate::sandbox::Sandbox;
 use crate::token::{Expect, Scope, Verified, Verifier};
 use crate::workflow::{self, Event, RunControl, Workflow};
 pub use status::RunFailure;
 
 /// The worker's shared state.
 pub struct Worker {
-    /// The configuration (read-only).
-    pub config: Config,
+    config: std::sync::RwLock<Arc<Config>>,
     verifier: Verifier,
     hub: HubClient,
     cache: ResultCache,
     slots: Arc<Semaphore>,
     runs: Mutex<HashMap<String, RunControl>>,
     draining: AtomicBool,
+    sandbox: Option<Sandbox>,
+    confinements: Mutex<Vec<String>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
-            .field("id", &self.config.worker.id)
+            .field("id", &self.config().worker.id)
             .field("in_flight", &self.in_flight())
             .finish_non_exhaustive()
     }
@@ -53,6 +59,17 @@ pub enum RunEvent {
     Accepted(String),
     /// A node started or finished.
     Progress(Event),
+    /// A node started or finished, as a sandboxed run child reported it.
+    ChildProgress {
+        /// Node id.
+        node: String,
+        /// Tool name.
+        tool: String,
+        /// Finished (else started).
+        finished: bool,
+        /// Rows, where known.
+        rows: Option<u64>,
+    },
     /// An `sql` node's rows are loaded.
     Input {
         /// The node.
@@ -97,8 +114,151 @@ impl Worker {
             slots: Arc::new(Semaphore::new(capacity)),
             runs: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
-            config,
+            sandbox: (config.sandbox.isolation == Isolation::Process)
+                .then(|| Sandbox::new(config.sandbox.settings())),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            confinements: Mutex::new(Vec::new()),
+            config: std::sync::RwLock::new(Arc::new(config)),
         }
+    }
+
+    /// The configuration in force (a reload swaps it; runs keep the one they started with).
+    pub fn config(&self) -> Arc<Config> {
+        match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Applies a new configuration (SIGHUP). `[limits]` and the `[cache]` TTLs take effect
+    /// for the next run; sections that shape the process (worker identity, capacity, listen
+    /// address, hub, TLS, secrets, token policy, sandbox, metrics) need a restart: they are
+    /// kept, and the returned notes name them. The key set is reloaded separately.
+    pub fn reload(&self, new: Config) -> Vec<String> {
+        let old = self.config();
+        let mut notes = Vec::new();
+        let mut applied = (*old).clone();
+        applied.limits = new.limits.clone();
+        applied.cache.ttl_secs = new.cache.ttl_secs;
+        applied.cache.connection_ttl_secs = new.cache.connection_ttl_secs.clone();
+        let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        for (name, changed) in [
+            ("[worker]", differs(&old.worker, &new.worker)),
+            ("[hub]", differs(&old.hub, &new.hub)),
+            ("[secrets]", differs(&old.secrets, &new.secrets)),
+            ("[tokens]", differs(&old.tokens, &new.tokens)),
+            ("[tls]", differs(&old.tls, &new.tls)),
+            ("[sandbox]", differs(&old.sandbox, &new.sandbox)),
+            ("[metrics]", differs(&old.metrics, &new.metrics)),
+            ("cache.max_bytes", old.cache.max_bytes != new.cache.max_bytes),
+        ] {
+            if changed {
+                notes.push(format!("{name} changed: restart the worker to apply it"));
+            }
+        }
+        if let Ok(mut c) = self.config.write() {
+            *c = Arc::new(applied);
+        }
+        notes
+    }
+
+    /// Cancels every run in flight (the end of a drain's grace period).
+    pub fn cancel_all(&self) -> usize {
+        let runs: Vec<RunControl> = self
+            .runs
+            .lock()
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default();
+        for r in &runs {
+            r.cancel();
+        }
+        runs.len()
+    }
+
+    /// Metrics.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
+    }
+
+    /// Cache entries and bytes.
+    pub async fn cache_stats(&self) -> (u64, u64) {
+        self.cache.stats().await
+    }
+
+    /// Cache entries and bytes as last maintained (no waiting; for scrapes).
+    pub fn cache_stats_now(&self) -> (u64, u64) {
+        self.cache.stats_now()
+    }
+
+    /// Reloads the token key set: the secrets directory's `token-keys.jwks` when there is
+    /// one (pinned keys), else the Hub's current set (by registering again). Returns the kids.
+    pub async fn reload_keys(&self, config: &Config) -> Result<Vec<String>, String> {
+        let mut env = HashMap::new();
+        if config.worker.mode == crate::config::ModeSetting::Production {
+            env.insert("HUBWORKER_ENV".to_owned(), "production".to_owned());
+        }
+        let layered = crate::keys::Layered {
+            first: &env,
+            then: &crate::keys::ProcessEnv,
+        };
+        let (secrets, _) = crate::keys::load_worker_secrets(config.secrets.dir.clone(), &layered)
+            .map_err(|problems| {
+                problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })?;
+        let keys = match secrets.key_set {
+            Some(keys) => keys,
+            None => {
+                self.hub
+                    .clone()
+                    .register()
+                    .await
+                    .map_err(|e| format!("registering again failed ({})", e.code()))?
+                    .keys
+            }
+        };
+        let kids = keys.kids().into_iter().map(str::to_owned).collect();
+        self.verifier.set_keys(keys);
+        Ok(kids)
+    }
+
+    /// Leaves the Hub (after draining).
+    pub async fn deregister(&self) -> Result<bool, crate::hub_client::HubCallError> {
+        self.hub.clone().deregister().await
+    }
+
+    /// The sandbox (`None` with `isolation = "inline"`).
+    pub fn sandbox(&self) -> Option<&Sandbox> {
+        self.sandbox.as_ref()
+    }
+
+    /// `process` or `inline`.
+    pub fn isolation(&self) -> Isolation {
+        self.config().sandbox.isolation
+    }
+
+    /// The confinements run children reported most recently (empty when inline).
+    pub fn confinements(&self) -> Vec<String> {
+        self.confinements
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+    }
+
+    /// Starts one child that confines itself and stops: proves the sandbox works on this host
+    /// before the worker accepts runs, and learns which confinements are in force.
+    pub async fn probe_sandbox(&self) -> Result<Vec<String>, crate::sandbox::Exit> {
+        let Some(sandbox) = &self.sandbox else {
+            return Ok(Vec::new());
+        };
+        let found = sandbox.probe().await?;
+        if let Ok(mut c) = self.confinements.lock() {
+            c.clone_from(&found);
+        }
+        Ok(found)
     }
 
     /// The token verifier (its key set can be rotated).
@@ -108,7 +268,7 @@ impl Worker {
 
     /// Runs in flight.
     pub fn in_flight(&self) -> u32 {
-        let capacity = self.config.worker.capacity as usize;
+        let capacity = self.config().worker.capacity as usize;
         u32::try_from(capacity - self.slots.available_permits().min(capacity)).unwrap_or(u32::MAX)
     }
 
@@ -154,6 +314,47 @@ impl Worker {
         doc: &str,
         consume: bool,
     ) -> Result<(Verified, Workflow), RunFailure> {
+        let checked = self.check_inner(token, doc, consume);
+        if let Err(f) = &checked {
+            self.count_rejection(f);
+        }
+        checked
+    }
+
+    /// Counts a refused token, SQL statement or expression in the metrics.
+    fn count_rejection(&self, f: &RunFailure) {
+        use crate::metrics::{Code, Reason};
+        match f {
+            RunFailure::Token(e) => {
+                self.metrics
+                    .token_rejections
+                    .get_or_create(&Reason {
+                        reason: e.reason.code(),
+                    })
+                    .inc();
+            }
+            RunFailure::InvalidWorkflow(problems) => {
+                for p in &problems.0 {
+                    let family = if p.field == "query" {
+                        &self.metrics.sql_rejections
+                    } else if p.field.ends_with("expression") {
+                        &self.metrics.expression_rejections
+                    } else {
+                        continue;
+                    };
+                    family.get_or_create(&Code { code: p.code }).inc();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn check_inner(
+        &self,
+        token: &str,
+        doc: &str,
+        consume: bool,
+    ) -> Result<(Verified, Workflow), RunFailure> {
         let hash = workflow::workflow_sha256(doc)
             .map_err(|e| RunFailure::BadWorkflowDocument(e.to_string()))?;
         let now = crate::hub::now();
@@ -184,24 +385,117 @@ impl Worker {
             .await
     }
 
-    /// Redeems a verified token with the Hub and opens its credentials.
-    pub async fn redeem(&self, token: &Verified) -> Result<Vec<Credential>, RunFailure> {
-        let ttl = Duration::from_secs(self.config.tokens.credential_ttl_secs);
+    /// Redeems a verified token with the Hub; the credentials stay sealed.
+    pub async fn redeem(&self, token: &Verified) -> Result<Vec<SealedCredential>, RunFailure> {
         self.hub
             .clone()
-            .redeem(token, ttl)
+            .redeem_sealed(token)
             .await
             .map_err(RunFailure::Hub)
     }
 
-    /// Runs a checked workflow with its opened credentials. Events go to `events`; the run
-    /// stops when `control` is cancelled or its deadline passes. The credentials are dropped
-    /// (zeroized) before this returns.
+    /// Opens sealed credentials in this process (inline isolation only).
+    fn open(&self, sealed: &[SealedCredential]) -> Result<Vec<Credential>, RunFailure> {
+        let ttl = Duration::from_secs(self.config().tokens.credential_ttl_secs);
+        self.hub.open(sealed, ttl).map_err(RunFailure::Hub)
+    }
+
+    /// The first frame for a run child: the task, the sealed credentials, the transport key
+    /// (over the pipe only) and the limits.
+    fn setup(&self, task: setup::Task, sealed: Vec<SealedCredential>, control: &RunControl) -> Setup {
+        Setup {
+            task: Some(task),
+            transport_key: self.hub.transport_key().text().to_vec(),
+            credentials: sealed
+                .into_iter()
+                .map(|s| crate::proto::sandbox::SealedCredential {
+                    connection: s.connection,
+                    sealed: s.sealed,
+                })
+                .collect(),
+            credential_ttl_secs: self.config().tokens.credential_ttl_secs,
+            fingerprint_key: self.cache.fingerprint_key().to_vec(),
+            query_timeout_ms: self.config().limits.query_timeout_secs.saturating_mul(1000),
+            max_rows: self.config().limits.max_rows_per_query as u64,
+            deadline_ms: control
+                .remaining()
+                .map_or(u64::MAX, |d| d.as_millis() as u64),
+            now: crate::hub::now(),
+        }
+    }
+
+    /// Runs an inspect or preview task for one connection and returns its one table.
+    pub async fn table_task(
+        self: &Arc<Self>,
+        task: setup::Task,
+        connection: &str,
+        sealed: Vec<SealedCredential>,
+    ) -> Result<DataFrame, RunFailure> {
+        let control = RunControl::with_timeout(self.config().run_timeout());
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<RunEvent>(4);
+        let frame = match &self.sandbox {
+            Some(sandbox) => {
+                let ttl = |_: &str| Duration::ZERO;
+                let run = sandbox.run(crate::sandbox::Task {
+                    setup: self.setup(task, sealed, &control),
+                    fault_key: connection,
+                    cache: &self.cache,
+                    mode: CacheMode::Bypass,
+                    ttl: &ttl,
+                    control: &control,
+                    events: &tx,
+                });
+                let collect = tokio::spawn(async move {
+                    let mut out = None;
+                    while let Some(e) = rx.recv().await {
+                        if let RunEvent::Output { ipc, .. } = e {
+                            out = Some(ipc);
+                        }
+                    }
+                    out
+                });
+                let finished = run.await;
+                drop(tx);
+                let ipc = collect.await.map_err(|_| RunFailure::Internal)?;
+                let finished = finished?;
+                self.note_confinements(finished.confinements);
+                let ipc = ipc.ok_or(RunFailure::Internal)?;
+                IpcStreamReader::new(std::io::Cursor::new(ipc))
+                    .finish()
+                    .map_err(|_| RunFailure::Internal)?
+            }
+            None => {
+                let creds = self.open(&sealed)?;
+                let cred = creds
+                    .iter()
+                    .find(|c| c.connection == connection)
+                    .ok_or_else(|| RunFailure::MissingCredential(connection.to_owned()))?;
+                let target = cred
+                    .target(crate::hub::now())
+                    .map_err(RunFailure::Credential)?;
+                drop(creds);
+                inline_table_task(task, target).await?
+            }
+        };
+        Ok(frame)
+    }
+
+    fn note_confinements(&self, found: Vec<String>) {
+        if let Ok(mut c) = self.confinements.lock()
+            && *c != found
+        {
+            *c = found;
+        }
+    }
+
+    /// Runs a checked workflow with its still-sealed credentials: in a sandboxed child
+    /// (process isolation), or here (inline). Events go to `events`; the run stops when
+    /// `control` is cancelled or its deadline passes. Opened credentials never outlive it.
     pub async fn run(
         self: &Arc<Self>,
         run_id: &str,
         wf: Workflow,
-        credentials: Vec<Credential>,
+        sealed: Vec<SealedCredential>,
         mode: CacheMode,
         control: RunControl,
         events: tokio::sync::mpsc::Sender<RunEvent>,
@@ -209,11 +503,44 @@ impl Worker {
         if let Ok(mut runs) = self.runs.lock() {
             runs.insert(run_id.to_owned(), control.clone());
         }
-        let result = self
-            .run_inner(wf, credentials, mode, &control, &events)
-            .await;
+        let result = match &self.sandbox {
+            Some(sandbox) => {
+                let ttl = |connection: &str| self.config().cache_ttl(connection);
+                let task = setup::Task::Run(RunTask {
+                    workflow_json: wf.source_json().to_owned(),
+                });
+                sandbox
+                    .run(crate::sandbox::Task {
+                        setup: self.setup(task, sealed, &control),
+                        fault_key: wf.sha256(),
+                        cache: &self.cache,
+                        mode,
+                        ttl: &ttl,
+                        control: &control,
+                        events: &events,
+                    })
+                    .await
+                    .map(|finished| {
+                        self.note_confinements(finished.confinements);
+                        finished.timings
+                    })
+            }
+            None => match self.open(&sealed) {
+                Ok(credentials) => {
+                    self.run_inner(wf, credentials, mode, &control, &events)
+                        .await
+                }
+                Err(f) => Err(f),
+            },
+        };
         if let Ok(mut runs) = self.runs.lock() {
             runs.remove(run_id);
+        }
+        if let Err(RunFailure::Sandbox(exit)) = &result {
+            self.metrics
+                .sandbox_kills
+                .get_or_create(&crate::metrics::Reason { reason: exit.code() })
+                .inc();
         }
         result
     }
@@ -230,10 +557,10 @@ impl Worker {
         let started = std::time::Instant::now();
         let options = QueryOptions {
             limits: ResultLimits {
-                max_rows: self.config.limits.max_rows_per_query,
+                max_rows: self.config().limits.max_rows_per_query,
                 ..ResultLimits::default()
             },
-            timeout: Duration::from_secs(self.config.limits.query_timeout_secs),
+            timeout: Duration::from_secs(self.config().limits.query_timeout_secs),
         };
         let by_name: HashMap<&str, &Credential> = credentials
             .iter()
@@ -258,7 +585,7 @@ impl Worker {
                 }))
                 .await;
             let key = self.cache.key(cred, &query.normalized());
-            let ttl = self.config.cache_ttl(connection);
+            let ttl = self.config().cache_ttl(connection);
             let load = crate::connector::query_owned(target, query.clone(), options);
             let (frame, source) = tokio::select! {
                 r = self.cache.get_or_load(key, ttl, mode, load) => r.map_err(|e| RunFailure::Query(e.code()))?,
@@ -315,6 +642,33 @@ impl Worker {
             }
         }
         Ok(timings)
+    }
+}
+
+/// Inspect or preview in this process (inline isolation).
+async fn inline_table_task(
+    task: setup::Task,
+    target: crate::connector::Target,
+) -> Result<DataFrame, RunFailure> {
+    let options = QueryOptions::default();
+    let q = |e: crate::connector::ConnectorError| RunFailure::Query(e.code());
+    match task {
+        setup::Task::Inspect(InspectTask { .. }) => {
+            crate::sandbox::child::inspect_owned(target, options).await
+        }
+        setup::Task::Preview(PreviewTask {
+            schema, table, rows, ..
+        }) => {
+            let table = crate::connector::TableRef {
+                schema: (!schema.is_empty()).then_some(schema),
+                name: table,
+            };
+            let n = (rows as usize).clamp(1, crate::connector::inspect::MAX_PREVIEW_ROWS);
+            crate::connector::preview_owned(target, table, n, options)
+                .await
+                .map_err(q)
+        }
+        setup::Task::Run(_) => Err(RunFailure::Internal),
     }
 }
 

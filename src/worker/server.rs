@@ -31,6 +31,9 @@ pub enum StartError {
     /// Registration failed.
     #[error("registration with the hub failed: {0}")]
     Register(#[from] crate::hub_client::HubCallError),
+    /// The sandbox does not work on this host (process isolation).
+    #[error("the run sandbox does not work here: {0}")]
+    Sandbox(crate::sandbox::Exit),
 }
 
 /// A running worker daemon.
@@ -38,22 +41,72 @@ pub enum StartError {
 pub struct Running {
     /// The bound address.
     pub addr: SocketAddr,
+    /// The metrics endpoint's address, if enabled.
+    pub metrics_addr: Option<SocketAddr>,
     /// The shared state.
     pub worker: Arc<Worker>,
+    health: tonic_health::server::HealthReporter,
     stop: Option<oneshot::Sender<()>>,
+    stop_metrics: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    metrics: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     heartbeat: tokio::task::JoinHandle<()>,
 }
 
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Runs still in flight when the grace period ended, cancelled then.
+    pub cancelled: usize,
+}
+
 impl Running {
+    /// Stops taking runs and lets those in flight finish: new `Execute`s get UNAVAILABLE
+    /// (`draining`), health says NOT_SERVING, the Hub hears it at once; after `grace` the runs
+    /// left are cancelled. The server keeps answering (Status, health, the runs' streams).
+    pub async fn drain(&self, grace: Duration) -> Drained {
+        self.worker.drain();
+        self.health
+            .set_not_serving::<WorkerServer<WorkerService>>()
+            .await;
+        if let Err(e) = self.worker.heartbeat().await {
+            tracing::warn!(reason = %e.code(), "could not tell the hub about the drain");
+        }
+        let until = tokio::time::Instant::now() + grace;
+        while self.worker.in_flight() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut cancelled = 0;
+        if self.worker.in_flight() > 0 {
+            cancelled = self.worker.cancel_all();
+            tracing::warn!(cancelled, "drain grace period over: cancelling the runs left");
+            let until = tokio::time::Instant::now() + Duration::from_secs(10);
+            while self.worker.in_flight() > 0 && tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Drained { cancelled }
+    }
+
+    /// Whether the gRPC server task is still running (the watchdog asks).
+    pub fn server_alive(&self) -> bool {
+        !self.server.is_finished()
+    }
+
     /// Stops accepting, lets the server finish, and returns.
     pub async fn shutdown(mut self) {
         self.worker.drain();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        if let Some(stop) = self.stop_metrics.take() {
+            let _ = stop.send(());
+        }
         self.heartbeat.abort();
         let _ = (&mut self.server).await;
+        if let Some(m) = self.metrics.take() {
+            let _ = m.await;
+        }
     }
 
     /// Waits until the server ends (it runs until [`shutdown`](Self::shutdown) or an error).
@@ -68,11 +121,16 @@ impl Running {
 
 /// Starts the daemon: loads secrets, binds, registers with the Hub, serves.
 pub async fn start(config: Config, env: &dyn Env) -> Result<Running, StartError> {
+    // The daemon holds the transport key: no core dumps, no /proc/<pid>/mem for same-user
+    // processes (run children included).
+    if let Err(e) = crate::locked::set_non_dumpable() {
+        tracing::warn!(error = %e, "cannot make the daemon non-dumpable");
+    }
     let mut env_map = std::collections::HashMap::new();
     if config.worker.mode == ModeSetting::Production {
         env_map.insert("HUBWORKER_ENV".to_owned(), "production".to_owned());
     }
-    let layered = Layered {
+    let layered = crate::keys::Layered {
         first: &env_map,
         then: env,
     };
@@ -119,6 +177,10 @@ pub async fn start(config: Config, env: &dyn Env) -> Result<Running, StartError>
     };
     let max_message = config.limits.max_message_bytes;
     let worker = Arc::new(Worker::new(config, Verifier::new(policy, keys), hub));
+    let confinements = worker
+        .probe_sandbox()
+        .await
+        .map_err(StartError::Sandbox)?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<WorkerServer<WorkerService>>().await;
@@ -131,7 +193,7 @@ pub async fn start(config: Config, env: &dyn Env) -> Result<Running, StartError>
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = &worker.config.tls {
+    if let Some(tls) = &worker.config().tls.clone() {
         builder = builder
             .tls_config(server_tls(tls)?)
             .map_err(|e| StartError::Tls(e.to_string()))?;
@@ -151,6 +213,37 @@ pub async fn start(config: Config, env: &dyn Env) -> Result<Running, StartError>
                     .await;
             }),
     );
+    let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
+    let (metrics_addr, metrics) = if worker.config().metrics.enabled {
+        let listen = worker.config().metrics.listen;
+        let listener = crate::metrics::bind(listen)
+            .await
+            .map_err(|e| StartError::Listen(listen, e))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| StartError::Listen(listen, e))?;
+        let w = worker.clone();
+        let refresh: Arc<dyn Fn(&crate::metrics::Metrics) + Send + Sync> = Arc::new(move |m| {
+            let config = w.config();
+            m.runs_in_flight.set(i64::from(w.in_flight()));
+            m.capacity.set(i64::from(config.worker.capacity));
+            m.draining.set(i64::from(w.draining()));
+            let (entries, bytes) = w.cache_stats_now();
+            m.cache_entries.set(i64::try_from(entries).unwrap_or(i64::MAX));
+            m.cache_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        });
+        let task = tokio::spawn(crate::metrics::serve(
+            listener,
+            worker.metrics().clone(),
+            refresh,
+            async move {
+                let _ = metrics_stopped.await;
+            },
+        ));
+        (Some(bound), Some(task))
+    } else {
+        (None, None)
+    };
     let heartbeat = {
         let worker = worker.clone();
         let every = registration.heartbeat;
@@ -163,12 +256,30 @@ pub async fn start(config: Config, env: &dyn Env) -> Result<Running, StartError>
             }
         })
     };
-    tracing::info!(worker_id = %worker.config.worker.id, %addr, capacity = worker.config.worker.capacity, "worker serving (isolation: inline, runs are not sandboxed)");
+    match worker.isolation() {
+        crate::config::Isolation::Process => tracing::info!(
+            worker_id = %worker.config().worker.id,
+            %addr,
+            capacity = worker.config().worker.capacity,
+            confinements = %confinements.join(","),
+            "worker serving; each run in a sandboxed process"
+        ),
+        crate::config::Isolation::Inline => tracing::warn!(
+            worker_id = %worker.config().worker.id,
+            %addr,
+            capacity = worker.config().worker.capacity,
+            "worker serving with isolation \"inline\": runs are NOT sandboxed (development only)"
+        ),
+    }
     Ok(Running {
         addr,
+        metrics_addr,
         worker,
+        health,
         stop: Some(stop),
+        stop_metrics: Some(stop_metrics),
         server,
+        metrics,
         heartbeat,
     })
 }
@@ -209,14 +320,3 @@ fn hub_tls(
     Ok(Some(tls))
 }
 
-/// Environment lookups that try one source, then another.
-struct Layered<'a> {
-    first: &'a dyn Env,
-    then: &'a dyn Env,
-}
-
-impl Env for Layered<'_> {
-    fn var(&self, name: &str) -> Option<String> {
-        self.first.var(name).or_else(|| self.then.var(name))
-    }
-}

@@ -10,6 +10,7 @@ use polars::prelude::SerWriter as _;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use super::status::{RunFailure, to_status};
 use super::{RunEvent, Worker};
@@ -21,6 +22,7 @@ use crate::proto::{
     Progress, ResultChunk, RunError as ProtoRunError, StatusRequest, StatusResponse, Table,
     ValidateRequest, ValidateResponse, execute_event, progress,
 };
+use crate::proto::sandbox::{InspectTask, PreviewTask, setup};
 use crate::token::{Expect, Scope};
 use crate::workflow::{Event, RunControl};
 
@@ -53,6 +55,17 @@ fn deadline_of<T>(req: &Request<T>) -> Option<Duration> {
     })
 }
 
+/// Counts a run's end in the metrics.
+fn finish(worker: &Worker, started: Instant, code: tonic::Code) {
+    let m = worker.metrics();
+    m.runs_finished
+        .get_or_create(&crate::metrics::Outcome {
+            outcome: crate::metrics::outcome(code),
+        })
+        .inc();
+    m.run_duration.observe(started.elapsed().as_secs_f64());
+}
+
 fn event(e: execute_event::Event) -> ExecuteEvent {
     ExecuteEvent { event: Some(e) }
 }
@@ -76,18 +89,6 @@ fn progress(e: &Event) -> ExecuteEvent {
     }))
 }
 
-/// A text column's values (nulls as empty strings); empty if the column is missing.
-fn strings(df: &polars::prelude::DataFrame, name: &str) -> Vec<String> {
-    df.column(name)
-        .ok()
-        .and_then(|c| {
-            c.str()
-                .ok()
-                .map(|s| s.iter().map(|v| v.unwrap_or_default().to_owned()).collect())
-        })
-        .unwrap_or_default()
-}
-
 type EventStream = Pin<Box<dyn Stream<Item = Result<ExecuteEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -107,8 +108,9 @@ impl WorkerApi for WorkerService {
             .check(&req.token, &req.workflow_json, true)
             .map_err(|f| to_status(&f))?;
         let check_us = checking.elapsed().as_micros() as u64;
-        let limit = deadline.map_or(worker.config.run_timeout(), |d| {
-            d.min(worker.config.run_timeout())
+        worker.metrics().runs_started.inc();
+        let limit = deadline.map_or(worker.config().run_timeout(), |d| {
+            d.min(worker.config().run_timeout())
         });
         let control = RunControl::with_timeout(limit);
         let run_id = crate::hub::random_id();
@@ -117,8 +119,9 @@ impl WorkerApi for WorkerService {
             (false, true) => CacheMode::Update,
             (false, false) => CacheMode::Normal,
         };
-        let chunk = worker.config.limits.result_chunk_bytes;
+        let chunk = worker.config().limits.result_chunk_bytes;
         let (out, rx) = tokio::sync::mpsc::channel::<Result<ExecuteEvent, Status>>(64);
+        let span = tracing::info_span!("run", %run_id, worker_id = %worker.config().worker.id);
         tokio::spawn(async move {
             let _slot = slot;
             let started = Instant::now();
@@ -136,16 +139,21 @@ impl WorkerApi for WorkerService {
                 })
             };
             let redeeming = Instant::now();
-            let credentials = match worker.redeem(&verified).await {
+            let sealed = match worker.redeem(&verified).await {
                 Ok(c) => c,
                 Err(f) => {
-                    tracing::warn!(%run_id, reason = %f.code(), "redeem failed");
+                    tracing::warn!(reason = %f.code(), "redeem failed");
+                    finish(&worker, started, f.grpc_code());
                     let _ = out.send(Err(to_status(&f))).await;
                     watcher.abort();
                     return;
                 }
             };
             let redeem_us = redeeming.elapsed().as_micros() as u64;
+            worker
+                .metrics()
+                .redeem_duration
+                .observe(redeeming.elapsed().as_secs_f64());
             let (tx, mut events) = tokio::sync::mpsc::channel::<RunEvent>(64);
             let run = {
                 let worker = worker.clone();
@@ -153,7 +161,7 @@ impl WorkerApi for WorkerService {
                 let control = control.clone();
                 tokio::spawn(async move {
                     worker
-                        .run(&run_id, wf, credentials, mode, control, tx)
+                        .run(&run_id, wf, sealed, mode, control, tx)
                         .await
                 })
             };
@@ -161,7 +169,32 @@ impl WorkerApi for WorkerService {
                 let sent = match e {
                     RunEvent::Accepted(_) => Ok(()),
                     RunEvent::Progress(p) => out.send(Ok(progress(&p))).await,
+                    RunEvent::ChildProgress {
+                        node,
+                        tool,
+                        finished,
+                        rows,
+                    } => {
+                        let state = if finished {
+                            progress::State::Finished
+                        } else {
+                            progress::State::Started
+                        };
+                        let p = Progress {
+                            node,
+                            tool,
+                            state: state as i32,
+                            rows,
+                            from_cache: false,
+                        };
+                        out.send(Ok(event(execute_event::Event::Progress(p)))).await
+                    }
                     RunEvent::Input { node, rows, cached } => {
+                        if cached {
+                            worker.metrics().cache_hits.inc();
+                        } else {
+                            worker.metrics().cache_misses.inc();
+                        }
                         let p = Progress {
                             node,
                             tool: "sql".to_owned(),
@@ -202,7 +235,8 @@ impl WorkerApi for WorkerService {
             watcher.abort();
             match result {
                 Ok(t) => {
-                    tracing::info!(%run_id, elapsed_ms = started.elapsed().as_millis() as u64, "run finished");
+                    finish(&worker, started, tonic::Code::Ok);
+                    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "run finished");
                     let _ = out
                         .send(Ok(event(execute_event::Event::Finished(Finished {
                             run_id,
@@ -216,7 +250,8 @@ impl WorkerApi for WorkerService {
                         .await;
                 }
                 Err(f) => {
-                    tracing::warn!(%run_id, reason = %f.code(), "run failed");
+                    finish(&worker, started, f.grpc_code());
+                    tracing::warn!(reason = %f.code(), "run failed");
                     let _ = out
                         .send(Ok(event(execute_event::Event::Error(ProtoRunError {
                             code: f.code(),
@@ -225,7 +260,7 @@ impl WorkerApi for WorkerService {
                         .await;
                 }
             }
-        });
+        }.instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -291,36 +326,54 @@ impl WorkerApi for WorkerService {
         request: Request<InspectRequest>,
     ) -> Result<Response<InspectResponse>, Status> {
         let req = request.into_inner();
-        let target = self
-            .inspect_target(&req.token, &req.connection)
+        let sealed = self
+            .redeem_for(&req.token, &req.connection)
             .await
             .map_err(|f| to_status(&f))?;
-        let options = crate::connector::QueryOptions::default();
-        let tables = crate::connector::tables_owned(target.clone(), options)
+        let task = setup::Task::Inspect(InspectTask {
+            connection: req.connection.clone(),
+        });
+        let df = self
+            .worker
+            .table_task(task, &req.connection, sealed)
             .await
-            .map_err(|e| to_status(&RunFailure::Query(e.code())))?;
-        let (schemas, names) = (strings(&tables, "schema"), strings(&tables, "table"));
-        let mut out = Vec::with_capacity(names.len());
-        for (schema, name) in schemas.into_iter().zip(names) {
-            let table = crate::connector::TableRef {
-                schema: (!schema.is_empty()).then(|| schema.clone()),
-                name: name.clone(),
-            };
-            let cols = crate::connector::columns_owned(target.clone(), table, options)
-                .await
-                .map_err(|e| to_status(&RunFailure::Query(e.code())))?;
-            let columns = strings(&cols, "column")
-                .into_iter()
-                .zip(strings(&cols, "type"))
-                .map(|(name, r#type)| Column { name, r#type })
-                .collect();
-            out.push(Table {
-                schema,
-                name,
-                columns,
-            });
+            .map_err(|f| to_status(&f))?;
+        let col = |name: &str| -> Vec<Option<String>> {
+            df.column(name)
+                .ok()
+                .and_then(|c| {
+                    c.str()
+                        .ok()
+                        .map(|s| s.iter().map(|v| v.map(str::to_owned)).collect())
+                })
+                .unwrap_or_default()
+        };
+        let mut tables: Vec<Table> = Vec::new();
+        for (((schema, name), column), kind) in col("schema")
+            .into_iter()
+            .zip(col("table"))
+            .zip(col("column"))
+            .zip(col("type"))
+        {
+            let (schema, name) = (schema.unwrap_or_default(), name.unwrap_or_default());
+            if tables
+                .last()
+                .is_none_or(|t| t.schema != schema || t.name != name)
+            {
+                tables.push(Table {
+                    schema: schema.clone(),
+                    name: name.clone(),
+                    columns: Vec::new(),
+                });
+            }
+            if let (Some(t), Some(name)) = (tables.last_mut(), column) {
+                t.columns.push(Column {
+                    name,
+                    r#type: kind.unwrap_or_default(),
+                });
+            }
         }
-        Ok(Response::new(InspectResponse { tables: out }))
+        Ok(Response::new(InspectResponse { tables }))
     }
 
     async fn preview(
@@ -328,18 +381,21 @@ impl WorkerApi for WorkerService {
         request: Request<PreviewRequest>,
     ) -> Result<Response<PreviewResponse>, Status> {
         let req = request.into_inner();
-        let target = self
-            .inspect_target(&req.token, &req.connection)
+        let sealed = self
+            .redeem_for(&req.token, &req.connection)
             .await
             .map_err(|f| to_status(&f))?;
-        let table = crate::connector::TableRef {
-            schema: (!req.schema.is_empty()).then_some(req.schema),
-            name: req.table,
-        };
-        let n = (req.rows as usize).clamp(1, crate::connector::inspect::MAX_PREVIEW_ROWS);
-        let mut df = crate::connector::preview_owned(target, table, n, Default::default())
+        let task = setup::Task::Preview(PreviewTask {
+            connection: req.connection.clone(),
+            schema: req.schema,
+            table: req.table,
+            rows: req.rows,
+        });
+        let mut df = self
+            .worker
+            .table_task(task, &req.connection, sealed)
             .await
-            .map_err(|e| to_status(&RunFailure::Query(e.code())))?;
+            .map_err(|f| to_status(&f))?;
         let mut ipc = Vec::new();
         polars::prelude::IpcStreamWriter::new(&mut ipc)
             .finish(&mut df)
@@ -354,24 +410,23 @@ impl WorkerApi for WorkerService {
         let w = &self.worker;
         Ok(Response::new(StatusResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            worker_id: w.config.worker.id.clone(),
-            capacity: w.config.worker.capacity,
+            worker_id: w.config().worker.id.clone(),
+            capacity: w.config().worker.capacity,
             runs_in_flight: w.in_flight(),
             draining: w.draining(),
-            // Runs execute in the daemon's process until the sandbox lands (issue #7).
-            isolation: "inline".to_owned(),
-            confinements: Vec::new(),
+            isolation: w.isolation().as_str().to_owned(),
+            confinements: w.confinements(),
         }))
     }
 }
 
 impl WorkerService {
-    /// Verifies an `inspect` token for one connection, redeems it, and opens the credential.
-    async fn inspect_target(
+    /// Verifies an `inspect` token for one connection and redeems it (still sealed).
+    async fn redeem_for(
         &self,
         token: &str,
         connection: &str,
-    ) -> Result<crate::connector::Target, RunFailure> {
+    ) -> Result<Vec<crate::proto::SealedCredential>, RunFailure> {
         let expect = Expect {
             scope: Scope::Inspect,
             workflow_sha256: None,
@@ -382,12 +437,6 @@ impl WorkerService {
             .worker
             .verifier()
             .verify(token, &expect, crate::hub::now())?;
-        let creds = self.worker.redeem(&verified).await?;
-        let cred = creds
-            .iter()
-            .find(|c| c.connection == connection)
-            .ok_or_else(|| RunFailure::MissingCredential(connection.to_owned()))?;
-        cred.target(crate::hub::now())
-            .map_err(RunFailure::Credential)
+        self.worker.redeem(&verified).await
     }
 }

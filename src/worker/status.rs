@@ -45,6 +45,19 @@ pub enum RunFailure {
     /// The run stopped or failed.
     #[error("{0}")]
     Run(RunError),
+    /// The sandboxed run child ended abnormally (a limit, a violation, a crash, a stop).
+    #[error("{0}")]
+    Sandbox(crate::sandbox::Exit),
+    /// A failure the run child reported: its code, its (already safe) message, its status.
+    #[error("{message}")]
+    Remote {
+        /// Reason code.
+        code: String,
+        /// Message.
+        message: String,
+        /// gRPC status code.
+        grpc: Code,
+    },
     /// A bug; details are in the worker's log.
     #[error("internal error")]
     Internal,
@@ -65,6 +78,8 @@ impl RunFailure {
             RunFailure::DialectMismatch(_) => "dialect_mismatch".into(),
             RunFailure::Query(code) => (*code).into(),
             RunFailure::Run(e) => e.code().into(),
+            RunFailure::Sandbox(e) => e.code().into(),
+            RunFailure::Remote { code, .. } => code.clone(),
             RunFailure::Internal => "internal".into(),
         }
     }
@@ -102,6 +117,8 @@ impl RunFailure {
             RunFailure::Run(RunError::Cancelled) => Code::Cancelled,
             RunFailure::Run(RunError::Invalid(_)) => Code::InvalidArgument,
             RunFailure::Run(_) => Code::Aborted,
+            RunFailure::Sandbox(e) => e.grpc_code(),
+            RunFailure::Remote { grpc, .. } => *grpc,
             RunFailure::Internal => Code::Internal,
         }
     }

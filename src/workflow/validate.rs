@@ -21,6 +21,7 @@ pub struct Workflow {
     pub(crate) steps: Vec<Step>,
     sha256: String,
     predicted: Vec<Option<SchemaRef>>,
+    source: std::sync::Arc<str>,
 }
 
 /// One validated node.
@@ -43,6 +44,11 @@ impl Workflow {
     /// The canonical hash (64 lowercase hex digits) server tokens are bound to.
     pub fn sha256(&self) -> &str {
         &self.sha256
+    }
+
+    /// The document it was validated from (a sandboxed run child validates it again).
+    pub fn source_json(&self) -> &str {
+        &self.source
     }
 
     /// Each node's id, tool and predicted output schema (`None` where it depends on a
@@ -160,6 +166,7 @@ pub fn validate(doc: &str) -> Result<Workflow, Problems> {
         steps,
         sha256,
         predicted,
+        source: doc.into(),
     })
 }
 
