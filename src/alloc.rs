@@ -8,6 +8,32 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 
+/// `mi_option_arena_reserve` in mimalloc's option enum (the same index in v2 and v3).
+const MI_OPTION_ARENA_RESERVE: std::ffi::c_int = 23;
+
+/// How much address space mimalloc reserves at a time, KiB. Its default, 1 GiB, is taken at the
+/// first allocation and counts against a run child's `RLIMIT_AS` as a whole; 64 MiB steps
+/// keep the limit meaning "memory the run may use" (mimalloc grows the steps as it needs more).
+const ARENA_RESERVE_KIB: std::ffi::c_long = 64 * 1024;
+
+// SAFETY: the symbol is mimalloc's own, linked in by the mimalloc crate; the signature matches
+// `void mi_option_set(mi_option_t option, long value)` with `mi_option_t` a C enum (int).
+#[allow(unsafe_code)]
+unsafe extern "C" {
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+
+/// Sets the allocator's options. The binary calls it from an ELF constructor, before the
+/// first allocation.
+pub fn configure() {
+    // SAFETY: mi_option_set only stores a value in mimalloc's option table; it is safe to call
+    // at any time and takes plain integers.
+    #[allow(unsafe_code)]
+    unsafe {
+        mi_option_set(MI_OPTION_ARENA_RESERVE, ARENA_RESERVE_KIB);
+    }
+}
+
 /// mimalloc, exiting with a distinct code when memory runs out.
 #[derive(Debug)]
 pub struct Allocator;

@@ -10,6 +10,21 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: hubworker::alloc::Allocator = hubworker::alloc::Allocator;
 
+/// Configures the allocator before the Rust runtime's first allocation (which comes before
+/// `main`): an ELF constructor, run by the loader.
+// SAFETY: `.init_array` holds plain `extern "C" fn()` pointers the loader calls once, before
+// `main`, on the main thread; `configure` only stores integers in mimalloc's option table and
+// touches nothing the runtime has yet to set up.
+#[allow(unsafe_code)]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static CONFIGURE_ALLOCATOR: extern "C" fn() = {
+    extern "C" fn configure() {
+        hubworker::alloc::configure();
+    }
+    configure
+};
+
 fn main() -> ExitCode {
     // A sandboxed run child confines itself before anything else happens in the process: no
     // argument parsing beyond its own, no logging setup, no threads.

@@ -8,7 +8,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -71,8 +71,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn signal(child: &Child, sig: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+fn signal(child: &crate::util::KillOnDrop, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.0.id() as i32), sig).unwrap();
 }
 
 async fn client(port: u16) -> WorkerClient<Channel> {
@@ -182,7 +182,7 @@ async fn a_fleet_member_notifies_systemd_rotates_keys_on_sighup_and_drains_on_si
     let socket_path = dir.join("notify.sock");
     let notes = Notes::listen(UnixDatagram::bind(&socket_path).unwrap());
     // As systemd starts slot 1 of the template: --instance 1 moves both ports up by one.
-    let mut daemon = Command::new(bin())
+    let mut daemon = crate::util::KillOnDrop(Command::new(bin())
         .args(["serve", "--config"])
         .arg(&config)
         .args(["--instance", "1", "--log-format", "json"])
@@ -192,7 +192,7 @@ async fn a_fleet_member_notifies_systemd_rotates_keys_on_sighup_and_drains_on_si
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap());
 
     // READY once serving and registered; STATUS; watchdog pings.
     let ready = notes.wait("READY=1", 0, Duration::from_secs(60));
@@ -328,9 +328,9 @@ async fn a_fleet_member_notifies_systemd_rotates_keys_on_sighup_and_drains_on_si
         }
     }
     assert!(finished, "the run in flight completed during the drain");
-    let status = daemon.wait().unwrap();
     let mut log = String::new();
-    daemon.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    daemon.0.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    let status = daemon.0.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{log}");
     // Structured logs: JSON lines with the worker and run ids, no secrets.
     let run_line = log

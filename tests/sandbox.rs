@@ -217,7 +217,13 @@ fn child(
 #[test]
 fn confinement_fails_closed_with_a_code_per_step() {
     let me = std::process::id();
-    let empty = tempfile::tempdir().unwrap();
+    let private = || {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        d
+    };
+    let empty = private();
     // A clean start: confined, says Ready, sees the end of its input, exits 0.
     let ok = child(&[], empty.path(), me, None);
     assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
@@ -233,7 +239,7 @@ fn confinement_fails_closed_with_a_code_per_step() {
     );
 
     // A working directory with something in it.
-    let full = tempfile::tempdir().unwrap();
+    let full = private();
     std::fs::write(full.path().join("loot"), b"x").unwrap();
     let dirty = child(&[], full.path(), me, None);
     assert_eq!(dirty.status.code(), Some(hubworker::sandbox::exit::WORKDIR));
@@ -320,26 +326,31 @@ async fn a_credential_never_exists_in_the_daemons_memory() {
         &config,
         format!(
             "[worker]\nid = \"memory-worker\"\nlisten = \"127.0.0.1:{port}\"\naudience = \"hubworker\"\ncapacity = 4\n\n\
-             [hub]\nurl = {:?}\nissuer = \"demo-hub\"\n\n[secrets]\ndir = {:?}\n",
+             [hub]\nurl = {:?}\nissuer = \"demo-hub\"\n\n[secrets]\ndir = {:?}\n\n[metrics]\nenabled = false\n",
             stack.hub_url,
             stack.dir().join("keys").display().to_string()
         ),
     )
     .unwrap();
-    let mut daemon = Command::new(bin())
+    let mut daemon = crate::util::KillOnDrop(Command::new(bin())
         .args(["serve", "--config"])
         .arg(&config)
         .env_clear()
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap());
     let url = format!("http://127.0.0.1:{port}");
     let mut client = None;
     for _ in 0..200 {
         if let Ok(c) = hubworker::proto::worker_client::WorkerClient::connect(url.clone()).await {
             client = Some(c);
             break;
+        }
+        if let Ok(Some(status)) = daemon.0.try_wait() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut daemon.0.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("the daemon exited ({status}): {err}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -367,12 +378,11 @@ async fn a_credential_never_exists_in_the_daemons_memory() {
         }
         assert!(finished, "run {i}");
     }
-    let pid = daemon.id();
+    let pid = daemon.0.id();
     // The scan works: a string the daemon does hold (its id, from its config) is found.
     assert!(count_in_memory(pid, b"memory-worker") > 0);
     // The credential's secret: never.
     assert_eq!(count_in_memory(pid, marker.as_bytes()), 0);
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
+    drop(daemon);
     stack.shutdown().await;
 }

@@ -70,3 +70,14 @@ pub(crate) fn sandboxed(sandbox_keys: &str) -> String {
         bin().display().to_string()
     )
 }
+
+/// A child process that is killed (and reaped) when this is dropped, so a failing test leaves
+/// no daemon behind holding ports.
+pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

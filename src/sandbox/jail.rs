@@ -68,6 +68,11 @@ pub fn enter(limits: &Limits, parent: u32) -> Result<Vec<&'static str>, StepFail
         active.push("ipc_namespace");
     }
 
+    // The kernel's OOM killer should pick a run child before the daemon. Raising one's own
+    // score needs no privilege. (Before the rlimits: RLIMIT_FSIZE 0 forbids this write too.)
+    std::fs::write("/proc/self/oom_score_adj", "1000")
+        .map_err(|e| fail(exit::OOM_SCORE, "oom_score_adj", e))?;
+
     // 5. Resource limits (hard = soft: the child cannot raise them back).
     let limit = |resource, soft: u64, hard: u64| {
         setrlimit(resource, soft, hard).map_err(|e| fail(exit::RLIMITS, "rlimits", e))
@@ -84,11 +89,6 @@ pub fn enter(limits: &Limits, parent: u32) -> Result<Vec<&'static str>, StepFail
     limit(Resource::RLIMIT_FSIZE, limits.file_bytes, limits.file_bytes)?;
     limit(Resource::RLIMIT_CORE, 0, 0)?;
     active.push("rlimits");
-
-    // The kernel's OOM killer should pick a run child before the daemon. Raising one's own
-    // score needs no privilege.
-    std::fs::write("/proc/self/oom_score_adj", "1000")
-        .map_err(|e| fail(exit::OOM_SCORE, "oom_score_adj", e))?;
 
     // 6. No privilege gains through exec (not that exec is allowed) or setuid files.
     nix::sys::prctl::set_no_new_privs().map_err(|e| fail(exit::NO_NEW_PRIVS, "no_new_privs", e))?;

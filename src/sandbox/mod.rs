@@ -354,6 +354,7 @@ impl Sandbox {
     fn spawn(&self, fault: Option<Fault>) -> Result<Spawned, RunFailure> {
         let workdir = tempfile::Builder::new()
             .prefix("hubworker-run-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .map_err(|e| {
                 tracing::error!(error = %e, "cannot create a run directory");

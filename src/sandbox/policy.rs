@@ -260,6 +260,11 @@ pub fn database_phase() -> Result<Vec<BpfProgram>, FilterError> {
             .map(|family| rule(vec![cond(0, SeccompCmpOp::Eq, family as u64)?]))
             .collect::<Result<_, _>>()?,
     );
+    // socketpair: Unix only (tokio's signal driver wakes itself through one).
+    rules.insert(
+        libc::SYS_socketpair,
+        vec![rule(vec![cond(0, SeccompCmpOp::Eq, libc::AF_UNIX as u64)?])?],
+    );
     // ioctl: only the two non-blocking / close-on-exec requests the runtime issues.
     rules.insert(
         libc::SYS_ioctl,
@@ -267,6 +272,16 @@ pub fn database_phase() -> Result<Vec<BpfProgram>, FilterError> {
             .into_iter()
             .map(|request| rule(vec![cond(1, SeccompCmpOp::Eq, request)?]))
             .collect::<Result<_, _>>()?,
+    );
+    // seccomp: adding filters only (the compute phase stacks one). A new filter can only take
+    // more away: the kernel applies the strictest answer of all installed filters.
+    rules.insert(
+        libc::SYS_seccomp,
+        vec![rule(vec![cond(
+            0,
+            SeccompCmpOp::Eq,
+            u64::from(libc::SECCOMP_SET_MODE_FILTER),
+        )?])?],
     );
     // prlimit64: reading its own limits only (pid 0, no new limit).
     rules.insert(
@@ -293,6 +308,8 @@ pub fn database_phase() -> Result<Vec<BpfProgram>, FilterError> {
             PR_SET_VMA,
             libc::PR_GET_THP_DISABLE as u64,
             libc::PR_SET_THP_DISABLE as u64,
+            // Set already; seccompiler sets it again before each filter it installs.
+            libc::PR_SET_NO_NEW_PRIVS as u64,
         ]
         .into_iter()
         .map(|option| rule(vec![cond(0, SeccompCmpOp::Eq, option)?]))

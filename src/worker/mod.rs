@@ -402,7 +402,7 @@ impl Worker {
 
     /// The first frame for a run child: the task, the sealed credentials, the transport key
     /// (over the pipe only) and the limits.
-    fn setup(&self, task: setup::Task, sealed: Vec<SealedCredential>, control: &RunControl) -> Setup {
+    fn setup(&self, task: setup::Task, sealed: Vec<SealedCredential>) -> Setup {
         Setup {
             task: Some(task),
             transport_key: self.hub.transport_key().text().to_vec(),
@@ -417,9 +417,9 @@ impl Worker {
             fingerprint_key: self.cache.fingerprint_key().to_vec(),
             query_timeout_ms: self.config().limits.query_timeout_secs.saturating_mul(1000),
             max_rows: self.config().limits.max_rows_per_query as u64,
-            deadline_ms: control
-                .remaining()
-                .map_or(u64::MAX, |d| d.as_millis() as u64),
+            // The daemon alone enforces the run's deadline (SIGTERM, then SIGKILL), so that a
+            // timeout is always the same, classified event; the child gets none of its own.
+            deadline_ms: u64::MAX,
             now: crate::hub::now(),
         }
     }
@@ -437,7 +437,7 @@ impl Worker {
             Some(sandbox) => {
                 let ttl = |_: &str| Duration::ZERO;
                 let run = sandbox.run(crate::sandbox::Task {
-                    setup: self.setup(task, sealed, &control),
+                    setup: self.setup(task, sealed),
                     fault_key: connection,
                     cache: &self.cache,
                     mode: CacheMode::Bypass,
@@ -511,7 +511,7 @@ impl Worker {
                 });
                 sandbox
                     .run(crate::sandbox::Task {
-                        setup: self.setup(task, sealed, &control),
+                        setup: self.setup(task, sealed),
                         fault_key: wf.sha256(),
                         cache: &self.cache,
                         mode,

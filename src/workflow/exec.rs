@@ -72,12 +72,6 @@ impl RunControl {
         self.cancel.load(Ordering::SeqCst)
     }
 
-    /// Time left before the deadline (`None`: no deadline).
-    pub fn remaining(&self) -> Option<Duration> {
-        self.deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
-    }
-
     /// Why the run must stop now, if it must.
     pub fn check(&self) -> Result<(), RunError> {
         if self.is_cancelled() {
