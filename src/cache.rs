@@ -53,8 +53,8 @@ impl CacheKey {
 /// another fingerprint, and the fingerprint reveals nothing about the secret.
 pub fn fingerprint(key: &[u8], credential: &Credential) -> [u8; 32] {
     let material = Zeroizing::new(serde_json::to_vec(credential).unwrap_or_default());
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
-        .expect("HMAC-SHA256 accepts keys of any length");
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC-SHA256 accepts keys of any length");
     mac.update(credential.connection.as_bytes());
     mac.update(&[0]);
     mac.update(&material);

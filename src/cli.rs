@@ -50,7 +50,10 @@ enum Command {
     /// Check a worker config file and its secrets: every problem at once (exit 2), else `ok`.
     ValidateConfig {
         /// The config file (or give it with --config).
-        #[arg(required_unless_present = "config_flag", conflicts_with = "config_flag")]
+        #[arg(
+            required_unless_present = "config_flag",
+            conflicts_with = "config_flag"
+        )]
         config: Option<PathBuf>,
         /// The config file.
         #[arg(long = "config", id = "config_flag")]

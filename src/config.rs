@@ -515,15 +515,22 @@ impl Config {
             if port == 0 {
                 return Ok(0);
             }
-            u16::try_from(u32::from(port) + n)
-                .map_err(|_| ConfigProblems(vec![format!("{what}: port {port} + instance {n} is past 65535")]))
+            u16::try_from(u32::from(port) + n).map_err(|_| {
+                ConfigProblems(vec![format!(
+                    "{what}: port {port} + instance {n} is past 65535"
+                )])
+            })
         };
         if n == 0 || n > 10_000 {
-            return Err(ConfigProblems(vec![format!("--instance: 1 to 10000, not {n}")]));
+            return Err(ConfigProblems(vec![format!(
+                "--instance: 1 to 10000, not {n}"
+            )]));
         }
         self.worker.id = format!("{}@{n}", self.worker.id);
         if self.worker.id.len() > 128 {
-            return Err(ConfigProblems(vec!["worker.id: too long with the instance suffix".into()]));
+            return Err(ConfigProblems(vec![
+                "worker.id: too long with the instance suffix".into(),
+            ]));
         }
         let port = shift(self.worker.listen.port(), "worker.listen")?;
         self.worker.listen.set_port(port);
@@ -610,10 +617,14 @@ issuer = "hub"
             Config::parse(&inline).unwrap().sandbox.isolation,
             Isolation::Inline
         );
-        let production = inline.replace("audience = \"pool-a\"", "audience = \"pool-a\"\nmode = \"production\"");
+        let production = inline.replace(
+            "audience = \"pool-a\"",
+            "audience = \"pool-a\"\nmode = \"production\"",
+        );
         let e = Config::parse(&production).unwrap_err();
         assert!(
-            e.0.iter().any(|p| p.starts_with("sandbox.isolation: production")),
+            e.0.iter()
+                .any(|p| p.starts_with("sandbox.isolation: production")),
             "{e}"
         );
         let e = Config::parse(&format!(

@@ -29,7 +29,10 @@ fn main() -> ExitCode {
     // A sandboxed run child confines itself before anything else happens in the process: no
     // argument parsing beyond its own, no logging setup, no threads.
     let mut args = std::env::args_os();
-    if args.nth(1).is_some_and(|a| a == hubworker::sandbox::CHILD_COMMAND) {
+    if args
+        .nth(1)
+        .is_some_and(|a| a == hubworker::sandbox::CHILD_COMMAND)
+    {
         let rest: Vec<_> = args.collect();
         let code = hubworker::sandbox::child::main(&rest);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));

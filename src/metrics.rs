@@ -119,21 +119,37 @@ impl Metrics {
             "Run wall time from acceptance to the last event",
             m.run_duration.clone(),
         );
-        registry.register("runs_in_flight", "Runs executing now", m.runs_in_flight.clone());
+        registry.register(
+            "runs_in_flight",
+            "Runs executing now",
+            m.runs_in_flight.clone(),
+        );
         registry.register("capacity", "Run slots of this worker", m.capacity.clone());
         registry.register(
             "draining",
             "1 while the worker drains (no new runs)",
             m.draining.clone(),
         );
-        registry.register("cache_hits", "Query results served from the cache", m.cache_hits.clone());
+        registry.register(
+            "cache_hits",
+            "Query results served from the cache",
+            m.cache_hits.clone(),
+        );
         registry.register(
             "cache_misses",
             "Query results loaded from the database",
             m.cache_misses.clone(),
         );
-        registry.register("cache_size_bytes", "Bytes held by the result cache", m.cache_bytes.clone());
-        registry.register("cache_entries", "Entries in the result cache", m.cache_entries.clone());
+        registry.register(
+            "cache_size_bytes",
+            "Bytes held by the result cache",
+            m.cache_bytes.clone(),
+        );
+        registry.register(
+            "cache_entries",
+            "Entries in the result cache",
+            m.cache_entries.clone(),
+        );
         registry.register(
             "token_rejections",
             "Server tokens refused, by reason",
@@ -220,7 +236,9 @@ pub async fn serve(
             }
         }),
     );
-    axum::serve(listener, app).with_graceful_shutdown(stop).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
 }
 
 /// Binds the metrics listener.
@@ -255,6 +273,9 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }
-        assert_eq!(outcome(tonic::Code::ResourceExhausted), "resource_exhausted");
+        assert_eq!(
+            outcome(tonic::Code::ResourceExhausted),
+            "resource_exhausted"
+        );
     }
 }

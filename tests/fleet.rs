@@ -47,10 +47,14 @@ impl Notes {
         let start = Instant::now();
         loop {
             let all = self.all();
-            let hit = all.iter().enumerate().skip(from).find(|(_, l)| match want.strip_suffix('*') {
-                Some(prefix) => l.starts_with(prefix),
-                None => l.as_str() == want,
-            });
+            let hit =
+                all.iter()
+                    .enumerate()
+                    .skip(from)
+                    .find(|(_, l)| match want.strip_suffix('*') {
+                        Some(prefix) => l.starts_with(prefix),
+                        None => l.as_str() == want,
+                    });
             if let Some((i, _)) = hit {
                 return i;
             }
@@ -133,21 +137,6 @@ const QUERY: &str = r#"{"version": 1, "nodes": [
   {"id": "q", "tool": "sql", "connection": "shop", "dialect": "sqlite", "query": "SELECT COUNT(*) AS n FROM orders"},
   {"id": "o", "tool": "output", "input": "q", "name": "out"}]}"#;
 
-/// About 5-10 s of work: a 6,000 x 6,000 cross join, sorted and grouped.
-fn long_run() -> String {
-    let rows: Vec<String> = (0..6_000).map(|i| format!("[{i}]")).collect();
-    format!(
-        r#"{{"version": 1, "nodes": [
-          {{"id": "a", "tool": "inline", "columns": [{{"name": "x", "type": "Int64"}}], "rows": [{}]}},
-          {{"id": "j", "tool": "join", "left": "a", "right": "a", "how": "cross"}},
-          {{"id": "f", "tool": "formula", "input": "j", "formulas": [{{"column": "p", "expression": "(pl.col('x') * 7919 + pl.col('x_right')) % 1000003"}}]}},
-          {{"id": "s", "tool": "sort", "input": "f", "by": [{{"column": "p"}}, {{"column": "x", "descending": true}}]}},
-          {{"id": "g", "tool": "summarize", "input": "s", "group_by": ["p"], "aggregations": [{{"op": "count"}}]}},
-          {{"id": "o", "tool": "output", "input": "g", "name": "out"}}]}}"#,
-        rows.join(",")
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fleet_member_notifies_systemd_rotates_keys_on_sighup_and_drains_on_sigterm() {
     let stack = Stack::start(1, &crate::util::sandboxed("")).await.unwrap();
@@ -182,21 +171,27 @@ async fn a_fleet_member_notifies_systemd_rotates_keys_on_sighup_and_drains_on_si
     let socket_path = dir.join("notify.sock");
     let notes = Notes::listen(UnixDatagram::bind(&socket_path).unwrap());
     // As systemd starts slot 1 of the template: --instance 1 moves both ports up by one.
-    let mut daemon = crate::util::KillOnDrop(Command::new(bin())
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args(["--instance", "1", "--log-format", "json"])
-        .env_clear()
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "400000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap());
+    let mut daemon = crate::util::KillOnDrop(
+        Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--instance", "1", "--log-format", "json"])
+            .env_clear()
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("WATCHDOG_USEC", "400000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
 
     // READY once serving and registered; STATUS; watchdog pings.
     let ready = notes.wait("READY=1", 0, Duration::from_secs(60));
-    notes.wait("STATUS=serving: 0/2 runs in flight", 0, Duration::from_secs(5));
+    notes.wait(
+        "STATUS=serving: 0/2 runs in flight",
+        0,
+        Duration::from_secs(5),
+    );
     notes.wait("WATCHDOG=1", ready, Duration::from_secs(5));
     let registered = stack.store.available_workers().await.unwrap();
     assert!(
@@ -217,7 +212,11 @@ async fn a_fleet_member_notifies_systemd_rotates_keys_on_sighup_and_drains_on_si
     let reloading = notes.wait("RELOADING=1", before, Duration::from_secs(10));
     notes.wait("READY=1", reloading, Duration::from_secs(10));
     assert_eq!(execute(&mut c, &stack, QUERY, &["shop"]).await, Ok(()));
-    assert_eq!(execute(&mut c, &stack, QUERY, &["shop"]).await, Ok(()), "a cache hit");
+    assert_eq!(
+        execute(&mut c, &stack, QUERY, &["shop"]).await,
+        Ok(()),
+        "a cache hit"
+    );
 
     // Rejections and a sandbox kill, so that every family has a series.
     let drop_table = QUERY.replace("SELECT COUNT(*) AS n FROM orders", "DROP TABLE orders");
@@ -233,7 +232,7 @@ async fn a_fleet_member_notifies_systemd_rotates_keys_on_sighup_and_drains_on_si
         execute(&mut c, &stack, bad_expr, &["shop"]).await,
         Err("invalid_workflow".to_owned())
     );
-    let long = long_run();
+    let long = crate::util::cross_join(6_000);
     let token = stack.token("alice", &long, &[]).await.unwrap();
     let mut quick = tonic::Request::new(ExecuteRequest {
         token: token.expose().to_owned(),
@@ -252,7 +251,10 @@ async fn a_fleet_member_notifies_systemd_rotates_keys_on_sighup_and_drains_on_si
     assert_eq!(code.as_deref(), Some("timeout"));
 
     let text = scrape(metrics_port);
-    assert!(text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
+        "{text}"
+    );
     for series in [
         "hubworker_runs_started_total ",
         "hubworker_runs_finished_total{outcome=\"ok\"} 2",
@@ -329,7 +331,13 @@ async fn a_fleet_member_notifies_systemd_rotates_keys_on_sighup_and_drains_on_si
     }
     assert!(finished, "the run in flight completed during the drain");
     let mut log = String::new();
-    daemon.0.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    daemon
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
     let status = daemon.0.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{log}");
     // Structured logs: JSON lines with the worker and run ids, no secrets.
@@ -340,8 +348,12 @@ async fn a_fleet_member_notifies_systemd_rotates_keys_on_sighup_and_drains_on_si
     let v: serde_json::Value = serde_json::from_str(run_line).unwrap();
     assert_eq!(v["span"]["worker_id"], "fleet@1", "{run_line}");
     assert!(v["span"]["run_id"].as_str().is_some_and(|s| !s.is_empty()));
-    let transport = std::fs::read_to_string(secrets.join(hubworker::keys::files::TRANSPORT_KEY)).unwrap();
-    assert!(!log.contains(transport.trim()), "the transport key is in the log");
+    let transport =
+        std::fs::read_to_string(secrets.join(hubworker::keys::files::TRANSPORT_KEY)).unwrap();
+    assert!(
+        !log.contains(transport.trim()),
+        "the transport key is in the log"
+    );
     // Deregistered: the Hub no longer lists it.
     let registered = stack.store.available_workers().await.unwrap();
     assert!(

@@ -16,7 +16,7 @@ use hubworker::proto::{ExecuteRequest, StatusRequest, execute_event::Event};
 use hubworker::sandbox::{CHILD_COMMAND, Fault};
 use polars::prelude::*;
 
-use crate::util::{bin, sandboxed};
+use crate::util::{bin, cross_join, sandboxed};
 
 /// A one-query workflow whose hash differs by `tag`.
 fn query_doc(tag: &str) -> String {
@@ -25,21 +25,6 @@ fn query_doc(tag: &str) -> String {
           {{"id": "q", "tool": "sql", "connection": "shop", "dialect": "sqlite", "query": "SELECT COUNT(*) AS n, '{tag}' AS tag FROM orders"}},
           {{"id": "f", "tool": "formula", "input": "q", "formulas": [{{"column": "twice", "expression": "pl.col('n') * 2"}}]}},
           {{"id": "o", "tool": "output", "input": "f", "name": "out"}}]}}"#
-    )
-}
-
-/// `n` x `n` rows from a cross join, then a sort and a group-by: CPU- and memory-hungry.
-fn cross_join(n: usize) -> String {
-    let rows: Vec<String> = (0..n).map(|i| format!("[{i}]")).collect();
-    format!(
-        r#"{{"version": 1, "nodes": [
-          {{"id": "a", "tool": "inline", "columns": [{{"name": "x", "type": "Int64"}}], "rows": [{}]}},
-          {{"id": "j", "tool": "join", "left": "a", "right": "a", "how": "cross"}},
-          {{"id": "f", "tool": "formula", "input": "j", "formulas": [{{"column": "p", "expression": "(pl.col('x') * 7919 + pl.col('x_right')) % 1000003"}}]}},
-          {{"id": "s", "tool": "sort", "input": "f", "by": [{{"column": "p"}}, {{"column": "x", "descending": true}}]}},
-          {{"id": "g", "tool": "summarize", "input": "s", "group_by": ["p"], "aggregations": [{{"op": "count"}}]}},
-          {{"id": "o", "tool": "output", "input": "g", "name": "out"}}]}}"#,
-        rows.join(",")
     )
 }
 
@@ -87,7 +72,10 @@ fn assert_healthy(ended: Ended, tag: &str) {
     };
     let df = &outputs[0].1;
     assert_eq!(df.column("n").unwrap().i64().unwrap().get(0), Some(1000));
-    assert_eq!(df.column("twice").unwrap().i64().unwrap().get(0), Some(2000));
+    assert_eq!(
+        df.column("twice").unwrap().i64().unwrap().get(0),
+        Some(2000)
+    );
     assert_eq!(df.column("tag").unwrap().str().unwrap().get(0), Some(tag));
 }
 
@@ -99,7 +87,11 @@ async fn hostile_children_are_classified_and_a_concurrent_healthy_run_completes(
     )
     .await
     .unwrap();
-    let sandbox = stack.worker.worker.sandbox().expect("process isolation is the default");
+    let sandbox = stack
+        .worker
+        .worker
+        .sandbox()
+        .expect("process isolation is the default");
     let cases = [
         (Fault::Execve, "sandbox_violation"),
         (Fault::Ptrace, "sandbox_violation"),
@@ -155,7 +147,10 @@ async fn hostile_children_are_classified_and_a_concurrent_healthy_run_completes(
             status.confinements
         );
     }
-    assert_healthy(execute(&stack, &query_doc("after"), &["shop"]).await, "after");
+    assert_healthy(
+        execute(&stack, &query_doc("after"), &["shop"]).await,
+        "after",
+    );
     stack.shutdown().await;
 }
 
@@ -219,19 +214,30 @@ fn confinement_fails_closed_with_a_code_per_step() {
     let me = std::process::id();
     let private = || {
         let d = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(d.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .unwrap();
+        std::fs::set_permissions(
+            d.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
         d
     };
     let empty = private();
     // A clean start: confined, says Ready, sees the end of its input, exits 0.
     let ok = child(&[], empty.path(), me, None);
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(!ok.stdout.is_empty(), "the Ready frame");
 
     // Anything in the environment: refused before anything else is read.
     let leaked = child(&[("DATABASE_URL", "postgres://x")], empty.path(), me, None);
-    assert_eq!(leaked.status.code(), Some(hubworker::sandbox::exit::ENVIRONMENT));
+    assert_eq!(
+        leaked.status.code(),
+        Some(hubworker::sandbox::exit::ENVIRONMENT)
+    );
     assert!(leaked.stdout.is_empty(), "nothing was said or run");
     assert!(
         !String::from_utf8_lossy(&leaked.stderr).contains("postgres://x"),
@@ -246,7 +252,10 @@ fn confinement_fails_closed_with_a_code_per_step() {
 
     // A "daemon" that is not its parent: the parent-death signal could not protect it.
     let orphan = child(&[], empty.path(), 1, None);
-    assert_eq!(orphan.status.code(), Some(hubworker::sandbox::exit::PARENT_DEATH));
+    assert_eq!(
+        orphan.status.code(),
+        Some(hubworker::sandbox::exit::PARENT_DEATH)
+    );
 
     // Confined, it is killed by seccomp (SIGSYS) for execve and ptrace.
     for fault in ["execve", "ptrace"] {
@@ -307,7 +316,14 @@ async fn a_credential_never_exists_in_the_daemons_memory() {
     cred.port = Some(port.parse().unwrap());
     cred.database = database.split('?').next().unwrap().into();
     cred.auth = hubworker::creds::Auth::Password {
-        user: url.split("://").nth(1).unwrap().split(['@', ':']).next().unwrap().into(),
+        user: url
+            .split("://")
+            .nth(1)
+            .unwrap()
+            .split(['@', ':'])
+            .next()
+            .unwrap()
+            .into(),
         // Trust authentication ignores it; the daemon must never see it.
         password: hubworker::secret::Secret::new(marker.clone()),
     };
@@ -332,14 +348,16 @@ async fn a_credential_never_exists_in_the_daemons_memory() {
         ),
     )
     .unwrap();
-    let mut daemon = crate::util::KillOnDrop(Command::new(bin())
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env_clear()
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap());
+    let mut daemon = crate::util::KillOnDrop(
+        Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_clear()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let url = format!("http://127.0.0.1:{port}");
     let mut client = None;
     for _ in 0..200 {

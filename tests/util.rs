@@ -81,3 +81,20 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// An `n` x `n` cross join of one inline column, a formula, a sort and a group-by: CPU- and
+/// memory-hungry on purpose (n = 6,000 takes several seconds here; n = 30,000 wants tens of
+/// GiB).
+pub(crate) fn cross_join(n: usize) -> String {
+    let rows: Vec<String> = (0..n).map(|i| format!("[{i}]")).collect();
+    format!(
+        r#"{{"version": 1, "nodes": [
+          {{"id": "a", "tool": "inline", "columns": [{{"name": "x", "type": "Int64"}}], "rows": [{}]}},
+          {{"id": "j", "tool": "join", "left": "a", "right": "a", "how": "cross"}},
+          {{"id": "f", "tool": "formula", "input": "j", "formulas": [{{"column": "p", "expression": "(pl.col('x') * 7919 + pl.col('x_right')) % 1000003"}}]}},
+          {{"id": "s", "tool": "sort", "input": "f", "by": [{{"column": "p"}}, {{"column": "x", "descending": true}}]}},
+          {{"id": "g", "tool": "summarize", "input": "s", "group_by": ["p"], "aggregations": [{{"op": "count"}}]}},
+          {{"id": "o", "tool": "output", "input": "g", "name": "out"}}]}}"#,
+        rows.join(",")
+    )
+}

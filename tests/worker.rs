@@ -18,22 +18,6 @@ use polars::prelude::*;
 
 const REVENUE: &str = include_str!("../examples/revenue_by_region.json");
 
-/// A workflow that takes about 7 s here: a 6,000 x 6,000 cross join, sorted, grouped. Each
-/// stop below must come well before that.
-fn heavy() -> String {
-    let rows: Vec<String> = (0..6_000).map(|i| format!("[{i}]")).collect();
-    format!(
-        r#"{{"version": 1, "nodes": [
-          {{"id": "a", "tool": "inline", "columns": [{{"name": "x", "type": "Int64"}}], "rows": [{}]}},
-          {{"id": "j", "tool": "join", "left": "a", "right": "a", "how": "cross"}},
-          {{"id": "f", "tool": "formula", "input": "j", "formulas": [{{"column": "p", "expression": "(pl.col('x') * 7919 + pl.col('x_right')) % 1000003"}}]}},
-          {{"id": "s", "tool": "sort", "input": "f", "by": [{{"column": "p"}}, {{"column": "x", "descending": true}}]}},
-          {{"id": "g", "tool": "summarize", "input": "s", "group_by": ["p"], "aggregations": [{{"op": "count"}}]}},
-          {{"id": "o", "tool": "output", "input": "g", "name": "out"}}]}}"#,
-        rows.join(",")
-    )
-}
-
 fn small_sql(query: &str) -> String {
     format!(
         r#"{{"version": 1, "nodes": [
@@ -245,7 +229,7 @@ async fn postgres_workflow_through_a_sealed_password_credential() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_deadline_disconnect_and_capacity() {
     let stack = Stack::start(1, &crate::util::sandboxed("")).await.unwrap();
-    let doc = heavy();
+    let doc = crate::util::cross_join(6_000);
 
     // Cancel(run_id) stops a running workflow.
     let t = stack.token("alice", &doc, &[]).await.unwrap();
@@ -470,7 +454,12 @@ async fn validate_inspect_preview_status_health_and_reflection() {
             s.draining,
             s.isolation.as_str()
         ),
-        ("demo-worker", 3, 0, false, "inline")
+        ("demo-worker", 3, 0, false, "process")
+    );
+    assert!(
+        s.confinements.iter().any(|c| c == "seccomp"),
+        "{:?}",
+        s.confinements
     );
 
     // Health: the standard service answers SERVING for the server and for hubworker.v1.Worker.
@@ -681,5 +670,31 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_ca() {
     }
     .await;
     assert!(plain.is_err());
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inline_isolation_runs_in_the_daemon_and_says_so() {
+    let stack = Stack::start(2, "[sandbox]\nisolation = \"inline\"\n")
+        .await
+        .unwrap();
+    let doc = small_sql("SELECT COUNT(*) AS n FROM orders");
+    let t = stack.token("alice", &doc, &["shop"]).await.unwrap();
+    let out = run(&stack, req(&t, &doc)).await.unwrap();
+    assert!(out.finished, "{out:?}");
+    assert_eq!(
+        out.outputs[0].1.column("n").unwrap().i64().unwrap().get(0),
+        Some(1000)
+    );
+    let s = stack
+        .client()
+        .await
+        .unwrap()
+        .status(StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.isolation, "inline");
+    assert!(s.confinements.is_empty(), "{:?}", s.confinements);
     stack.shutdown().await;
 }

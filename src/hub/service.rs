@@ -14,8 +14,8 @@ use super::{HEARTBEAT_SECS, HubError, HubKeys, Store, now};
 use crate::creds::TransportKey;
 use crate::proto::hub_server::Hub;
 use crate::proto::{
-    DeregisterRequest, DeregisterResponse, HeartbeatRequest, HeartbeatResponse, RedeemRequest, RedeemResponse, RegisterRequest,
-    RegisterResponse, SealedCredential,
+    DeregisterRequest, DeregisterResponse, HeartbeatRequest, HeartbeatResponse, RedeemRequest,
+    RedeemResponse, RegisterRequest, RegisterResponse, SealedCredential,
 };
 use crate::secret::Secret;
 use crate::token::{Claims, MAX_TOKEN_BYTES};
@@ -123,14 +123,9 @@ fn valid_worker_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b':'))
 }
 
-#[tonic::async_trait]
-impl Hub for HubService {
-    async fn register(
-        &self,
-        request: Request<RegisterRequest>,
-    ) -> Result<Response<RegisterResponse>, Status> {
-        let req = request.into_inner();
-        let secret = Secret::new(req.registration_secret);
+impl HubService {
+    /// The registration secret, compared in constant time (open registration: anything).
+    fn check_registration_secret(&self, secret: Secret, worker_id: &str) -> Result<(), Status> {
         if let Some(expected) = &self.keys.registration_secret {
             let ok: bool = secret
                 .expose()
@@ -138,10 +133,22 @@ impl Hub for HubService {
                 .ct_eq(expected.expose().as_bytes())
                 .into();
             if !ok {
-                tracing::warn!(worker_id = %req.worker_id, "registration refused: wrong secret");
+                tracing::warn!(%worker_id, "refused: wrong registration secret");
                 return Err(status(&HubError::BadRegistrationSecret));
             }
         }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl Hub for HubService {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        let req = request.into_inner();
+        self.check_registration_secret(Secret::new(req.registration_secret), &req.worker_id)?;
         if !valid_worker_id(&req.worker_id) {
             return Err(status(&HubError::BadRegistration(
                 "worker_id must be 1-128 of A-Z a-z 0-9 . _ - @ :".into(),
@@ -202,18 +209,7 @@ impl Hub for HubService {
         request: Request<DeregisterRequest>,
     ) -> Result<Response<DeregisterResponse>, Status> {
         let req = request.into_inner();
-        let secret = Secret::new(req.registration_secret);
-        if let Some(expected) = &self.keys.registration_secret {
-            let ok: bool = secret
-                .expose()
-                .as_bytes()
-                .ct_eq(expected.expose().as_bytes())
-                .into();
-            if !ok {
-                tracing::warn!(worker_id = %req.worker_id, "deregistration refused: wrong secret");
-                return Err(status(&HubError::BadRegistrationSecret));
-            }
-        }
+        self.check_registration_secret(Secret::new(req.registration_secret), &req.worker_id)?;
         let known = self
             .store
             .remove_worker(&req.worker_id)

@@ -286,7 +286,8 @@ fn perform<R: Read>(mut setup: Setup, io: &mut Io<R>, fault: Option<Fault>) -> R
         };
         let loaded = match setup.task.take() {
             Some(setup::Task::Run(task)) => {
-                let wf = workflow::validate(&task.workflow_json).map_err(RunFailure::InvalidWorkflow)?;
+                let wf =
+                    workflow::validate(&task.workflow_json).map_err(RunFailure::InvalidWorkflow)?;
                 let control = RunControl::with_timeout(Duration::from_millis(setup.deadline_ms));
                 let mut inputs = HashMap::new();
                 for (node, connection, query) in wf.queries() {
@@ -415,8 +416,7 @@ fn open_all(
 ) -> Result<Vec<Credential>, RunFailure> {
     let text = std::str::from_utf8(key.expose())
         .map_err(|_| RunFailure::Credential(crate::creds::CredError::BadKey))?;
-    let transport =
-        TransportKey::from_text(text).map_err(RunFailure::Credential)?;
+    let transport = TransportKey::from_text(text).map_err(RunFailure::Credential)?;
     sealed
         .iter()
         .map(|s| {
@@ -485,12 +485,15 @@ async fn inspect(
         }
     }
     let height = schema.len();
-    DataFrame::new(height, vec![
-        Column::new("schema".into(), schema),
-        Column::new("table".into(), table),
-        Column::new("column".into(), column),
-        Column::new("type".into(), kind),
-    ])
+    DataFrame::new(
+        height,
+        vec![
+            Column::new("schema".into(), schema),
+            Column::new("table".into(), table),
+            Column::new("column".into(), column),
+            Column::new("type".into(), kind),
+        ],
+    )
     .map_err(|_| RunFailure::Internal)
 }
 

@@ -77,7 +77,11 @@ pub fn enter(limits: &Limits, parent: u32) -> Result<Vec<&'static str>, StepFail
     let limit = |resource, soft: u64, hard: u64| {
         setrlimit(resource, soft, hard).map_err(|e| fail(exit::RLIMITS, "rlimits", e))
     };
-    limit(Resource::RLIMIT_AS, limits.memory_bytes, limits.memory_bytes)?;
+    limit(
+        Resource::RLIMIT_AS,
+        limits.memory_bytes,
+        limits.memory_bytes,
+    )?;
     // CPU: SIGXCPU at the soft limit, SIGKILL one second later (hard = soft would send
     // SIGKILL straight away, indistinguishable from any other kill).
     limit(
@@ -85,7 +89,11 @@ pub fn enter(limits: &Limits, parent: u32) -> Result<Vec<&'static str>, StepFail
         limits.cpu_secs,
         limits.cpu_secs.saturating_add(1),
     )?;
-    limit(Resource::RLIMIT_NOFILE, limits.open_files, limits.open_files)?;
+    limit(
+        Resource::RLIMIT_NOFILE,
+        limits.open_files,
+        limits.open_files,
+    )?;
     limit(Resource::RLIMIT_FSIZE, limits.file_bytes, limits.file_bytes)?;
     limit(Resource::RLIMIT_CORE, 0, 0)?;
     active.push("rlimits");
@@ -133,9 +141,7 @@ fn close_inherited_descriptors() -> Result<(), StepFailed> {
     // descriptor, so no `OwnedFd`/`File` owns a number above 2: closing them all cannot pull a
     // descriptor from under live code. close_range takes plain integers and touches no memory.
     #[allow(unsafe_code)]
-    let closed = unsafe {
-        nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0u32)
-    };
+    let closed = unsafe { nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     if closed != 0 {
         return Err(fail(
             exit::DESCRIPTORS,
@@ -149,7 +155,9 @@ fn close_inherited_descriptors() -> Result<(), StepFailed> {
         return Err(fail(
             exit::DESCRIPTORS,
             "stdio_only",
-            format!("descriptors {left:?} while listing (want exactly 0, 1, 2 and the listing's 3)"),
+            format!(
+                "descriptors {left:?} while listing (want exactly 0, 1, 2 and the listing's 3)"
+            ),
         ));
     }
     Ok(())
@@ -172,7 +180,10 @@ fn check_private_empty_cwd() -> Result<(), StepFailed> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let cwd = Path::new(".");
     let meta = std::fs::metadata(cwd).map_err(|e| fail(exit::WORKDIR, "private_tmpdir", e))?;
-    if !meta.is_dir() || meta.permissions().mode() & 0o077 != 0 || meta.uid() != nix::unistd::geteuid().as_raw() {
+    if !meta.is_dir()
+        || meta.permissions().mode() & 0o077 != 0
+        || meta.uid() != nix::unistd::geteuid().as_raw()
+    {
         return Err(fail(
             exit::WORKDIR,
             "private_tmpdir",

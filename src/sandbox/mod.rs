@@ -37,9 +37,7 @@ use tokio::sync::mpsc;
 use zeroize::Zeroize;
 
 use crate::cache::{CacheKey, CacheMode, ResultCache, Source};
-use crate::proto::sandbox::{
-    Answer, FromChild, Setup, ToChild, answer, from_child, to_child,
-};
+use crate::proto::sandbox::{Answer, FromChild, Setup, ToChild, answer, from_child, to_child};
 use crate::worker::{RunEvent, RunFailure, RunTimings};
 use crate::workflow::{RunControl, RunError};
 pub use policy::Limits;
@@ -437,7 +435,13 @@ impl Sandbox {
         let mut confinements = Vec::new();
         let control = task.control;
         let end = {
-            let conversation = converse(&mut stdin, frames, &mut task, &mut confinements, self.settings.max_output_bytes);
+            let conversation = converse(
+                &mut stdin,
+                frames,
+                &mut task,
+                &mut confinements,
+                self.settings.max_output_bytes,
+            );
             tokio::pin!(conversation);
             tokio::select! {
                 r = &mut conversation => r,
@@ -471,7 +475,8 @@ impl Sandbox {
                 Err(f)
             }
             Err(End::Gone) => {
-                let exit = match tokio::time::timeout(self.settings.kill_grace, child.wait()).await {
+                let exit = match tokio::time::timeout(self.settings.kill_grace, child.wait()).await
+                {
                     Ok(Ok(status)) => classify(status)
                         .unwrap_or_else(|| Exit::Crashed("exited without finishing".into())),
                     _ => {
@@ -557,7 +562,9 @@ async fn stopped(control: &RunControl) -> Exit {
 /// wait on them alongside everything else. The cap bounds any one frame.
 fn read_frames(mut stdout: tokio::process::ChildStdout, cap: u64) -> Frames {
     let (tx, rx) = mpsc::channel(16);
-    let cap = usize::try_from(cap).unwrap_or(usize::MAX).saturating_add(1 << 20);
+    let cap = usize::try_from(cap)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1 << 20);
     tokio::spawn(async move {
         loop {
             match wire::read_async::<FromChild, _>(&mut stdout, cap).await {
@@ -776,7 +783,10 @@ mod tests {
         let sig = |s: i32| ExitStatus::from_raw(s);
         let code = |c: i32| ExitStatus::from_raw(c << 8);
         assert_eq!(classify(code(0)), None);
-        assert_eq!(classify(sig(nix::libc::SIGSYS)), Some(Exit::SandboxViolation));
+        assert_eq!(
+            classify(sig(nix::libc::SIGSYS)),
+            Some(Exit::SandboxViolation)
+        );
         assert_eq!(classify(sig(nix::libc::SIGXCPU)), Some(Exit::CpuLimit));
         assert_eq!(classify(code(exit::MEMORY)), Some(Exit::MemoryLimit));
         assert_eq!(

@@ -54,7 +54,10 @@ type Allowed = (i64, &'static str);
 const ALWAYS: &[Allowed] = &[
     // Memory: the allocator and Polars' buffers.
     (libc::SYS_brk, "heap growth (glibc malloc arenas)"),
-    (libc::SYS_mmap, "allocations, thread stacks, SQLite's file map"),
+    (
+        libc::SYS_mmap,
+        "allocations, thread stacks, SQLite's file map",
+    ),
     (libc::SYS_munmap, "freeing mappings"),
     (libc::SYS_mremap, "growing large buffers in place"),
     (libc::SYS_mprotect, "guard pages of thread stacks"),
@@ -64,27 +67,48 @@ const ALWAYS: &[Allowed] = &[
     // Threads and synchronisation (Polars' pool, tokio, sqlx's SQLite worker).
     (libc::SYS_futex, "locks and condition variables"),
     (libc::SYS_set_robust_list, "every new thread (glibc)"),
-    (libc::SYS_rseq, "every new thread (glibc restartable sequences)"),
+    (
+        libc::SYS_rseq,
+        "every new thread (glibc restartable sequences)",
+    ),
     (libc::SYS_sched_yield, "spin loops in locks"),
-    (libc::SYS_sched_getaffinity, "how many threads the pools start"),
+    (
+        libc::SYS_sched_getaffinity,
+        "how many threads the pools start",
+    ),
     (libc::SYS_getcpu, "mimalloc's NUMA node lookup"),
     (libc::SYS_gettid, "thread ids (locks, logging)"),
     (libc::SYS_getpid, "own process id"),
-    (libc::SYS_rt_sigaction, "signal handlers (Rust's stack-overflow guard)"),
-    (libc::SYS_rt_sigprocmask, "blocking signals around thread creation"),
+    (
+        libc::SYS_rt_sigaction,
+        "signal handlers (Rust's stack-overflow guard)",
+    ),
+    (
+        libc::SYS_rt_sigprocmask,
+        "blocking signals around thread creation",
+    ),
     (libc::SYS_rt_sigreturn, "returning from a signal handler"),
     (libc::SYS_sigaltstack, "the stack-overflow handler's stack"),
     (libc::SYS_exit, "a thread ending"),
     (libc::SYS_exit_group, "the child ending"),
     (libc::SYS_restart_syscall, "resuming an interrupted sleep"),
     // Time.
-    (libc::SYS_clock_gettime, "clocks (when the vDSO is not used)"),
+    (
+        libc::SYS_clock_gettime,
+        "clocks (when the vDSO is not used)",
+    ),
     (libc::SYS_clock_getres, "clock resolution"),
-    (libc::SYS_gettimeofday, "wall clock (when the vDSO is not used)"),
+    (
+        libc::SYS_gettimeofday,
+        "wall clock (when the vDSO is not used)",
+    ),
     (libc::SYS_nanosleep, "sleeping"),
     (libc::SYS_clock_nanosleep, "sleeping (std::thread::sleep)"),
     // I/O on descriptors the child already has (its pipes, its database connections).
-    (libc::SYS_read, "reading the daemon's frames and database replies"),
+    (
+        libc::SYS_read,
+        "reading the daemon's frames and database replies",
+    ),
     (libc::SYS_write, "writing frames to the daemon"),
     (libc::SYS_readv, "vectored reads"),
     (libc::SYS_writev, "vectored writes"),
@@ -94,7 +118,10 @@ const ALWAYS: &[Allowed] = &[
     (libc::SYS_fstat, "descriptor metadata"),
     (libc::SYS_newfstatat, "metadata (glibc's fstat)"),
     (libc::SYS_statx, "metadata (Rust std)"),
-    (libc::SYS_fcntl, "non-blocking mode, close-on-exec, SQLite's read locks"),
+    (
+        libc::SYS_fcntl,
+        "non-blocking mode, close-on-exec, SQLite's read locks",
+    ),
     (libc::SYS_dup, "duplicating a descriptor"),
     (libc::SYS_eventfd2, "tokio's waker"),
     (libc::SYS_epoll_create1, "tokio's reactor"),
@@ -109,7 +136,10 @@ const ALWAYS: &[Allowed] = &[
     (libc::SYS_geteuid, "user id"),
     (libc::SYS_getgid, "group id"),
     (libc::SYS_getegid, "group id"),
-    (libc::SYS_sysinfo, "total memory (Polars' memory heuristics)"),
+    (
+        libc::SYS_sysinfo,
+        "total memory (Polars' memory heuristics)",
+    ),
     (libc::SYS_getrusage, "CPU time used"),
 ];
 
@@ -140,17 +170,29 @@ const DATABASE: &[Allowed] = &[
     (libc::SYS_shutdown, "closing connections"),
     (libc::SYS_bind, "glibc's resolver binds its UDP socket"),
     // Files: SQLite databases, /etc/hosts and resolv.conf for host names.
-    (libc::SYS_openat, "opening the SQLite file and resolver configuration"),
+    (
+        libc::SYS_openat,
+        "opening the SQLite file and resolver configuration",
+    ),
     (libc::SYS_faccessat, "SQLite checks for journal files"),
     (libc::SYS_faccessat2, "SQLite checks for journal files"),
     (libc::SYS_readlinkat, "SQLite resolves the database path"),
     (libc::SYS_getcwd, "SQLite resolves relative paths"),
     (libc::SYS_fstatfs, "SQLite probes the file system"),
     (libc::SYS_statfs, "file system probes"),
-    (libc::SYS_fsync, "SQLite (never reached read-only; harmless)"),
-    (libc::SYS_fdatasync, "SQLite (never reached read-only; harmless)"),
+    (
+        libc::SYS_fsync,
+        "SQLite (never reached read-only; harmless)",
+    ),
+    (
+        libc::SYS_fdatasync,
+        "SQLite (never reached read-only; harmless)",
+    ),
     (libc::SYS_flock, "SQLite locking"),
-    (libc::SYS_getdents64, "listing a directory (certificate dirs)"),
+    (
+        libc::SYS_getdents64,
+        "listing a directory (certificate dirs)",
+    ),
     (libc::SYS_pipe2, "the runtime's blocking pool"),
 ];
 
@@ -167,20 +209,24 @@ const DATABASE_X86_64: &[Allowed] = &[];
 
 /// What the compute phase takes away (killing, like everything the allowlist lacks).
 const COMPUTE_FORBIDS: &[Allowed] = &[
-    (libc::SYS_socket, "no new sockets: user expressions cannot reach the network"),
+    (
+        libc::SYS_socket,
+        "no new sockets: user expressions cannot reach the network",
+    ),
     (libc::SYS_socketpair, "no new sockets"),
     (libc::SYS_connect, "no connections"),
     (libc::SYS_bind, "no listening"),
-    (libc::SYS_openat, "no files: user expressions cannot read the disk"),
+    (
+        libc::SYS_openat,
+        "no files: user expressions cannot read the disk",
+    ),
     (libc::SYS_openat2, "no files"),
     (libc::SYS_pipe2, "nothing new to talk over"),
 ];
 
 #[cfg(target_arch = "x86_64")]
-const COMPUTE_FORBIDS_X86_64: &[Allowed] = &[
-    (libc::SYS_open, "no files"),
-    (libc::SYS_creat, "no files"),
-];
+const COMPUTE_FORBIDS_X86_64: &[Allowed] =
+    &[(libc::SYS_open, "no files"), (libc::SYS_creat, "no files")];
 #[cfg(not(target_arch = "x86_64"))]
 const COMPUTE_FORBIDS_X86_64: &[Allowed] = &[];
 
@@ -219,9 +265,11 @@ fn compile(
     mismatch: SeccompAction,
     matched: SeccompAction,
 ) -> Result<BpfProgram, FilterError> {
-    let filter =
-        SeccompFilter::new(rules, mismatch, matched, arch()?).map_err(|e| FilterError(e.to_string()))?;
-    filter.try_into().map_err(|e: seccompiler::BackendError| FilterError(e.to_string()))
+    let filter = SeccompFilter::new(rules, mismatch, matched, arch()?)
+        .map_err(|e| FilterError(e.to_string()))?;
+    filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| FilterError(e.to_string()))
 }
 
 /// The database-phase filters: the allowlist (default: kill the process), and a small filter
@@ -263,7 +311,11 @@ pub fn database_phase() -> Result<Vec<BpfProgram>, FilterError> {
     // socketpair: Unix only (tokio's signal driver wakes itself through one).
     rules.insert(
         libc::SYS_socketpair,
-        vec![rule(vec![cond(0, SeccompCmpOp::Eq, libc::AF_UNIX as u64)?])?],
+        vec![rule(vec![cond(
+            0,
+            SeccompCmpOp::Eq,
+            libc::AF_UNIX as u64,
+        )?])?],
     );
     // ioctl: only the two non-blocking / close-on-exec requests the runtime issues.
     rules.insert(
@@ -286,7 +338,10 @@ pub fn database_phase() -> Result<Vec<BpfProgram>, FilterError> {
     // prlimit64: reading its own limits only (pid 0, no new limit).
     rules.insert(
         libc::SYS_prlimit64,
-        vec![rule(vec![cond(0, SeccompCmpOp::Eq, 0)?, cond(2, SeccompCmpOp::Eq, 0)?])?],
+        vec![rule(vec![
+            cond(0, SeccompCmpOp::Eq, 0)?,
+            cond(2, SeccompCmpOp::Eq, 0)?,
+        ])?],
     );
     // tgkill: signals to its own threads only (abort() raising SIGABRT), never to the daemon.
     rules.insert(
@@ -379,7 +434,12 @@ mod tests {
             libc::SYS_kill,
             libc::SYS_memfd_create,
         ];
-        for (nr, why) in ALWAYS.iter().chain(ALWAYS_X86_64).chain(DATABASE).chain(DATABASE_X86_64) {
+        for (nr, why) in ALWAYS
+            .iter()
+            .chain(ALWAYS_X86_64)
+            .chain(DATABASE)
+            .chain(DATABASE_X86_64)
+        {
             assert!(!dangerous.contains(nr), "{nr} is allowed: {why}");
             assert!(!why.is_empty());
         }

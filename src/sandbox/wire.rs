@@ -107,8 +107,14 @@ mod tests {
         write(&mut buf, &ready()).expect("write");
         write(&mut buf, &ready()).expect("write");
         let mut r = buf.as_slice();
-        assert_eq!(read::<FromChild, _>(&mut r, 1024).expect("read"), Some(ready()));
-        assert_eq!(read::<FromChild, _>(&mut r, 1024).expect("read"), Some(ready()));
+        assert_eq!(
+            read::<FromChild, _>(&mut r, 1024).expect("read"),
+            Some(ready())
+        );
+        assert_eq!(
+            read::<FromChild, _>(&mut r, 1024).expect("read"),
+            Some(ready())
+        );
         assert_eq!(read::<FromChild, _>(&mut r, 1024).expect("read"), None);
     }
 

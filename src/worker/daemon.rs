@@ -118,12 +118,9 @@ pub fn serve(config_path: &Path, instance: Option<u32>) -> Result<u8, Error> {
 /// The watchdog's checks: the server task runs, and the blocking pool answers in a second.
 async fn healthy(running: &Running) -> bool {
     running.server_alive()
-        && tokio::time::timeout(
-            Duration::from_secs(1),
-            tokio::task::spawn_blocking(|| ()),
-        )
-        .await
-        .is_ok_and(|r| r.is_ok())
+        && tokio::time::timeout(Duration::from_secs(1), tokio::task::spawn_blocking(|| ()))
+            .await
+            .is_ok_and(|r| r.is_ok())
 }
 
 /// SIGHUP: new config and key set, or the old ones with the reason logged.
@@ -139,7 +136,9 @@ async fn reload(running: &Running, path: &Path, instance: Option<u32>) {
                 tracing::warn!("reload: {note}");
             }
             match running.worker.reload_keys(&config).await {
-                Ok(kids) => tracing::info!(kids = %kids.join(","), "reloaded the config and the token key set"),
+                Ok(kids) => {
+                    tracing::info!(kids = %kids.join(","), "reloaded the config and the token key set")
+                }
                 Err(why) => tracing::warn!("reload: kept the old token key set: {why}"),
             }
         }

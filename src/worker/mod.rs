@@ -141,7 +141,8 @@ impl Worker {
         applied.limits = new.limits.clone();
         applied.cache.ttl_secs = new.cache.ttl_secs;
         applied.cache.connection_ttl_secs = new.cache.connection_ttl_secs.clone();
-        let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        let differs =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
         for (name, changed) in [
             ("[worker]", differs(&old.worker, &new.worker)),
             ("[hub]", differs(&old.hub, &new.hub)),
@@ -150,7 +151,10 @@ impl Worker {
             ("[tls]", differs(&old.tls, &new.tls)),
             ("[sandbox]", differs(&old.sandbox, &new.sandbox)),
             ("[metrics]", differs(&old.metrics, &new.metrics)),
-            ("cache.max_bytes", old.cache.max_bytes != new.cache.max_bytes),
+            (
+                "cache.max_bytes",
+                old.cache.max_bytes != new.cache.max_bytes,
+            ),
         ] {
             if changed {
                 notes.push(format!("{name} changed: restart the worker to apply it"));
@@ -203,12 +207,12 @@ impl Worker {
         };
         let (secrets, _) = crate::keys::load_worker_secrets(config.secrets.dir.clone(), &layered)
             .map_err(|problems| {
-                problems
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })?;
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
         let keys = match secrets.key_set {
             Some(keys) => keys,
             None => {
@@ -539,7 +543,9 @@ impl Worker {
         if let Err(RunFailure::Sandbox(exit)) = &result {
             self.metrics
                 .sandbox_kills
-                .get_or_create(&crate::metrics::Reason { reason: exit.code() })
+                .get_or_create(&crate::metrics::Reason {
+                    reason: exit.code(),
+                })
                 .inc();
         }
         result
@@ -657,7 +663,10 @@ async fn inline_table_task(
             crate::sandbox::child::inspect_owned(target, options).await
         }
         setup::Task::Preview(PreviewTask {
-            schema, table, rows, ..
+            schema,
+            table,
+            rows,
+            ..
         }) => {
             let table = crate::connector::TableRef {
                 schema: (!schema.is_empty()).then_some(schema),

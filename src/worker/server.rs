@@ -79,7 +79,10 @@ impl Running {
         let mut cancelled = 0;
         if self.worker.in_flight() > 0 {
             cancelled = self.worker.cancel_all();
-            tracing::warn!(cancelled, "drain grace period over: cancelling the runs left");
+            tracing::warn!(
+                cancelled,
+                "drain grace period over: cancelling the runs left"
+            );
             let until = tokio::time::Instant::now() + Duration::from_secs(10);
             while self.worker.in_flight() > 0 && tokio::time::Instant::now() < until {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -177,10 +180,7 @@ pub async fn start(config: Config, env: &dyn Env) -> Result<Running, StartError>
     };
     let max_message = config.limits.max_message_bytes;
     let worker = Arc::new(Worker::new(config, Verifier::new(policy, keys), hub));
-    let confinements = worker
-        .probe_sandbox()
-        .await
-        .map_err(StartError::Sandbox)?;
+    let confinements = worker.probe_sandbox().await.map_err(StartError::Sandbox)?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<WorkerServer<WorkerService>>().await;
@@ -229,7 +229,8 @@ pub async fn start(config: Config, env: &dyn Env) -> Result<Running, StartError>
             m.capacity.set(i64::from(config.worker.capacity));
             m.draining.set(i64::from(w.draining()));
             let (entries, bytes) = w.cache_stats_now();
-            m.cache_entries.set(i64::try_from(entries).unwrap_or(i64::MAX));
+            m.cache_entries
+                .set(i64::try_from(entries).unwrap_or(i64::MAX));
             m.cache_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
         });
         let task = tokio::spawn(crate::metrics::serve(
@@ -319,4 +320,3 @@ fn hub_tls(
     }
     Ok(Some(tls))
 }
-

@@ -15,6 +15,7 @@ use tracing::Instrument as _;
 use super::status::{RunFailure, to_status};
 use super::{RunEvent, Worker};
 use crate::cache::CacheMode;
+use crate::proto::sandbox::{InspectTask, PreviewTask, setup};
 use crate::proto::worker_server::Worker as WorkerApi;
 use crate::proto::{
     Accepted, CancelRequest, CancelResponse, Column, ExecuteEvent, ExecuteRequest, Finished,
@@ -22,7 +23,6 @@ use crate::proto::{
     Progress, ResultChunk, RunError as ProtoRunError, StatusRequest, StatusResponse, Table,
     ValidateRequest, ValidateResponse, execute_event, progress,
 };
-use crate::proto::sandbox::{InspectTask, PreviewTask, setup};
 use crate::token::{Expect, Scope};
 use crate::workflow::{Event, RunControl};
 
@@ -122,145 +122,149 @@ impl WorkerApi for WorkerService {
         let chunk = worker.config().limits.result_chunk_bytes;
         let (out, rx) = tokio::sync::mpsc::channel::<Result<ExecuteEvent, Status>>(64);
         let span = tracing::info_span!("run", %run_id, worker_id = %worker.config().worker.id);
-        tokio::spawn(async move {
-            let _slot = slot;
-            let started = Instant::now();
-            let _ = out
-                .send(Ok(event(execute_event::Event::Accepted(Accepted {
-                    run_id: run_id.clone(),
-                }))))
-                .await;
-            // A client that goes away cancels the run.
-            let watcher = {
-                let (out, control) = (out.clone(), control.clone());
-                tokio::spawn(async move {
-                    out.closed().await;
-                    control.cancel();
-                })
-            };
-            let redeeming = Instant::now();
-            let sealed = match worker.redeem(&verified).await {
-                Ok(c) => c,
-                Err(f) => {
-                    tracing::warn!(reason = %f.code(), "redeem failed");
-                    finish(&worker, started, f.grpc_code());
-                    let _ = out.send(Err(to_status(&f))).await;
-                    watcher.abort();
-                    return;
-                }
-            };
-            let redeem_us = redeeming.elapsed().as_micros() as u64;
-            worker
-                .metrics()
-                .redeem_duration
-                .observe(redeeming.elapsed().as_secs_f64());
-            let (tx, mut events) = tokio::sync::mpsc::channel::<RunEvent>(64);
-            let run = {
-                let worker = worker.clone();
-                let run_id = run_id.clone();
-                let control = control.clone();
-                tokio::spawn(async move {
-                    worker
-                        .run(&run_id, wf, sealed, mode, control, tx)
-                        .await
-                })
-            };
-            while let Some(e) = events.recv().await {
-                let sent = match e {
-                    RunEvent::Accepted(_) => Ok(()),
-                    RunEvent::Progress(p) => out.send(Ok(progress(&p))).await,
-                    RunEvent::ChildProgress {
-                        node,
-                        tool,
-                        finished,
-                        rows,
-                    } => {
-                        let state = if finished {
-                            progress::State::Finished
-                        } else {
-                            progress::State::Started
-                        };
-                        let p = Progress {
-                            node,
-                            tool,
-                            state: state as i32,
-                            rows,
-                            from_cache: false,
-                        };
-                        out.send(Ok(event(execute_event::Event::Progress(p)))).await
-                    }
-                    RunEvent::Input { node, rows, cached } => {
-                        if cached {
-                            worker.metrics().cache_hits.inc();
-                        } else {
-                            worker.metrics().cache_misses.inc();
-                        }
-                        let p = Progress {
-                            node,
-                            tool: "sql".to_owned(),
-                            state: progress::State::Finished as i32,
-                            rows: Some(rows as u64),
-                            from_cache: cached,
-                        };
-                        out.send(Ok(event(execute_event::Event::Progress(p)))).await
-                    }
-                    RunEvent::Output { name, ipc } => {
-                        let pieces: Vec<&[u8]> = if ipc.is_empty() {
-                            vec![&[][..]]
-                        } else {
-                            ipc.chunks(chunk).collect()
-                        };
-                        let last = pieces.len().saturating_sub(1);
-                        let mut r = Ok(());
-                        for (seq, piece) in pieces.into_iter().enumerate() {
-                            let c = ResultChunk {
-                                output: name.clone(),
-                                seq: seq as u32,
-                                arrow_ipc: piece.to_vec(),
-                                last: seq == last,
-                            };
-                            r = out.send(Ok(event(execute_event::Event::Result(c)))).await;
-                            if r.is_err() {
-                                break;
-                            }
-                        }
-                        r
+        tokio::spawn(
+            async move {
+                let _slot = slot;
+                let started = Instant::now();
+                let _ = out
+                    .send(Ok(event(execute_event::Event::Accepted(Accepted {
+                        run_id: run_id.clone(),
+                    }))))
+                    .await;
+                // A client that goes away cancels the run.
+                let watcher = {
+                    let (out, control) = (out.clone(), control.clone());
+                    tokio::spawn(async move {
+                        out.closed().await;
+                        control.cancel();
+                    })
+                };
+                let redeeming = Instant::now();
+                let sealed = match worker.redeem(&verified).await {
+                    Ok(c) => c,
+                    Err(f) => {
+                        tracing::warn!(reason = %f.code(), "redeem failed");
+                        finish(&worker, started, f.grpc_code());
+                        let _ = out.send(Err(to_status(&f))).await;
+                        watcher.abort();
+                        return;
                     }
                 };
-                if sent.is_err() {
-                    control.cancel();
+                let redeem_us = redeeming.elapsed().as_micros() as u64;
+                worker
+                    .metrics()
+                    .redeem_duration
+                    .observe(redeeming.elapsed().as_secs_f64());
+                let (tx, mut events) = tokio::sync::mpsc::channel::<RunEvent>(64);
+                let run = {
+                    let worker = worker.clone();
+                    let run_id = run_id.clone();
+                    let control = control.clone();
+                    tokio::spawn(
+                        async move { worker.run(&run_id, wf, sealed, mode, control, tx).await },
+                    )
+                };
+                while let Some(e) = events.recv().await {
+                    let sent = match e {
+                        RunEvent::Accepted(_) => Ok(()),
+                        RunEvent::Progress(p) => out.send(Ok(progress(&p))).await,
+                        RunEvent::ChildProgress {
+                            node,
+                            tool,
+                            finished,
+                            rows,
+                        } => {
+                            let state = if finished {
+                                progress::State::Finished
+                            } else {
+                                progress::State::Started
+                            };
+                            let p = Progress {
+                                node,
+                                tool,
+                                state: state as i32,
+                                rows,
+                                from_cache: false,
+                            };
+                            out.send(Ok(event(execute_event::Event::Progress(p)))).await
+                        }
+                        RunEvent::Input { node, rows, cached } => {
+                            if cached {
+                                worker.metrics().cache_hits.inc();
+                            } else {
+                                worker.metrics().cache_misses.inc();
+                            }
+                            let p = Progress {
+                                node,
+                                tool: "sql".to_owned(),
+                                state: progress::State::Finished as i32,
+                                rows: Some(rows as u64),
+                                from_cache: cached,
+                            };
+                            out.send(Ok(event(execute_event::Event::Progress(p)))).await
+                        }
+                        RunEvent::Output { name, ipc } => {
+                            let pieces: Vec<&[u8]> = if ipc.is_empty() {
+                                vec![&[][..]]
+                            } else {
+                                ipc.chunks(chunk).collect()
+                            };
+                            let last = pieces.len().saturating_sub(1);
+                            let mut r = Ok(());
+                            for (seq, piece) in pieces.into_iter().enumerate() {
+                                let c = ResultChunk {
+                                    output: name.clone(),
+                                    seq: seq as u32,
+                                    arrow_ipc: piece.to_vec(),
+                                    last: seq == last,
+                                };
+                                r = out.send(Ok(event(execute_event::Event::Result(c)))).await;
+                                if r.is_err() {
+                                    break;
+                                }
+                            }
+                            r
+                        }
+                    };
+                    if sent.is_err() {
+                        control.cancel();
+                    }
+                }
+                let result = run.await.unwrap_or(Err(RunFailure::Internal));
+                watcher.abort();
+                match result {
+                    Ok(t) => {
+                        finish(&worker, started, tonic::Code::Ok);
+                        tracing::info!(
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "run finished"
+                        );
+                        let _ = out
+                            .send(Ok(event(execute_event::Event::Finished(Finished {
+                                run_id,
+                                elapsed_ms: started.elapsed().as_millis() as u64,
+                                check_us,
+                                redeem_us,
+                                load_us: t.load.as_micros() as u64,
+                                compute_us: t.compute.as_micros() as u64,
+                                encode_us: t.encode.as_micros() as u64,
+                            }))))
+                            .await;
+                    }
+                    Err(f) => {
+                        finish(&worker, started, f.grpc_code());
+                        tracing::warn!(reason = %f.code(), "run failed");
+                        let _ = out
+                            .send(Ok(event(execute_event::Event::Error(ProtoRunError {
+                                code: f.code(),
+                                message: f.message(),
+                            }))))
+                            .await;
+                    }
                 }
             }
-            let result = run.await.unwrap_or(Err(RunFailure::Internal));
-            watcher.abort();
-            match result {
-                Ok(t) => {
-                    finish(&worker, started, tonic::Code::Ok);
-                    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "run finished");
-                    let _ = out
-                        .send(Ok(event(execute_event::Event::Finished(Finished {
-                            run_id,
-                            elapsed_ms: started.elapsed().as_millis() as u64,
-                            check_us,
-                            redeem_us,
-                            load_us: t.load.as_micros() as u64,
-                            compute_us: t.compute.as_micros() as u64,
-                            encode_us: t.encode.as_micros() as u64,
-                        }))))
-                        .await;
-                }
-                Err(f) => {
-                    finish(&worker, started, f.grpc_code());
-                    tracing::warn!(reason = %f.code(), "run failed");
-                    let _ = out
-                        .send(Ok(event(execute_event::Event::Error(ProtoRunError {
-                            code: f.code(),
-                            message: f.message(),
-                        }))))
-                        .await;
-                }
-            }
-        }.instrument(span));
+            .instrument(span),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
