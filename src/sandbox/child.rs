@@ -427,7 +427,7 @@ fn open_all(
         .collect()
 }
 
-/// [`inspect`] for a multi-threaded runtime: on a blocking thread (the drivers' futures are
+/// The tables-and-columns listing for a multi-threaded runtime: on a blocking thread (the drivers' futures are
 /// not `Send`), owning its target.
 pub async fn inspect_owned(
     target: connector::Target,
