@@ -66,6 +66,13 @@ pub struct SandboxSection {
     /// The executable started for each run (default: the daemon's own binary).
     #[serde(default)]
     pub program: Option<PathBuf>,
+    /// Children kept started and confined ahead of need (0: start each on demand).
+    #[serde(default = "default_pool")]
+    pub pool: usize,
+}
+
+fn default_pool() -> usize {
+    crate::sandbox::Settings::default().pool
 }
 
 /// How runs are isolated.
@@ -115,6 +122,7 @@ impl Default for SandboxSection {
             max_output_bytes: default_output_bytes(),
             kill_grace_ms: default_kill_grace_ms(),
             program: None,
+            pool: default_pool(),
         }
     }
 }
@@ -133,6 +141,7 @@ impl SandboxSection {
             },
             kill_grace: Duration::from_millis(self.kill_grace_ms),
             max_output_bytes: self.max_output_bytes,
+            pool: self.pool,
         }
     }
 }
@@ -453,6 +462,9 @@ impl Config {
         }
         if !(16..=65_536).contains(&sb.open_files) {
             problems.push("sandbox.open_files: 16 to 65536".to_owned());
+        }
+        if sb.pool > 64 {
+            problems.push("sandbox.pool: 0 to 64".to_owned());
         }
         if sb.max_output_bytes == 0 {
             problems.push("sandbox.max_output_bytes: at least 1".to_owned());

@@ -137,13 +137,23 @@ pub fn main(args: &[OsString]) -> i32 {
         }
         _ => {}
     }
+    // Ready for work: start what every task needs while nobody waits (a pooled child sits here
+    // until the daemon has a task for it): the runtime and Polars' thread pool.
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return exit::PROTOCOL;
+    };
+    let _ = polars_core::runtime::RAYON.current_num_threads();
+    warm_up();
     let setup = match io.read() {
         Ok(Some(to_child::Msg::Setup(s))) => s,
         // The daemon closed the pipe: a pre-started child that was never needed.
         Ok(None) => return exit::OK,
         Ok(Some(_)) | Err(_) => return exit::PROTOCOL,
     };
-    match perform(setup, &mut io, args.fault) {
+    match perform(setup, runtime, &mut io, args.fault) {
         Ok(()) => exit::OK,
         Err(Stop::Failed(f)) => {
             let failure = Failure {
@@ -256,7 +266,12 @@ enum Loaded2 {
     Table(&'static str, DataFrame),
 }
 
-fn perform<R: Read>(mut setup: Setup, io: &mut Io<R>, fault: Option<Fault>) -> Result<(), Stop> {
+fn perform<R: Read>(
+    mut setup: Setup,
+    runtime: tokio::runtime::Runtime,
+    io: &mut Io<R>,
+    fault: Option<Fault>,
+) -> Result<(), Stop> {
     let started = Instant::now();
     let loaded = {
         // Everything secret lives in this block and is dropped (zeroized) at its end.
@@ -265,10 +280,6 @@ fn perform<R: Read>(mut setup: Setup, io: &mut Io<R>, fault: Option<Fault>) -> R
         let credentials = open_all(&key, &setup.credentials, ttl)?;
         drop(key);
         let fingerprint_key = LockedBytes::take(&mut setup.fingerprint_key);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|_| RunFailure::Internal)?;
         let options = QueryOptions {
             limits: ResultLimits {
                 max_rows: usize::try_from(setup.max_rows).unwrap_or(usize::MAX),
@@ -366,9 +377,8 @@ fn perform<R: Read>(mut setup: Setup, io: &mut Io<R>, fault: Option<Fault>) -> R
     };
     let load = started.elapsed();
 
-    // The compute phase: make sure Polars' thread pool exists (it reads /proc and /sys when
-    // it starts), then forbid sockets and files for good.
-    let _ = polars_core::runtime::RAYON.current_num_threads();
+    // The compute phase (Polars' thread pool, which reads /proc and /sys as it starts, runs
+    // already): forbid sockets and files for good.
     jail::enter_compute_phase().map_err(|f| {
         eprintln!("hubworker sandbox child: {} failed: {}", f.step, f.why);
         Stop::Exit(f.code)
@@ -497,6 +507,31 @@ async fn inspect(
     .map_err(|_| RunFailure::Internal)
 }
 
+/// A tiny workflow over inline rows (no files, no network): validating and running it once,
+/// and writing and reading its result as Arrow IPC, pays the process's first-use costs (lazy
+/// tables, the allocator's first pages, Polars' first plan) before a task waits on them.
+const WARM_UP: &str = r#"{"version": 1, "nodes": [
+  {"id": "a", "tool": "inline", "columns": [{"name": "k", "type": "Utf8"}, {"name": "x", "type": "Int64"}, {"name": "p", "type": "Float64"}],
+   "rows": [["a", 1, 1.5], ["b", 2, 2.5], ["a", 3, 3.5]]},
+  {"id": "f", "tool": "formula", "input": "a", "formulas": [{"column": "v", "expression": "(pl.col('p') * pl.col('x')).round(2)"}, {"column": "u", "expression": "pl.col('k').str.to_uppercase()"}]},
+  {"id": "w", "tool": "filter", "input": "f", "expression": "pl.col('x') > 0"},
+  {"id": "s", "tool": "summarize", "input": "w", "group_by": ["u"], "aggregations": [{"op": "sum", "column": "v", "as": "total"}]},
+  {"id": "o", "tool": "output", "input": "s", "name": "out"}]}"#;
+
+fn warm_up() {
+    let Ok(wf) = workflow::validate(WARM_UP) else {
+        return;
+    };
+    let control = RunControl::with_timeout(Duration::from_secs(10));
+    if let Ok(outputs) = workflow::execute(&wf, HashMap::new(), &control, &mut |_| {}) {
+        for mut o in outputs {
+            if let Ok(ipc) = to_ipc(&mut o.frame) {
+                let _ = from_ipc(&ipc);
+            }
+        }
+    }
+}
+
 /// Faults in the compute phase: each must be stopped by the second filter or a limit.
 fn compute_phase_fault(fault: Option<Fault>) {
     match fault {
@@ -521,5 +556,18 @@ fn compute_phase_fault(fault: Option<Fault>) {
         }
         Some(Fault::Crash) => std::process::abort(),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_warm_up_workflow_is_valid_and_runs() {
+        let wf = workflow::validate(WARM_UP).expect("valid");
+        let control = RunControl::with_timeout(Duration::from_secs(10));
+        let out = workflow::execute(&wf, HashMap::new(), &control, &mut |_| {}).expect("runs");
+        assert_eq!(out[0].frame.height(), 2);
     }
 }

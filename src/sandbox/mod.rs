@@ -14,9 +14,10 @@
 //! 5. supervises in one `select!`: the run's deadline and `Cancel` end the child with SIGTERM,
 //!    then SIGKILL after a short grace; the child's own end is classified ([`Exit`]).
 //!
-//! A child is used for exactly one task. Starting one costs a few milliseconds (measured by
-//! `hubworker bench dispatch`; see the README), below the point where a pool of pre-started
-//! children would pay for its complexity.
+//! A child is used for exactly one task. Starting and confining one costs several milliseconds
+//! (measured by `hubworker bench dispatch`; see the README), so the daemon keeps a small pool
+//! of children already started and confined, waiting on their stdin for a task; a planted
+//! test fault always gets a fresh child.
 
 pub mod child;
 pub mod jail;
@@ -27,7 +28,8 @@ use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use polars::prelude::*;
@@ -243,6 +245,8 @@ pub struct Settings {
     pub kill_grace: Duration,
     /// Most bytes of outputs one run may produce.
     pub max_output_bytes: u64,
+    /// Children kept started and confined ahead of need (each still serves one task).
+    pub pool: usize,
 }
 
 impl Default for Settings {
@@ -252,15 +256,26 @@ impl Default for Settings {
             limits: Limits::default(),
             kill_grace: Duration::from_millis(500),
             max_output_bytes: 1 << 30,
+            pool: 2,
         }
     }
 }
 
-/// The daemon's sandbox: settings, and faults planted by tests.
-#[derive(Debug)]
+/// The daemon's sandbox: settings, the pool of pre-started children, faults planted by tests.
 pub struct Sandbox {
     settings: Settings,
     faults: Mutex<HashMap<String, Fault>>,
+    pool: Pool,
+    pending: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("settings", &self.settings)
+            .field("pooled", &self.pool.lock().map(|p| p.len()).unwrap_or(0))
+            .finish_non_exhaustive()
+    }
 }
 
 /// One task for a child, with everything the daemon needs while it runs (a context struct
@@ -315,14 +330,18 @@ enum End {
 
 type Frames = mpsc::Receiver<Result<(FromChild, usize), wire::WireError>>;
 
-/// A started child and its pipes.
+/// A started child and its pipes; `confinements` once it said `Ready`.
 struct Spawned {
     child: Child,
     stdin: ChildStdin,
     frames: Frames,
     diagnostics: tokio::task::JoinHandle<String>,
+    confinements: Vec<String>,
     _workdir: tempfile::TempDir,
 }
+
+/// Children started ahead of need, already confined and waiting for their task.
+type Pool = Arc<Mutex<Vec<Spawned>>>;
 
 impl Sandbox {
     /// A sandbox with `settings`.
@@ -330,6 +349,8 @@ impl Sandbox {
         Sandbox {
             settings,
             faults: Mutex::new(HashMap::new()),
+            pool: Arc::new(Mutex::new(Vec::new())),
+            pending: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -349,7 +370,7 @@ impl Sandbox {
 
     /// Starts a child: the binary re-executed in its hidden mode, with an empty environment,
     /// only stdio, an empty private working directory, and pipes for the conversation.
-    fn spawn(&self, fault: Option<Fault>) -> Result<Spawned, RunFailure> {
+    fn spawn_with(settings: &Settings, fault: Option<Fault>) -> Result<Spawned, RunFailure> {
         let workdir = tempfile::Builder::new()
             .prefix("hubworker-run-")
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
@@ -360,10 +381,10 @@ impl Sandbox {
             })?;
         let args = child::ChildArgs {
             parent: std::process::id(),
-            limits: self.settings.limits,
+            limits: settings.limits,
             fault,
         };
-        let mut child = Command::new(&self.settings.program)
+        let mut child = Command::new(&settings.program)
             .arg(CHILD_COMMAND)
             .args(args.to_args())
             .env_clear()
@@ -374,7 +395,7 @@ impl Sandbox {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
-                tracing::error!(error = %e, program = %self.settings.program.display(), "cannot start a run child");
+                tracing::error!(error = %e, program = %settings.program.display(), "cannot start a run child");
                 RunFailure::Internal
             })?;
         let (Some(stdin), Some(stdout), Some(stderr)) =
@@ -385,19 +406,62 @@ impl Sandbox {
         Ok(Spawned {
             child,
             stdin,
-            frames: read_frames(stdout, self.settings.max_output_bytes),
+            frames: read_frames(stdout, settings.max_output_bytes),
             diagnostics: tokio::spawn(read_capped(stderr, 16 << 10)),
+            confinements: Vec::new(),
             _workdir: workdir,
         })
+    }
+
+    /// A confined child for one task: a pre-started one when the pool has one (and no fault
+    /// is planted), else a fresh one. The pool is topped up when the task ends (starting
+    /// children while the task runs would take CPU from it).
+    async fn take(&self, fault: Option<Fault>) -> Result<Spawned, RunFailure> {
+        if fault.is_none() {
+            loop {
+                let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
+                let Some(mut s) = pooled else { break };
+                // A pooled child that died meanwhile (the OOM killer, an operator) is skipped.
+                if matches!(s.child.try_wait(), Ok(None)) {
+                    return Ok(s);
+                }
+            }
+        }
+        let spawned = Self::spawn_with(&self.settings, fault)?;
+        ready(spawned).await.map_err(RunFailure::Sandbox)
+    }
+
+    /// Starts children in the background until the pool holds `settings.pool`.
+    pub fn refill(&self) {
+        let have = self.pool.lock().map(|p| p.len()).unwrap_or(usize::MAX);
+        let pending = self.pending.load(Ordering::SeqCst);
+        let want = self.settings.pool.saturating_sub(have + pending);
+        for _ in 0..want {
+            self.pending.fetch_add(1, Ordering::SeqCst);
+            let (settings, pool, pending) = (
+                self.settings.clone(),
+                self.pool.clone(),
+                self.pending.clone(),
+            );
+            tokio::spawn(async move {
+                let started = match Self::spawn_with(&settings, None) {
+                    Ok(s) => ready(s).await.ok(),
+                    Err(_) => None,
+                };
+                if let (Some(s), Ok(mut p)) = (started, pool.lock()) {
+                    p.push(s);
+                }
+                pending.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
     }
 
     /// Starts one child, waits until it is confined, and lets it go: proves the sandbox works
     /// on this host and returns the confinements in force.
     pub async fn probe(&self) -> Result<Vec<String>, Exit> {
-        let mut spawned = self
-            .spawn(None)
+        let spawned = Self::spawn_with(&self.settings, None)
             .map_err(|_| Exit::Crashed("the run child could not be started".into()))?;
-        let ready = tokio::time::timeout(Duration::from_secs(10), next(&mut spawned.frames)).await;
+        let mut spawned = ready(spawned).await?;
         drop(spawned.stdin);
         let status = tokio::time::timeout(Duration::from_secs(10), spawned.child.wait()).await;
         let stderr = spawned.diagnostics.await.unwrap_or_default();
@@ -408,13 +472,12 @@ impl Sandbox {
                 Some(Exit::Crashed("did not stop when told".into()))
             }
         };
-        match (ready, exit) {
-            (Ok(Ok(from_child::Msg::Ready(r))), None) => Ok(r.confinements),
-            (_, Some(exit)) => {
+        match exit {
+            None => Ok(spawned.confinements),
+            Some(exit) => {
                 tracing::error!(reason = exit.code(), child_stderr = %stderr.trim_end(), "the sandbox probe failed");
                 Err(exit)
             }
-            _ => Err(Exit::Crashed("no Ready from the probe child".into())),
         }
     }
 
@@ -430,16 +493,15 @@ impl Sandbox {
             mut stdin,
             frames,
             diagnostics,
+            confinements,
             _workdir: workdir,
-        } = self.spawn(fault)?;
-        let mut confinements = Vec::new();
+        } = self.take(fault).await?;
         let control = task.control;
         let end = {
             let conversation = converse(
                 &mut stdin,
                 frames,
                 &mut task,
-                &mut confinements,
                 self.settings.max_output_bytes,
             );
             tokio::pin!(conversation);
@@ -506,6 +568,7 @@ impl Sandbox {
             diagnostics.abort();
         }
         drop(workdir);
+        self.refill();
         result
     }
 }
@@ -530,6 +593,28 @@ impl ZeroizeAll for Setup {
         for c in &mut self.credentials {
             c.sealed.zeroize();
         }
+    }
+}
+
+/// Waits (10 s at most) for a new child's `Ready`: it is confined and waits for its task. A
+/// child that dies instead is classified (a confinement step failed, or a fault fired).
+async fn ready(mut spawned: Spawned) -> Result<Spawned, Exit> {
+    match tokio::time::timeout(Duration::from_secs(10), next(&mut spawned.frames)).await {
+        Ok(Ok(from_child::Msg::Ready(r))) => {
+            spawned.confinements = r.confinements;
+            Ok(spawned)
+        }
+        Ok(Ok(_)) => Err(Exit::Crashed("no Ready first".into())),
+        Ok(Err(_)) => {
+            let status = tokio::time::timeout(Duration::from_secs(2), spawned.child.wait()).await;
+            Err(match status {
+                Ok(Ok(status)) => {
+                    classify(status).unwrap_or_else(|| Exit::Crashed("exited before Ready".into()))
+                }
+                _ => Exit::Crashed("closed its output before Ready".into()),
+            })
+        }
+        Err(_) => Err(Exit::Crashed("no Ready within 10 s".into())),
     }
 }
 
@@ -618,13 +703,8 @@ async fn converse(
     stdin: &mut ChildStdin,
     mut frames: Frames,
     task: &mut Task<'_>,
-    confinements: &mut Vec<String>,
     max_output: u64,
 ) -> Result<RunTimings, End> {
-    match next(&mut frames).await? {
-        from_child::Msg::Ready(r) => *confinements = r.confinements,
-        _ => return Err(End::Protocol("no Ready first".into())),
-    }
     let setup = std::mem::take(&mut task.setup);
     let frame = ToChild {
         msg: Some(to_child::Msg::Setup(setup)),

@@ -259,6 +259,7 @@ impl Worker {
             return Ok(Vec::new());
         };
         let found = sandbox.probe().await?;
+        sandbox.refill();
         if let Ok(mut c) = self.confinements.lock() {
             c.clone_from(&found);
         }
