@@ -511,7 +511,7 @@ async fn inspect(
 /// and writing and reading its result as Arrow IPC, pays the process's first-use costs (lazy
 /// tables, the allocator's first pages, Polars' first plan) before a task waits on them.
 const WARM_UP: &str = r#"{"version": 1, "nodes": [
-  {"id": "a", "tool": "inline", "columns": [{"name": "k", "type": "Utf8"}, {"name": "x", "type": "Int64"}, {"name": "p", "type": "Float64"}],
+  {"id": "a", "tool": "inline", "columns": [{"name": "k", "type": "String"}, {"name": "x", "type": "Int64"}, {"name": "p", "type": "Float64"}],
    "rows": [["a", 1, 1.5], ["b", 2, 2.5], ["a", 3, 3.5]]},
   {"id": "f", "tool": "formula", "input": "a", "formulas": [{"column": "v", "expression": "(pl.col('p') * pl.col('x')).round(2)"}, {"column": "u", "expression": "pl.col('k').str.to_uppercase()"}]},
   {"id": "w", "tool": "filter", "input": "f", "expression": "pl.col('x') > 0"},
