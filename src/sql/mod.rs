@@ -3,7 +3,7 @@
 //! module must never judge SQL by scanning text: everything is decided on
 //! sqlparser's tokens and AST, and whatever cannot be parsed is rejected.
 //!
-//! Layout: `error.rs` (codes), `walk.rs` (the AST walk), `functions.rs`
+//! Layout: `error.rs` (codes), `walk/` (the AST walk), `functions.rs`
 //! (per-dialect function rules as commented data). Only `super::`/`self::`
 //! paths are used so the folder can be dropped into another crate as
 //! `src/sql/`.
