@@ -96,7 +96,7 @@ pub struct FrontEnd {
     pub bare_ns: f64,
     /// parse + allowlist + compile to a Polars `Expr` (`expr::check`), no cache.
     pub cold_ns: f64,
-    /// compiled-expression cache hit (`ExprCache::get`).
+    /// compiled-expression cache hit (`ExprCache::with`, which lends the cached result).
     pub warm_ns: f64,
 }
 
@@ -137,10 +137,15 @@ pub fn measure_front_end(texts: &[String], rounds: usize) -> FrontEnd {
             let _ = black_box(expr::check(black_box(t)));
         }
         cold = cold.min(per_item(t0.elapsed(), texts.len()));
+        // One untimed lap first: the cold pass just above evicted the hot texts and cache
+        // entries from the CPU caches, and a warm hit is meant to be measured warm.
+        for t in hot {
+            let _ = black_box(cache.with(black_box(t), Result::is_ok));
+        }
         let t0 = Instant::now();
         for _ in 0..laps {
             for t in hot {
-                let _ = black_box(cache.get(black_box(t)));
+                let _ = black_box(cache.with(black_box(t), Result::is_ok));
             }
         }
         warm = warm.min(per_item(t0.elapsed(), laps * hot.len()));

@@ -2,10 +2,10 @@
 //! each expression once. Rejections are cached too: a bad expression costs one parse.
 //! Holds no data and no secrets: keys are expression sources, values compiled plans.
 //!
-//! Two levels: a small direct-mapped cache per thread (no locks, no atomics but the `Arc`
-//! clone) in front of a shared moka cache (TinyLFU admission, byte-weighted). Checking is a
-//! pure function of the source text, so no level ever needs invalidating; a hit always
-//! compares the full text, so a hash collision can only cost a miss, never a wrong answer.
+//! Two levels: a small set-associative cache per thread (no locks, no atomics) in front of a
+//! shared moka cache (TinyLFU admission, byte-weighted). Checking is a pure function of the
+//! source text, so no level ever needs invalidating; a hit always compares the full text, so
+//! a hash collision can only cost a miss, never a wrong answer.
 
 use std::cell::RefCell;
 use std::hash::BuildHasher;
@@ -27,24 +27,114 @@ const L1_SETS: usize = 2048;
 /// Sources longer than this skip the per-thread cache (they would evict short ones for little).
 const L1_MAX_SOURCE: usize = 4096;
 
-type Entry = Option<(u64, Arc<str>, Checked)>;
+/// One way of a set: a source and its answer.
+type Way = Option<(Arc<str>, Checked)>;
 
-/// Two ways and which one was used last (the other is replaced on a miss).
+/// The per-thread level. A probe reads one 16-byte tag pair (the tags of all sets fit in
+/// 32 KiB) and touches an entry only when a tag matches.
 #[derive(Default)]
-struct Set {
-    ways: [Entry; 2],
-    recent: usize,
+struct Level1 {
+    /// Slot hashes of each set's two ways (meaningless where the way is empty).
+    tags: Vec<[u64; 2]>,
+    /// Each set's two entries and the way used last (the other is replaced on a miss).
+    sets: Vec<([Way; 2], usize)>,
+}
+
+impl Level1 {
+    /// Runs `f` on the entry for `src` in set `idx`, or gives `f` back on a miss.
+    #[inline]
+    fn lend<R, F: FnOnce(&Checked) -> R>(
+        &mut self,
+        idx: usize,
+        h: u64,
+        src: &str,
+        f: F,
+    ) -> Result<R, F> {
+        let Some(tags) = self.tags.get(idx) else {
+            return Err(f);
+        };
+        let Some(way) = tags.iter().position(|t| *t == h) else {
+            return Err(f);
+        };
+        let Some((ways, recent)) = self.sets.get_mut(idx) else {
+            return Err(f);
+        };
+        match ways.get(way) {
+            Some(Some((key, val))) if **key == *src => {
+                *recent = way;
+                Ok(f(val))
+            }
+            _ => Err(f),
+        }
+    }
+
+    /// Keeps `(key, val)` in set `idx`, replacing the way not used last.
+    fn keep(&mut self, idx: usize, h: u64, key: Arc<str>, val: Checked) {
+        if self.sets.is_empty() {
+            self.tags = vec![[0; 2]; L1_SETS];
+            self.sets = std::iter::repeat_with(Default::default)
+                .take(L1_SETS)
+                .collect();
+        }
+        if let (Some(tags), Some((ways, recent))) = (self.tags.get_mut(idx), self.sets.get_mut(idx))
+        {
+            let victim = 1 - (*recent & 1);
+            tags[victim] = h;
+            ways[victim] = Some((key, val));
+            *recent = victim;
+        }
+    }
 }
 
 thread_local! {
-    static L1: RefCell<Vec<Set>> =
-        RefCell::new(std::iter::repeat_with(Set::default).take(L1_SETS).collect());
+    // Constant-initialised (no lazy-init check on each access); the sets are allocated on the
+    // thread's first miss.
+    static L1: RefCell<Level1> = const {
+        RefCell::new(Level1 { tags: Vec::new(), sets: Vec::new() })
+    };
 }
 
-/// One fixed hasher for the per-thread slots: keys are compared in full on every hit, so a
-/// predictable hash can only make an attacker's own lookups miss.
+/// Sources up to this length index the per-thread level by a hash of every byte.
+const L1_WHOLE_HASH: usize = 128;
+
+/// Interior 8-byte words sampled from longer sources, besides their first and last 32 bytes.
+const L1_SAMPLES: usize = 8;
+
+/// The per-thread slot of a source. Short sources hash whole; longer ones hash their length,
+/// both ends and [`L1_SAMPLES`] evenly spaced interior words, so a hit reads the text once (in
+/// the full comparison) instead of twice. Sources that agree on every sampled byte share a
+/// set and may evict each other: that costs a visit to the shared level, never a wrong
+/// answer. One fixed hasher: a predictable slot can only make an attacker's own lookups miss.
+#[inline]
 fn l1_hash(src: &str) -> u64 {
-    foldhash::fast::FixedState::with_seed(0x6875_6277_6f72_6b72).hash_one(src)
+    let state = foldhash::fast::FixedState::with_seed(0x6875_6277_6f72_6b72);
+    let b = src.as_bytes();
+    if b.len() <= L1_WHOLE_HASH {
+        return state.hash_one(b);
+    }
+    // Gather the samples into one buffer and hash that once.
+    let mut sketch = [0u8; 64 + 8 * L1_SAMPLES];
+    let (ends, words) = sketch.split_at_mut(64);
+    let (head, tail) = ends.split_at_mut(32);
+    if let (Some(h), Some(t)) = (b.get(..32), b.get(b.len() - 32..)) {
+        head.copy_from_slice(h);
+        tail.copy_from_slice(t);
+    }
+    let step = (b.len() - 8) / (L1_SAMPLES + 1);
+    for (k, word) in words.chunks_exact_mut(8).enumerate() {
+        let at = (k + 1) * step;
+        if let Some(w) = b.get(at..at + 8) {
+            word.copy_from_slice(w);
+        }
+    }
+    state.hash_one((b.len(), sketch))
+}
+
+/// The process-wide cache the workflow validator uses, so a workflow run many times compiles
+/// each expression once per process.
+pub fn global() -> &'static ExprCache {
+    static GLOBAL: std::sync::OnceLock<ExprCache> = std::sync::OnceLock::new();
+    GLOBAL.get_or_init(ExprCache::default)
 }
 
 /// Thread-safe compiled-expression cache.
@@ -83,31 +173,39 @@ impl ExprCache {
     }
 
     /// The checked expression for `src`, compiling it on a miss.
+    #[inline]
     pub fn get(&self, src: &str) -> Checked {
+        self.with(src, Checked::clone)
+    }
+
+    /// Runs `f` on the checked expression for `src`, compiling it on a miss. A per-thread hit
+    /// lends the cached value without touching its reference count, so this is the cheapest
+    /// way to read a hit (for example to clone the compiled Polars `Expr` out of it).
+    #[inline]
+    pub fn with<R>(&self, src: &str, f: impl FnOnce(&Checked) -> R) -> R {
         if src.len() > L1_MAX_SOURCE {
-            return self.shared(src).1;
+            return f(&self.shared(src).1);
         }
         let h = l1_hash(src);
         let idx = (h as usize) & (L1_SETS - 1);
-        let hit = L1.with(|l1| {
-            let mut l1 = l1.borrow_mut();
-            let set = l1.get_mut(idx)?;
-            let way = set
-                .ways
-                .iter()
-                .position(|w| matches!(w, Some((wh, key, _)) if *wh == h && **key == *src))?;
-            set.recent = way;
-            set.ways[way].as_ref().map(|(_, _, val)| val.clone())
+        let outcome = L1.with(move |l1| match l1.try_borrow_mut() {
+            Ok(mut l1) => l1.lend(idx, h, src, f),
+            Err(_) => Err(f),
         });
-        if let Some(val) = hit {
-            return val;
+        match outcome {
+            Ok(r) => r,
+            Err(f) => f(&self.miss(src, h, idx)),
         }
+    }
+
+    /// A per-thread miss: ask the shared level, then keep the answer in this thread's set.
+    #[cold]
+    #[inline(never)]
+    fn miss(&self, src: &str, h: u64, idx: usize) -> Checked {
         let (key, val) = self.shared(src);
         L1.with(|l1| {
-            if let Some(set) = l1.borrow_mut().get_mut(idx) {
-                let victim = 1 - set.recent;
-                set.ways[victim] = Some((h, key, val.clone()));
-                set.recent = victim;
+            if let Ok(mut l1) = l1.try_borrow_mut() {
+                l1.keep(idx, h, key, val.clone());
             }
         });
         val
@@ -128,5 +226,77 @@ impl ExprCache {
     /// Number of entries in the shared level (approximate while writes are pending).
     pub fn entry_count(&self) -> u64 {
         self.inner.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `pl.col(...)` source of exactly `len` bytes whose column name carries `mark` at byte
+    /// `at` of the source.
+    fn source(len: usize, at: usize, mark: char) -> String {
+        let head = "pl.col(\"";
+        let mut name = "a".repeat(len - head.len() - 2);
+        name.replace_range(at - head.len()..=at - head.len(), &mark.to_string());
+        format!("{head}{name}\")")
+    }
+
+    #[test]
+    fn sources_that_share_a_slot_still_get_their_own_answers() {
+        // 300 bytes: samples cover 0..32, 268..300 and 8 bytes every 32 from 32; byte 50 is
+        // not sampled, so these three share a per-thread set of two ways.
+        let srcs: Vec<String> = ['b', 'c', 'd']
+            .iter()
+            .map(|&m| source(300, 50, m))
+            .collect();
+        assert!(srcs.iter().all(|s| s.len() == 300));
+        assert_eq!(l1_hash(&srcs[0]), l1_hash(&srcs[1]));
+        assert_eq!(l1_hash(&srcs[1]), l1_hash(&srcs[2]));
+        let cache = ExprCache::new(1 << 20);
+        for _ in 0..5 {
+            for s in &srcs {
+                let want = format!("{:?}", check(s).expect("valid").expr());
+                let got = cache.with(s, |c| format!("{:?}", c.as_ref().expect("valid").expr()));
+                assert_eq!(got, want, "wrong compiled expression for {s}");
+            }
+        }
+        // A byte that is sampled separates them.
+        assert_ne!(
+            l1_hash(&source(300, 33, 'b')),
+            l1_hash(&source(300, 33, 'c'))
+        );
+    }
+
+    #[test]
+    fn a_lookup_inside_a_lookup_is_answered() {
+        let cache = ExprCache::new(1 << 20);
+        let outer = "pl.col(\"x\") * 2";
+        let _ = cache.get(outer);
+        let inner = cache.with(outer, |o| {
+            assert!(o.is_ok());
+            // The per-thread level is busy lending `o`: this one goes to the shared level.
+            cache
+                .get("pl.col(\"y\").sum()")
+                .map(|c| format!("{:?}", c.expr()))
+        });
+        assert_eq!(
+            inner.expect("valid"),
+            format!("{:?}", check("pl.col(\"y\").sum()").expect("valid").expr())
+        );
+    }
+
+    #[test]
+    fn hits_and_misses_agree_with_check_for_every_size() {
+        let cache = ExprCache::new(1 << 20);
+        let long = format!("pl.col(\"a\"){}", ".abs()".repeat(700));
+        let huge = format!("pl.col(\"a\"){}", " + 1".repeat(L1_MAX_SOURCE / 4 + 1));
+        for src in ["pl.len()", "pl.col(\"a\") +", long.as_str(), huge.as_str()] {
+            let want = check(src).map(|c| format!("{:?}", c.expr()));
+            for _ in 0..3 {
+                let got = cache.get(src).map(|c| format!("{:?}", c.expr()));
+                assert_eq!(got, want);
+            }
+        }
     }
 }

@@ -178,10 +178,15 @@ fn compile(node: &Node, problems: &mut Vec<Problem>) -> Option<Compiled> {
         problems.push(Problem::new(Some(id), field, code, message));
     };
     let expr = |src: &str, field: String, report: &mut dyn FnMut(String, &'static str, String)| {
-        match crate::expr::check(src) {
-            Ok(checked) => Some(crate::expr::compile(&checked)),
-            Err(e) => {
-                report(field, e.code(), e.message);
+        // The process-wide cache: a worker validates the same workflows again and again.
+        let compiled = crate::expr::global_cache().with(src, |checked| match checked {
+            Ok(checked) => Ok(crate::expr::compile(checked)),
+            Err(e) => Err((e.code(), e.message.clone())),
+        });
+        match compiled {
+            Ok(expr) => Some(expr),
+            Err((code, message)) => {
+                report(field, code, message);
                 None
             }
         }
