@@ -16,13 +16,6 @@ const MI_OPTION_ARENA_RESERVE: std::ffi::c_int = 23;
 /// keep the limit meaning "memory the run may use" (mimalloc grows the steps as it needs more).
 const ARENA_RESERVE_KIB: std::ffi::c_long = 64 * 1024;
 
-// SAFETY: the symbol is mimalloc's own, linked in by the mimalloc crate; the signature matches
-// `void mi_option_set(mi_option_t option, long value)` with `mi_option_t` a C enum (int).
-#[allow(unsafe_code)]
-unsafe extern "C" {
-    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
-}
-
 /// Sets the allocator's options. The binary calls it from an ELF constructor, before the
 /// first allocation.
 pub fn configure() {
@@ -30,8 +23,67 @@ pub fn configure() {
     // at any time and takes plain integers.
     #[allow(unsafe_code)]
     unsafe {
-        mi_option_set(MI_OPTION_ARENA_RESERVE, ARENA_RESERVE_KIB);
+        mi::mi_option_set(MI_OPTION_ARENA_RESERVE, ARENA_RESERVE_KIB);
     }
+}
+
+/// mimalloc's C API, with `mi_option_set` (its base bindings leave it to a feature that would
+/// build more of mimalloc than this needs).
+mod mi {
+    pub(super) use libmimalloc_sys::{
+        mi_free, mi_malloc, mi_malloc_aligned, mi_realloc, mi_realloc_aligned, mi_zalloc,
+        mi_zalloc_aligned,
+    };
+
+    // SAFETY: the symbol is mimalloc's own, linked in by libmimalloc-sys; the signature matches
+    // `void mi_option_set(mi_option_t option, long value)` with `mi_option_t` a C enum (int).
+    #[allow(unsafe_code)]
+    unsafe extern "C" {
+        pub(super) fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+    }
+}
+
+/// Every mimalloc block is aligned to a machine word.
+const WORD: usize = std::mem::size_of::<usize>();
+
+/// mimalloc's `MI_MAX_ALIGN_SIZE`. Its size classes above 64 bytes are multiples of 16 and
+/// its pages start 16-aligned, so a request rounded up to 16 bytes comes back 16-aligned; the
+/// allocator still checks each pointer and takes the aligned path should that ever not hold.
+const ALIGN16: usize = 16;
+
+/// How a layout is served: mimalloc's plain entry points (its fast path) when the alignment
+/// is at most 16, the aligned ones (which try a lucky block, then over-allocate) beyond.
+#[derive(Clone, Copy)]
+enum Route {
+    /// Word alignment or less: any block will do.
+    Plain,
+    /// 16-byte alignment (`i128`, SIMD types): a plain block of a 16-multiple size.
+    Sixteen,
+    /// Larger alignments.
+    Aligned,
+}
+
+#[inline]
+fn route(align: usize) -> Route {
+    if align <= WORD {
+        Route::Plain
+    } else if align <= ALIGN16 {
+        Route::Sixteen
+    } else {
+        Route::Aligned
+    }
+}
+
+/// `size` rounded up to a multiple of 16 (sizes near `usize::MAX` stay as they are and fail).
+#[inline]
+fn round16(size: usize) -> usize {
+    size.checked_add(ALIGN16 - 1)
+        .map_or(size, |s| s & !(ALIGN16 - 1))
+}
+
+#[inline]
+fn aligned16(p: *mut std::ffi::c_void) -> bool {
+    (p as usize) & (ALIGN16 - 1) == 0
 }
 
 /// mimalloc, exiting with a distinct code when memory runs out.
@@ -50,41 +102,138 @@ fn out_of_memory() -> ! {
     }
 }
 
-// SAFETY: every method forwards to mimalloc's `GlobalAlloc` with the caller's arguments
-// unchanged, so mimalloc's guarantees (alignment, size, ownership) carry over; the only
-// addition is never returning null, which callers may rely on less than the trait allows.
+// SAFETY: every block comes from mimalloc and goes back to it (`mi_free` and `mi_realloc*`
+// accept any pointer mimalloc returned, plain or aligned). Alignment: word-aligned requests
+// are met by any block; 16-aligned ones by a block whose address is checked and, if it were
+// ever misaligned, replaced through mimalloc's aligned entry points; larger alignments always
+// take those. Sizes are never smaller than asked. Null is never returned.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Allocator {
+    #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `alloc`'s contract (non-zero size), passed on as is.
-        let p = unsafe { mimalloc::MiMalloc.alloc(layout) };
+        let (size, align) = (layout.size(), layout.align());
+        // SAFETY: plain FFI calls with a size and a power-of-two alignment; a misaligned
+        // block is freed (it is mimalloc's and unused) before the aligned retry.
+        let p = unsafe {
+            match route(align) {
+                Route::Plain => mi::mi_malloc(size),
+                Route::Sixteen => {
+                    let p = mi::mi_malloc(round16(size));
+                    if aligned16(p) {
+                        p
+                    } else {
+                        mi::mi_free(p);
+                        mi::mi_malloc_aligned(size, align)
+                    }
+                }
+                Route::Aligned => mi::mi_malloc_aligned(size, align),
+            }
+        };
         if p.is_null() {
             out_of_memory();
         }
-        p
+        p.cast()
     }
 
+    #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let (size, align) = (layout.size(), layout.align());
         // SAFETY: as for `alloc`.
-        let p = unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) };
+        let p = unsafe {
+            match route(align) {
+                Route::Plain => mi::mi_zalloc(size),
+                Route::Sixteen => {
+                    let p = mi::mi_zalloc(round16(size));
+                    if aligned16(p) {
+                        p
+                    } else {
+                        mi::mi_free(p);
+                        mi::mi_zalloc_aligned(size, align)
+                    }
+                }
+                Route::Aligned => mi::mi_zalloc_aligned(size, align),
+            }
+        };
         if p.is_null() {
             out_of_memory();
         }
-        p
+        p.cast()
     }
 
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from this allocator (hence from mimalloc) with `layout`.
-        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        // SAFETY: `ptr` came from this allocator, hence from mimalloc.
+        unsafe { mi::mi_free(ptr.cast()) }
     }
 
+    #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: `ptr` came from this allocator (hence from mimalloc) with `layout`, and the
-        // caller upholds `realloc`'s contract for `new_size`.
-        let p = unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) };
+        let align = layout.align();
+        // SAFETY: `ptr` came from this allocator (hence from mimalloc) with `layout`; on a
+        // misaligned result the block (now holding the data) is moved once more by
+        // `mi_realloc_aligned`, which keeps the contents.
+        let p = unsafe {
+            match route(align) {
+                Route::Plain => mi::mi_realloc(ptr.cast(), new_size),
+                Route::Sixteen => {
+                    let p = mi::mi_realloc(ptr.cast(), round16(new_size));
+                    if p.is_null() || aligned16(p) {
+                        p
+                    } else {
+                        mi::mi_realloc_aligned(p, new_size, align)
+                    }
+                }
+                Route::Aligned => mi::mi_realloc_aligned(ptr.cast(), new_size, align),
+            }
+        };
         if p.is_null() {
             out_of_memory();
         }
-        p
+        p.cast()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route keeps the alignment asked for and the contents across `realloc`.
+    #[test]
+    fn blocks_are_aligned_and_keep_their_contents() {
+        let a = Allocator;
+        for align in [1, 2, 4, 8, 16, 32, 64, 4096] {
+            for size in [1, 3, 8, 17, 24, 40, 48, 56, 100, 1000, 5000, 70_000] {
+                let layout = Layout::from_size_align(size, align).expect("valid layout");
+                // SAFETY: non-zero sizes, power-of-two alignments; every block is written
+                // only within its size and freed once with the layout it has at that time.
+                #[allow(unsafe_code)]
+                unsafe {
+                    let p = a.alloc(layout);
+                    assert_eq!(p as usize % align, 0, "alloc {size} align {align}");
+                    for i in 0..size {
+                        p.add(i).write((i % 251) as u8);
+                    }
+                    let bigger = size * 3 + 5;
+                    let q = a.realloc(p, layout, bigger);
+                    assert_eq!(q as usize % align, 0, "realloc up {size} align {align}");
+                    for i in 0..size {
+                        assert_eq!(q.add(i).read(), (i % 251) as u8);
+                    }
+                    let grown = Layout::from_size_align(bigger, align).expect("valid layout");
+                    let smaller = size.div_ceil(2);
+                    let r = a.realloc(q, grown, smaller);
+                    assert_eq!(r as usize % align, 0, "realloc down {size} align {align}");
+                    for i in 0..smaller {
+                        assert_eq!(r.add(i).read(), (i % 251) as u8);
+                    }
+                    a.dealloc(r, Layout::from_size_align(smaller, align).expect("valid"));
+
+                    let z = a.alloc_zeroed(layout);
+                    assert_eq!(z as usize % align, 0, "alloc_zeroed {size} align {align}");
+                    assert!((0..size).all(|i| z.add(i).read() == 0));
+                    a.dealloc(z, layout);
+                }
+            }
+        }
     }
 }
