@@ -121,10 +121,17 @@ fn check_bracket_nesting(src: &str, len: u32) -> Result<(), ExprError> {
     if src.len() <= MAX_BRACKET_DEPTH {
         return Ok(());
     }
-    // Branch-free so it vectorises (the three brackets differ, so at most one test is true).
+    // Counted in byte-wide lanes so it vectorises: a chunk of 255 bytes holds at most 255
+    // brackets (the three tests are exclusive), so a u8 sum cannot overflow.
     let brackets: usize = src
-        .bytes()
-        .map(|b| usize::from(b == b'(') + usize::from(b == b'[') + usize::from(b == b'{'))
+        .as_bytes()
+        .chunks(255)
+        .map(|chunk| {
+            let n = chunk.iter().fold(0u8, |n, &b| {
+                n + u8::from(b == b'(') + u8::from(b == b'[') + u8::from(b == b'{')
+            });
+            usize::from(n)
+        })
         .sum();
     if brackets <= MAX_BRACKET_DEPTH {
         return Ok(());
