@@ -13,7 +13,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use hubworker::bench::{
     Size, WARM_WORKING_SET, compiled_plan, corpus, generate_frame, handwritten_plan,
 };
-use hubworker::expr::{ExprCache, check};
+use hubworker::expr::{self, ExprCache, check};
 
 fn front_end(c: &mut Criterion) {
     let mut g = c.benchmark_group("front_end");
@@ -26,12 +26,7 @@ fn front_end(c: &mut Criterion) {
             |b, t| {
                 b.iter(|| {
                     for s in t {
-                        let _ = black_box(
-                            <rustpython_parser::ast::Expr as rustpython_parser::Parse>::parse(
-                                black_box(s),
-                                "<e>",
-                            ),
-                        );
+                        let _ = black_box(expr::parse_expression(black_box(s), Default::default()));
                     }
                 })
             },

@@ -1,6 +1,7 @@
 //! Expression benchmarks shared by `benches/expressions.rs` (criterion) and
 //! `hubworker bench expr`: the front end (cold check+compile, warm cache hit) side by side with
-//! the bare rustpython parse of the same texts, and a Formula → Formula → Filter → group_by plan
+//! the bare rustpython parse of the same texts (`expr::parse_expression`, the very function
+//! `check` parses with), and a Formula → Formula → Filter → group_by plan
 //! compiled from strings side by side with the same plan written by hand in Rust Polars.
 
 pub mod dispatch;
@@ -124,12 +125,7 @@ pub fn measure_front_end(texts: &[String], rounds: usize) -> FrontEnd {
     for _ in 0..rounds.max(1) {
         let t0 = Instant::now();
         for t in texts {
-            let _ = black_box(
-                <rustpython_parser::ast::Expr as rustpython_parser::Parse>::parse(
-                    black_box(t),
-                    "<expr>",
-                ),
-            );
+            let _ = black_box(expr::parse_expression(black_box(t), Default::default()));
         }
         bare = bare.min(per_item(t0.elapsed(), texts.len()));
         let t0 = Instant::now();

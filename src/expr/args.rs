@@ -135,6 +135,7 @@ impl Call {
     }
 
     /// The next positional argument.
+    #[inline]
     pub(crate) fn positional(&mut self, arg: Arg) -> Result<()> {
         let max_pos = self.spec.positional.min(self.spec.params.len());
         let i = self.positional;
@@ -211,7 +212,7 @@ impl Call {
     }
 
     /// Checks the given arguments' kinds and that required parameters were given.
-    pub(crate) fn finish(self) -> Result<Call> {
+    pub(crate) fn finish(&self) -> Result<()> {
         let (spec, table, span) = (self.spec, self.table, self.span);
         for (i, (p, arg)) in spec.params.iter().zip(&self.args).enumerate() {
             if self.given(i) {
@@ -223,12 +224,14 @@ impl Call {
                 ));
             }
         }
-        Ok(self)
+        Ok(())
     }
 
     /// Binds a call with no arguments (a bare `pl.Datetime`).
     pub(crate) fn bare(spec: &'static Spec, table: Table, span: Span) -> Result<Call> {
-        Call::start(spec, table, None, span).finish()
+        let call = Call::start(spec, table, None, span);
+        call.finish()?;
+        Ok(call)
     }
 
     fn take(&mut self, i: usize) -> Arg {

@@ -325,7 +325,7 @@ impl Walker {
             let arg = self.eval(&mut k.value, depth)?;
             call.keyword(id.as_str(), arg)?;
         }
-        let mut call = call.finish()?;
+        call.finish()?;
         build(&mut call)
     }
 }
