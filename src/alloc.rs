@@ -102,6 +102,42 @@ fn out_of_memory() -> ! {
     }
 }
 
+/// A new block for `layout` from `plain` (mimalloc's `mi_malloc` or `mi_zalloc`) or, for
+/// alignments it does not guarantee, `aligned` (their `_aligned` forms).
+///
+/// # Safety
+/// `layout` has a non-zero size (`GlobalAlloc::alloc`'s contract).
+#[allow(unsafe_code)]
+#[inline(always)]
+unsafe fn serve(
+    layout: Layout,
+    plain: unsafe extern "C" fn(usize) -> *mut std::ffi::c_void,
+    aligned: unsafe extern "C" fn(usize, usize) -> *mut std::ffi::c_void,
+) -> *mut u8 {
+    let (size, align) = (layout.size(), layout.align());
+    // SAFETY: plain FFI calls with a size and a power-of-two alignment; a misaligned block
+    // is freed (it is mimalloc's and unused) before the aligned retry.
+    let p = unsafe {
+        match route(align) {
+            Route::Plain => plain(size),
+            Route::Sixteen => {
+                let p = plain(round16(size));
+                if aligned16(p) {
+                    p
+                } else {
+                    mi::mi_free(p);
+                    aligned(size, align)
+                }
+            }
+            Route::Aligned => aligned(size, align),
+        }
+    };
+    if p.is_null() {
+        out_of_memory();
+    }
+    p.cast()
+}
+
 // SAFETY: every block comes from mimalloc and goes back to it (`mi_free` and `mi_realloc*`
 // accept any pointer mimalloc returned, plain or aligned). Alignment: word-aligned requests
 // are met by any block; 16-aligned ones by a block whose address is checked and, if it were
@@ -111,53 +147,14 @@ fn out_of_memory() -> ! {
 unsafe impl GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let (size, align) = (layout.size(), layout.align());
-        // SAFETY: plain FFI calls with a size and a power-of-two alignment; a misaligned
-        // block is freed (it is mimalloc's and unused) before the aligned retry.
-        let p = unsafe {
-            match route(align) {
-                Route::Plain => mi::mi_malloc(size),
-                Route::Sixteen => {
-                    let p = mi::mi_malloc(round16(size));
-                    if aligned16(p) {
-                        p
-                    } else {
-                        mi::mi_free(p);
-                        mi::mi_malloc_aligned(size, align)
-                    }
-                }
-                Route::Aligned => mi::mi_malloc_aligned(size, align),
-            }
-        };
-        if p.is_null() {
-            out_of_memory();
-        }
-        p.cast()
+        // SAFETY: the caller upholds `alloc`'s contract; `serve` passes it on.
+        unsafe { serve(layout, mi::mi_malloc, mi::mi_malloc_aligned) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let (size, align) = (layout.size(), layout.align());
         // SAFETY: as for `alloc`.
-        let p = unsafe {
-            match route(align) {
-                Route::Plain => mi::mi_zalloc(size),
-                Route::Sixteen => {
-                    let p = mi::mi_zalloc(round16(size));
-                    if aligned16(p) {
-                        p
-                    } else {
-                        mi::mi_free(p);
-                        mi::mi_zalloc_aligned(size, align)
-                    }
-                }
-                Route::Aligned => mi::mi_zalloc_aligned(size, align),
-            }
-        };
-        if p.is_null() {
-            out_of_memory();
-        }
-        p.cast()
+        unsafe { serve(layout, mi::mi_zalloc, mi::mi_zalloc_aligned) }
     }
 
     #[inline]
