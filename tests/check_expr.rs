@@ -164,7 +164,6 @@ fn spans_point_at_the_offending_bytes() {
 fn legit_expressions_pass() {
     for src in [
         "pl.col(\"price\") * pl.col(\"qty\")",
-        "  pl.col(\"a\")",
         "(\n    pl.when(pl.col(\"d\") > 0.4)\n    .then(pl.lit(\"deep\"))\n    .when(pl.col(\"d\") > 0.1)\n    .then(pl.lit(\"normal\"))\n    .otherwise(pl.lit(\"tiny\"))\n)",
         "pl.concat_str([pl.col(\"region\"), pl.col(\"name\"),], separator=\",\",)",
         "pl.col('region') == '''East'''",
@@ -275,4 +274,31 @@ fn readme_documents_every_registry_entry() {
         "README's expression reference is out of date: run `hubworker doc expr-reference` \
          and paste it between the markers"
     );
+}
+
+#[test]
+fn indentation_is_python_s() {
+    // As ast.parse(src, mode="eval") in CPython 3.11: an indented first line, or a last line of
+    // only whitespace, is an IndentationError; blank lines and comments before are fine.
+    for (src, span) in [
+        ("  pl.col(\"a\")", (0, 1)),
+        ("\tpl.col(\"a\")", (0, 1)),
+        ("\n  pl.col(\"a\")", (1, 2)),
+        ("# note\n  pl.col(\"a\")", (7, 8)),
+        ("pl.col(\"a\")\n  ", (12, 14)),
+    ] {
+        let e = check(src).expect_err(src);
+        assert_eq!((e.code, e.span), (ErrorCode::Syntax, span), "{src:?}");
+        assert!(e.message.contains("unexpected indent"), "{}", e.message);
+    }
+    for src in [
+        "  \npl.col(\"a\")",
+        "\npl.col(\"a\")",
+        "# note\npl.col(\"a\")",
+        "pl.col(\"a\")  ",
+        "pl.col(\"a\")\n  \n",
+        "(\n    pl.col(\"a\")\n    + 1\n)",
+    ] {
+        assert!(check(src).is_ok(), "{src:?}");
+    }
 }

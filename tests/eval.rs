@@ -201,3 +201,133 @@ fn windows_and_aggregations() {
     let c = select("pl.col(\"x\").quantile(0.5)");
     assert_eq!(f64s(&c).len(), 1);
 }
+
+/// The physical value (days or time units since the epoch) and the dtype of a temporal column.
+fn epoch(src: &str) -> (DataType, Vec<Option<i64>>) {
+    let c = select(src);
+    (c.dtype().clone(), i64s(&c.to_physical_repr()))
+}
+
+#[test]
+fn from_epoch_scales_like_py_polars() {
+    let us = DataType::Datetime(TimeUnit::Microseconds, None);
+    assert_eq!(
+        epoch("pl.from_epoch(pl.col(\"a\") * 86400)"),
+        (
+            us.clone(),
+            vec![
+                Some(86_400_000_000),
+                Some(-604_800_000_000),
+                None,
+                Some(864_000_000_000),
+                Some(0)
+            ]
+        )
+    );
+    assert_eq!(
+        epoch("pl.from_epoch(\"a\", time_unit=\"ms\")"),
+        (
+            us,
+            vec![Some(1_000), Some(-7_000), None, Some(10_000), Some(0)]
+        )
+    );
+    assert_eq!(
+        epoch("pl.from_epoch(\"a\", time_unit=\"d\")"),
+        (
+            DataType::Date,
+            vec![Some(1), Some(-7), None, Some(10), Some(0)]
+        )
+    );
+    assert_eq!(
+        epoch("pl.from_epoch(\"a\", time_unit=\"ns\")"),
+        (
+            DataType::Datetime(TimeUnit::Nanoseconds, None),
+            vec![Some(1), Some(-7), None, Some(10), Some(0)]
+        )
+    );
+    // py-polars: 10**9 s is 2001-09-09 (3rd millennium); -7e9 s is 1748.
+    let c = select("pl.from_epoch(pl.col(\"a\") * 10**9).dt.millennium()");
+    assert_eq!(i64s(&c), vec![Some(3), Some(2), None, Some(3), Some(2)]);
+    let c = select("pl.from_epoch(\"a\", time_unit=\"d\").dt.century()");
+    assert_eq!(i64s(&c), vec![Some(20), Some(20), None, Some(20), Some(20)]);
+    let e = check("pl.from_epoch(\"a\", time_unit=\"h\")").expect_err("bad unit");
+    assert_eq!(e.code.as_str(), "bad_arguments");
+}
+
+#[test]
+fn replace_many_takes_lists_or_a_mapping() {
+    let c = select("pl.col(\"s\").str.replace_many([\"p\", \"l\"], [\"P\", \"L\"])");
+    assert_eq!(
+        strs(&c),
+        s(&[
+            Some("aPPLe"),
+            Some("ü"),
+            None,
+            Some("-12"),
+            Some("HeLLo WorLd")
+        ])
+    );
+    // Overlapping patterns without leftmost=True: py-polars gives "app1e" here too.
+    let c = select("pl.col(\"s\").str.replace_many({\"apple\": \"pear\", \"l\": \"1\"})");
+    assert_eq!(
+        strs(&c),
+        s(&[
+            Some("app1e"),
+            Some("ü"),
+            None,
+            Some("-12"),
+            Some("He11o Wor1d")
+        ])
+    );
+    let c = select(
+        "pl.col(\"s\").str.replace_many([\"A\", \"W\"], [\"_\"], ascii_case_insensitive=True)",
+    );
+    assert_eq!(
+        strs(&c),
+        s(&[
+            Some("_pple"),
+            Some("ü"),
+            None,
+            Some("-12"),
+            Some("Hello _orld")
+        ])
+    );
+    let c = select("pl.col(\"s\").str.replace_many({})");
+    assert_eq!(
+        strs(&c),
+        s(&[
+            Some("apple"),
+            Some("ü"),
+            None,
+            Some("-12"),
+            Some("Hello World")
+        ])
+    );
+    let e = check("pl.col(\"s\").str.replace_many([\"a\"])").expect_err("no replacement");
+    assert_eq!(e.code.as_str(), "bad_arguments");
+}
+
+#[test]
+fn trigonometry_and_angles() {
+    let c = select("pl.col(\"x\").arctan().round(6)");
+    let got = f64s(&c);
+    assert_eq!(got[0], Some(1.19029));
+    assert!(got[1].is_some_and(f64::is_nan));
+    assert_eq!(got[2..], [Some(-0.896055), None, Some(1.489344)]);
+    let c = select("pl.col(\"b\").cot().round(6)");
+    assert_eq!(
+        f64s(&c),
+        vec![
+            Some(-0.457658),
+            Some(-0.457658),
+            Some(-7.015253),
+            None,
+            Some(-0.295813)
+        ]
+    );
+    let c = select("pl.col(\"a\").degrees().radians()");
+    assert_eq!(
+        f64s(&c),
+        vec![Some(1.0), Some(-7.0), None, Some(10.0), Some(0.0)]
+    );
+}

@@ -64,9 +64,7 @@ pub fn check(src: &str) -> Result<CheckedExpr, ExprError> {
             (0, len),
         ));
     }
-    // Python's eval() accepts leading whitespace; the parser would call it an indent.
-    let start = src.len() - src.trim_start().len();
-    if src[start..].trim_end().is_empty() {
+    if src.trim().is_empty() {
         return Err(ExprError::new(
             ErrorCode::Syntax,
             "empty expression",
@@ -74,8 +72,10 @@ pub fn check(src: &str) -> Result<CheckedExpr, ExprError> {
         ));
     }
     check_bracket_nesting(src, len)?;
-    let offset = TextSize::try_from(start).unwrap_or_default();
-    let tree = parse_expression(&src[start..], offset).map_err(|e| {
+    check_last_line(src, len)?;
+    // Parsed as written: like Python's ast.parse(src, mode="eval"), an indented first line is
+    // an IndentationError (leading blank lines and comments are fine).
+    let tree = parse_expression(src, TextSize::default()).map_err(|e| {
         let at = e.offset.to_u32().min(len);
         ExprError::new(
             ErrorCode::Syntax,
@@ -121,6 +121,25 @@ pub fn parse_expression(
     offset: TextSize,
 ) -> Result<ast::Expr, rustpython_parser::ParseError> {
     <ast::Expr as Parse>::parse_starts_at(src, "<expr>", offset)
+}
+
+/// CPython 3.11's tokenizer calls a last line of only spaces and tabs, with no newline after
+/// it, an unexpected indent (`"x\n  "`); so does `ast.parse`, so we agree. rustpython would
+/// accept it.
+fn check_last_line(src: &str, len: u32) -> Result<(), ExprError> {
+    let Some(nl) = src.rfind('\n') else {
+        return Ok(());
+    };
+    let last = &src[nl + 1..];
+    if last.is_empty() || !last.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\x0c')) {
+        return Ok(());
+    }
+    let at = u32::try_from(nl + 1).unwrap_or(len);
+    Err(ExprError::new(
+        ErrorCode::Syntax,
+        "not a valid Python expression: unexpected indent (the last line holds only whitespace)",
+        (at, len),
+    ))
 }
 
 /// CPython refuses more than 200 nested brackets ("too many nested parentheses"); so do we,

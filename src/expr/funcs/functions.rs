@@ -26,6 +26,19 @@ pub(crate) static FUNCTIONS: &[Spec] = &[
     spec!("when", [], @pos 0, @var Kind::Exprs, when_fn,
         "several predicates are combined with `all_horizontal`; `str` is a column name"),
     spec!("len", [], len_fn, "number of rows (UInt32)"),
+    spec!(
+        "from_epoch",
+        [
+            req("column", Kind::Expr),
+            opt(
+                "time_unit",
+                Kind::Choice(&["ns", "us", "ms", "s", "d"]),
+                Dflt::Str("s")
+            )
+        ],
+        from_epoch,
+        "epoch numbers to `Datetime` (`\"s\"` and `\"ms\"` give microseconds) or, with `\"d\"`, to `Date`; `str` is a column name"
+    ),
     spec!("concat_str", [req("exprs", Kind::Exprs), opt("separator", Kind::Str, Dflt::Str("")),
         opt("ignore_nulls", Kind::Bool, Dflt::Bool(false))], @pos 1, @var Kind::Exprs, concat_str_fn,
         "`str` is a column name; use `pl.lit(\"text\")` for text"),
@@ -157,6 +170,23 @@ fn col_fn(c: &mut Call) -> Result<Val> {
         (1, true) => col(names[0].as_str()),
         (_, true) => polars::prelude::cols(names).as_expr(),
         _ => dtype_cols(dtypes).as_selector().as_expr(),
+    }))
+}
+
+/// py-polars' `from_epoch` on an expression: scale seconds and milliseconds to microseconds
+/// with an Int64 literal, then cast strictly.
+fn from_epoch(c: &mut Call) -> Result<Val> {
+    let column = c.expr(0)?;
+    let datetime = |unit| DataType::Datetime(unit, None);
+    let micros = |column: Expr, factor: i64| {
+        let factor = polars::prelude::lit(factor).strict_cast(DataType::Int64);
+        (column * factor).strict_cast(datetime(TimeUnit::Microseconds))
+    };
+    Ok(Val::Expr(match c.str(1) {
+        "d" => column.strict_cast(DataType::Date),
+        "s" => micros(column, 1_000_000),
+        "ms" => micros(column, 1_000),
+        unit => column.strict_cast(datetime(time_unit(unit))),
     }))
 }
 

@@ -113,6 +113,43 @@ pub(crate) static METHODS: &[Spec] = &[
     spec!("sin", [], |c| unary(c, Expr::sin), "sine"),
     spec!("cos", [], |c| unary(c, Expr::cos), "cosine"),
     spec!("tan", [], |c| unary(c, Expr::tan), "tangent"),
+    spec!("cot", [], |c| unary(c, Expr::cot), "cotangent"),
+    spec!("arcsin", [], |c| unary(c, Expr::arcsin), "inverse sine"),
+    spec!("arccos", [], |c| unary(c, Expr::arccos), "inverse cosine"),
+    spec!("arctan", [], |c| unary(c, Expr::arctan), "inverse tangent"),
+    spec!("sinh", [], |c| unary(c, Expr::sinh), "hyperbolic sine"),
+    spec!("cosh", [], |c| unary(c, Expr::cosh), "hyperbolic cosine"),
+    spec!("tanh", [], |c| unary(c, Expr::tanh), "hyperbolic tangent"),
+    spec!(
+        "arcsinh",
+        [],
+        |c| unary(c, Expr::arcsinh),
+        "inverse hyperbolic sine"
+    ),
+    spec!(
+        "arccosh",
+        [],
+        |c| unary(c, Expr::arccosh),
+        "inverse hyperbolic cosine"
+    ),
+    spec!(
+        "arctanh",
+        [],
+        |c| unary(c, Expr::arctanh),
+        "inverse hyperbolic tangent"
+    ),
+    spec!(
+        "degrees",
+        [],
+        |c| unary(c, Expr::degrees),
+        "radians to degrees"
+    ),
+    spec!(
+        "radians",
+        [],
+        |c| unary(c, Expr::radians),
+        "degrees to radians"
+    ),
     spec!("neg", [], |c| unary(c, |e| -e), "same as unary `-`"),
     // Nulls and NaN.
     spec!(

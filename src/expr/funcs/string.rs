@@ -8,7 +8,8 @@ use polars::prelude::{DataType, Expr, NULL, StrptimeOptions, TimeUnit, lit, when
 use super::super::args::Call;
 use super::super::error::{ErrorCode, ExprError, Result};
 use super::super::registry::{Dflt, Kind, Spec, nullable, opt, req, spec};
-use super::super::val::Val;
+use super::super::val::{Arg, StrAs, Val, seq_literal, to_expr};
+use super::super::value::Const;
 use super::common::list_scalar;
 
 fn s(c: &mut Call) -> StringNameSpace {
@@ -174,6 +175,10 @@ pub(crate) static STR: &[Spec] = &[
     spec!("replace_all", [req("pattern", Kind::ExprLit), req("value", Kind::ExprLit),
         opt("literal", Kind::Bool, Dflt::Bool(false))], @pos 2, |c| replace(c, true),
         "replace every match"),
+    spec!("replace_many", [req("patterns", Kind::Collection), opt("replace_with", Kind::Collection, Dflt::None),
+        opt("ascii_case_insensitive", Kind::Bool, Dflt::Bool(false)),
+        opt("leftmost", Kind::Bool, Dflt::Bool(false))], @pos 2, replace_many,
+        "replace literal substrings (Aho-Corasick); `patterns` a list, or a dict of pattern to replacement; a `str` pattern is a column name"),
     spec!(
         "zfill",
         [req("length", Kind::Expr)],
@@ -293,6 +298,68 @@ fn replace(c: &mut Call, all: bool) -> Result<Val> {
     };
     let value = c.expr(1)?;
     Ok(Val::Expr(s(c).replace_n(pat, value, literal, n)))
+}
+
+/// `str.replace_many(patterns, replace_with)` or `str.replace_many({pattern: replacement})`,
+/// as py-polars parses them: lists become list scalars, a `str` pattern is a column name and a
+/// `str` replacement a literal; an empty mapping changes nothing.
+fn replace_many(c: &mut Call) -> Result<Val> {
+    let (case, leftmost) = (c.bool(2), c.bool(3));
+    let (patterns, with) = match std::mem::replace(&mut c.args[0].val, Val::Const(Const::None)) {
+        Val::Dict(pairs) => {
+            if c.given(1) {
+                return Err(c.bad(1, "'replace_with' cannot be given with a mapping"));
+            }
+            if pairs.is_empty() {
+                return Ok(Val::Expr(c.recv()));
+            }
+            let span = c.span(0);
+            let (keys, values): (Vec<Arg>, Vec<Arg>) = pairs.into_iter().unzip();
+            let side = |items| {
+                seq_literal(&Arg {
+                    val: Val::Seq(items),
+                    span,
+                })
+                .map(list_scalar)
+            };
+            (side(keys)?, side(values)?)
+        }
+        patterns => {
+            if !c.given(1) {
+                return Err(c.bad(
+                    1,
+                    "'replace_with' is required unless 'patterns' is a mapping",
+                ));
+            }
+            let with = std::mem::replace(&mut c.args[1].val, Val::Const(Const::None));
+            let patterns = many_side(
+                Arg {
+                    val: patterns,
+                    span: c.span(0),
+                },
+                StrAs::Column,
+            )?;
+            (
+                patterns,
+                many_side(
+                    Arg {
+                        val: with,
+                        span: c.span(1),
+                    },
+                    StrAs::Literal,
+                )?,
+            )
+        }
+    };
+    Ok(Val::Expr(s(c).replace_many(patterns, with, case, leftmost)))
+}
+
+/// One side of `replace_many`: a list literal is a list scalar, anything else an expression.
+fn many_side(arg: Arg, str_as: StrAs) -> Result<Expr> {
+    if matches!(arg.val, Val::Seq(_)) {
+        return seq_literal(&arg).map(list_scalar);
+    }
+    to_expr(arg, str_as)
 }
 
 fn fill_char(c: &Call, i: usize) -> Result<char> {

@@ -34,6 +34,18 @@ fn every(c: &mut Call, f: fn(DateLikeNameSpace, Expr) -> Expr) -> Result<Val> {
 /// `Expr.dt.*` entries.
 pub(crate) static DT: &[Spec] = &[
     spec!(
+        "millennium",
+        [],
+        |c| part(c, DateLikeNameSpace::millennium),
+        "millennium, 2001-01-01 starts the 3rd (Int32)"
+    ),
+    spec!(
+        "century",
+        [],
+        |c| part(c, DateLikeNameSpace::century),
+        "century, 2001-01-01 starts the 21st (Int32)"
+    ),
+    spec!(
         "year",
         [],
         |c| part(c, DateLikeNameSpace::year),
