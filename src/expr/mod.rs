@@ -127,6 +127,9 @@ pub fn parse_expression(
 /// it, an unexpected indent (`"x\n  "`); so does `ast.parse`, so we agree. rustpython would
 /// accept it.
 fn check_last_line(src: &str, len: u32) -> Result<(), ExprError> {
+    if !src.ends_with([' ', '\t', '\x0c']) {
+        return Ok(());
+    }
     let Some(nl) = src.rfind('\n') else {
         return Ok(());
     };

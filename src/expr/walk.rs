@@ -9,7 +9,7 @@ use super::error::{ErrorCode, ExprError, Result, Span};
 use super::funcs::{WHEN_OTHERWISE, WHEN_THEN, WHEN_WHEN};
 use super::limits::{MAX_DEPTH, MAX_NODES, MAX_STR_BYTES};
 use super::ops;
-use super::registry::{Table, lookup, suggest};
+use super::registry::{Spec, Table, lookup, suggest};
 use super::val::{Arg, Val, WhenStep};
 use super::value::{BinOp, CmpOp, Const, UnOp};
 
@@ -164,7 +164,7 @@ impl Walker {
             ast::Expr::Attribute(a) => {
                 check_ident(a.attr.as_str(), attr_span(a.attr.as_str(), span))?;
                 let recv = self.eval(&mut a.value, d)?;
-                attribute(recv, a.attr.as_str(), span, false)?
+                attribute(recv, a.attr.as_str(), span)?
             }
             ast::Expr::Call(c) => self.call(c, d, span)?,
             ast::Expr::BinOp(b) => {
@@ -282,16 +282,22 @@ impl Walker {
                 }
                 check_ident(a.attr.as_str(), attr_span(a.attr.as_str(), aspan))?;
                 let recv = self.eval(&mut a.value, depth + 1)?;
-                attribute(recv, a.attr.as_str(), aspan, true)?
+                resolve(recv, a.attr.as_str(), aspan, true)?
             }
-            other => self.eval(other, depth)?.val,
+            other => Resolved::Val(self.eval(other, depth)?.val),
         };
         let (mut call, build) = match callee {
-            Val::Func(spec, table) => (Call::start(spec, table, None, span), spec.build),
-            Val::Method(recv, spec, table) => {
+            // The common case: the receiver moves straight into the call, never boxed.
+            Resolved::Method(recv, spec, table) => {
+                (Call::start(spec, table, Some(recv), span), spec.build)
+            }
+            Resolved::Val(Val::Func(spec, table)) => {
+                (Call::start(spec, table, None, span), spec.build)
+            }
+            Resolved::Val(Val::Method(recv, spec, table)) => {
                 (Call::start(spec, table, Some(*recv), span), spec.build)
             }
-            Val::WhenMethod(chain, step) => {
+            Resolved::Val(Val::WhenMethod(chain, step)) => {
                 let spec = match step {
                     WhenStep::When => &WHEN_WHEN,
                     WhenStep::Then => &WHEN_THEN,
@@ -301,7 +307,7 @@ impl Walker {
                 call.chain = Some(chain);
                 (call, spec.build)
             }
-            other => {
+            Resolved::Val(other) => {
                 return Err(err(
                     ErrorCode::TypeMismatch,
                     format!("{} is not callable", other.describe()),
@@ -413,23 +419,38 @@ fn attr_span(name: &str, span: Span) -> Span {
     (span.1.saturating_sub(len).max(span.0), span.1)
 }
 
+/// What an attribute resolves to. A method keeps its receiver unboxed, so a call moves it
+/// straight into the call; only a method used as a value boxes it (into [`Val::Method`]).
+enum Resolved {
+    Val(Val),
+    Method(polars::prelude::Expr, &'static Spec, Table),
+}
+
+/// Resolves `recv.name` as a value (the name is already checked).
+fn attribute(recv: Arg, name: &str, span: Span) -> Result<Val> {
+    Ok(match resolve(recv, name, span, false)? {
+        Resolved::Val(v) => v,
+        Resolved::Method(e, spec, table) => Val::Method(Box::new(e), spec, table),
+    })
+}
+
 /// Resolves `recv.name` (the name is already checked); `callee` says it is called right away.
-fn attribute(recv: Arg, name: &str, span: Span, callee: bool) -> Result<Val> {
+fn resolve(recv: Arg, name: &str, span: Span, callee: bool) -> Result<Resolved> {
     let nspan = attr_span(name, span);
     match recv.val {
         Val::Pl => {
             // Functions first: they are far more common than data types (names are disjoint).
             if let Some(spec) = lookup(Table::Functions, name) {
-                return Ok(Val::Func(spec, Table::Functions));
+                return Ok(Resolved::Val(Val::Func(spec, Table::Functions)));
             }
             let Some(spec) = lookup(Table::DTypes, name) else {
                 return Err(unsupported(Table::Functions, name, nspan));
             };
             if callee {
-                return Ok(Val::Func(spec, Table::DTypes));
+                return Ok(Resolved::Val(Val::Func(spec, Table::DTypes)));
             }
             let mut call = Call::bare(spec, Table::DTypes, span)?;
-            (spec.build)(&mut call)
+            (spec.build)(&mut call).map(Resolved::Val)
         }
         Val::When(chain) => {
             let step = match name {
@@ -439,7 +460,7 @@ fn attribute(recv: Arg, name: &str, span: Span, callee: bool) -> Result<Val> {
                 _ => None,
             };
             if let Some(step) = step {
-                return Ok(Val::WhenMethod(chain, step));
+                return Ok(Resolved::Val(Val::WhenMethod(chain, step)));
             }
             if chain.pending.is_some() {
                 return Err(err(
@@ -453,7 +474,7 @@ fn attribute(recv: Arg, name: &str, span: Span, callee: bool) -> Result<Val> {
         }
         Val::Expr(expr) => expr_attribute(expr, name, nspan),
         Val::Namespace(expr, table) => match lookup(table, name) {
-            Some(spec) => Ok(Val::Method(expr, spec, table)),
+            Some(spec) => Ok(Resolved::Method(*expr, spec, table)),
             None => Err(unsupported(table, name, nspan)),
         },
         other => Err(err(
@@ -467,12 +488,12 @@ fn attribute(recv: Arg, name: &str, span: Span, callee: bool) -> Result<Val> {
     }
 }
 
-fn expr_attribute(expr: polars::prelude::Expr, name: &str, nspan: Span) -> Result<Val> {
+fn expr_attribute(expr: polars::prelude::Expr, name: &str, nspan: Span) -> Result<Resolved> {
     if let Some(table) = Table::namespace(name) {
-        return Ok(Val::Namespace(Box::new(expr), table));
+        return Ok(Resolved::Val(Val::Namespace(Box::new(expr), table)));
     }
     match lookup(Table::Methods, name) {
-        Some(spec) => Ok(Val::Method(Box::new(expr), spec, Table::Methods)),
+        Some(spec) => Ok(Resolved::Method(expr, spec, Table::Methods)),
         None => Err(unsupported(Table::Methods, name, nspan)),
     }
 }
