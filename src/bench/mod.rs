@@ -70,7 +70,7 @@ pub fn corpus(size: Size, n: usize) -> Vec<String> {
             ),
             Size::Long => {
                 let mut s = String::from("(");
-                for k in 0..6 {
+                for k in 0..4 {
                     if k > 0 {
                         s.push_str(" + ");
                     }
@@ -81,7 +81,7 @@ pub fn corpus(size: Size, n: usize) -> Vec<String> {
                         k + 1
                     );
                 }
-                s.push_str(").fill_null(0).alias(\"score\")");
+                s.push_str(").fill_null(0).clip(0, 10000).round(2).alias(\"score\")");
                 s
             }
         })

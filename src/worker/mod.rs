@@ -103,6 +103,21 @@ pub struct RunTimings {
 #[derive(Debug)]
 pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
 
+/// A run's entry in the worker's table of cancellable runs; dropping it removes the entry.
+#[derive(Debug)]
+pub struct Registration {
+    worker: Arc<Worker>,
+    run_id: String,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut runs) = self.worker.runs.lock() {
+            runs.remove(&self.run_id);
+        }
+    }
+}
+
 impl Worker {
     /// A worker from its parts.
     pub fn new(config: Config, verifier: Verifier, hub: HubClient) -> Worker {
@@ -297,6 +312,19 @@ impl Worker {
             .try_acquire_owned()
             .map(Slot)
             .map_err(|_| RunFailure::OverCapacity)
+    }
+
+    /// Makes a run cancellable by id from the moment it is accepted (before its token is
+    /// redeemed, while it runs, until it ends): Cancel finds it until the returned
+    /// registration is dropped.
+    pub fn register(self: &Arc<Self>, run_id: &str, control: &RunControl) -> Registration {
+        if let Ok(mut runs) = self.runs.lock() {
+            runs.insert(run_id.to_owned(), control.clone());
+        }
+        Registration {
+            worker: self.clone(),
+            run_id: run_id.to_owned(),
+        }
     }
 
     /// Cancels a run in flight; `false` if there is none with that id.
@@ -496,18 +524,15 @@ impl Worker {
     /// Runs a checked workflow with its still-sealed credentials: in a sandboxed child
     /// (process isolation), or here (inline). Events go to `events`; the run stops when
     /// `control` is cancelled or its deadline passes. Opened credentials never outlive it.
+    /// Cancel by id reaches it through [`Worker::register`].
     pub async fn run(
         self: &Arc<Self>,
-        run_id: &str,
         wf: Workflow,
         sealed: Vec<SealedCredential>,
         mode: CacheMode,
         control: RunControl,
         events: tokio::sync::mpsc::Sender<RunEvent>,
     ) -> Result<RunTimings, RunFailure> {
-        if let Ok(mut runs) = self.runs.lock() {
-            runs.insert(run_id.to_owned(), control.clone());
-        }
         let result = match &self.sandbox {
             Some(sandbox) => {
                 let ttl = |connection: &str| self.config().cache_ttl(connection);
@@ -538,9 +563,6 @@ impl Worker {
                 Err(f) => Err(f),
             },
         };
-        if let Ok(mut runs) = self.runs.lock() {
-            runs.remove(run_id);
-        }
         if let Err(RunFailure::Sandbox(exit)) = &result {
             self.metrics
                 .sandbox_kills

@@ -122,9 +122,12 @@ impl WorkerApi for WorkerService {
         let chunk = worker.config().limits.result_chunk_bytes;
         let (out, rx) = tokio::sync::mpsc::channel::<Result<ExecuteEvent, Status>>(64);
         let span = tracing::info_span!("run", %run_id, worker_id = %worker.config().worker.id);
+        // Cancellable from the Accepted event on, redeem included: a Cancel that arrives
+        // before the run starts still stops it (the control stays cancelled).
+        let registration = worker.register(&run_id, &control);
         tokio::spawn(
             async move {
-                let _slot = slot;
+                let (_slot, _registration) = (slot, registration);
                 let started = Instant::now();
                 let _ = out
                     .send(Ok(event(execute_event::Event::Accepted(Accepted {
@@ -158,11 +161,8 @@ impl WorkerApi for WorkerService {
                 let (tx, mut events) = tokio::sync::mpsc::channel::<RunEvent>(64);
                 let run = {
                     let worker = worker.clone();
-                    let run_id = run_id.clone();
                     let control = control.clone();
-                    tokio::spawn(
-                        async move { worker.run(&run_id, wf, sealed, mode, control, tx).await },
-                    )
+                    tokio::spawn(async move { worker.run(wf, sealed, mode, control, tx).await })
                 };
                 while let Some(e) = events.recv().await {
                     let sent = match e {
