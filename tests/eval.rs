@@ -331,3 +331,34 @@ fn trigonometry_and_angles() {
         vec![Some(1.0), Some(-7.0), None, Some(10.0), Some(0.0)]
     );
 }
+
+#[test]
+fn struct_returning_string_methods_and_struct_field() {
+    let c = select("pl.col(\"s\").str.split_exact(\"l\", 1).struct.field(\"field_1\")");
+    assert_eq!(strs(&c), s(&[Some("e"), None, None, None, Some("")]));
+    let c =
+        select("pl.col(\"s\").str.split_exact(\"l\", 1, inclusive=True).struct.field(\"field_0\")");
+    assert_eq!(
+        strs(&c),
+        s(&[Some("appl"), Some("ü"), None, Some("-12"), Some("Hel")])
+    );
+    let c = select("pl.col(\"s\").str.splitn(\"l\", 2).struct.field(\"field_1\")");
+    assert_eq!(
+        strs(&c),
+        s(&[Some("e"), None, None, None, Some("lo World")])
+    );
+    let c =
+        select("pl.col(\"s\").str.extract_groups(r\"(?<first>\\w)(\\w)\").struct.field(\"first\")");
+    assert_eq!(strs(&c), s(&[Some("a"), None, None, Some("1"), Some("H")]));
+    let c = select("pl.col(\"s\").str.extract_groups(r\"(?<first>\\w)(\\w)\").struct.field(\"2\")");
+    assert_eq!(strs(&c), s(&[Some("p"), None, None, Some("2"), Some("e")]));
+    assert!(
+        check("pl.col(\"s\").str.split_exact(\" \", 1).struct.field(\"field_0\", \"field_1\")")
+            .is_ok()
+    );
+    // A struct of a million fields is refused before anything is built.
+    let e = check("pl.col(\"s\").str.split_exact(\"-\", 10**6)").expect_err("huge n");
+    assert_eq!(e.code.as_str(), "limit_exceeded");
+    let e = check("pl.col(\"s\").str.extract_groups(\"(\")").expect_err("bad regex");
+    assert_eq!(e.code.as_str(), "bad_arguments");
+}

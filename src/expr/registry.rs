@@ -30,6 +30,8 @@ pub(crate) enum Table {
     List,
     /// `<expr>.name.<name>(...)`
     Name,
+    /// `<expr>.struct.<name>(...)`
+    Struct,
 }
 
 impl Table {
@@ -42,6 +44,7 @@ impl Table {
             Table::Dt => "Expr.dt.",
             Table::List => "Expr.list.",
             Table::Name => "Expr.name.",
+            Table::Struct => "Expr.struct.",
         }
     }
 
@@ -52,12 +55,13 @@ impl Table {
             "dt" => Some(Table::Dt),
             "list" | "arr" => Some(Table::List),
             "name" => Some(Table::Name),
+            "struct" => Some(Table::Struct),
             _ => None,
         }
     }
 
     /// All tables, in documentation order.
-    pub(crate) const ALL: [Table; 7] = [
+    pub(crate) const ALL: [Table; 8] = [
         Table::Functions,
         Table::DTypes,
         Table::Methods,
@@ -65,6 +69,7 @@ impl Table {
         Table::Dt,
         Table::List,
         Table::Name,
+        Table::Struct,
     ];
 }
 
@@ -207,7 +212,7 @@ pub(crate) use spec;
 /// One name index per table, built once from the `funcs` tables.
 type Index = HashMap<&'static str, &'static Spec, foldhash::fast::RandomState>;
 
-static INDEX: LazyLock<[Index; 7]> = LazyLock::new(|| {
+static INDEX: LazyLock<[Index; 8]> = LazyLock::new(|| {
     Table::ALL.map(|table| {
         funcs::table(table)
             .iter()
@@ -230,6 +235,7 @@ pub(crate) fn suggest(table: Table, name: &str) -> Option<&'static str> {
             Table::Str => &Table::Str,
             Table::Dt => &Table::Dt,
             Table::Name => &Table::Name,
+            Table::Struct => &Table::Struct,
             _ => &Table::List,
         }),
     };

@@ -1,5 +1,6 @@
-//! `Expr.list.*`: methods on list values (mostly the result of `str.split`), and the small
-//! `Expr.name.*` namespace that renames outputs.
+//! `Expr.list.*`: methods on list values (mostly the result of `str.split`), the small
+//! `Expr.name.*` namespace that renames outputs, and `Expr.struct.*` for the structs
+//! `str.split_exact`, `str.splitn` and `str.extract_groups` return.
 
 use polars::prelude::{Expr, ListNameSpace, SortOptions, element, lit};
 
@@ -7,6 +8,7 @@ use super::super::args::Call;
 use super::super::error::Result;
 use super::super::registry::{Dflt, Kind, Spec, opt, req, spec};
 use super::super::val::Val;
+use super::super::value::Const;
 
 fn l(c: &mut Call) -> ListNameSpace {
     c.recv().list()
@@ -129,6 +131,30 @@ pub(crate) static LIST: &[Spec] = &[
         "last n elements"
     ),
 ];
+
+/// `Expr.struct.*` entries: read fields of a struct value.
+pub(crate) static STRUCT: &[Spec] = &[spec!(
+    "field",
+    [req("name", Kind::Str)],
+    @var Kind::Str,
+    struct_field,
+    "the named field(s); several names give several columns"
+)];
+
+fn struct_field(c: &mut Call) -> Result<Val> {
+    let recv = c.recv();
+    if c.rest.is_empty() {
+        let name = c.str(0).to_owned();
+        return Ok(Val::Expr(recv.struct_().field_by_name(&name)));
+    }
+    let mut names = vec![c.str(0).to_owned()];
+    for arg in &c.rest {
+        if let Val::Const(Const::Str(s)) = &arg.val {
+            names.push(s.to_string());
+        }
+    }
+    Ok(Val::Expr(recv.struct_().field_by_names(names)))
+}
 
 /// `Expr.name.*` entries: rename the output column.
 pub(crate) static NAME: &[Spec] = &[

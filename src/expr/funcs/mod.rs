@@ -1,7 +1,8 @@
 //! The registry's tables, one file per family, each entry beside its builder:
 //! `functions` (`pl.*`), `dtypes` (`pl.<DataType>`), `general` (Expr methods: math, nulls, casts,
 //! membership), `agg` (aggregations, windows, cumulative), `string` (Expr.str), `temporal`
-//! (Expr.dt), `list` (Expr.list). A name absent from these tables cannot be called.
+//! (Expr.dt), `list` (Expr.list, Expr.name, Expr.struct). A name absent from these tables
+//! cannot be called.
 
 mod agg;
 mod common;
@@ -38,6 +39,7 @@ pub(crate) fn table(t: Table) -> &'static [Spec] {
         Table::Dt => temporal::DT,
         Table::List => list::LIST,
         Table::Name => list::NAME,
+        Table::Struct => list::STRUCT,
     }
 }
 
@@ -81,6 +83,7 @@ pub fn reference_markdown() -> String {
             Table::Dt => "Temporal methods (`Expr.dt.*`)",
             Table::List => "List methods (`Expr.list.*`)",
             Table::Name => "Output-name methods (`Expr.name.*`)",
+            Table::Struct => "Struct methods (`Expr.struct.*`)",
         };
         let _ = writeln!(out, "#### {title}\n");
         let _ = writeln!(out, "| call | notes |\n| --- | --- |");
@@ -131,6 +134,7 @@ mod tests {
             Table::Dt => "pl.col(\"t\").dt.",
             Table::List => "pl.col(\"l\").list.",
             Table::Name => "pl.col(\"a\").name.",
+            Table::Struct => "pl.col(\"s\").str.split_exact(\"-\", 1).struct.",
         }
     }
 

@@ -10,7 +10,7 @@ use super::super::error::{ErrorCode, ExprError, Result};
 use super::super::registry::{Dflt, Kind, Spec, nullable, opt, req, spec};
 use super::super::val::{Arg, StrAs, Val, seq_literal, to_expr};
 use super::super::value::Const;
-use super::common::list_scalar;
+use super::common::{list_scalar, polars_error};
 
 fn s(c: &mut Call) -> StringNameSpace {
     c.recv().str()
@@ -175,6 +175,21 @@ pub(crate) static STR: &[Spec] = &[
     spec!("replace_all", [req("pattern", Kind::ExprLit), req("value", Kind::ExprLit),
         opt("literal", Kind::Bool, Dflt::Bool(false))], @pos 2, |c| replace(c, true),
         "replace every match"),
+    spec!("split_exact", [req("by", Kind::ExprLit), req("n", Kind::Int),
+        opt("inclusive", Kind::Bool, Dflt::Bool(false))], @pos 2, split_exact,
+        "a struct of n + 1 fields `field_0`, `field_1`, ... (null where a part is missing); read them with `.struct.field`"),
+    spec!(
+        "splitn",
+        [req("by", Kind::ExprLit), req("n", Kind::Int)],
+        splitn,
+        "a struct of at most n fields; the last keeps the rest of the string"
+    ),
+    spec!(
+        "extract_groups",
+        [req("pattern", Kind::Str)],
+        extract_groups,
+        "a struct of the pattern's capture groups: named groups by name, others `\"1\"`, `\"2\"`, ..."
+    ),
     spec!("replace_many", [req("patterns", Kind::Collection), opt("replace_with", Kind::Collection, Dflt::None),
         opt("ascii_case_insensitive", Kind::Bool, Dflt::Bool(false)),
         opt("leftmost", Kind::Bool, Dflt::Bool(false))], @pos 2, replace_many,
@@ -352,6 +367,33 @@ fn replace_many(c: &mut Call) -> Result<Val> {
         }
     };
     Ok(Val::Expr(s(c).replace_many(patterns, with, case, leftmost)))
+}
+
+/// `str.split_exact(by, n)`: `n` is bounded like a width, so a struct cannot be made huge.
+fn split_exact(c: &mut Call) -> Result<Val> {
+    let n = c.width(1)?;
+    let inclusive = c.bool(2);
+    let by = c.expr(0)?;
+    let s = s(c);
+    Ok(Val::Expr(if inclusive {
+        s.split_exact_inclusive(by, n)
+    } else {
+        s.split_exact(by, n)
+    }))
+}
+
+fn splitn(c: &mut Call) -> Result<Val> {
+    let n = c.width(1)?;
+    let by = c.expr(0)?;
+    Ok(Val::Expr(s(c).splitn(by, n)))
+}
+
+fn extract_groups(c: &mut Call) -> Result<Val> {
+    let pattern = c.str(0).to_owned();
+    let span = c.span(0);
+    s(c).extract_groups(&pattern)
+        .map(Val::Expr)
+        .map_err(|e| polars_error(e, span))
 }
 
 /// One side of `replace_many`: a list literal is a list scalar, anything else an expression.
