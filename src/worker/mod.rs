@@ -533,6 +533,9 @@ impl Worker {
         control: RunControl,
         events: tokio::sync::mpsc::Sender<RunEvent>,
     ) -> Result<RunTimings, RunFailure> {
+        // Cancelled (or out of time) while the token was being redeemed: nothing starts, and
+        // the sealed credentials are dropped unopened.
+        control.check().map_err(RunFailure::Run)?;
         let result = match &self.sandbox {
             Some(sandbox) => {
                 let ttl = |connection: &str| self.config().cache_ttl(connection);
