@@ -302,3 +302,78 @@ fn indentation_is_python_s() {
         assert!(check(src).is_ok(), "{src:?}");
     }
 }
+
+/// `pl.col("x")` and `pl.lit(constant)` take a shortcut past argument binding; the keyword
+/// form of the same call takes the registry path. Both must give the same expression, or the
+/// same rejection, right up to the depth and node limits.
+#[test]
+fn common_calls_build_what_the_registry_builds() {
+    let same = |fast: &str, general: &str| {
+        let (a, b) = (check(fast), check(general));
+        match (&a, &b) {
+            (Ok(x), Ok(y)) => assert_eq!(x.expr(), y.expr(), "{fast} vs {general}"),
+            // The keyword shifts later offsets: the span starts at the same place or covers
+            // the same text.
+            (Err(x), Err(y)) => {
+                assert_eq!((x.code, &x.message), (y.code, &y.message), "{fast}");
+                let text = |s: &str, e: &hubworker::expr::ExprError| {
+                    s[e.span.0 as usize..e.span.1 as usize].to_owned()
+                };
+                assert!(
+                    x.span.0 == y.span.0 || text(fast, x) == text(general, y),
+                    "{fast}: {:?} vs {:?}",
+                    x.span,
+                    y.span
+                );
+            }
+            _ => panic!("{fast} gave {a:?} but {general} gave {b:?}"),
+        }
+    };
+    for (f, v) in [
+        ("col", "\"a\""),
+        ("col", "\"*\""),
+        ("col", "\"^x_.*$\""),
+        ("col", "''"),
+        ("lit", "\"text\""),
+        ("lit", "3"),
+        ("lit", "1267650600228229401496703205376"),
+        ("lit", "10000000000000000000000000000000000000000"),
+        ("lit", "1.5"),
+        ("lit", "1e308"),
+        ("lit", "True"),
+        ("lit", "None"),
+        ("lit", "b\"x\""),
+        ("lit", "3j"),
+        ("col", "1"),
+        ("col", "True"),
+    ] {
+        let param = if f == "col" { "name" } else { "value" };
+        same(&format!("pl.{f}({v})"), &format!("pl.{f}({param}={v})"));
+        same(
+            &format!("pl.{f}({v}) + pl.{f}({v})"),
+            &format!("pl.{f}({param}={v}) + pl.{f}({param}={v})"),
+        );
+    }
+    for k in limits::MAX_DEPTH.saturating_sub(4)..=limits::MAX_DEPTH + 1 {
+        let neg = "-".repeat(k);
+        same(
+            &format!("{neg}pl.col(\"a\")"),
+            &format!("{neg}pl.col(name=\"a\")"),
+        );
+    }
+    // A call is three nodes (call, `pl`, the constant). A list of n ones then one call is
+    // n + 4 nodes; the limit falls inside the call for some n. `True` takes the shortcut and
+    // `None` does not; both are four bytes, so the spans line up too.
+    for n in (limits::MAX_NODES - 7)..limits::MAX_NODES {
+        let ones = "1,".repeat(n);
+        let fast = check(&format!("[{ones}pl.lit(True)]")).expect_err("a list");
+        let general = check(&format!("[{ones}pl.lit(None)]")).expect_err("a list");
+        assert_eq!(fast, general, "{n} ones");
+        let expected = if n + 4 > limits::MAX_NODES {
+            ErrorCode::LimitExceeded
+        } else {
+            ErrorCode::TypeMismatch
+        };
+        assert_eq!(fast.code, expected, "{n} ones");
+    }
+}

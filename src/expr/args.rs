@@ -1,28 +1,33 @@
 //! Binding call arguments to a registry signature, Python-style: positional, then keywords,
-//! defaults filled, arity and kinds checked once. Builders then read typed values through
-//! [`Call`]'s accessors, which cannot fail on kind (binding already checked it).
+//! defaults filled, arity and kinds checked once ([`Bound`]). Builders then read typed values
+//! through [`Call`]'s accessors, which cannot fail on kind (binding already checked it).
+
+use std::ops::{Deref, DerefMut};
 
 use polars::prelude::{DataType, Expr};
 
 use super::error::{ErrorCode, ExprError, Result, Span};
+use super::exprs::{ExprId, Exprs};
 use super::limits::MAX_WIDTH;
 use super::registry::{Dflt, Kind, Param, Spec, Table};
 use super::val::{Arg, StrAs, Val, WhenChain, seq_literal, take_expr, to_expr};
 use super::value::Const;
 
-/// A call ready to build: receiver, one slot per parameter (defaults filled), extra `*args`.
+/// A call's arguments bound to its signature: receiver, one slot per parameter (defaults
+/// filled), extra `*args`.
 #[derive(Debug)]
-pub(crate) struct Call {
+pub(crate) struct Bound {
     pub spec: &'static Spec,
     pub table: Table,
-    pub recv: Option<Expr>,
+    pub recv: Option<ExprId>,
     /// One value per parameter: the default until an argument is given (see `given`).
-    pub args: Vec<Arg>,
+    /// Inline for the usual few parameters, so binding a call does not allocate.
+    pub args: smallvec::SmallVec<[Arg; 3]>,
     /// Positional arguments seen so far.
     positional: usize,
     /// Which slots the caller gave explicitly (bit i = param i; signatures have < 64 params).
     pub given: u64,
-    pub rest: Vec<Arg>,
+    pub rest: smallvec::SmallVec<[Arg; 1]>,
     pub span: Span,
     /// The when-chain a `.when/.then/.otherwise` call continues.
     pub chain: Option<Box<WhenChain>>,
@@ -103,12 +108,38 @@ fn quoted(options: &[&str]) -> String {
         .join(", ")
 }
 
-impl Call {
+/// A bound call being built: the binding and the walk's expressions, which the builder
+/// consumes its expression arguments from.
+#[derive(Debug)]
+pub(crate) struct Call<'x> {
+    bound: Bound,
+    x: &'x mut Exprs,
+}
+
+impl Deref for Call<'_> {
+    type Target = Bound;
+    fn deref(&self) -> &Bound {
+        &self.bound
+    }
+}
+
+impl DerefMut for Call<'_> {
+    fn deref_mut(&mut self) -> &mut Bound {
+        &mut self.bound
+    }
+}
+
+impl Bound {
     /// Starts binding a call to `spec`; arguments are added in source order, then [`finish`].
     ///
-    /// [`finish`]: Call::finish
-    pub(crate) fn start(spec: &'static Spec, table: Table, recv: Option<Expr>, span: Span) -> Call {
-        Call {
+    /// [`finish`]: Bound::finish
+    pub(crate) fn start(
+        spec: &'static Spec,
+        table: Table,
+        recv: Option<ExprId>,
+        span: Span,
+    ) -> Bound {
+        Bound {
             spec,
             table,
             recv,
@@ -124,7 +155,7 @@ impl Call {
                 .collect(),
             given: 0,
             positional: 0,
-            rest: Vec::new(),
+            rest: smallvec::SmallVec::new(),
             span,
             chain: None,
         }
@@ -171,13 +202,13 @@ impl Call {
     }
 
     /// A keyword argument.
-    pub(crate) fn keyword(&mut self, kw: &str, arg: Arg) -> Result<()> {
+    pub(crate) fn keyword(&mut self, kw: &str, arg: Arg, x: &mut Exprs) -> Result<()> {
         if self.spec.name == "when" && self.spec.params.is_empty() {
             // `pl.when(vip=True)` is py-polars' `pl.col("vip") == True` (a str value is text).
             let span = arg.span;
-            let value = to_expr(arg, StrAs::Literal)?;
+            let value = to_expr(arg, StrAs::Literal, x)?;
             self.rest.push(Arg {
-                val: Val::Expr(polars::prelude::col(kw).eq(value)),
+                val: Val::Expr(x.put(polars::prelude::col(kw).eq(value))),
                 span,
             });
             return Ok(());
@@ -228,10 +259,19 @@ impl Call {
     }
 
     /// Binds a call with no arguments (a bare `pl.Datetime`).
-    pub(crate) fn bare(spec: &'static Spec, table: Table, span: Span) -> Result<Call> {
-        let call = Call::start(spec, table, None, span);
+    pub(crate) fn bare(spec: &'static Spec, table: Table, span: Span) -> Result<Bound> {
+        let call = Bound::start(spec, table, None, span);
         call.finish()?;
         Ok(call)
+    }
+
+    /// Runs the spec's builder on this binding, storing a new expression in `x`.
+    #[inline(always)]
+    pub(crate) fn build(self, x: &mut Exprs) -> Result<Val> {
+        let build = self.spec.build;
+        let mut call = Call { bound: self, x };
+        let built = build(&mut call)?;
+        Ok(built.into_val(call.x))
     }
 
     fn take(&mut self, i: usize) -> Arg {
@@ -244,14 +284,6 @@ impl Call {
             Some(slot) => std::mem::replace(slot, none),
             None => none,
         }
-    }
-
-    /// The receiver expression of a method call.
-    pub(crate) fn recv(&mut self) -> Expr {
-        // Methods always have a receiver; functions never call this.
-        self.recv
-            .take()
-            .unwrap_or_else(|| polars::prelude::lit(polars::prelude::NULL))
     }
 
     /// Slot `i`'s value; `None` for a slot the signature lacks (a builder bug, never a panic).
@@ -273,63 +305,6 @@ impl Call {
     /// Whether parameter `i` is `None`.
     pub(crate) fn is_none(&self, i: usize) -> bool {
         matches!(*self.val(i), Val::Const(Const::None))
-    }
-
-    /// Parameter `i` as an expression, with the parameter kind's rule for strings.
-    pub(crate) fn expr(&mut self, i: usize) -> Result<Expr> {
-        let str_as = match self.spec.params.get(i).map_or(Kind::Expr, |p| p.kind) {
-            Kind::ExprLit => StrAs::Literal,
-            _ => StrAs::Column,
-        };
-        match self.args.get_mut(i) {
-            Some(arg) => take_expr(arg, str_as),
-            None => to_expr(self.take(i), str_as),
-        }
-    }
-
-    /// Parameter `i` as an expression, or `None` when it is Python `None`.
-    pub(crate) fn opt_expr(&mut self, i: usize) -> Result<Option<Expr>> {
-        if self.is_none(i) {
-            return Ok(None);
-        }
-        self.expr(i).map(Some)
-    }
-
-    fn flatten(arg: Arg, out: &mut Vec<Expr>, str_as: StrAs) -> Result<()> {
-        match arg.val {
-            Val::Seq(items) => {
-                for item in items {
-                    out.push(to_expr(item, str_as)?);
-                }
-                Ok(())
-            }
-            _ => {
-                out.push(to_expr(arg, str_as)?);
-                Ok(())
-            }
-        }
-    }
-
-    /// Parameter `i` (one expression or a list) followed by the `*args`, flattened.
-    pub(crate) fn exprs_and_rest(&mut self, i: usize, str_as: StrAs) -> Result<Vec<Expr>> {
-        let mut out = Vec::new();
-        if !self.is_none(i) {
-            let arg = self.take(i);
-            Self::flatten(arg, &mut out, str_as)?;
-        }
-        for arg in std::mem::take(&mut self.rest) {
-            Self::flatten(arg, &mut out, str_as)?;
-        }
-        Ok(out)
-    }
-
-    /// The `*args` alone, flattened.
-    pub(crate) fn rest_exprs(&mut self, str_as: StrAs) -> Result<Vec<Expr>> {
-        let mut out = Vec::new();
-        for arg in std::mem::take(&mut self.rest) {
-            Self::flatten(arg, &mut out, str_as)?;
-        }
-        Ok(out)
     }
 
     /// Parameter `i` as an `i64`.
@@ -435,5 +410,81 @@ impl Call {
             ),
             self.span(i),
         )
+    }
+}
+
+impl Call<'_> {
+    /// The receiver expression of a method call.
+    pub(crate) fn recv(&mut self) -> Expr {
+        // Methods always have a receiver; functions never call this.
+        match self.bound.recv.take() {
+            Some(id) => self.x.take(id),
+            None => polars::prelude::lit(polars::prelude::NULL),
+        }
+    }
+
+    /// A value as an expression (`parse_into_expression`), consuming it.
+    pub(crate) fn to_expr(&mut self, arg: Arg, str_as: StrAs) -> Result<Expr> {
+        to_expr(arg, str_as, self.x)
+    }
+
+    /// Parameter `i` as an expression, with the parameter kind's rule for strings.
+    pub(crate) fn expr(&mut self, i: usize) -> Result<Expr> {
+        let str_as = match self.spec.params.get(i).map_or(Kind::Expr, |p| p.kind) {
+            Kind::ExprLit => StrAs::Literal,
+            _ => StrAs::Column,
+        };
+        match self.bound.args.get_mut(i) {
+            Some(arg) => take_expr(arg, str_as, self.x),
+            None => {
+                let arg = self.bound.take(i);
+                to_expr(arg, str_as, self.x)
+            }
+        }
+    }
+
+    /// Parameter `i` as an expression, or `None` when it is Python `None`.
+    pub(crate) fn opt_expr(&mut self, i: usize) -> Result<Option<Expr>> {
+        if self.is_none(i) {
+            return Ok(None);
+        }
+        self.expr(i).map(Some)
+    }
+
+    fn flatten(&mut self, arg: Arg, out: &mut Vec<Expr>, str_as: StrAs) -> Result<()> {
+        match arg.val {
+            Val::Seq(items) => {
+                for item in items {
+                    out.push(to_expr(item, str_as, self.x)?);
+                }
+                Ok(())
+            }
+            _ => {
+                out.push(to_expr(arg, str_as, self.x)?);
+                Ok(())
+            }
+        }
+    }
+
+    /// Parameter `i` (one expression or a list) followed by the `*args`, flattened.
+    pub(crate) fn exprs_and_rest(&mut self, i: usize, str_as: StrAs) -> Result<Vec<Expr>> {
+        let mut out = Vec::new();
+        if !self.is_none(i) {
+            let arg = self.bound.take(i);
+            self.flatten(arg, &mut out, str_as)?;
+        }
+        for arg in std::mem::take(&mut self.bound.rest) {
+            self.flatten(arg, &mut out, str_as)?;
+        }
+        Ok(out)
+    }
+
+    /// The `*args` alone, flattened.
+    pub(crate) fn rest_exprs(&mut self, str_as: StrAs) -> Result<Vec<Expr>> {
+        let mut out = Vec::new();
+        for arg in std::mem::take(&mut self.bound.rest) {
+            self.flatten(arg, &mut out, str_as)?;
+        }
+        Ok(out)
     }
 }

@@ -11,6 +11,7 @@
 mod args;
 mod cache;
 mod error;
+mod exprs;
 mod funcs;
 pub mod limits;
 mod ops;
@@ -84,13 +85,14 @@ pub fn check(src: &str) -> Result<CheckedExpr, ExprError> {
         )
     })?;
     let mut tree = tree;
-    let result = walk::Walker::default().eval(&mut tree, 0);
+    let mut walker = walk::Walker::for_source(src.len());
+    let result = walker.eval(&mut tree, 0);
     if src.len() > DEEP_TREE_SOURCE_BYTES {
         tree::dismantle(tree);
     }
     let top = result?;
     let expr = match top.val {
-        Val::Expr(e) => e,
+        Val::Expr(id) => walker.take(id),
         Val::When(w) if w.pending.is_none() => w.finish(lit(NULL)),
         other => {
             return Err(ExprError::new(

@@ -5,6 +5,7 @@
 use polars::prelude::{Expr, Operator, binary_expr};
 
 use super::error::{ErrorCode, ExprError, Result, Span};
+use super::exprs::Exprs;
 use super::val::{Arg, StrAs, Val, take_expr, to_expr};
 use super::value::{BinOp, CmpOp, UnOp, fold_binop, fold_compare, fold_unary};
 
@@ -43,7 +44,13 @@ fn apply(op: BinOp, l: Expr, r: Expr) -> Expr {
 }
 
 /// `left <op> right`.
-pub(crate) fn binary(op: BinOp, mut left: Arg, mut right: Arg, span: Span) -> Result<Val> {
+pub(crate) fn binary(
+    op: BinOp,
+    mut left: Arg,
+    mut right: Arg,
+    span: Span,
+    x: &mut Exprs,
+) -> Result<Val> {
     if let (Val::Const(a), Val::Const(b)) = (&left.val, &right.val) {
         return fold_binop(op, a, b, span).map(Val::Const);
     }
@@ -63,13 +70,13 @@ pub(crate) fn binary(op: BinOp, mut left: Arg, mut right: Arg, span: Span) -> Re
     // Exactly one side may be a constant; Python dispatches to the expression's (reflected)
     // dunder, which parses the constant with that dunder's rule.
     let rule = str_rule(op);
-    let l = take_expr(&mut left, rule)?;
-    let r = take_expr(&mut right, rule)?;
-    Ok(Val::Expr(apply(op, l, r)))
+    let l = take_expr(&mut left, rule, x)?;
+    let r = take_expr(&mut right, rule, x)?;
+    Ok(Val::Expr(x.put(apply(op, l, r))))
 }
 
 /// `left <cmp> right` (a single comparison; chains are rejected by the walker).
-pub(crate) fn compare(op: CmpOp, left: Arg, right: Arg, span: Span) -> Result<Val> {
+pub(crate) fn compare(op: CmpOp, left: Arg, right: Arg, span: Span, x: &mut Exprs) -> Result<Val> {
     if let (Val::Const(a), Val::Const(b)) = (&left.val, &right.val) {
         return fold_compare(op, a, b, span).map(Val::Const);
     }
@@ -85,20 +92,20 @@ pub(crate) fn compare(op: CmpOp, left: Arg, right: Arg, span: Span) -> Result<Va
     } else {
         (op.swapped(), right, left)
     };
-    let l = take_expr(&mut left, StrAs::Literal)?;
-    let r = take_expr(&mut right, StrAs::Literal)?;
-    Ok(Val::Expr(match op {
+    let l = take_expr(&mut left, StrAs::Literal, x)?;
+    let r = take_expr(&mut right, StrAs::Literal, x)?;
+    Ok(Val::Expr(x.put(match op {
         CmpOp::Eq => l.eq(r),
         CmpOp::NotEq => l.neq(r),
         CmpOp::Lt => l.lt(r),
         CmpOp::LtE => l.lt_eq(r),
         CmpOp::Gt => l.gt(r),
         CmpOp::GtE => l.gt_eq(r),
-    }))
+    })))
 }
 
 /// A unary operator.
-pub(crate) fn unary(op: UnOp, operand: Arg, span: Span) -> Result<Val> {
+pub(crate) fn unary(op: UnOp, operand: Arg, span: Span, x: &mut Exprs) -> Result<Val> {
     if let Val::Const(c) = &operand.val {
         return fold_unary(op, c, span).map(Val::Const);
     }
@@ -113,7 +120,13 @@ pub(crate) fn unary(op: UnOp, operand: Arg, span: Span) -> Result<Val> {
             span,
         )),
         UnOp::Pos => Ok(operand.val),
-        UnOp::Neg => Ok(Val::Expr(-to_expr(operand, StrAs::Column)?)),
-        UnOp::Invert => Ok(Val::Expr(to_expr(operand, StrAs::Column)?.not())),
+        UnOp::Neg => {
+            let e = -to_expr(operand, StrAs::Column, x)?;
+            Ok(Val::Expr(x.put(e)))
+        }
+        UnOp::Invert => {
+            let e = to_expr(operand, StrAs::Column, x)?.not();
+            Ok(Val::Expr(x.put(e)))
+        }
     }
 }

@@ -8,10 +8,10 @@ use std::sync::LazyLock;
 use super::args::Call;
 use super::error::Result;
 use super::funcs;
-use super::val::Val;
+use super::val::Built;
 
 /// Turns bound, kind-checked arguments into a value. Trusts the binding; never re-checks kinds.
-pub(crate) type Build = fn(&mut Call) -> Result<Val>;
+pub(crate) type Build = fn(&mut Call<'_>) -> Result<Built>;
 
 /// Which receiver a name is looked up on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -6,11 +6,12 @@
 use polars::prelude::{DataType, Expr, NULL, NamedFrom, Series, lit, when as pl_when};
 
 use super::error::{ErrorCode, ExprError, Result, Span};
+use super::exprs::{ExprId, Exprs};
 use super::registry::{Spec, Table};
 use super::value::Const;
 
 /// A value with the span of the source that produced it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Arg {
     pub val: Val,
     pub span: Span,
@@ -19,8 +20,8 @@ pub(crate) struct Arg {
 /// A `pl.when(...)` chain under construction.
 #[derive(Debug, Clone)]
 pub(crate) struct WhenChain {
-    /// Completed `when(cond).then(value)` pairs, in order.
-    pub branches: Vec<(Expr, Expr)>,
+    /// Completed `when(cond).then(value)` pairs, in order (the usual one inline).
+    pub branches: smallvec::SmallVec<[(Expr, Expr); 1]>,
     /// A `when(cond)` still waiting for its `.then(...)`.
     pub pending: Option<Expr>,
 }
@@ -43,8 +44,8 @@ impl WhenChain {
     }
 }
 
-/// The value of a checked node.
-#[derive(Debug, Clone)]
+/// The value of a checked node. Small: expressions live in the walk's [`Exprs`].
+#[derive(Debug)]
 pub(crate) enum Val {
     /// A Python constant (already folded).
     Const(Const),
@@ -52,8 +53,8 @@ pub(crate) enum Val {
     Seq(Vec<Arg>),
     /// A Python dict literal (only mappings for `replace` use it).
     Dict(Vec<(Arg, Arg)>),
-    /// A Polars expression.
-    Expr(Expr),
+    /// A Polars expression (in the walk's [`Exprs`]).
+    Expr(ExprId),
     /// A Polars data type.
     DType(DataType),
     /// The `pl` module itself.
@@ -61,13 +62,38 @@ pub(crate) enum Val {
     /// `pl.<function>` or `pl.<DataType>` not yet called.
     Func(&'static Spec, Table),
     /// `<expr>.<method>` (or a namespace method) not yet called.
-    Method(Box<Expr>, &'static Spec, Table),
+    Method(ExprId, &'static Spec, Table),
     /// `<expr>.str`, `<expr>.dt`, `<expr>.list`.
-    Namespace(Box<Expr>, Table),
+    Namespace(ExprId, Table),
     /// `pl.when(...)...`; `pending` set means it still needs `.then(...)`.
     When(Box<WhenChain>),
     /// `<when-chain>.when` / `.then` / `.otherwise` not yet called.
     WhenMethod(Box<WhenChain>, WhenStep),
+}
+
+/// What a builder makes: a new Polars expression (the walk stores it in its [`Exprs`]) or
+/// another value.
+#[derive(Debug)]
+pub(crate) enum Built {
+    Expr(Expr),
+    Val(Val),
+}
+
+impl From<Val> for Built {
+    fn from(v: Val) -> Built {
+        Built::Val(v)
+    }
+}
+
+impl Built {
+    /// The built value as a walk value, storing a new expression in `x`.
+    #[inline]
+    pub(crate) fn into_val(self, x: &mut Exprs) -> Val {
+        match self {
+            Built::Expr(e) => Val::Expr(x.put(e)),
+            Built::Val(v) => v,
+        }
+    }
 }
 
 /// The three methods of a when-chain.
@@ -131,32 +157,23 @@ fn not_expr(arg: &Arg, what: &str) -> ExprError {
     )
 }
 
-/// [`to_expr`] on a borrowed argument: moves the expression out (leaving a cheap placeholder)
-/// instead of moving the whole 160-byte argument first; the walk does this on every operand.
-pub(crate) fn take_expr(arg: &mut Arg, str_as: StrAs) -> Result<Expr> {
-    match &mut arg.val {
-        Val::Expr(e) => Ok(std::mem::replace(e, Expr::Len)),
-        Val::Const(Const::Str(s)) if str_as == StrAs::Column => {
-            Ok(polars::prelude::col(s.as_ref()))
-        }
-        Val::Const(c) => Ok(const_lit(c)),
-        _ => {
-            let owned = std::mem::replace(
-                arg,
-                Arg {
-                    val: Val::Const(Const::None),
-                    span: arg.span,
-                },
-            );
-            to_expr(owned, str_as)
-        }
-    }
+/// [`to_expr`] on a borrowed argument: leaves a cheap placeholder; the walk does this on
+/// every operand.
+pub(crate) fn take_expr(arg: &mut Arg, str_as: StrAs, x: &mut Exprs) -> Result<Expr> {
+    let owned = std::mem::replace(
+        arg,
+        Arg {
+            val: Val::Const(Const::None),
+            span: arg.span,
+        },
+    );
+    to_expr(owned, str_as, x)
 }
 
 /// `parse_into_expression(value, str_as_lit=...)`: the value as a Polars expression.
-pub(crate) fn to_expr(arg: Arg, str_as: StrAs) -> Result<Expr> {
+pub(crate) fn to_expr(arg: Arg, str_as: StrAs, x: &mut Exprs) -> Result<Expr> {
     match arg.val {
-        Val::Expr(e) => Ok(e),
+        Val::Expr(id) => Ok(x.take(id)),
         Val::Const(Const::Str(s)) if str_as == StrAs::Column => {
             Ok(polars::prelude::col(s.as_ref()))
         }

@@ -4,8 +4,9 @@
 
 use rustpython_parser::ast::{self, Constant, Ranged};
 
-use super::args::Call;
+use super::args::Bound;
 use super::error::{ErrorCode, ExprError, Result, Span};
+use super::exprs::{ExprId, Exprs};
 use super::funcs::{WHEN_OTHERWISE, WHEN_THEN, WHEN_WHEN};
 use super::limits::{MAX_DEPTH, MAX_NODES, MAX_STR_BYTES};
 use super::ops;
@@ -135,9 +136,24 @@ fn binop(op: &ast::Operator, span: Span) -> Result<BinOp> {
 #[derive(Debug, Default)]
 pub(crate) struct Walker {
     nodes: usize,
+    /// The expressions built so far; values refer to them by id.
+    exprs: Exprs,
 }
 
 impl Walker {
+    /// A walker for a source of `len` bytes.
+    pub(crate) fn for_source(len: usize) -> Walker {
+        Walker {
+            nodes: 0,
+            exprs: Exprs::for_source(len),
+        }
+    }
+
+    /// Moves a built expression out (the walk's result).
+    pub(crate) fn take(&mut self, id: ExprId) -> polars::prelude::Expr {
+        self.exprs.take(id)
+    }
+
     /// Checks and evaluates `e` at nesting `depth`.
     /// The tree is taken mutably only to move string constants out instead of copying them.
     pub(crate) fn eval(&mut self, e: &mut ast::Expr, depth: usize) -> Result<Arg> {
@@ -164,14 +180,14 @@ impl Walker {
             ast::Expr::Attribute(a) => {
                 check_ident(a.attr.as_str(), attr_span(a.attr.as_str(), span))?;
                 let recv = self.eval(&mut a.value, d)?;
-                attribute(recv, a.attr.as_str(), span)?
+                attribute(recv, a.attr.as_str(), span, &mut self.exprs)?
             }
             ast::Expr::Call(c) => self.call(c, d, span)?,
             ast::Expr::BinOp(b) => {
                 let op = binop(&b.op, span)?;
                 let l = self.eval(&mut b.left, d)?;
                 let r = self.eval(&mut b.right, d)?;
-                ops::binary(op, l, r, span)?
+                ops::binary(op, l, r, span, &mut self.exprs)?
             }
             ast::Expr::UnaryOp(u) => {
                 let op = match u.op {
@@ -181,7 +197,7 @@ impl Walker {
                     ast::UnaryOp::USub => UnOp::Neg,
                 };
                 let operand = self.eval(&mut u.operand, d)?;
-                ops::unary(op, operand, span)?
+                ops::unary(op, operand, span, &mut self.exprs)?
             }
             ast::Expr::Compare(c) => self.compare(c, d, span)?,
             ast::Expr::BoolOp(b) => {
@@ -234,6 +250,7 @@ impl Walker {
         elts.iter_mut().map(|e| self.eval(e, depth)).collect()
     }
 
+    #[inline(always)]
     fn compare(&mut self, c: &mut ast::ExprCompare, depth: usize, span: Span) -> Result<Val> {
         if c.ops.len() != 1 || c.comparators.len() != 1 {
             return Err(err(
@@ -263,10 +280,51 @@ impl Walker {
         };
         let l = self.eval(&mut c.left, depth)?;
         let r = self.eval(&mut c.comparators[0], depth)?;
-        ops::compare(op, l, r, span)
+        ops::compare(op, l, r, span, &mut self.exprs)
     }
 
+    /// `pl.col("name")` and `pl.lit(constant)`, the most common calls by far, built directly:
+    /// the same expressions the registry's `col` and `lit` build, without binding a call.
+    /// Anything else, including every case that would be an error, takes the general path.
+    fn common_call(&mut self, c: &mut ast::ExprCall, depth: usize, span: Span) -> Option<Val> {
+        if c.args.len() != 1
+            || !c.keywords.is_empty()
+            || depth + 1 > MAX_DEPTH
+            || self.nodes + 2 > MAX_NODES
+        {
+            return None;
+        }
+        let ast::Expr::Attribute(a) = c.func.as_ref() else {
+            return None;
+        };
+        let ast::Expr::Name(n) = a.value.as_ref() else {
+            return None;
+        };
+        if n.id.as_str() != "pl" {
+            return None;
+        }
+        let ast::Expr::Constant(k) = &mut c.args[0] else {
+            return None;
+        };
+        let expr = match (a.attr.as_str(), &mut k.value) {
+            ("col", Constant::Str(s)) if s.len() <= MAX_STR_BYTES => {
+                polars::prelude::col(s.as_str())
+            }
+            (
+                "lit",
+                Constant::Str(_) | Constant::Int(_) | Constant::Float(_) | Constant::Bool(_),
+            ) => super::val::const_lit(&constant(&mut k.value, span).ok()?),
+            _ => return None,
+        };
+        self.nodes += 2;
+        Some(Val::Expr(self.exprs.put(expr)))
+    }
+
+    #[inline(always)]
     fn call(&mut self, c: &mut ast::ExprCall, depth: usize, span: Span) -> Result<Val> {
+        if let Some(v) = self.common_call(c, depth, span) {
+            return Ok(v);
+        }
         // The callee: attribute access resolved in call position (so `pl.Datetime(...)` is a
         // constructor call while a bare `pl.Datetime` is a data type).
         let func_span = span_of(c.func.as_ref());
@@ -282,20 +340,15 @@ impl Walker {
                 }
                 check_ident(a.attr.as_str(), attr_span(a.attr.as_str(), aspan))?;
                 let recv = self.eval(&mut a.value, depth + 1)?;
-                resolve(recv, a.attr.as_str(), aspan, true)?
+                resolve(recv, a.attr.as_str(), aspan, true, &mut self.exprs)?
             }
             other => Resolved::Val(self.eval(other, depth)?.val),
         };
-        let (mut call, build) = match callee {
-            // The common case: the receiver moves straight into the call, never boxed.
-            Resolved::Method(recv, spec, table) => {
-                (Call::start(spec, table, Some(recv), span), spec.build)
-            }
-            Resolved::Val(Val::Func(spec, table)) => {
-                (Call::start(spec, table, None, span), spec.build)
-            }
+        let mut call = match callee {
+            Resolved::Method(recv, spec, table) => Bound::start(spec, table, Some(recv), span),
+            Resolved::Val(Val::Func(spec, table)) => Bound::start(spec, table, None, span),
             Resolved::Val(Val::Method(recv, spec, table)) => {
-                (Call::start(spec, table, Some(*recv), span), spec.build)
+                Bound::start(spec, table, Some(recv), span)
             }
             Resolved::Val(Val::WhenMethod(chain, step)) => {
                 let spec = match step {
@@ -303,9 +356,9 @@ impl Walker {
                     WhenStep::Then => &WHEN_THEN,
                     WhenStep::Otherwise => &WHEN_OTHERWISE,
                 };
-                let mut call = Call::start(spec, Table::Functions, None, span);
+                let mut call = Bound::start(spec, Table::Functions, None, span);
                 call.chain = Some(chain);
-                (call, spec.build)
+                call
             }
             Resolved::Val(other) => {
                 return Err(err(
@@ -329,10 +382,10 @@ impl Walker {
             };
             check_ident(id.as_str(), kspan)?;
             let arg = self.eval(&mut k.value, depth)?;
-            call.keyword(id.as_str(), arg)?;
+            call.keyword(id.as_str(), arg, &mut self.exprs)?;
         }
         call.finish()?;
-        build(&mut call)
+        call.build(&mut self.exprs)
     }
 }
 
@@ -419,23 +472,22 @@ fn attr_span(name: &str, span: Span) -> Span {
     (span.1.saturating_sub(len).max(span.0), span.1)
 }
 
-/// What an attribute resolves to. A method keeps its receiver unboxed, so a call moves it
-/// straight into the call; only a method used as a value boxes it (into [`Val::Method`]).
+/// What an attribute resolves to: a value, or a method with its receiver.
 enum Resolved {
     Val(Val),
-    Method(polars::prelude::Expr, &'static Spec, Table),
+    Method(ExprId, &'static Spec, Table),
 }
 
 /// Resolves `recv.name` as a value (the name is already checked).
-fn attribute(recv: Arg, name: &str, span: Span) -> Result<Val> {
-    Ok(match resolve(recv, name, span, false)? {
+fn attribute(recv: Arg, name: &str, span: Span, x: &mut Exprs) -> Result<Val> {
+    Ok(match resolve(recv, name, span, false, x)? {
         Resolved::Val(v) => v,
-        Resolved::Method(e, spec, table) => Val::Method(Box::new(e), spec, table),
+        Resolved::Method(e, spec, table) => Val::Method(e, spec, table),
     })
 }
 
 /// Resolves `recv.name` (the name is already checked); `callee` says it is called right away.
-fn resolve(recv: Arg, name: &str, span: Span, callee: bool) -> Result<Resolved> {
+fn resolve(recv: Arg, name: &str, span: Span, callee: bool, x: &mut Exprs) -> Result<Resolved> {
     let nspan = attr_span(name, span);
     match recv.val {
         Val::Pl => {
@@ -449,8 +501,9 @@ fn resolve(recv: Arg, name: &str, span: Span, callee: bool) -> Result<Resolved> 
             if callee {
                 return Ok(Resolved::Val(Val::Func(spec, Table::DTypes)));
             }
-            let mut call = Call::bare(spec, Table::DTypes, span)?;
-            (spec.build)(&mut call).map(Resolved::Val)
+            Bound::bare(spec, Table::DTypes, span)?
+                .build(x)
+                .map(Resolved::Val)
         }
         Val::When(chain) => {
             let step = match name {
@@ -470,11 +523,11 @@ fn resolve(recv: Arg, name: &str, span: Span, callee: bool) -> Result<Resolved> 
                 ));
             }
             let expr = chain.finish(polars::prelude::lit(polars::prelude::NULL));
-            expr_attribute(expr, name, nspan)
+            expr_attribute(x.put(expr), name, nspan)
         }
         Val::Expr(expr) => expr_attribute(expr, name, nspan),
         Val::Namespace(expr, table) => match lookup(table, name) {
-            Some(spec) => Ok(Resolved::Method(*expr, spec, table)),
+            Some(spec) => Ok(Resolved::Method(expr, spec, table)),
             None => Err(unsupported(table, name, nspan)),
         },
         other => Err(err(
@@ -488,9 +541,9 @@ fn resolve(recv: Arg, name: &str, span: Span, callee: bool) -> Result<Resolved> 
     }
 }
 
-fn expr_attribute(expr: polars::prelude::Expr, name: &str, nspan: Span) -> Result<Resolved> {
+fn expr_attribute(expr: ExprId, name: &str, nspan: Span) -> Result<Resolved> {
     if let Some(table) = Table::namespace(name) {
-        return Ok(Resolved::Val(Val::Namespace(Box::new(expr), table)));
+        return Ok(Resolved::Val(Val::Namespace(expr, table)));
     }
     match lookup(Table::Methods, name) {
         Some(spec) => Ok(Resolved::Method(expr, spec, Table::Methods)),

@@ -14,7 +14,7 @@ use polars::series::ops::NullBehavior;
 use super::super::args::Call;
 use super::super::error::Result;
 use super::super::registry::{Dflt, Kind, Spec, nullable, opt, req, spec};
-use super::super::val::{StrAs, Val};
+use super::super::val::{Built, StrAs, Val};
 use super::common::polars_error;
 
 /// Quantile interpolation methods py-polars accepts.
@@ -42,13 +42,13 @@ pub(crate) fn quantile_method(s: &str) -> QuantileMethod {
     }
 }
 
-fn unary(c: &mut Call, f: fn(Expr) -> Expr) -> Result<Val> {
-    Ok(Val::Expr(f(c.recv())))
+fn unary(c: &mut Call, f: fn(Expr) -> Expr) -> Result<Built> {
+    Ok(Built::Expr(f(c.recv())))
 }
 
-fn cum(c: &mut Call, f: fn(Expr, bool) -> Expr) -> Result<Val> {
+fn cum(c: &mut Call, f: fn(Expr, bool) -> Expr) -> Result<Built> {
     let reverse = c.bool(0);
-    Ok(Val::Expr(f(c.recv(), reverse)))
+    Ok(Built::Expr(f(c.recv(), reverse)))
 }
 
 /// Aggregation and window methods.
@@ -61,16 +61,16 @@ pub(crate) static METHODS: &[Spec] = &[
             _ => polars::lazy::dsl::functions::all_horizontal(preds)
                 .map_err(|e| polars_error(e, c.span))?,
         };
-        Ok(Val::Expr(c.recv().filter(pred)))
+        Ok(Built::Expr(c.recv().filter(pred)))
     }, "keep the values where the predicates hold (inside an aggregation or window)"),
     spec!("implode", [opt("maintain_order", Kind::Bool, Dflt::Bool(true))], @pos 0, |c| {
         let keep = c.bool(0);
-        Ok(Val::Expr(c.recv().implode(keep)))
+        Ok(Built::Expr(c.recv().implode(keep)))
     }, "all values as one list"),
     spec!("arg_sort", [opt("descending", Kind::Bool, Dflt::Bool(false)),
         opt("nulls_last", Kind::Bool, Dflt::Bool(false))], @pos 0, |c| {
         let (d, n) = (c.bool(0), c.bool(1));
-        Ok(Val::Expr(c.recv().arg_sort(d, n)))
+        Ok(Built::Expr(c.recv().arg_sort(d, n)))
     }, "indices that would sort the values"),
     spec!("sort_by", [req("by", Kind::Exprs), opt("descending", Kind::Bool, Dflt::Bool(false)),
         opt("nulls_last", Kind::Bool, Dflt::Bool(false)),
@@ -80,7 +80,7 @@ pub(crate) static METHODS: &[Spec] = &[
             .with_order_descending(c.bool(1))
             .with_nulls_last(c.bool(2))
             .with_maintain_order(c.bool(3));
-        Ok(Val::Expr(c.recv().sort_by(by, opts)))
+        Ok(Built::Expr(c.recv().sort_by(by, opts)))
     }, "sort by other columns; `descending`/`nulls_last` apply to every key"),
     spec!("gather", [req("indices", Kind::Collection), opt("null_on_oob", Kind::Bool, Dflt::Bool(false))],
         @pos 1, |c| {
@@ -90,31 +90,31 @@ pub(crate) static METHODS: &[Spec] = &[
             c.expr(0)?
         };
         let oob = c.bool(1);
-        Ok(Val::Expr(c.recv().gather(idx, oob)))
+        Ok(Built::Expr(c.recv().gather(idx, oob)))
     }, "values at the given indices"),
     spec!("get", [req("index", Kind::IntOrExpr), opt("null_on_oob", Kind::Bool, Dflt::Bool(false))],
         @pos 1, |c| {
         let idx = c.expr(0)?;
         let oob = c.bool(1);
-        Ok(Val::Expr(c.recv().get(idx, oob)))
+        Ok(Built::Expr(c.recv().get(idx, oob)))
     }, "the value at an index"),
     spec!(
         "limit",
         [opt("n", Kind::Int, Dflt::Int(10))],
         |c| {
             let n = c.int(0);
-            Ok(Val::Expr(c.recv().slice(lit(0_i64), lit(n))))
+            Ok(Built::Expr(c.recv().slice(lit(0_i64), lit(n))))
         },
         "same as `head`"
     ),
     spec!("skew", [opt("bias", Kind::Bool, Dflt::Bool(true))], @pos 0, |c| {
         let bias = c.bool(0);
-        Ok(Val::Expr(c.recv().skew(bias)))
+        Ok(Built::Expr(c.recv().skew(bias)))
     }, "sample skewness"),
     spec!("kurtosis", [opt("fisher", Kind::Bool, Dflt::Bool(true)), opt("bias", Kind::Bool, Dflt::Bool(true))],
         @pos 0, |c| {
         let (f, b) = (c.bool(0), c.bool(1));
-        Ok(Val::Expr(c.recv().kurtosis(f, b)))
+        Ok(Built::Expr(c.recv().kurtosis(f, b)))
     }, "sample kurtosis"),
     spec!(
         "approx_n_unique",
@@ -190,19 +190,19 @@ pub(crate) static METHODS: &[Spec] = &[
     spec!("first", [opt("ignore_nulls", Kind::Bool, Dflt::Bool(false))], @pos 0, |c| {
         let skip = c.bool(0);
         let e = c.recv();
-        Ok(Val::Expr(if skip { e.first_non_null() } else { e.first() }))
+        Ok(Built::Expr(if skip { e.first_non_null() } else { e.first() }))
     }, "first value"),
     spec!("last", [opt("ignore_nulls", Kind::Bool, Dflt::Bool(false))], @pos 0, |c| {
         let skip = c.bool(0);
         let e = c.recv();
-        Ok(Val::Expr(if skip { e.last_non_null() } else { e.last() }))
+        Ok(Built::Expr(if skip { e.last_non_null() } else { e.last() }))
     }, "last value"),
     spec!(
         "std",
         [opt("ddof", Kind::Int, Dflt::Int(1))],
         |c| {
             let ddof = c.count::<u8>(0)?;
-            Ok(Val::Expr(c.recv().std(ddof)))
+            Ok(Built::Expr(c.recv().std(ddof)))
         },
         "standard deviation (ddof=1)"
     ),
@@ -211,7 +211,7 @@ pub(crate) static METHODS: &[Spec] = &[
         [opt("ddof", Kind::Int, Dflt::Int(1))],
         |c| {
             let ddof = c.count::<u8>(0)?;
-            Ok(Val::Expr(c.recv().var(ddof)))
+            Ok(Built::Expr(c.recv().var(ddof)))
         },
         "variance (ddof=1)"
     ),
@@ -228,17 +228,17 @@ pub(crate) static METHODS: &[Spec] = &[
         |c| {
             let method = quantile_method(c.str(1));
             let q = c.expr(0)?;
-            Ok(Val::Expr(c.recv().quantile(q, method)))
+            Ok(Built::Expr(c.recv().quantile(q, method)))
         },
         "quantile; \"nearest\" by default like py-polars"
     ),
     spec!("any", [opt("ignore_nulls", Kind::Bool, Dflt::Bool(true))], @pos 0, |c| {
         let ig = c.bool(0);
-        Ok(Val::Expr(c.recv().any(ig)))
+        Ok(Built::Expr(c.recv().any(ig)))
     }, "any true"),
     spec!("all", [opt("ignore_nulls", Kind::Bool, Dflt::Bool(true))], @pos 0, |c| {
         let ig = c.bool(0);
-        Ok(Val::Expr(c.recv().all(ig)))
+        Ok(Built::Expr(c.recv().all(ig)))
     }, "all true"),
     spec!(
         "arg_max",
@@ -255,11 +255,11 @@ pub(crate) static METHODS: &[Spec] = &[
     spec!("unique", [opt("maintain_order", Kind::Bool, Dflt::Bool(false))], @pos 0, |c| {
         let stable = c.bool(0);
         let e = c.recv();
-        Ok(Val::Expr(if stable { e.unique_stable() } else { e.unique() }))
+        Ok(Built::Expr(if stable { e.unique_stable() } else { e.unique() }))
     }, "distinct values (changes length)"),
     spec!("mode", [opt("maintain_order", Kind::Bool, Dflt::Bool(false))], @pos 0, |c| {
         let stable = c.bool(0);
-        Ok(Val::Expr(c.recv().mode(stable)))
+        Ok(Built::Expr(c.recv().mode(stable)))
     }, "most frequent value(s)"),
     spec!("over", [nullable("partition_by", Kind::Exprs, Dflt::None),
         opt("order_by", Kind::Exprs, Dflt::None), opt("descending", Kind::Bool, Dflt::Bool(false)),
@@ -271,7 +271,7 @@ pub(crate) static METHODS: &[Spec] = &[
             let n = c.expr(0)?;
             let fill = c.opt_expr(1)?;
             let e = c.recv();
-            Ok(Val::Expr(match fill {
+            Ok(Built::Expr(match fill {
                 Some(f) => e.shift_and_fill(n, f),
                 None => e.shift(n),
             }))
@@ -293,7 +293,7 @@ pub(crate) static METHODS: &[Spec] = &[
             } else {
                 NullBehavior::Ignore
             };
-            Ok(Val::Expr(c.recv().diff(n, nb)))
+            Ok(Built::Expr(c.recv().diff(n, nb)))
         },
         "difference with the value n rows before"
     ),
@@ -302,7 +302,7 @@ pub(crate) static METHODS: &[Spec] = &[
         [opt("n", Kind::IntOrExpr, Dflt::Int(1))],
         |c| {
             let n = c.expr(0)?;
-            Ok(Val::Expr(c.recv().pct_change(n)))
+            Ok(Built::Expr(c.recv().pct_change(n)))
         },
         "relative change over n rows (Float64)"
     ),
@@ -342,7 +342,7 @@ pub(crate) static METHODS: &[Spec] = &[
         }, "standard deviation over a sliding window of rows"),
 ];
 
-fn over(c: &mut Call) -> Result<Val> {
+fn over(c: &mut Call) -> Result<Built> {
     let partition = c.exprs_and_rest(0, StrAs::Column)?;
     let order = if c.is_none(1) {
         None
@@ -354,10 +354,10 @@ fn over(c: &mut Call) -> Result<Val> {
         ) {
             Val::Seq(items) => {
                 for item in items {
-                    v.push(super::super::val::to_expr(item, StrAs::Column)?);
+                    v.push(c.to_expr(item, StrAs::Column)?);
                 }
             }
-            other => v.push(super::super::val::to_expr(
+            other => v.push(c.to_expr(
                 super::super::val::Arg {
                     val: other,
                     span: c.span(1),
@@ -383,11 +383,11 @@ fn over(c: &mut Call) -> Result<Val> {
     let partition = (!partition.is_empty()).then_some(partition);
     c.recv()
         .over_with_options(partition, order, mapping)
-        .map(Val::Expr)
+        .map(Built::Expr)
         .map_err(|e| polars_error(e, c.span))
 }
 
-fn rank(c: &mut Call) -> Result<Val> {
+fn rank(c: &mut Call) -> Result<Built> {
     let method = match c.str(0) {
         "min" => RankMethod::Min,
         "max" => RankMethod::Max,
@@ -404,14 +404,14 @@ fn rank(c: &mut Call) -> Result<Val> {
         method,
         descending: c.bool(1),
     };
-    Ok(Val::Expr(c.recv().rank(opts, seed)))
+    Ok(Built::Expr(c.recv().rank(opts, seed)))
 }
 
 fn rolling(
     c: &mut Call,
     f: fn(Expr, RollingOptionsFixedWindow) -> Expr,
     fn_params: Option<RollingFnParams>,
-) -> Result<Val> {
+) -> Result<Built> {
     let window_size = c.count::<usize>(0)?;
     if window_size > 1_000_000 {
         return Err(c.bad(0, "window_size is limited to 1000000 rows"));
@@ -427,5 +427,5 @@ fn rolling(
         center: c.bool(2),
         fn_params,
     };
-    Ok(Val::Expr(f(c.recv(), opts)))
+    Ok(Built::Expr(f(c.recv(), opts)))
 }

@@ -6,12 +6,12 @@ use polars::prelude::{DataType, TimeZone};
 use super::super::args::Call;
 use super::super::error::Result;
 use super::super::registry::{Dflt, Kind, Spec, opt, spec};
-use super::super::val::Val;
+use super::super::val::{Built, Val};
 use super::common::{TIME_UNITS, polars_error, time_unit};
 
 macro_rules! simple {
     ($name:literal, $dt:expr, $doc:literal) => {
-        spec!($name, [], |_c| Ok(Val::DType($dt)), $doc)
+        spec!($name, [], |_c| Ok(Val::DType($dt).into()), $doc)
     };
 }
 
@@ -46,7 +46,7 @@ pub(crate) static DTYPES: &[Spec] = &[
     spec!(
         "Duration",
         [opt("time_unit", Kind::Choice(TIME_UNITS), Dflt::Str("us"))],
-        |c| Ok(Val::DType(DataType::Duration(time_unit(c.str(0))))),
+        |c| Ok(Val::DType(DataType::Duration(time_unit(c.str(0)))).into()),
         "`pl.Duration` is microseconds"
     ),
     spec!(
@@ -66,15 +66,15 @@ pub(crate) static DTYPES: &[Spec] = &[
     ),
 ];
 
-fn datetime_dtype(c: &mut Call) -> Result<Val> {
+fn datetime_dtype(c: &mut Call) -> Result<Built> {
     let tz = match c.opt_str(1) {
         Some(tz) => TimeZone::opt_try_new(Some(tz)).map_err(|e| polars_error(e, c.span(1)))?,
         None => None,
     };
-    Ok(Val::DType(DataType::Datetime(time_unit(c.str(0)), tz)))
+    Ok(Val::DType(DataType::Datetime(time_unit(c.str(0)), tz)).into())
 }
 
-fn decimal_dtype(c: &mut Call) -> Result<Val> {
+fn decimal_dtype(c: &mut Call) -> Result<Built> {
     let precision = match c.opt_int(0) {
         Some(_) => c.count::<usize>(0)?,
         None => 38,
@@ -86,14 +86,14 @@ fn decimal_dtype(c: &mut Call) -> Result<Val> {
             "precision must be 1..=38 and scale at most the precision",
         ));
     }
-    Ok(Val::DType(DataType::Decimal(precision, scale)))
+    Ok(Val::DType(DataType::Decimal(precision, scale)).into())
 }
 
-fn list_dtype(c: &mut Call) -> Result<Val> {
+fn list_dtype(c: &mut Call) -> Result<Built> {
     let inner = if c.is_none(0) {
         DataType::Null
     } else {
         c.dtype(0)
     };
-    Ok(Val::DType(DataType::List(Box::new(inner))))
+    Ok(Val::DType(DataType::List(Box::new(inner))).into())
 }

@@ -13,7 +13,7 @@ use polars::prelude::{
 use super::super::args::Call;
 use super::super::error::{ErrorCode, ExprError, Result};
 use super::super::registry::{Dflt, Kind, Spec, nullable, opt, req, spec};
-use super::super::val::{StrAs, Val, WhenChain, const_lit};
+use super::super::val::{Built, StrAs, Val, WhenChain, const_lit};
 use super::super::value::Const;
 use super::common::{TIME_UNITS, list_scalar, polars_error, time_unit};
 
@@ -143,12 +143,12 @@ pub(crate) static WHEN_OTHERWISE: Spec = spec!(
     "the value where no condition holds; `str` is a column name"
 );
 
-fn col_fn(c: &mut Call) -> Result<Val> {
+fn col_fn(c: &mut Call) -> Result<Built> {
     // The common case, one name: no intermediate collections.
     if c.rest.is_empty()
         && let Some(Val::Const(Const::Str(s))) = c.args.first().map(|a| &a.val)
     {
-        return Ok(Val::Expr(col(s.as_ref())));
+        return Ok(Built::Expr(col(s.as_ref())));
     }
     let mut names: Vec<String> = Vec::new();
     let mut dtypes: Vec<DataType> = Vec::new();
@@ -166,7 +166,7 @@ fn col_fn(c: &mut Call) -> Result<Val> {
     if !names.is_empty() && !dtypes.is_empty() {
         return Err(c.bad(0, "cannot mix column names and data types"));
     }
-    Ok(Val::Expr(match (names.len(), dtypes.is_empty()) {
+    Ok(Built::Expr(match (names.len(), dtypes.is_empty()) {
         (1, true) => col(names[0].as_str()),
         (_, true) => polars::prelude::cols(names).as_expr(),
         _ => dtype_cols(dtypes).as_selector().as_expr(),
@@ -175,14 +175,14 @@ fn col_fn(c: &mut Call) -> Result<Val> {
 
 /// py-polars' `from_epoch` on an expression: scale seconds and milliseconds to microseconds
 /// with an Int64 literal, then cast strictly.
-fn from_epoch(c: &mut Call) -> Result<Val> {
+fn from_epoch(c: &mut Call) -> Result<Built> {
     let column = c.expr(0)?;
     let datetime = |unit| DataType::Datetime(unit, None);
     let micros = |column: Expr, factor: i64| {
         let factor = polars::prelude::lit(factor).strict_cast(DataType::Int64);
         (column * factor).strict_cast(datetime(TimeUnit::Microseconds))
     };
-    Ok(Val::Expr(match c.str(1) {
+    Ok(Built::Expr(match c.str(1) {
         "d" => column.strict_cast(DataType::Date),
         "s" => micros(column, 1_000_000),
         "ms" => micros(column, 1_000),
@@ -190,14 +190,14 @@ fn from_epoch(c: &mut Call) -> Result<Val> {
     }))
 }
 
-fn lit_fn(c: &mut Call) -> Result<Val> {
+fn lit_fn(c: &mut Call) -> Result<Built> {
     let dtype = (!c.is_none(1)).then(|| c.dtype(1));
     let base = match &c.args[0].val {
         Val::Const(k) => const_lit(k),
         Val::Seq(_) => list_scalar(c.series(0)?),
         _ => c.expr(0)?,
     };
-    Ok(Val::Expr(match dtype {
+    Ok(Built::Expr(match dtype {
         // py-polars casts a one-element Series strictly and makes it a scalar.
         Some(dt) => base.strict_cast(dt),
         None => base,
@@ -205,6 +205,12 @@ fn lit_fn(c: &mut Call) -> Result<Val> {
 }
 
 fn predicates(c: &mut Call) -> Result<Expr> {
+    // The usual single condition, without collecting it first.
+    if c.rest.len() == 1 && !matches!(c.rest[0].val, Val::Seq(_)) {
+        if let Some(arg) = c.rest.pop() {
+            return c.to_expr(arg, StrAs::Column);
+        }
+    }
     let mut preds = c.rest_exprs(StrAs::Column)?;
     match preds.len() {
         0 => Err(ExprError::new(
@@ -217,62 +223,63 @@ fn predicates(c: &mut Call) -> Result<Expr> {
     }
 }
 
-fn when_fn(c: &mut Call) -> Result<Val> {
+fn when_fn(c: &mut Call) -> Result<Built> {
     let cond = predicates(c)?;
     Ok(Val::When(Box::new(WhenChain {
-        branches: Vec::new(),
+        branches: smallvec::SmallVec::new(),
         pending: Some(cond),
-    })))
+    }))
+    .into())
 }
 
 fn chain(c: &mut Call) -> Box<WhenChain> {
     c.chain.take().unwrap_or_else(|| {
         Box::new(WhenChain {
-            branches: Vec::new(),
+            branches: smallvec::SmallVec::new(),
             pending: None,
         })
     })
 }
 
-fn then_fn(c: &mut Call) -> Result<Val> {
+fn then_fn(c: &mut Call) -> Result<Built> {
     let value = c.expr(0)?;
     let mut ch = chain(c);
     if let Some(cond) = ch.pending.take() {
         ch.branches.push((cond, value));
     }
-    Ok(Val::When(ch))
+    Ok(Val::When(ch).into())
 }
 
-fn chained_when_fn(c: &mut Call) -> Result<Val> {
+fn chained_when_fn(c: &mut Call) -> Result<Built> {
     let cond = predicates(c)?;
     let mut ch = chain(c);
     ch.pending = Some(cond);
-    Ok(Val::When(ch))
+    Ok(Val::When(ch).into())
 }
 
-fn otherwise_fn(c: &mut Call) -> Result<Val> {
+fn otherwise_fn(c: &mut Call) -> Result<Built> {
     let value = c.expr(0)?;
-    Ok(Val::Expr(chain(c).finish(value)))
+    Ok(Built::Expr(chain(c).finish(value)))
 }
 
-fn len_fn(_c: &mut Call) -> Result<Val> {
-    Ok(Val::Expr(polars::prelude::len()))
+fn len_fn(_c: &mut Call) -> Result<Built> {
+    Ok(Built::Expr(polars::prelude::len()))
 }
 
-fn concat_str_fn(c: &mut Call) -> Result<Val> {
+fn concat_str_fn(c: &mut Call) -> Result<Built> {
     let exprs = c.exprs_and_rest(0, StrAs::Column)?;
-    Ok(Val::Expr(concat_str(exprs, c.str(1), c.bool(2))))
+    Ok(Built::Expr(concat_str(exprs, c.str(1), c.bool(2))))
 }
 
-fn coalesce_fn(c: &mut Call) -> Result<Val> {
+fn coalesce_fn(c: &mut Call) -> Result<Built> {
     let exprs = c.exprs_and_rest(0, StrAs::Column)?;
-    Ok(Val::Expr(coalesce(&exprs)))
+    Ok(Built::Expr(coalesce(&exprs)))
 }
 
 fn horizontal(
     c: &mut Call,
     f: impl FnOnce(Vec<Expr>) -> polars::prelude::PolarsResult<Expr>,
-) -> Result<Val> {
+) -> Result<Built> {
     let exprs = c.rest_exprs(StrAs::Column)?;
     if exprs.is_empty() {
         return Err(ExprError::new(
@@ -281,35 +288,37 @@ fn horizontal(
             c.span,
         ));
     }
-    f(exprs).map(Val::Expr).map_err(|e| polars_error(e, c.span))
+    f(exprs)
+        .map(Built::Expr)
+        .map_err(|e| polars_error(e, c.span))
 }
 
-fn max_h(c: &mut Call) -> Result<Val> {
+fn max_h(c: &mut Call) -> Result<Built> {
     horizontal(c, max_horizontal)
 }
-fn min_h(c: &mut Call) -> Result<Val> {
+fn min_h(c: &mut Call) -> Result<Built> {
     horizontal(c, min_horizontal)
 }
-fn any_h(c: &mut Call) -> Result<Val> {
+fn any_h(c: &mut Call) -> Result<Built> {
     horizontal(c, any_horizontal)
 }
-fn all_h(c: &mut Call) -> Result<Val> {
+fn all_h(c: &mut Call) -> Result<Built> {
     horizontal(c, all_horizontal)
 }
-fn sum_h(c: &mut Call) -> Result<Val> {
+fn sum_h(c: &mut Call) -> Result<Built> {
     let ignore = c.bool(0);
     horizontal(c, |e| sum_horizontal(e, ignore))
 }
-fn mean_h(c: &mut Call) -> Result<Val> {
+fn mean_h(c: &mut Call) -> Result<Built> {
     let ignore = c.bool(0);
     horizontal(c, |e| mean_horizontal(e, ignore))
 }
 
-fn format_fn(c: &mut Call) -> Result<Val> {
+fn format_fn(c: &mut Call) -> Result<Built> {
     let fmt = c.str(0).to_owned();
     let args = c.rest_exprs(StrAs::Column)?;
     format_str(&fmt, &args)
-        .map(Val::Expr)
+        .map(Built::Expr)
         .map_err(|e| polars_error(e, c.span))
 }
 
@@ -329,9 +338,9 @@ fn names_col(c: &mut Call) -> Option<Expr> {
     }
 }
 
-fn agg_of(c: &mut Call, f: fn(Expr) -> Expr) -> Result<Val> {
+fn agg_of(c: &mut Call, f: fn(Expr) -> Expr) -> Result<Built> {
     match names_col(c) {
-        Some(e) => Ok(Val::Expr(f(e))),
+        Some(e) => Ok(Built::Expr(f(e))),
         None => Err(ExprError::new(
             ErrorCode::BadArguments,
             format!("pl.{}() needs at least one column name", c.spec.name),
@@ -340,15 +349,15 @@ fn agg_of(c: &mut Call, f: fn(Expr) -> Expr) -> Result<Val> {
     }
 }
 
-fn first_fn(c: &mut Call) -> Result<Val> {
-    Ok(Val::Expr(match names_col(c) {
+fn first_fn(c: &mut Call) -> Result<Built> {
+    Ok(Built::Expr(match names_col(c) {
         Some(e) => e.first(),
         None => polars::prelude::first().as_expr(),
     }))
 }
 
-fn last_fn(c: &mut Call) -> Result<Val> {
-    Ok(Val::Expr(match names_col(c) {
+fn last_fn(c: &mut Call) -> Result<Built> {
+    Ok(Built::Expr(match names_col(c) {
         Some(e) => e.last(),
         None => polars::prelude::last().as_expr(),
     }))
@@ -358,18 +367,18 @@ fn ddof(c: &Call, i: usize) -> Result<u8> {
     c.count::<u8>(i)
 }
 
-fn std_fn(c: &mut Call) -> Result<Val> {
-    Ok(Val::Expr(col(c.str(0)).std(ddof(c, 1)?)))
+fn std_fn(c: &mut Call) -> Result<Built> {
+    Ok(Built::Expr(col(c.str(0)).std(ddof(c, 1)?)))
 }
 
-fn var_fn(c: &mut Call) -> Result<Val> {
-    Ok(Val::Expr(col(c.str(0)).var(ddof(c, 1)?)))
+fn var_fn(c: &mut Call) -> Result<Built> {
+    Ok(Built::Expr(col(c.str(0)).var(ddof(c, 1)?)))
 }
 
-fn quantile_fn(c: &mut Call) -> Result<Val> {
+fn quantile_fn(c: &mut Call) -> Result<Built> {
     let method = super::agg::quantile_method(c.str(2));
     let q = c.expr(1)?;
-    Ok(Val::Expr(col(c.str(0)).quantile(q, method)))
+    Ok(Built::Expr(col(c.str(0)).quantile(q, method)))
 }
 
 fn datetime_args(c: &mut Call) -> Result<DatetimeArgs> {
@@ -392,16 +401,16 @@ fn datetime_args(c: &mut Call) -> Result<DatetimeArgs> {
     Ok(args)
 }
 
-fn date_fn(c: &mut Call) -> Result<Val> {
+fn date_fn(c: &mut Call) -> Result<Built> {
     let args = datetime_args(c)?;
-    Ok(Val::Expr(
+    Ok(Built::Expr(
         polars::prelude::datetime(args)
             .strict_cast(DataType::Date)
             .alias("date"),
     ))
 }
 
-fn datetime_fn(c: &mut Call) -> Result<Val> {
+fn datetime_fn(c: &mut Call) -> Result<Built> {
     let mut args = datetime_args(c)?;
     args.time_unit = time_unit(c.str(7));
     if let Some(tz) = c.opt_str(8) {
@@ -409,7 +418,7 @@ fn datetime_fn(c: &mut Call) -> Result<Val> {
         args.time_zone = tz;
     }
     args.ambiguous = c.expr(9)?;
-    Ok(Val::Expr(strip_alias(
+    Ok(Built::Expr(strip_alias(
         polars::prelude::datetime(args),
         "datetime",
     )))
@@ -425,7 +434,7 @@ fn strip_alias(e: Expr, name: &str) -> Expr {
     }
 }
 
-fn duration_fn(c: &mut Call) -> Result<Val> {
+fn duration_fn(c: &mut Call) -> Result<Built> {
     let unit = match c.opt_str(8) {
         Some(u) => time_unit(u),
         None if !c.is_none(7) => TimeUnit::Nanoseconds,
@@ -450,5 +459,5 @@ fn duration_fn(c: &mut Call) -> Result<Val> {
             *slot = e;
         }
     }
-    Ok(Val::Expr(polars::prelude::duration(args)))
+    Ok(Built::Expr(polars::prelude::duration(args)))
 }

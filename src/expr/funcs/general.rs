@@ -12,7 +12,7 @@ use polars::chunked_array::cast::CastOptions;
 use super::super::args::Call;
 use super::super::error::Result;
 use super::super::registry::{Dflt, Kind, Spec, nullable, opt, req, spec};
-use super::super::val::{Arg, StrAs, Val, seq_literal, to_expr};
+use super::super::val::{Arg, Built, StrAs, Val, seq_literal};
 use super::super::value::Const;
 use super::common::list_scalar;
 
@@ -21,14 +21,14 @@ const ROUND_MODES: &[&str] = &["half_to_even", "half_away_from_zero"];
 const FILL_STRATEGIES: &[&str] = &["forward", "backward", "min", "max", "mean", "zero", "one"];
 const INTERPOLATION: &[&str] = &["linear", "nearest"];
 
-fn unary(c: &mut Call, f: fn(Expr) -> Expr) -> Result<Val> {
-    Ok(Val::Expr(f(c.recv())))
+fn unary(c: &mut Call, f: fn(Expr) -> Expr) -> Result<Built> {
+    Ok(Built::Expr(f(c.recv())))
 }
 
-fn binary(c: &mut Call, f: fn(Expr, Expr) -> Expr) -> Result<Val> {
+fn binary(c: &mut Call, f: fn(Expr, Expr) -> Expr) -> Result<Built> {
     let recv = c.recv();
     let other = c.expr(0)?;
-    Ok(Val::Expr(f(recv, other)))
+    Ok(Built::Expr(f(recv, other)))
 }
 
 /// Methods on expressions (with `agg::METHODS`).
@@ -38,7 +38,7 @@ pub(crate) static METHODS: &[Spec] = &[
         [req("name", Kind::Str)],
         |c| {
             let name = c.str(0).to_owned();
-            Ok(Val::Expr(c.recv().alias(name)))
+            Ok(Built::Expr(c.recv().alias(name)))
         },
         "rename the output"
     ),
@@ -65,7 +65,7 @@ pub(crate) static METHODS: &[Spec] = &[
     spec!(
         "log10",
         [],
-        |c| Ok(Val::Expr(c.recv().log(lit(10.0)))),
+        |c| Ok(Built::Expr(c.recv().log(lit(10.0)))),
         "base-10 logarithm"
     ),
     spec!(
@@ -106,7 +106,7 @@ pub(crate) static METHODS: &[Spec] = &[
         [req("digits", Kind::Int)],
         |c| {
             let d = i32::try_from(c.int(0)).map_err(|_| c.bad(0, "digits out of range"))?;
-            Ok(Val::Expr(c.recv().round_sig_figs(d)))
+            Ok(Built::Expr(c.recv().round_sig_figs(d)))
         },
         "round to significant figures"
     ),
@@ -204,7 +204,7 @@ pub(crate) static METHODS: &[Spec] = &[
         |c| {
             let recv = c.recv();
             let v = c.expr(0)?;
-            Ok(Val::Expr(recv.fill_nan(v)))
+            Ok(Built::Expr(recv.fill_nan(v)))
         },
         "replace NaN; `str` is a literal"
     ),
@@ -233,7 +233,7 @@ pub(crate) static METHODS: &[Spec] = &[
             } else {
                 InterpolationMethod::Linear
             };
-            Ok(Val::Expr(c.recv().interpolate(m)))
+            Ok(Built::Expr(c.recv().interpolate(m)))
         },
         "fill nulls by interpolation"
     ),
@@ -404,14 +404,14 @@ pub(crate) static METHODS: &[Spec] = &[
             let opts = SortOptions::default()
                 .with_order_descending(c.bool(0))
                 .with_nulls_last(c.bool(1));
-            Ok(Val::Expr(c.recv().sort(opts)))
+            Ok(Built::Expr(c.recv().sort(opts)))
         }, "sort the values"),
     spec!(
         "head",
         [opt("n", Kind::Int, Dflt::Int(10))],
         |c| {
             let n = c.int(0);
-            Ok(Val::Expr(c.recv().slice(lit(0_i64), lit(n))))
+            Ok(Built::Expr(c.recv().slice(lit(0_i64), lit(n))))
         },
         "first n values"
     ),
@@ -420,7 +420,7 @@ pub(crate) static METHODS: &[Spec] = &[
         [opt("n", Kind::Int, Dflt::Int(10))],
         |c| {
             let n = c.int(0);
-            Ok(Val::Expr(c.recv().slice(lit(n.saturating_neg()), lit(n))))
+            Ok(Built::Expr(c.recv().slice(lit(n.saturating_neg()), lit(n))))
         },
         "last n values"
     ),
@@ -436,13 +436,13 @@ pub(crate) static METHODS: &[Spec] = &[
                 .opt_int(1)
                 .map(lit)
                 .unwrap_or_else(|| lit(polars::prelude::NULL));
-            Ok(Val::Expr(c.recv().slice(lit(offset), len)))
+            Ok(Built::Expr(c.recv().slice(lit(offset), len)))
         },
         "a slice of the values"
     ),
 ];
 
-fn cast(c: &mut Call) -> Result<Val> {
+fn cast(c: &mut Call) -> Result<Built> {
     let options = if c.bool(2) {
         CastOptions::Overflowing
     } else if c.bool(1) {
@@ -451,24 +451,24 @@ fn cast(c: &mut Call) -> Result<Val> {
         CastOptions::NonStrict
     };
     let dtype = c.dtype(0);
-    Ok(Val::Expr(c.recv().cast_with_options(dtype, options)))
+    Ok(Built::Expr(c.recv().cast_with_options(dtype, options)))
 }
 
-fn round(c: &mut Call) -> Result<Val> {
+fn round(c: &mut Call) -> Result<Built> {
     let decimals = c.count::<u32>(0)?;
     let mode = if c.str(1) == "half_away_from_zero" {
         RoundMode::HalfAwayFromZero
     } else {
         RoundMode::HalfToEven
     };
-    Ok(Val::Expr(c.recv().round(decimals, mode)))
+    Ok(Built::Expr(c.recv().round(decimals, mode)))
 }
 
-fn clip(c: &mut Call) -> Result<Val> {
+fn clip(c: &mut Call) -> Result<Built> {
     let recv = c.recv();
     let lo = c.opt_expr(0)?;
     let hi = c.opt_expr(1)?;
-    Ok(Val::Expr(match (lo, hi) {
+    Ok(Built::Expr(match (lo, hi) {
         (Some(lo), Some(hi)) => recv.clip(lo, hi),
         (Some(lo), None) => recv.clip_min(lo),
         (None, Some(hi)) => recv.clip_max(hi),
@@ -476,7 +476,7 @@ fn clip(c: &mut Call) -> Result<Val> {
     }))
 }
 
-fn fill_strategy(c: &mut Call, strategy: &str, limit_at: usize) -> Result<Val> {
+fn fill_strategy(c: &mut Call, strategy: &str, limit_at: usize) -> Result<Built> {
     let limit = match c.opt_int(limit_at) {
         Some(_) => Some(c.count::<polars::prelude::IdxSize>(limit_at)?),
         None => None,
@@ -490,10 +490,10 @@ fn fill_strategy(c: &mut Call, strategy: &str, limit_at: usize) -> Result<Val> {
         "zero" => FillNullStrategy::Zero,
         _ => FillNullStrategy::One,
     };
-    Ok(Val::Expr(c.recv().fill_null_with_strategy(s)))
+    Ok(Built::Expr(c.recv().fill_null_with_strategy(s)))
 }
 
-fn fill_null(c: &mut Call) -> Result<Val> {
+fn fill_null(c: &mut Call) -> Result<Built> {
     let has_value = c.given(0) && !c.is_none(0);
     let strategy = c.opt_str(1).map(str::to_owned);
     match (has_value, strategy) {
@@ -505,7 +505,7 @@ fn fill_null(c: &mut Call) -> Result<Val> {
             }
             let recv = c.recv();
             let v = c.expr(0)?;
-            Ok(Val::Expr(recv.fill_null(v)))
+            Ok(Built::Expr(recv.fill_null(v)))
         }
         (false, Some(s)) => {
             if c.opt_int(2).is_some() && s != "forward" && s != "backward" {
@@ -517,17 +517,17 @@ fn fill_null(c: &mut Call) -> Result<Val> {
 }
 
 /// `is_in`: a Python list is one List-typed scalar; `str` is a column name.
-fn is_in(c: &mut Call) -> Result<Val> {
+fn is_in(c: &mut Call) -> Result<Built> {
     let other = if c.is_seq(0) {
         list_scalar(c.series(0)?)
     } else {
         c.expr(0)?
     };
     let nulls_equal = c.bool(1);
-    Ok(Val::Expr(c.recv().is_in(other, nulls_equal)))
+    Ok(Built::Expr(c.recv().is_in(other, nulls_equal)))
 }
 
-fn is_between(c: &mut Call) -> Result<Val> {
+fn is_between(c: &mut Call) -> Result<Built> {
     let closed = match c.str(2) {
         "left" => ClosedInterval::Left,
         "right" => ClosedInterval::Right,
@@ -537,13 +537,13 @@ fn is_between(c: &mut Call) -> Result<Val> {
     let recv = c.recv();
     let lo = c.expr(0)?;
     let hi = c.expr(1)?;
-    Ok(Val::Expr(recv.is_between(lo, hi, closed)))
+    Ok(Built::Expr(recv.is_between(lo, hi, closed)))
 }
 
 /// `replace(old, new)` / `replace({old: new})`, as py-polars builds them: a mapping becomes two
 /// list scalars; separate lists become Series literals for `replace` and list scalars for
 /// `replace_strict`; a `str` is a literal. `default=None` is a real (null) default.
-fn replace(c: &mut Call, strict: bool) -> Result<Val> {
+fn replace(c: &mut Call, strict: bool) -> Result<Built> {
     let (old, new) = match std::mem::replace(&mut c.args[0].val, Val::Const(Const::None)) {
         Val::Dict(pairs) => {
             if c.given(1) {
@@ -566,9 +566,10 @@ fn replace(c: &mut Call, strict: bool) -> Result<Val> {
                 return Err(c.bad(1, "'new' is required unless 'old' is a mapping"));
             }
             let span = c.span(0);
-            let old = side(Arg { val: old, span }, strict)?;
+            let old = side(c, Arg { val: old, span }, strict)?;
             let new_arg = std::mem::replace(&mut c.args[1].val, Val::Const(Const::None));
             let new = side(
+                c,
                 Arg {
                     val: new_arg,
                     span: c.span(1),
@@ -580,23 +581,23 @@ fn replace(c: &mut Call, strict: bool) -> Result<Val> {
     };
     let recv = c.recv();
     if !strict {
-        return Ok(Val::Expr(recv.replace(old, new)));
+        return Ok(Built::Expr(recv.replace(old, new)));
     }
     let default = if c.given(2) { Some(c.expr(2)?) } else { None };
     let dtype = (!c.is_none(3)).then(|| c.dtype(3));
-    Ok(Val::Expr(recv.replace_strict(old, new, default, dtype)))
+    Ok(Built::Expr(recv.replace_strict(old, new, default, dtype)))
 }
 
-fn side(arg: Arg, strict: bool) -> Result<Expr> {
+fn side(c: &mut Call, arg: Arg, strict: bool) -> Result<Expr> {
     if matches!(arg.val, Val::Seq(_)) {
         let s = seq_literal(&arg)?;
         return Ok(if strict { list_scalar(s) } else { lit(s) });
     }
-    to_expr(arg, StrAs::Literal)
+    c.to_expr(arg, StrAs::Literal)
 }
 
-fn fold_op(c: &mut Call, f: fn(Expr, Expr) -> Expr) -> Result<Val> {
+fn fold_op(c: &mut Call, f: fn(Expr, Expr) -> Expr) -> Result<Built> {
     let recv = c.recv();
     let others = c.rest_exprs(StrAs::Column)?;
-    Ok(Val::Expr(others.into_iter().fold(recv, f)))
+    Ok(Built::Expr(others.into_iter().fold(recv, f)))
 }

@@ -7,15 +7,15 @@ use polars::prelude::{Expr, ListNameSpace, SortOptions, element, lit};
 use super::super::args::Call;
 use super::super::error::Result;
 use super::super::registry::{Dflt, Kind, Spec, opt, req, spec};
-use super::super::val::Val;
+use super::super::val::{Built, Val};
 use super::super::value::Const;
 
 fn l(c: &mut Call) -> ListNameSpace {
     c.recv().list()
 }
 
-fn unary(c: &mut Call, f: fn(ListNameSpace) -> Expr) -> Result<Val> {
-    Ok(Val::Expr(f(l(c))))
+fn unary(c: &mut Call, f: fn(ListNameSpace) -> Expr) -> Result<Built> {
+    Ok(Built::Expr(f(l(c))))
 }
 
 /// `Expr.list.*` entries.
@@ -41,17 +41,17 @@ pub(crate) static LIST: &[Spec] = &[
     spec!("get", [req("index", Kind::Expr), opt("null_on_oob", Kind::Bool, Dflt::Bool(false))], @pos 1, |c| {
         let i = c.expr(0)?;
         let oob = c.bool(1);
-        Ok(Val::Expr(l(c).get(i, oob)))
+        Ok(Built::Expr(l(c).get(i, oob)))
     }, "element at an index (negative from the end); out of bounds is an error unless `null_on_oob`"),
     spec!("join", [req("separator", Kind::ExprLit), opt("ignore_nulls", Kind::Bool, Dflt::Bool(true))], @pos 1, |c| {
         let sep = c.expr(0)?;
         let ig = c.bool(1);
-        Ok(Val::Expr(l(c).join(sep, ig)))
+        Ok(Built::Expr(l(c).join(sep, ig)))
     }, "join string elements with a separator"),
     spec!("contains", [req("item", Kind::ExprLit), opt("nulls_equal", Kind::Bool, Dflt::Bool(true))], @pos 1, |c| {
         let item = c.expr(0)?;
         let ne = c.bool(1);
-        Ok(Val::Expr(l(c).contains(item, ne)))
+        Ok(Built::Expr(l(c).contains(item, ne)))
     }, "membership test per list"),
     spec!(
         "sum",
@@ -80,7 +80,7 @@ pub(crate) static LIST: &[Spec] = &[
     spec!("sort", [opt("descending", Kind::Bool, Dflt::Bool(false)), opt("nulls_last", Kind::Bool, Dflt::Bool(false))],
         @pos 0, |c| {
             let o = SortOptions::default().with_order_descending(c.bool(0)).with_nulls_last(c.bool(1));
-            Ok(Val::Expr(l(c).sort(o)))
+            Ok(Built::Expr(l(c).sort(o)))
         }, "sort each list"),
     spec!(
         "reverse",
@@ -91,7 +91,7 @@ pub(crate) static LIST: &[Spec] = &[
     spec!("unique", [opt("maintain_order", Kind::Bool, Dflt::Bool(false))], @pos 0, |c| {
         let stable = c.bool(0);
         let e = if stable { element().unique_stable() } else { element().unique() };
-        Ok(Val::Expr(l(c).eval(e)))
+        Ok(Built::Expr(l(c).eval(e)))
     }, "distinct elements of each list"),
     spec!(
         "n_unique",
@@ -108,7 +108,7 @@ pub(crate) static LIST: &[Spec] = &[
         |c| {
             let off = c.expr(0)?;
             let len = c.expr(1)?;
-            Ok(Val::Expr(l(c).slice(off, len)))
+            Ok(Built::Expr(l(c).slice(off, len)))
         },
         "a slice of each list"
     ),
@@ -117,7 +117,7 @@ pub(crate) static LIST: &[Spec] = &[
         [opt("n", Kind::Expr, Dflt::Int(5))],
         |c| {
             let n = c.expr(0)?;
-            Ok(Val::Expr(l(c).slice(lit(0_i64), n)))
+            Ok(Built::Expr(l(c).slice(lit(0_i64), n)))
         },
         "first n elements"
     ),
@@ -126,7 +126,7 @@ pub(crate) static LIST: &[Spec] = &[
         [opt("n", Kind::Expr, Dflt::Int(5))],
         |c| {
             let n = c.expr(0)?;
-            Ok(Val::Expr(l(c).tail(n)))
+            Ok(Built::Expr(l(c).tail(n)))
         },
         "last n elements"
     ),
@@ -141,11 +141,11 @@ pub(crate) static STRUCT: &[Spec] = &[spec!(
     "the named field(s); several names give several columns"
 )];
 
-fn struct_field(c: &mut Call) -> Result<Val> {
+fn struct_field(c: &mut Call) -> Result<Built> {
     let recv = c.recv();
     if c.rest.is_empty() {
         let name = c.str(0).to_owned();
-        return Ok(Val::Expr(recv.struct_().field_by_name(&name)));
+        return Ok(Built::Expr(recv.struct_().field_by_name(&name)));
     }
     let mut names = vec![c.str(0).to_owned()];
     for arg in &c.rest {
@@ -153,7 +153,7 @@ fn struct_field(c: &mut Call) -> Result<Val> {
             names.push(s.to_string());
         }
     }
-    Ok(Val::Expr(recv.struct_().field_by_names(names)))
+    Ok(Built::Expr(recv.struct_().field_by_names(names)))
 }
 
 /// `Expr.name.*` entries: rename the output column.
@@ -163,7 +163,7 @@ pub(crate) static NAME: &[Spec] = &[
         [req("suffix", Kind::Str)],
         |c| {
             let s = c.str(0).to_owned();
-            Ok(Val::Expr(c.recv().name().suffix(&s)))
+            Ok(Built::Expr(c.recv().name().suffix(&s)))
         },
         "append to the output name"
     ),
@@ -172,26 +172,26 @@ pub(crate) static NAME: &[Spec] = &[
         [req("prefix", Kind::Str)],
         |c| {
             let s = c.str(0).to_owned();
-            Ok(Val::Expr(c.recv().name().prefix(&s)))
+            Ok(Built::Expr(c.recv().name().prefix(&s)))
         },
         "prepend to the output name"
     ),
     spec!(
         "keep",
         [],
-        |c| Ok(Val::Expr(c.recv().name().keep())),
+        |c| Ok(Built::Expr(c.recv().name().keep())),
         "keep the input column's name"
     ),
     spec!(
         "to_lowercase",
         [],
-        |c| Ok(Val::Expr(c.recv().name().to_lowercase())),
+        |c| Ok(Built::Expr(c.recv().name().to_lowercase())),
         "lower-case the output name"
     ),
     spec!(
         "to_uppercase",
         [],
-        |c| Ok(Val::Expr(c.recv().name().to_uppercase())),
+        |c| Ok(Built::Expr(c.recv().name().to_uppercase())),
         "upper-case the output name"
     ),
 ];

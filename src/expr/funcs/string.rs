@@ -8,7 +8,7 @@ use polars::prelude::{DataType, Expr, NULL, StrptimeOptions, TimeUnit, lit, when
 use super::super::args::Call;
 use super::super::error::{ErrorCode, ExprError, Result};
 use super::super::registry::{Dflt, Kind, Spec, nullable, opt, req, spec};
-use super::super::val::{Arg, StrAs, Val, seq_literal, to_expr};
+use super::super::val::{Arg, Built, StrAs, Val, seq_literal};
 use super::super::value::Const;
 use super::common::{list_scalar, polars_error};
 
@@ -16,20 +16,20 @@ fn s(c: &mut Call) -> StringNameSpace {
     c.recv().str()
 }
 
-fn unary(c: &mut Call, f: fn(StringNameSpace) -> Expr) -> Result<Val> {
-    Ok(Val::Expr(f(s(c))))
+fn unary(c: &mut Call, f: fn(StringNameSpace) -> Expr) -> Result<Built> {
+    Ok(Built::Expr(f(s(c))))
 }
 
 /// `strip_chars`-style methods: `None` strips whitespace, a `str` is a set of characters.
-fn strip(c: &mut Call, f: fn(StringNameSpace, Expr) -> Expr) -> Result<Val> {
+fn strip(c: &mut Call, f: fn(StringNameSpace, Expr) -> Expr) -> Result<Built> {
     let chars = c.expr(0)?;
-    Ok(Val::Expr(f(s(c), chars)))
+    Ok(Built::Expr(f(s(c), chars)))
 }
 
 /// One-argument methods whose argument is an expression (literal or column per its kind).
-fn with_arg(c: &mut Call, f: fn(StringNameSpace, Expr) -> Expr) -> Result<Val> {
+fn with_arg(c: &mut Call, f: fn(StringNameSpace, Expr) -> Expr) -> Result<Built> {
     let a = c.expr(0)?;
-    Ok(Val::Expr(f(s(c), a)))
+    Ok(Built::Expr(f(s(c), a)))
 }
 
 /// `Expr.str.*` entries.
@@ -39,7 +39,7 @@ pub(crate) static STR: &[Spec] = &[
             let pat = c.expr(0)?;
             let (literal, strict) = (c.bool(1), c.bool(2));
             let ns = s(c);
-            Ok(Val::Expr(if literal { ns.contains_literal(pat) } else { ns.contains(pat, strict) }))
+            Ok(Built::Expr(if literal { ns.contains_literal(pat) } else { ns.contains(pat, strict) }))
         }, "regex match (Rust regex syntax) or `literal=True` substring"),
     spec!(
         "starts_with",
@@ -58,19 +58,19 @@ pub(crate) static STR: &[Spec] = &[
             let pat = c.expr(0)?;
             let (literal, strict) = (c.bool(1), c.bool(2));
             let ns = s(c);
-            Ok(Val::Expr(if literal { ns.find_literal(pat) } else { ns.find(pat, strict) }))
+            Ok(Built::Expr(if literal { ns.find_literal(pat) } else { ns.find(pat, strict) }))
         }, "byte offset of the first match (UInt32), null if none"),
     spec!("count_matches", [req("pattern", Kind::ExprLit), opt("literal", Kind::Bool, Dflt::Bool(false))],
         @pos 1, |c| {
             let pat = c.expr(0)?;
             let literal = c.bool(1);
-            Ok(Val::Expr(s(c).count_matches(pat, literal)))
+            Ok(Built::Expr(s(c).count_matches(pat, literal)))
         }, "number of non-overlapping matches (UInt32)"),
     spec!("contains_any", [req("patterns", Kind::Collection),
         opt("ascii_case_insensitive", Kind::Bool, Dflt::Bool(false))], @pos 1, |c| {
             let pats = if c.is_seq(0) { list_scalar(c.series(0)?) } else { c.expr(0)? };
             let ci = c.bool(1);
-            Ok(Val::Expr(s(c).contains_any(pats, ci)))
+            Ok(Built::Expr(s(c).contains_any(pats, ci)))
         }, "any of several literal substrings (Aho-Corasick)"),
     spec!(
         "to_uppercase",
@@ -87,7 +87,7 @@ pub(crate) static STR: &[Spec] = &[
     spec!(
         "to_titlecase",
         [],
-        |c| Ok(Val::Expr(super::titlecase::titlecase(c.recv()))),
+        |c| Ok(Built::Expr(super::titlecase::titlecase(c.recv()))),
         "upper-case the first letter of each word, lower-case the rest"
     ),
     spec!(
@@ -141,7 +141,7 @@ pub(crate) static STR: &[Spec] = &[
         |c| {
             let off = c.expr(0)?;
             let len = c.expr(1)?;
-            Ok(Val::Expr(s(c).slice(off, len)))
+            Ok(Built::Expr(s(c).slice(off, len)))
         },
         "characters from offset (negative counts from the end)"
     ),
@@ -230,7 +230,7 @@ pub(crate) static STR: &[Spec] = &[
         |c| {
             let pat = c.expr(0)?;
             let group = c.count::<usize>(1)?;
-            Ok(Val::Expr(s(c).extract(pat, group)))
+            Ok(Built::Expr(s(c).extract(pat, group)))
         },
         "a capture group of the first match, null if none"
     ),
@@ -245,19 +245,19 @@ pub(crate) static STR: &[Spec] = &[
             let base = c.expr(0)?;
             let dtype = (!c.is_none(1)).then(|| c.dtype(1));
             let strict = c.bool(2);
-            Ok(Val::Expr(s(c).to_integer(base, dtype, strict)))
+            Ok(Built::Expr(s(c).to_integer(base, dtype, strict)))
         }, "parse integers in a base (Int64 unless `dtype`)"),
     spec!("join", [opt("delimiter", Kind::Str, Dflt::Str("")), opt("ignore_nulls", Kind::Bool, Dflt::Bool(true))],
         @pos 1, |c| {
             let d = c.str(0).to_owned();
             let ig = c.bool(1);
-            Ok(Val::Expr(s(c).join(&d, ig)))
+            Ok(Built::Expr(s(c).join(&d, ig)))
         }, "concatenate all values into one string"),
     spec!("to_date", [opt("format", Kind::Str, Dflt::None), opt("strict", Kind::Bool, Dflt::Bool(true)),
         opt("exact", Kind::Bool, Dflt::Bool(true)), opt("cache", Kind::Bool, Dflt::Bool(true))], @pos 1,
         |c| {
             let o = options(c, 0, 1, 2, 3);
-            Ok(Val::Expr(s(c).to_date(o)))
+            Ok(Built::Expr(s(c).to_date(o)))
         }, "parse dates (chrono format; inferred when omitted)"),
     spec!("to_datetime", [opt("format", Kind::Str, Dflt::None),
         nullable("time_unit", Kind::Choice(super::common::TIME_UNITS), Dflt::None),
@@ -269,7 +269,7 @@ pub(crate) static STR: &[Spec] = &[
         opt("cache", Kind::Bool, Dflt::Bool(true))], @pos 1, |c| {
             let mut o = options(c, 0, 1, usize::MAX, 2);
             o.exact = true;
-            Ok(Val::Expr(s(c).to_time(o)))
+            Ok(Built::Expr(s(c).to_time(o)))
         }, "parse times of day"),
     spec!("strptime", [req("dtype", Kind::DType), opt("format", Kind::Str, Dflt::None),
         opt("strict", Kind::Bool, Dflt::Bool(true)), opt("exact", Kind::Bool, Dflt::Bool(true)),
@@ -291,7 +291,7 @@ fn plain_pattern(pat: &str) -> bool {
     !pat.chars().any(|ch| ch.is_ascii_punctuation())
 }
 
-fn replace(c: &mut Call, all: bool) -> Result<Val> {
+fn replace(c: &mut Call, all: bool) -> Result<Built> {
     let literal = c.bool(2);
     let n = if all { -1 } else { c.int(3) };
     // py-polars 2 expands `$` groups in the value even when the pattern has no metacharacters;
@@ -312,13 +312,13 @@ fn replace(c: &mut Call, all: bool) -> Result<Val> {
         c.expr(0)?
     };
     let value = c.expr(1)?;
-    Ok(Val::Expr(s(c).replace_n(pat, value, literal, n)))
+    Ok(Built::Expr(s(c).replace_n(pat, value, literal, n)))
 }
 
 /// `str.replace_many(patterns, replace_with)` or `str.replace_many({pattern: replacement})`,
 /// as py-polars parses them: lists become list scalars, a `str` pattern is a column name and a
 /// `str` replacement a literal; an empty mapping changes nothing.
-fn replace_many(c: &mut Call) -> Result<Val> {
+fn replace_many(c: &mut Call) -> Result<Built> {
     let (case, leftmost) = (c.bool(2), c.bool(3));
     let (patterns, with) = match std::mem::replace(&mut c.args[0].val, Val::Const(Const::None)) {
         Val::Dict(pairs) => {
@@ -326,7 +326,7 @@ fn replace_many(c: &mut Call) -> Result<Val> {
                 return Err(c.bad(1, "'replace_with' cannot be given with a mapping"));
             }
             if pairs.is_empty() {
-                return Ok(Val::Expr(c.recv()));
+                return Ok(Built::Expr(c.recv()));
             }
             let span = c.span(0);
             let (keys, values): (Vec<Arg>, Vec<Arg>) = pairs.into_iter().unzip();
@@ -348,6 +348,7 @@ fn replace_many(c: &mut Call) -> Result<Val> {
             }
             let with = std::mem::replace(&mut c.args[1].val, Val::Const(Const::None));
             let patterns = many_side(
+                c,
                 Arg {
                     val: patterns,
                     span: c.span(0),
@@ -357,6 +358,7 @@ fn replace_many(c: &mut Call) -> Result<Val> {
             (
                 patterns,
                 many_side(
+                    c,
                     Arg {
                         val: with,
                         span: c.span(1),
@@ -366,42 +368,44 @@ fn replace_many(c: &mut Call) -> Result<Val> {
             )
         }
     };
-    Ok(Val::Expr(s(c).replace_many(patterns, with, case, leftmost)))
+    Ok(Built::Expr(
+        s(c).replace_many(patterns, with, case, leftmost),
+    ))
 }
 
 /// `str.split_exact(by, n)`: `n` is bounded like a width, so a struct cannot be made huge.
-fn split_exact(c: &mut Call) -> Result<Val> {
+fn split_exact(c: &mut Call) -> Result<Built> {
     let n = c.width(1)?;
     let inclusive = c.bool(2);
     let by = c.expr(0)?;
     let s = s(c);
-    Ok(Val::Expr(if inclusive {
+    Ok(Built::Expr(if inclusive {
         s.split_exact_inclusive(by, n)
     } else {
         s.split_exact(by, n)
     }))
 }
 
-fn splitn(c: &mut Call) -> Result<Val> {
+fn splitn(c: &mut Call) -> Result<Built> {
     let n = c.width(1)?;
     let by = c.expr(0)?;
-    Ok(Val::Expr(s(c).splitn(by, n)))
+    Ok(Built::Expr(s(c).splitn(by, n)))
 }
 
-fn extract_groups(c: &mut Call) -> Result<Val> {
+fn extract_groups(c: &mut Call) -> Result<Built> {
     let pattern = c.str(0).to_owned();
     let span = c.span(0);
     s(c).extract_groups(&pattern)
-        .map(Val::Expr)
+        .map(Built::Expr)
         .map_err(|e| polars_error(e, span))
 }
 
 /// One side of `replace_many`: a list literal is a list scalar, anything else an expression.
-fn many_side(arg: Arg, str_as: StrAs) -> Result<Expr> {
+fn many_side(c: &mut Call, arg: Arg, str_as: StrAs) -> Result<Expr> {
     if matches!(arg.val, Val::Seq(_)) {
         return seq_literal(&arg).map(list_scalar);
     }
-    to_expr(arg, str_as)
+    c.to_expr(arg, str_as)
 }
 
 fn fill_char(c: &Call, i: usize) -> Result<char> {
@@ -421,11 +425,11 @@ fn width(c: &mut Call, i: usize) -> Result<Expr> {
     c.expr(i)
 }
 
-fn pad(c: &mut Call, start: bool) -> Result<Val> {
+fn pad(c: &mut Call, start: bool) -> Result<Built> {
     let ch = fill_char(c, 1)?;
     let len = width(c, 0)?;
     let ns = s(c);
-    Ok(Val::Expr(if start {
+    Ok(Built::Expr(if start {
         ns.pad_start(len, ch)
     } else {
         ns.pad_end(len, ch)
@@ -433,7 +437,7 @@ fn pad(c: &mut Call, start: bool) -> Result<Val> {
 }
 
 /// `zfill` as py-polars 2 computes it: lengths in characters, zeros after a leading `+`/`-`.
-fn zfill(c: &mut Call) -> Result<Val> {
+fn zfill(c: &mut Call) -> Result<Built> {
     let len = width(c, 0)?;
     let x = c.recv();
     let signed = x
@@ -453,14 +457,14 @@ fn zfill(c: &mut Call) -> Result<Val> {
         .when(signed)
         .then(padded_signed)
         .otherwise(x.str().pad_start(len, '0'));
-    Ok(Val::Expr(expr))
+    Ok(Built::Expr(expr))
 }
 
-fn split(c: &mut Call) -> Result<Val> {
+fn split(c: &mut Call) -> Result<Built> {
     let by = c.expr(0)?;
     let (inclusive, literal, strict) = (c.bool(1), c.bool(2), c.bool(3));
     let ns = s(c);
-    Ok(Val::Expr(match (literal, inclusive) {
+    Ok(Built::Expr(match (literal, inclusive) {
         (true, false) => ns.split(by),
         (true, true) => ns.split_inclusive(by),
         (false, false) => ns.split_regex(by, strict),
@@ -468,7 +472,7 @@ fn split(c: &mut Call) -> Result<Val> {
     }))
 }
 
-fn to_datetime(c: &mut Call) -> Result<Val> {
+fn to_datetime(c: &mut Call) -> Result<Built> {
     let unit = c.opt_str(1).map(super::common::time_unit);
     let tz = match c.opt_str(2) {
         Some(tz) => polars::prelude::TimeZone::opt_try_new(Some(tz))
@@ -477,22 +481,22 @@ fn to_datetime(c: &mut Call) -> Result<Val> {
     };
     let o = options(c, 0, 3, 4, 5);
     let ambiguous = c.expr(6)?;
-    Ok(Val::Expr(s(c).to_datetime(unit, tz, o, ambiguous)))
+    Ok(Built::Expr(s(c).to_datetime(unit, tz, o, ambiguous)))
 }
 
-fn strptime(c: &mut Call) -> Result<Val> {
+fn strptime(c: &mut Call) -> Result<Built> {
     let dtype = c.dtype(0);
     let o = options(c, 1, 2, 3, 4);
     let ambiguous = c.expr(5)?;
     let ns = s(c);
     match dtype {
-        DataType::Date => Ok(Val::Expr(ns.to_date(o))),
-        DataType::Time => Ok(Val::Expr(ns.to_time(o))),
+        DataType::Date => Ok(Built::Expr(ns.to_date(o))),
+        DataType::Time => Ok(Built::Expr(ns.to_time(o))),
         DataType::Datetime(unit, tz) => {
             // A bare `pl.Datetime` lets the format pick the unit; we cannot tell the class from a
             // default instance here, so microseconds it is unless the format says otherwise.
             let unit = infer_unit(o.format.as_deref()).unwrap_or(unit);
-            Ok(Val::Expr(ns.to_datetime(Some(unit), tz, o, ambiguous)))
+            Ok(Built::Expr(ns.to_datetime(Some(unit), tz, o, ambiguous)))
         }
         other => Err(ExprError::new(
             ErrorCode::BadArguments,

@@ -7,7 +7,7 @@ use polars::prelude::{DataType, Expr, NonExistent, Scalar, TimeUnit, TimeZone, l
 use super::super::args::Call;
 use super::super::error::Result;
 use super::super::registry::{Dflt, Kind, Spec, nullable, opt, req, spec};
-use super::super::val::Val;
+use super::super::val::Built;
 use super::common::{TIME_UNITS, time_unit};
 
 const EPOCH_UNITS: &[&str] = &["ns", "us", "ms", "s", "d"];
@@ -16,19 +16,19 @@ fn dt(c: &mut Call) -> DateLikeNameSpace {
     c.recv().dt()
 }
 
-fn part(c: &mut Call, f: fn(DateLikeNameSpace) -> Expr) -> Result<Val> {
-    Ok(Val::Expr(f(dt(c))))
+fn part(c: &mut Call, f: fn(DateLikeNameSpace) -> Expr) -> Result<Built> {
+    Ok(Built::Expr(f(dt(c))))
 }
 
-fn total(c: &mut Call, f: fn(DateLikeNameSpace, bool) -> Expr) -> Result<Val> {
+fn total(c: &mut Call, f: fn(DateLikeNameSpace, bool) -> Expr) -> Result<Built> {
     let fractional = c.bool(0);
-    Ok(Val::Expr(f(dt(c), fractional)))
+    Ok(Built::Expr(f(dt(c), fractional)))
 }
 
 /// `every`/`by` arguments: a `str` is a duration string literal (`"1d"`, `"1mo2d"`).
-fn every(c: &mut Call, f: fn(DateLikeNameSpace, Expr) -> Expr) -> Result<Val> {
+fn every(c: &mut Call, f: fn(DateLikeNameSpace, Expr) -> Expr) -> Result<Built> {
     let e = c.expr(0)?;
-    Ok(Val::Expr(f(dt(c), e)))
+    Ok(Built::Expr(f(dt(c), e)))
 }
 
 /// `Expr.dt.*` entries.
@@ -109,7 +109,7 @@ pub(crate) static DT: &[Spec] = &[
         let fractional = c.bool(0);
         let x = c.recv();
         let sec = x.clone().dt().second();
-        Ok(Val::Expr(if fractional {
+        Ok(Built::Expr(if fractional {
             sec + x.dt().nanosecond().true_div(lit(1_000_000_000.0))
         } else {
             sec
@@ -147,7 +147,7 @@ pub(crate) static DT: &[Spec] = &[
         };
         let amb = c.expr(1)?;
         let ne = if c.str(2) == "null" { NonExistent::Null } else { NonExistent::Raise };
-        Ok(Val::Expr(dt(c).replace_time_zone(tz, amb, ne)))
+        Ok(Built::Expr(dt(c).replace_time_zone(tz, amb, ne)))
     }, "set or remove (`None`) the time zone, keeping wall-clock time"),
     spec!(
         "convert_time_zone",
@@ -156,7 +156,7 @@ pub(crate) static DT: &[Spec] = &[
             let tz = TimeZone::opt_try_new(Some(c.str(0)))
                 .map_err(|e| super::common::polars_error(e, c.span(0)))?
                 .unwrap_or(TimeZone::UTC);
-            Ok(Val::Expr(dt(c).convert_time_zone(tz)))
+            Ok(Built::Expr(dt(c).convert_time_zone(tz)))
         },
         "convert to another time zone, keeping the instant"
     ),
@@ -213,7 +213,7 @@ pub(crate) static DT: &[Spec] = &[
         [req("format", Kind::Str)],
         |c| {
             let f = c.str(0).to_owned();
-            Ok(Val::Expr(dt(c).to_string(&f)))
+            Ok(Built::Expr(dt(c).to_string(&f)))
         },
         "format with chrono directives (`%Y-%m-%d`)"
     ),
@@ -222,7 +222,7 @@ pub(crate) static DT: &[Spec] = &[
         [opt("format", Kind::Str, Dflt::Str("iso"))],
         |c| {
             let f = c.str(0).to_owned();
-            Ok(Val::Expr(dt(c).to_string(&f)))
+            Ok(Built::Expr(dt(c).to_string(&f)))
         },
         "format; \"iso\" by default"
     ),
@@ -231,7 +231,7 @@ pub(crate) static DT: &[Spec] = &[
         [opt("time_unit", Kind::Choice(TIME_UNITS), Dflt::Str("us"))],
         |c| {
             let tu = time_unit(c.str(0));
-            Ok(Val::Expr(dt(c).timestamp(tu)))
+            Ok(Built::Expr(dt(c).timestamp(tu)))
         },
         "time since the epoch in a unit (Int64)"
     ),
@@ -246,7 +246,7 @@ pub(crate) static DT: &[Spec] = &[
         [req("time_unit", Kind::Choice(TIME_UNITS))],
         |c| {
             let tu = time_unit(c.str(0));
-            Ok(Val::Expr(dt(c).cast_time_unit(tu)))
+            Ok(Built::Expr(dt(c).cast_time_unit(tu)))
         },
         "convert a Datetime/Duration to another unit"
     ),
@@ -267,10 +267,10 @@ pub(crate) static DT: &[Spec] = &[
 ];
 
 /// `dt.epoch` dispatches in py-polars itself: "s" floors milliseconds, "d" casts via Date.
-fn epoch(c: &mut Call) -> Result<Val> {
+fn epoch(c: &mut Call) -> Result<Built> {
     let unit = c.str(0).to_owned();
     let x = c.recv();
-    Ok(Val::Expr(match unit.as_str() {
+    Ok(Built::Expr(match unit.as_str() {
         "s" => x
             .dt()
             .timestamp(TimeUnit::Milliseconds)
