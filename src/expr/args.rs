@@ -424,7 +424,7 @@ impl Call<'_> {
     }
 
     /// A value as an expression (`parse_into_expression`), consuming it.
-    pub(crate) fn to_expr(&mut self, arg: Arg, str_as: StrAs) -> Result<Expr> {
+    pub(crate) fn expr_of(&mut self, arg: Arg, str_as: StrAs) -> Result<Expr> {
         to_expr(arg, str_as, self.x)
     }
 

@@ -354,10 +354,10 @@ fn over(c: &mut Call) -> Result<Built> {
         ) {
             Val::Seq(items) => {
                 for item in items {
-                    v.push(c.to_expr(item, StrAs::Column)?);
+                    v.push(c.expr_of(item, StrAs::Column)?);
                 }
             }
-            other => v.push(c.to_expr(
+            other => v.push(c.expr_of(
                 super::super::val::Arg {
                     val: other,
                     span: c.span(1),

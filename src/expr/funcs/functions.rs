@@ -206,10 +206,11 @@ fn lit_fn(c: &mut Call) -> Result<Built> {
 
 fn predicates(c: &mut Call) -> Result<Expr> {
     // The usual single condition, without collecting it first.
-    if c.rest.len() == 1 && !matches!(c.rest[0].val, Val::Seq(_)) {
-        if let Some(arg) = c.rest.pop() {
-            return c.to_expr(arg, StrAs::Column);
-        }
+    if c.rest.len() == 1
+        && !matches!(c.rest[0].val, Val::Seq(_))
+        && let Some(arg) = c.rest.pop()
+    {
+        return c.expr_of(arg, StrAs::Column);
     }
     let mut preds = c.rest_exprs(StrAs::Column)?;
     match preds.len() {

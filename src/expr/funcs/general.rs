@@ -593,7 +593,7 @@ fn side(c: &mut Call, arg: Arg, strict: bool) -> Result<Expr> {
         let s = seq_literal(&arg)?;
         return Ok(if strict { list_scalar(s) } else { lit(s) });
     }
-    c.to_expr(arg, StrAs::Literal)
+    c.expr_of(arg, StrAs::Literal)
 }
 
 fn fold_op(c: &mut Call, f: fn(Expr, Expr) -> Expr) -> Result<Built> {

@@ -405,7 +405,7 @@ fn many_side(c: &mut Call, arg: Arg, str_as: StrAs) -> Result<Expr> {
     if matches!(arg.val, Val::Seq(_)) {
         return seq_literal(&arg).map(list_scalar);
     }
-    c.to_expr(arg, str_as)
+    c.expr_of(arg, str_as)
 }
 
 fn fill_char(c: &Call, i: usize) -> Result<char> {
