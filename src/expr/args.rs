@@ -30,7 +30,7 @@ pub(crate) struct Bound {
     pub rest: smallvec::SmallVec<[Arg; 1]>,
     pub span: Span,
     /// The when-chain a `.when/.then/.otherwise` call continues.
-    pub chain: Option<Box<WhenChain>>,
+    pub chain: Option<WhenChain>,
 }
 
 fn bad(msg: String, span: Span) -> ExprError {
@@ -421,6 +421,37 @@ impl Call<'_> {
             Some(id) => self.x.take(id),
             None => polars::prelude::lit(polars::prelude::NULL),
         }
+    }
+
+    /// A value as a stored expression: an expression argument keeps its id (nothing moves).
+    pub(crate) fn expr_id_of(&mut self, arg: Arg, str_as: StrAs) -> Result<ExprId> {
+        match arg.val {
+            Val::Expr(id) => Ok(id),
+            _ => {
+                let e = to_expr(arg, str_as, self.x)?;
+                Ok(self.x.put(e))
+            }
+        }
+    }
+
+    /// Parameter `i` as a stored expression (see [`Call::expr_id_of`]).
+    pub(crate) fn expr_id(&mut self, i: usize) -> Result<ExprId> {
+        let str_as = match self.spec.params.get(i).map_or(Kind::Expr, |p| p.kind) {
+            Kind::ExprLit => StrAs::Literal,
+            _ => StrAs::Column,
+        };
+        let arg = self.bound.take(i);
+        self.expr_id_of(arg, str_as)
+    }
+
+    /// Stores a new expression.
+    pub(crate) fn put_expr(&mut self, e: Expr) -> ExprId {
+        self.x.put(e)
+    }
+
+    /// Finishes a when-chain with `otherwise`.
+    pub(crate) fn finish_when(&mut self, chain: WhenChain, otherwise: Expr) -> Expr {
+        chain.finish(otherwise, self.x)
     }
 
     /// A value as an expression (`parse_into_expression`), consuming it.

@@ -93,7 +93,7 @@ pub fn check(src: &str) -> Result<CheckedExpr, ExprError> {
     let top = result?;
     let expr = match top.val {
         Val::Expr(id) => walker.take(id),
-        Val::When(w) if w.pending.is_none() => w.finish(lit(NULL)),
+        Val::When(w) if w.pending.is_none() => w.finish(lit(NULL), walker.exprs()),
         other => {
             return Err(ExprError::new(
                 ErrorCode::TypeMismatch,

@@ -17,28 +17,30 @@ pub(crate) struct Arg {
     pub span: Span,
 }
 
-/// A `pl.when(...)` chain under construction.
-#[derive(Debug, Clone)]
+/// A `pl.when(...)` chain under construction; its expressions stay in the walk's [`Exprs`]
+/// until the chain is finished.
+#[derive(Debug, Default)]
 pub(crate) struct WhenChain {
-    /// Completed `when(cond).then(value)` pairs, in order (the usual one inline).
-    pub branches: smallvec::SmallVec<[(Expr, Expr); 1]>,
+    /// Completed `when(cond).then(value)` pairs, in order (the usual few inline).
+    pub branches: smallvec::SmallVec<[(ExprId, ExprId); 2]>,
     /// A `when(cond)` still waiting for its `.then(...)`.
-    pub pending: Option<Expr>,
+    pub pending: Option<ExprId>,
 }
 
 impl WhenChain {
     /// The chain as an expression: `otherwise(None)` unless given, like py-polars' `Then`.
-    pub(crate) fn finish(self, otherwise: Expr) -> Expr {
+    pub(crate) fn finish(self, otherwise: Expr, x: &mut Exprs) -> Expr {
         let mut branches = self.branches.into_iter();
         let Some((c0, v0)) = branches.next() else {
             return otherwise;
         };
+        let (c0, v0) = (x.take(c0), x.take(v0));
         let mut chained = match branches.next() {
             None => return pl_when(c0).then(v0).otherwise(otherwise),
-            Some((c1, v1)) => pl_when(c0).then(v0).when(c1).then(v1),
+            Some((c1, v1)) => pl_when(c0).then(v0).when(x.take(c1)).then(x.take(v1)),
         };
         for (c, v) in branches {
-            chained = chained.when(c).then(v);
+            chained = chained.when(x.take(c)).then(x.take(v));
         }
         chained.otherwise(otherwise)
     }
@@ -66,9 +68,9 @@ pub(crate) enum Val {
     /// `<expr>.str`, `<expr>.dt`, `<expr>.list`.
     Namespace(ExprId, Table),
     /// `pl.when(...)...`; `pending` set means it still needs `.then(...)`.
-    When(Box<WhenChain>),
+    When(WhenChain),
     /// `<when-chain>.when` / `.then` / `.otherwise` not yet called.
-    WhenMethod(Box<WhenChain>, WhenStep),
+    WhenMethod(WhenChain, WhenStep),
 }
 
 /// What a builder makes: a new Polars expression (the walk stores it in its [`Exprs`]) or
@@ -178,7 +180,7 @@ pub(crate) fn to_expr(arg: Arg, str_as: StrAs, x: &mut Exprs) -> Result<Expr> {
             Ok(polars::prelude::col(s.as_ref()))
         }
         Val::Const(c) => Ok(const_lit(&c)),
-        Val::When(w) if w.pending.is_none() => Ok(w.finish(lit(NULL))),
+        Val::When(w) if w.pending.is_none() => Ok(w.finish(lit(NULL), x)),
         _ => Err(not_expr(&arg, "an expression")),
     }
 }

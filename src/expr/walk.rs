@@ -149,6 +149,11 @@ impl Walker {
         }
     }
 
+    /// The walk's expressions (to finish a when-chain result).
+    pub(crate) fn exprs(&mut self) -> &mut Exprs {
+        &mut self.exprs
+    }
+
     /// Moves a built expression out (the walk's result).
     pub(crate) fn take(&mut self, id: ExprId) -> polars::prelude::Expr {
         self.exprs.take(id)
@@ -522,7 +527,7 @@ fn resolve(recv: Arg, name: &str, span: Span, callee: bool, x: &mut Exprs) -> Re
                     nspan,
                 ));
             }
-            let expr = chain.finish(polars::prelude::lit(polars::prelude::NULL));
+            let expr = chain.finish(polars::prelude::lit(polars::prelude::NULL), x);
             expr_attribute(x.put(expr), name, nspan)
         }
         Val::Expr(expr) => expr_attribute(expr, name, nspan),

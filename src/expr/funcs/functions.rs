@@ -12,6 +12,7 @@ use polars::prelude::{
 
 use super::super::args::Call;
 use super::super::error::{ErrorCode, ExprError, Result};
+use super::super::exprs::ExprId;
 use super::super::registry::{Dflt, Kind, Spec, nullable, opt, req, spec};
 use super::super::val::{Built, StrAs, Val, WhenChain, const_lit};
 use super::super::value::Const;
@@ -204,47 +205,42 @@ fn lit_fn(c: &mut Call) -> Result<Built> {
     }))
 }
 
-fn predicates(c: &mut Call) -> Result<Expr> {
+/// The condition of a `when`: one predicate as it is, several combined with `&`.
+fn predicates(c: &mut Call) -> Result<ExprId> {
     // The usual single condition, without collecting it first.
     if c.rest.len() == 1
         && !matches!(c.rest[0].val, Val::Seq(_))
         && let Some(arg) = c.rest.pop()
     {
-        return c.expr_of(arg, StrAs::Column);
+        return c.expr_id_of(arg, StrAs::Column);
     }
     let mut preds = c.rest_exprs(StrAs::Column)?;
-    match preds.len() {
-        0 => Err(ExprError::new(
-            ErrorCode::BadArguments,
-            "when() needs at least one predicate",
-            c.span,
-        )),
-        1 => Ok(preds.remove(0)),
-        _ => all_horizontal(preds).map_err(|e| polars_error(e, c.span)),
-    }
+    let cond = match preds.len() {
+        0 => {
+            return Err(ExprError::new(
+                ErrorCode::BadArguments,
+                "when() needs at least one predicate",
+                c.span,
+            ));
+        }
+        1 => preds.remove(0),
+        _ => all_horizontal(preds).map_err(|e| polars_error(e, c.span))?,
+    };
+    Ok(c.put_expr(cond))
 }
 
 fn when_fn(c: &mut Call) -> Result<Built> {
     let cond = predicates(c)?;
-    Ok(Val::When(Box::new(WhenChain {
+    Ok(Val::When(WhenChain {
         branches: smallvec::SmallVec::new(),
         pending: Some(cond),
-    }))
+    })
     .into())
 }
 
-fn chain(c: &mut Call) -> Box<WhenChain> {
-    c.chain.take().unwrap_or_else(|| {
-        Box::new(WhenChain {
-            branches: smallvec::SmallVec::new(),
-            pending: None,
-        })
-    })
-}
-
 fn then_fn(c: &mut Call) -> Result<Built> {
-    let value = c.expr(0)?;
-    let mut ch = chain(c);
+    let value = c.expr_id(0)?;
+    let mut ch = c.chain.take().unwrap_or_default();
     if let Some(cond) = ch.pending.take() {
         ch.branches.push((cond, value));
     }
@@ -253,14 +249,15 @@ fn then_fn(c: &mut Call) -> Result<Built> {
 
 fn chained_when_fn(c: &mut Call) -> Result<Built> {
     let cond = predicates(c)?;
-    let mut ch = chain(c);
+    let mut ch = c.chain.take().unwrap_or_default();
     ch.pending = Some(cond);
     Ok(Val::When(ch).into())
 }
 
 fn otherwise_fn(c: &mut Call) -> Result<Built> {
     let value = c.expr(0)?;
-    Ok(Built::Expr(chain(c).finish(value)))
+    let ch = c.chain.take().unwrap_or_default();
+    Ok(Built::Expr(c.finish_when(ch, value)))
 }
 
 fn len_fn(_c: &mut Call) -> Result<Built> {
