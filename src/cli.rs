@@ -335,7 +335,7 @@ fn check_sql(dialect: crate::sql::Dialect, sql: Option<String>, jsonl: bool) -> 
     }
     match crate::sql::guard(&sql.unwrap_or_default(), dialect) {
         Ok(q) => {
-            println!("ok: {}", q.normalized());
+            println!("ok: {}", q.sql());
             Ok(0)
         }
         Err(e) => {

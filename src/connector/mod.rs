@@ -5,6 +5,7 @@
 //! parser-level guard that produced the [`ReadOnlyQuery`]. Credentials stay in [`Secret`]s;
 //! nothing here logs, prints or returns a connection URL or a driver's raw error text.
 
+mod catalog;
 mod decode;
 mod frame;
 pub mod inspect;
@@ -150,6 +151,10 @@ pub enum ConnectorError {
     /// A value could not be decoded.
     #[error("cannot decode a value: {0}")]
     Decode(String),
+    /// The server's catalog says the query calls or reads something the guard refuses (a
+    /// volatile function, a relation that exposes files or secrets); nothing ran.
+    #[error("{0}")]
+    Refused(crate::sql::SqlError),
 }
 
 impl ConnectorError {
@@ -163,6 +168,7 @@ impl ConnectorError {
             ConnectorError::ResultTooLarge(_) => "result_too_large",
             ConnectorError::UnsupportedType { .. } => "unsupported_type",
             ConnectorError::Decode(_) => "decode_error",
+            ConnectorError::Refused(e) => e.code.as_str(),
         }
     }
 }
@@ -238,28 +244,34 @@ pub async fn query(
             "the query was checked for another dialect".into(),
         ));
     }
+    let names = catalog::Names::of(query);
     match target.dialect {
         // COPY cannot wrap EXPLAIN; everything else takes the binary COPY path.
-        Dialect::Postgres if !query.is_explain() => {
-            postgres::run_copy(target, query.sql(), options).await
+        Dialect::Postgres => {
+            postgres::session(target, query.sql(), names, options, !query.is_explain()).await
         }
-        _ => run_sql(target, query.sql(), options).await,
+        Dialect::Mysql => mysql::run(target, query.sql(), names, options).await,
+        Dialect::Sqlite => sqlite::run(target, query.sql(), options).await,
     }
 }
 
-/// The session layer alone: no guard. Only [`query`] (and the test that proves the database
-/// layer refuses writes by itself) may call it.
+/// The session layer alone: no guard and no catalog check. Only the tests that prove the
+/// database layer refuses writes by itself may call it.
+#[cfg(test)]
 pub(crate) async fn run_sql(
     target: &Target,
     sql: &str,
     options: QueryOptions,
 ) -> Result<DataFrame, ConnectorError> {
+    let names = catalog::Names::default();
     match target.dialect {
-        Dialect::Postgres => postgres::run(target, sql, options).await,
-        Dialect::Mysql => mysql::run(target, sql, options).await,
+        Dialect::Postgres => postgres::session(target, sql, names, options, false).await,
+        Dialect::Mysql => mysql::run(target, sql, names, options).await,
         Dialect::Sqlite => sqlite::run(target, sql, options).await,
     }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_guard;

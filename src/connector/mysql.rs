@@ -1,7 +1,8 @@
 //! MySQL and MariaDB: one connection per query; the session gets a statement time limit
 //! (`max_execution_time` on MySQL, `max_statement_time` on MariaDB) and an `sql_mode` without
 //! `ANSI_QUOTES`/`NO_BACKSLASH_ESCAPES` (the guard lexes strings that way), then
-//! `START TRANSACTION READ ONLY`, the query as one prepared statement, and `ROLLBACK`.
+//! `START TRANSACTION READ ONLY`, the catalog check of the query's names, the query as one
+//! prepared statement, and `ROLLBACK`.
 
 use std::str::FromStr;
 
@@ -10,6 +11,7 @@ use polars::prelude::DataFrame;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
 use sqlx::{Connection, Executor, Row};
 
+use super::catalog::{Names, check_mysql};
 use super::decode::{Dec, plan_columns, push_value};
 use super::frame::FrameBuilder;
 use super::{ConnectorError, QueryOptions, Target, query_error};
@@ -77,6 +79,7 @@ fn db_error(e: sqlx::Error) -> ConnectorError {
 pub(super) async fn run(
     target: &Target,
     sql: &str,
+    names: Names<'_>,
     options: QueryOptions,
 ) -> Result<DataFrame, ConnectorError> {
     let mut opts = MySqlConnectOptions::from_str(target.url.expose())
@@ -120,7 +123,10 @@ pub(super) async fn run(
             .await
             .map_err(query_error)?;
     }
-    let result = fetch(&mut conn, sql, options).await;
+    let result = match check_mysql(&mut conn, names).await {
+        Ok(()) => fetch(&mut conn, sql, options).await,
+        Err(e) => Err(e),
+    };
     let _ = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
     let _ = conn.close().await;
     result

@@ -1,6 +1,6 @@
 //! PostgreSQL: one connection per query, `BEGIN READ ONLY` with `statement_timeout`, the
-//! query sent as one prepared statement (the extended protocol carries exactly one), then
-//! `ROLLBACK`. Types are mapped from the server's type names.
+//! catalog check of the query's names, the query sent as one prepared statement (the extended
+//! protocol carries exactly one), then `ROLLBACK`. Types are mapped from the server's type names.
 
 use std::str::FromStr;
 
@@ -9,6 +9,7 @@ use polars::prelude::DataFrame;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 use sqlx::{Connection, Executor};
 
+use super::catalog::{Names, check_postgres};
 use super::decode::{Dec, Elem, Planned, plan_columns, push_value};
 use super::frame::FrameBuilder;
 use super::pg_copy::CopyDecoder;
@@ -70,25 +71,6 @@ fn db_error(e: sqlx::Error) -> ConnectorError {
     query_error(e)
 }
 
-/// [`run`] through `COPY (sql) TO STDOUT (FORMAT binary)` (the fast path for SELECTs).
-pub(super) async fn run_copy(
-    target: &Target,
-    sql: &str,
-    options: QueryOptions,
-) -> Result<DataFrame, ConnectorError> {
-    session(target, sql, options, true).await
-}
-
-/// Runs `sql` in a read-only session with the driver's row protocol (any read-only query,
-/// including `EXPLAIN`).
-pub(super) async fn run(
-    target: &Target,
-    sql: &str,
-    options: QueryOptions,
-) -> Result<DataFrame, ConnectorError> {
-    session(target, sql, options, false).await
-}
-
 /// Connect options from the target: URL, TLS requirement, client certificate.
 fn options_for(target: &Target) -> Result<PgConnectOptions, ConnectorError> {
     let mut opts = PgConnectOptions::from_str(target.url.expose())
@@ -113,10 +95,14 @@ pub(crate) async fn connect(target: &Target) -> Result<PgConnection, ConnectorEr
         .map_err(|_| ConnectorError::Connect(target.redacted()))
 }
 
-/// Connects, opens the read-only transaction, fetches, rolls back and closes.
-async fn session(
+/// Connects, opens the read-only transaction, checks the query's names against the catalog,
+/// fetches (through `COPY (sql) TO STDOUT (FORMAT binary)`, the fast path, when `copy`; else
+/// with the driver's row protocol, which any read-only query including `EXPLAIN` can use),
+/// rolls back and closes.
+pub(super) async fn session(
     target: &Target,
     sql: &str,
+    names: Names<'_>,
     options: QueryOptions,
     copy: bool,
 ) -> Result<DataFrame, ConnectorError> {
@@ -140,10 +126,10 @@ async fn session(
         .execute(&mut conn)
         .await
         .map_err(query_error)?;
-    let result = if copy {
-        fetch_copy(&mut conn, sql, options).await
-    } else {
-        fetch(&mut conn, sql, options).await
+    let result = match check_postgres(&mut conn, names).await {
+        Err(e) => Err(e),
+        Ok(()) if copy => fetch_copy(&mut conn, sql, options).await,
+        Ok(()) => fetch(&mut conn, sql, options).await,
     };
     let _ = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
     let _ = conn.close().await;

@@ -1,9 +1,13 @@
 //! SQLite: the file is opened read-only (`SQLITE_OPEN_READONLY`) with `query_only` on, so no
-//! statement can write even if one got past the guard. SQLite has no statement timeout, so the
-//! worker enforces the time limit. Column types are dynamic: a column's mapping comes from its
+//! statement can write even if one got past the guard. SQLite has no statement timeout, so a
+//! progress handler interrupts the statement inside SQLite at the time limit (or when the query
+//! is abandoned). Column types are dynamic: a column's mapping comes from its
 //! declared type, else from its first non-null value.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use futures_util::TryStreamExt;
 use polars::prelude::DataFrame;
@@ -51,11 +55,39 @@ pub(super) async fn run(
     let mut conn = SqliteConnection::connect_with(&opts)
         .await
         .map_err(|_| ConnectorError::Connect(target.redacted()))?;
-    let result = tokio::time::timeout(options.timeout, fetch(&mut conn, sql, options))
+    // SQLite has no statement timeout, and the statement runs on the driver's own thread, so
+    // dropping this future would not stop it: a progress handler interrupts the statement
+    // inside SQLite once the time is up or once this future is gone (a cancelled run).
+    let deadline = Instant::now() + options.timeout;
+    let gone = Abandoned::default();
+    let flag = gone.0.clone();
+    conn.lock_handle()
         .await
-        .unwrap_or(Err(ConnectorError::Timeout));
+        .map_err(query_error)?
+        .set_progress_handler(PROGRESS_OPS, move || {
+            !flag.load(Ordering::Relaxed) && Instant::now() < deadline
+        });
+    let result = fetch(&mut conn, sql, options).await;
+    let result = match result {
+        Err(_) if Instant::now() >= deadline => Err(ConnectorError::Timeout),
+        other => other,
+    };
     let _ = conn.close().await;
+    drop(gone);
     result
+}
+
+/// SQLite virtual-machine instructions between two looks at the clock (a few microseconds).
+const PROGRESS_OPS: i32 = 1000;
+
+/// Set when the query's future is dropped, so the progress handler interrupts the statement.
+#[derive(Default)]
+struct Abandoned(Arc<AtomicBool>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 async fn fetch(

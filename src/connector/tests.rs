@@ -10,17 +10,17 @@ use sqlx::{Connection, Executor};
 use super::*;
 use crate::sql::guard;
 
-fn pg_url() -> String {
+pub(super) fn pg_url() -> String {
     std::env::var("HUBWORKER_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-fn mysql_url() -> String {
+pub(super) fn mysql_url() -> String {
     std::env::var("HUBWORKER_TEST_MYSQL_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
 }
 
-fn target(url: &str) -> Target {
+pub(super) fn target(url: &str) -> Target {
     Target::from_url(Secret::new(url.to_owned())).expect("target")
 }
 
@@ -33,7 +33,7 @@ async fn guarded(
     query(t, &q, options).await
 }
 
-fn rt() -> tokio::runtime::Runtime {
+pub(super) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

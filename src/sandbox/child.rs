@@ -316,7 +316,7 @@ fn perform<R: Read>(
                         fingerprint: crate::cache::fingerprint(fingerprint_key.expose(), cred)
                             .to_vec(),
                         connection: connection.to_owned(),
-                        query: query.normalized(),
+                        query: query.sql().to_owned(),
                     }))?;
                     let answer = match io.read()? {
                         Some(to_child::Msg::Answer(a)) if a.node == node => a.answer,

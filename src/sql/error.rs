@@ -12,8 +12,7 @@ use std::fmt;
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
-    /// The parser could not parse the input (we fail closed), or the input
-    /// lexes differently on the server than in the parser.
+    /// The parser could not parse the input (we fail closed).
     ParseError,
     /// No statement at all (only whitespace / comments / `;`).
     Empty,
@@ -30,7 +29,8 @@ pub enum ErrorCode {
     DataModifyingCte,
     /// `EXPLAIN ANALYZE` executes the explained statement.
     ExplainAnalyze,
-    /// A function (or table function) on the deny rules of `functions.rs`.
+    /// A function (or table function) on the deny rules of `functions.rs`, or
+    /// one the database's catalog marks volatile (not on the short allowlist).
     ForbiddenFunction,
     /// MySQL `@var := expr` inside a query.
     VariableAssignment,
@@ -38,6 +38,16 @@ pub enum ErrorCode {
     TooLarge,
     /// Nesting deeper than the parser's or the walker's limit.
     TooDeep,
+    /// A character or token the server lexes differently from the guard
+    /// (non-ASCII whitespace outside literals, MariaDB `/*M!`, an identifier the
+    /// server truncates, a malformed `U&"..."`).
+    LexingMismatch,
+    /// The guard's rendering of the statement (the text that is sent to the
+    /// server) does not parse back to the statement that was checked.
+    RenderMismatch,
+    /// A relation that exposes the server's files or secrets (PostgreSQL
+    /// `pg_hba_file_rules`, `pg_authid`, ...; MySQL/MariaDB `mysql.*`).
+    ForbiddenRelation,
     /// Syntax sqlparser accepts (usually for another dialect) that the guard
     /// does not vet; rejected rather than guessed about.
     Unsupported,
@@ -59,6 +69,9 @@ impl ErrorCode {
             ErrorCode::VariableAssignment => "variable_assignment",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::TooDeep => "too_deep",
+            ErrorCode::LexingMismatch => "lexing_mismatch",
+            ErrorCode::RenderMismatch => "render_mismatch",
+            ErrorCode::ForbiddenRelation => "forbidden_relation",
             ErrorCode::Unsupported => "unsupported",
         }
     }

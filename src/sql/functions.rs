@@ -28,9 +28,13 @@
 //! is judged as `pg_sleep`. Denying a quoted `"PG_SLEEP"` that PostgreSQL
 //! would treat as a different (user) function is deliberate: fail closed.
 //!
-//! Unknown functions (not denied by name or prefix) are **allowed**; user
-//! defined functions are the main residual risk and are left to the
-//! read-only transaction and to database privileges.
+//! 4. **Volatile built-ins**: every PostgreSQL built-in the server's own
+//!    catalog marks volatile (generated list, `catalog_data.rs`) is denied
+//!    unless allowlisted (see `catalog.rs` for the model).
+//!
+//! Other unknown functions are allowed here; at run time the connector asks
+//! the server's catalog about every called name (user-defined functions are
+//! volatile unless declared otherwise), see `catalog.rs`.
 //!
 //! Decisions recorded for the reviewers:
 //! - `current_setting` (PostgreSQL) and MySQL `@@var` reads are allowed: they
@@ -300,6 +304,11 @@ const SIZED_ALLOCATORS: &[&str] = &["zeroblob", "randomblob"];
 /// Largest literal size accepted for [`SIZED_ALLOCATORS`].
 const MAX_BLOB_BYTES: u64 = 1 << 20;
 
+/// Whether `name` (lowercase) is one of the `pg_*` introspection helpers allowed above.
+pub(super) fn is_allowed_introspection(name: &str) -> bool {
+    PG_ALLOWED.contains(&name)
+}
+
 fn lookup<'a>(list: &'a [(&'a str, &'a str)], name: &str) -> Option<&'a str> {
     list.iter().find(|(n, _)| *n == name).map(|(_, why)| *why)
 }
@@ -327,6 +336,12 @@ pub(crate) fn check_call(raw_name: &str, args: Option<&[FunctionArg]>) -> Result
                 return Err(forbidden(&name, why));
             }
         }
+    }
+    if super::catalog::is_refused_volatile_builtin(&name) {
+        return Err(forbidden(
+            &name,
+            "PostgreSQL's catalog marks this built-in volatile (it may change data or state)",
+        ));
     }
     if SIZED_ALLOCATORS.contains(&name.as_str()) && !small_literal_size(args) {
         return Err(forbidden(

@@ -9,7 +9,7 @@ use sqlparser::ast::{
     WindowFrame, WindowFrameBound, WindowSpec, WindowType,
 };
 
-use super::{ErrorCode, Outcome, Walker, err, functions, plain_name};
+use super::{ErrorCode, Outcome, Walker, err, plain_name};
 
 impl Walker {
     // ----- functions -----------------------------------------------------
@@ -25,12 +25,11 @@ impl Walker {
             null_treatment: _,
             over,
         } = function;
-        let last = plain_name(name)?;
         let list = match args {
             FunctionArguments::List(list) => Some(list.args.as_slice()),
             FunctionArguments::None | FunctionArguments::Subquery(_) => None,
         };
-        functions::check_call(last, list)?;
+        self.call(name, list)?;
         self.function_arguments(parameters)?;
         self.function_arguments(args)?;
         self.order_by_exprs(within_group)?;
@@ -215,14 +214,13 @@ impl Walker {
                     InTarget::List(list) => self.exprs(list),
                     InTarget::Subquery(query) => self.query(query),
                     InTarget::Unnest(array) => self.expr(array),
-                    InTarget::Table { name, args } => {
-                        let last = plain_name(name)?;
-                        if let Some(args) = args {
-                            functions::check_call(last, Some(args))?;
-                            self.function_args(args)?;
+                    InTarget::Table { name, args } => match args {
+                        Some(args) => {
+                            self.call(name, Some(args))?;
+                            self.function_args(args)
                         }
-                        Ok(())
-                    }
+                        None => self.relation(name),
+                    },
                 }
             }
             Expr::Between {

@@ -33,7 +33,7 @@ mod expr;
 mod query;
 mod relation;
 
-use sqlparser::ast::{Expr, ObjectName, ObjectNamePart, Statement};
+use sqlparser::ast::{Expr, FunctionArg, ObjectName, ObjectNamePart, Statement};
 
 // The submodules import these (and the private helpers below) via `super::`.
 use super::error::{ErrorCode, SqlError};
@@ -58,64 +58,81 @@ fn unsupported(what: &str) -> Outcome {
     )
 }
 
-/// Judges one top-level statement.
-pub(crate) fn check_statement(stmt: &Statement) -> Outcome {
+/// The names a statement uses, collected by the walk for the catalog checks.
+#[derive(Debug, Default)]
+pub(crate) struct Names {
+    /// Every called function's name.
+    pub(crate) functions: Vec<ObjectName>,
+    /// Every relation named in FROM, `TABLE t` or `IN t`.
+    pub(crate) relations: Vec<ObjectName>,
+}
+
+/// Judges one top-level statement; returns the names it uses.
+pub(crate) fn check_statement(stmt: &Statement) -> Result<Names, SqlError> {
     let mut walker = Walker::default();
-    match stmt {
-        Statement::Query(query) => walker.query(query),
-        Statement::Explain {
-            describe_alias: _,
-            analyze,
-            verbose: _,
-            query_plan: _,
-            estimate: _,
-            statement,
-            format: _,
-            options,
-        } => {
-            if *analyze {
-                return err(
-                    ErrorCode::ExplainAnalyze,
-                    "EXPLAIN ANALYZE executes the statement",
-                );
-            }
-            for option in options.iter().flatten() {
-                let name = option.name.value.to_ascii_lowercase();
-                match name.as_str() {
-                    "analyze" | "analyse" => {
-                        return err(
-                            ErrorCode::ExplainAnalyze,
-                            "EXPLAIN (ANALYZE) executes the statement",
-                        );
-                    }
-                    // Plan-only options (PostgreSQL). BUFFERS/WAL/TIMING/
-                    // SUMMARY/SERIALIZE/MEMORY only add detail; without
-                    // ANALYZE nothing is executed.
-                    "verbose" | "costs" | "settings" | "generic_plan" | "buffers" | "wal"
-                    | "timing" | "summary" | "memory" | "serialize" | "format" => {}
-                    _ => {
-                        return err(
-                            ErrorCode::Unsupported,
-                            format!("EXPLAIN option {} is not supported", option.name.value),
-                        );
+    walker.statement(stmt)?;
+    Ok(walker.names)
+}
+
+impl Walker {
+    fn statement(&mut self, stmt: &Statement) -> Outcome {
+        let walker = self;
+        match stmt {
+            Statement::Query(query) => walker.query(query),
+            Statement::Explain {
+                describe_alias: _,
+                analyze,
+                verbose: _,
+                query_plan: _,
+                estimate: _,
+                statement,
+                format: _,
+                options,
+            } => {
+                if *analyze {
+                    return err(
+                        ErrorCode::ExplainAnalyze,
+                        "EXPLAIN ANALYZE executes the statement",
+                    );
+                }
+                for option in options.iter().flatten() {
+                    let name = option.name.value.to_ascii_lowercase();
+                    match name.as_str() {
+                        "analyze" | "analyse" => {
+                            return err(
+                                ErrorCode::ExplainAnalyze,
+                                "EXPLAIN (ANALYZE) executes the statement",
+                            );
+                        }
+                        // Plan-only options (PostgreSQL). BUFFERS/WAL/TIMING/
+                        // SUMMARY/SERIALIZE/MEMORY only add detail; without
+                        // ANALYZE nothing is executed.
+                        "verbose" | "costs" | "settings" | "generic_plan" | "buffers" | "wal"
+                        | "timing" | "summary" | "memory" | "serialize" | "format" => {}
+                        _ => {
+                            return err(
+                                ErrorCode::Unsupported,
+                                format!("EXPLAIN option {} is not supported", option.name.value),
+                            );
+                        }
                     }
                 }
-            }
-            match statement.as_ref() {
-                Statement::Query(query) => walker.query(query),
-                other => err(
-                    ErrorCode::NotReadOnly,
-                    format!(
-                        "EXPLAIN is only allowed for a read-only query, not {}",
-                        statement_label(other)
+                match statement.as_ref() {
+                    Statement::Query(query) => walker.query(query),
+                    other => err(
+                        ErrorCode::NotReadOnly,
+                        format!(
+                            "EXPLAIN is only allowed for a read-only query, not {}",
+                            statement_label(other)
+                        ),
                     ),
-                ),
+                }
             }
+            other => err(
+                ErrorCode::NotReadOnly,
+                format!("{} is not a read-only query", statement_label(other)),
+            ),
         }
-        other => err(
-            ErrorCode::NotReadOnly,
-            format!("{} is not a read-only query", statement_label(other)),
-        ),
     }
 }
 
@@ -141,6 +158,8 @@ struct Walker {
     depth: usize,
     /// >0 while inside a CTE body: DML there is a data-modifying CTE.
     in_cte: usize,
+    /// What the statement calls and reads.
+    names: Names,
 }
 
 impl Walker {
@@ -162,6 +181,20 @@ impl Walker {
         for e in exprs {
             self.expr(e)?;
         }
+        Ok(())
+    }
+
+    /// Judges a call of `name` by the function rules and records it.
+    fn call(&mut self, name: &ObjectName, args: Option<&[FunctionArg]>) -> Outcome {
+        functions::check_call(plain_name(name)?, args)?;
+        self.names.functions.push(name.clone());
+        Ok(())
+    }
+
+    /// Records a relation the statement reads.
+    fn relation(&mut self, name: &ObjectName) -> Outcome {
+        plain_name(name)?;
+        self.names.relations.push(name.clone());
         Ok(())
     }
 

@@ -162,7 +162,21 @@ impl Walker {
                     SetExpr::Query(query) => return w.query(query),
                     SetExpr::Values(values) => return w.values(values),
                     // `TABLE t` reads a table; its locks live on the Query.
-                    SetExpr::Table(_) => return Ok(()),
+                    SetExpr::Table(table) => {
+                        let sqlparser::ast::Table {
+                            table_name,
+                            schema_name,
+                        } = table.as_ref();
+                        let Some(table_name) = table_name else {
+                            return Ok(());
+                        };
+                        let parts = schema_name
+                            .iter()
+                            .chain(std::iter::once(table_name))
+                            .map(|i| sqlparser::ast::ObjectNamePart::Identifier(i.clone()))
+                            .collect();
+                        return w.relation(&sqlparser::ast::ObjectName(parts));
+                    }
                     SetExpr::Insert(stmt)
                     | SetExpr::Update(stmt)
                     | SetExpr::Delete(stmt)

@@ -7,7 +7,7 @@ use sqlparser::ast::{
     TableSample, TableSampleKind, TableVersion, TableWithJoins,
 };
 
-use super::{Outcome, Walker, functions, plain_name, unsupported};
+use super::{Outcome, Walker, unsupported};
 
 impl Walker {
     // ----- relations -----------------------------------------------------
@@ -88,14 +88,15 @@ impl Walker {
                 index_directives: _,
                 inheritance: _,
             } => {
-                let last = plain_name(name)?;
                 if let Some(TableFunctionArgs { args, settings }) = args {
                     // `FROM pg_ls_dir('/etc')`: a table function call.
                     if settings.is_some() {
                         return unsupported("SETTINGS in a table function");
                     }
-                    functions::check_call(last, Some(args))?;
+                    self.call(name, Some(args))?;
                     self.function_args(args)?;
+                } else {
+                    self.relation(name)?;
                 }
                 self.exprs(with_hints)?;
                 if let Some(version) = version {
@@ -133,8 +134,7 @@ impl Walker {
                 with_ordinality: _,
                 alias: _,
             } => {
-                let last = plain_name(name)?;
-                functions::check_call(last, Some(args))?;
+                self.call(name, Some(args))?;
                 self.function_args(args)
             }
             TableFactor::UNNEST {
