@@ -33,3 +33,7 @@ mod sandbox;
 
 /// A fleet member as a real process: systemd notify, SIGHUP key rotation, metrics, SIGTERM drain.
 mod fleet;
+
+/// The review's SQL attacks through the sandboxed worker on live MariaDB and PostgreSQL, and
+/// the SQLite statement timeout through `hubworker query`.
+mod guard_worker;

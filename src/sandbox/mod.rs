@@ -328,6 +328,24 @@ enum End {
     Stop(Exit),
 }
 
+impl End {
+    /// The same end, rebuilt from a shared reference (a failure keeps its code, message and
+    /// status).
+    fn copy(&self) -> End {
+        match self {
+            End::Failed(f) => End::Failed(RunFailure::Remote {
+                code: f.code(),
+                message: f.message(),
+                grpc: f.grpc_code(),
+            }),
+            End::Gone => End::Gone,
+            End::Protocol(what) => End::Protocol(what.clone()),
+            End::OutputTooLarge => End::OutputTooLarge,
+            End::Stop(exit) => End::Stop(exit.clone()),
+        }
+    }
+}
+
 type Frames = mpsc::Receiver<Result<(FromChild, usize), wire::WireError>>;
 
 /// A started child and its pipes; `confinements` once it said `Ready`.
@@ -824,8 +842,8 @@ async fn answer_need(
             .await
             .map_err(|e| match std::sync::Arc::try_unwrap(e) {
                 Ok(end) => end,
-                // Another run's load failed while this one waited for it.
-                Err(_) => End::Failed(RunFailure::Query("query_failed")),
+                // The cache still shares the error (a waiter holds it too): a faithful copy.
+                Err(shared) => shared.copy(),
             })?;
         if source == Source::Hit {
             let mut ipc = Vec::new();

@@ -616,7 +616,7 @@ impl Worker {
                     tool: "sql",
                 }))
                 .await;
-            let key = self.cache.key(cred, &query.sql());
+            let key = self.cache.key(cred, query.sql());
             let ttl = self.config().cache_ttl(connection);
             let load = crate::connector::query_owned(target, query.clone(), options);
             let (frame, source) = tokio::select! {
