@@ -19,7 +19,7 @@ use hubworker::proto::hub_client::HubClient as RawClient;
 use hubworker::proto::{DeregisterRequest, HeartbeatRequest, RegisterRequest};
 use hubworker::secret::Secret;
 use hubworker::sql::Dialect;
-use hubworker::token::{Expect, KeySet, Policy, Scope, Verifier};
+use hubworker::token::{Expect, Policy, Scope, Verifier};
 use tonic::Code;
 
 const PASSWORD: &str = "hub-security-pw-3kQ";

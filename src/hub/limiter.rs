@@ -180,6 +180,7 @@ mod tests {
         ));
         // Many failing peers: the table stops growing at MAX_PEERS (+ the shared bucket), and
         // the peers past it share one bucket, so they are limited too.
+        let l = Limiter::new(1, Duration::from_secs(60));
         let peer = |i: u32| Some(IpAddr::V4(std::net::Ipv4Addr::from(0x0b00_0000 + i)));
         for i in 0..MAX_PEERS as u32 {
             l.attempt(peer(i), || false);
