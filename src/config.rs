@@ -391,30 +391,6 @@ impl Default for CacheSection {
 #[error("{}", .0.join("\n"))]
 pub struct ConfigProblems(pub Vec<String>);
 
-/// `tokens.audiences`: non-empty, each entry 1 to 128 bytes of printable ASCII without spaces,
-/// no duplicates, and `worker.audience` among them (the audience the worker registers with,
-/// so the Hub's tokens for it must verify).
-fn check_audiences(audiences: &[String], registered: &str, problems: &mut Vec<String>) {
-    if audiences.is_empty() {
-        problems.push("tokens.audiences: at least one audience".to_owned());
-        return;
-    }
-    for (i, a) in audiences.iter().enumerate() {
-        if a.is_empty() || a.len() > 128 || !a.bytes().all(|b| b.is_ascii_graphic()) {
-            problems.push(format!(
-                "tokens.audiences: {a:?} is not 1 to 128 printable characters without spaces"
-            ));
-        } else if audiences[..i].contains(a) {
-            problems.push(format!("tokens.audiences: {a:?} is listed twice"));
-        }
-    }
-    if !audiences.iter().any(|a| a == registered) {
-        problems.push(format!(
-            "tokens.audiences: must include worker.audience ({registered:?}), the audience the worker registers with"
-        ));
-    }
-}
-
 impl Config {
     /// Parses and checks a config text; every problem at once.
     pub fn parse(text: &str) -> Result<Config, ConfigProblems> {
@@ -457,19 +433,11 @@ impl Config {
         if t.max_lifetime_secs == 0 || t.max_lifetime_secs > 3_600 {
             problems.push("tokens.max_lifetime_secs: 1 to 3600".to_owned());
         }
-        if t.run_roles.is_empty() {
-            problems.push("tokens.run_roles: at least one role".to_owned());
-        }
-        for r in &t.run_roles {
-            if crate::token::NEVER_RUN_ROLES.contains(&r.as_str()) {
-                problems.push(format!("tokens.run_roles: {r:?} may never run workflows"));
-            } else if r.is_empty() || r.len() > 64 {
-                problems.push("tokens.run_roles: each role is 1 to 64 bytes".to_owned());
-            }
-        }
-        if let Some(audiences) = &t.audiences {
-            check_audiences(audiences, &w.audience, &mut problems);
-        }
+        problems.extend(crate::token::policy_problems(
+            &t.run_roles,
+            t.audiences.as_deref(),
+            &w.audience,
+        ));
         if t.credential_ttl_secs == 0 || t.credential_ttl_secs > 600 {
             problems.push("tokens.credential_ttl_secs: 1 to 600".to_owned());
         }

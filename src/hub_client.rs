@@ -151,9 +151,7 @@ impl HubClient {
             transport_text: transport_key,
             transport: std::sync::Arc::new(transport),
             registration_secret,
-            worker_secret: std::sync::Arc::new(std::sync::RwLock::new(Secret::new(
-                String::new(),
-            ))),
+            worker_secret: std::sync::Arc::new(std::sync::RwLock::new(Secret::new(String::new()))),
         })
     }
 

@@ -113,6 +113,51 @@ fn reject(reason: Reason, message: impl Into<String>) -> TokenError {
     }
 }
 
+/// Problems with a worker's `[tokens]` run roles and audiences, each naming its config key:
+/// at least one run role, none of [`NEVER_RUN_ROLES`], each 1 to 64 bytes; audiences (when
+/// set) non-empty, each 1 to 128 printable ASCII characters without spaces, no duplicates,
+/// and `registered` (`worker.audience`, what the worker registers with, so the Hub's tokens
+/// for it verify) among them.
+pub(crate) fn policy_problems(
+    run_roles: &[String],
+    audiences: Option<&[String]>,
+    registered: &str,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if run_roles.is_empty() {
+        problems.push("tokens.run_roles: at least one role".to_owned());
+    }
+    for r in run_roles {
+        if NEVER_RUN_ROLES.contains(&r.as_str()) {
+            problems.push(format!("tokens.run_roles: {r:?} may never run workflows"));
+        } else if r.is_empty() || r.len() > 64 {
+            problems.push("tokens.run_roles: each role is 1 to 64 bytes".to_owned());
+        }
+    }
+    let Some(audiences) = audiences else {
+        return problems;
+    };
+    if audiences.is_empty() {
+        problems.push("tokens.audiences: at least one audience".to_owned());
+        return problems;
+    }
+    for (i, a) in audiences.iter().enumerate() {
+        if a.is_empty() || a.len() > 128 || !a.bytes().all(|b| b.is_ascii_graphic()) {
+            problems.push(format!(
+                "tokens.audiences: {a:?} is not 1 to 128 printable characters without spaces"
+            ));
+        } else if audiences[..i].contains(a) {
+            problems.push(format!("tokens.audiences: {a:?} is listed twice"));
+        }
+    }
+    if !audiences.iter().any(|a| a == registered) {
+        problems.push(format!(
+            "tokens.audiences: must include worker.audience ({registered:?}), the audience the worker registers with"
+        ));
+    }
+    problems
+}
+
 /// `aud` is a string or an array of strings (RFC 7519).
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(untagged)]
@@ -790,11 +835,23 @@ mod tests {
             hub.sign(&c).unwrap()
         };
         // jti and sub: non-empty, at most MAX_ID_CLAIM_BYTES (a boundary test both ways).
-        assert_eq!(code(&v, &with(&|c| c.jti = String::new())), "token_malformed");
-        assert_eq!(code(&v, &with(&|c| c.sub = String::new())), "token_malformed");
+        assert_eq!(
+            code(&v, &with(&|c| c.jti = String::new())),
+            "token_malformed"
+        );
+        assert_eq!(
+            code(&v, &with(&|c| c.sub = String::new())),
+            "token_malformed"
+        );
         let long = "j".repeat(MAX_ID_CLAIM_BYTES + 1);
-        assert_eq!(code(&v, &with(&|c| c.jti = long.clone())), "token_malformed");
-        assert_eq!(code(&v, &with(&|c| c.sub = long.clone())), "token_malformed");
+        assert_eq!(
+            code(&v, &with(&|c| c.jti = long.clone())),
+            "token_malformed"
+        );
+        assert_eq!(
+            code(&v, &with(&|c| c.sub = long.clone())),
+            "token_malformed"
+        );
         assert_eq!(
             code(&v, &with(&|c| c.jti = "j".repeat(MAX_ID_CLAIM_BYTES))),
             "ok"
@@ -808,7 +865,10 @@ mod tests {
         assert_eq!(code(&v, &empty), "token_malformed");
         assert_eq!(code(&v, &empty), "token_malformed");
         // Any of the configured audiences (pool or worker id) is accepted, nothing else.
-        assert_eq!(code(&v, &with(&|c| c.aud = Audience::One("w-1".into()))), "ok");
+        assert_eq!(
+            code(&v, &with(&|c| c.aud = Audience::One("w-1".into()))),
+            "ok"
+        );
         assert_eq!(
             code(&v, &with(&|c| c.aud = Audience::Many(vec!["w-1".into()]))),
             "ok"

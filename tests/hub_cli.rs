@@ -94,7 +94,9 @@ fn keygen_hub_commands_and_a_token_the_worker_accepts() {
             issuer: "hubworker-reference-hub".into(),
             audiences: vec!["pool-a".into()],
             max_lifetime: hubworker::token::DEFAULT_MAX_LIFETIME,
-            run_roles: hubworker::token::DEFAULT_RUN_ROLES.map(String::from).to_vec(),
+            run_roles: hubworker::token::DEFAULT_RUN_ROLES
+                .map(String::from)
+                .to_vec(),
             hs256_secret: None,
         },
         KeySet::from_jwks(&jwks).unwrap(),
@@ -155,7 +157,10 @@ fn keygen_hub_commands_and_a_token_the_worker_accepts() {
     // The store is private to the Hub's user (its -wal and -shm, which SQLite removes on a
     // clean close, are checked while a Hub runs: hub_security).
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(d.join("hub.db")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(d.join("hub.db"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
 

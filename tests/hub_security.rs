@@ -192,12 +192,20 @@ async fn heartbeat_and_deregister_need_the_worker_secret() {
             })
             .await
             .unwrap_err();
-        assert_eq!((s.code(), reason(&s)), (Code::Unauthenticated, "bad_worker_secret"));
+        assert_eq!(
+            (s.code(), reason(&s)),
+            (Code::Unauthenticated, "bad_worker_secret")
+        );
     }
     // Nothing changed: same load, not draining, still offered for dispatch.
     assert_eq!(stored(&env, "w1").await.unwrap(), before);
     let available = env.store.available_workers().await.unwrap();
-    assert!(available.iter().any(|(id, _, free)| id == "w1" && *free == 2), "{available:?}");
+    assert!(
+        available
+            .iter()
+            .any(|(id, _, free)| id == "w1" && *free == 2),
+        "{available:?}"
+    );
 
     // Deregister: without the worker secret, or with another's, refused; still registered.
     assert_eq!(
@@ -212,7 +220,10 @@ async fn heartbeat_and_deregister_need_the_worker_secret() {
         })
         .await
         .unwrap_err();
-    assert_eq!((s.code(), reason(&s)), (Code::Unauthenticated, "bad_worker_secret"));
+    assert_eq!(
+        (s.code(), reason(&s)),
+        (Code::Unauthenticated, "bad_worker_secret")
+    );
     assert_eq!(stored(&env, "w1").await.unwrap(), before);
     // Every failure was counted.
     assert_eq!(env.service.auth_stats().bad_worker_secret, 6);
@@ -258,10 +269,18 @@ async fn taking_over_a_worker_id_needs_proof_and_credentials_stay_sealed_to_the_
     );
     let mut r = raw(&env).await;
     let s = r
-        .register(register_req(&env, "w1", &evil_key, "a-guessed-worker-secret"))
+        .register(register_req(
+            &env,
+            "w1",
+            &evil_key,
+            "a-guessed-worker-secret",
+        ))
         .await
         .unwrap_err();
-    assert_eq!((s.code(), reason(&s)), (Code::Unauthenticated, "worker_key_mismatch"));
+    assert_eq!(
+        (s.code(), reason(&s)),
+        (Code::Unauthenticated, "worker_key_mismatch")
+    );
     assert_eq!(env.service.auth_stats().worker_key_mismatch, 2);
     // The stored registration is untouched: same key, same load.
     assert_eq!(stored(&env, "w1").await.unwrap(), original);
@@ -385,7 +404,10 @@ async fn wrong_registration_secrets_back_off_per_peer_and_are_counted() {
     assert_eq!(checked + backoff.len(), 80, "{codes:?}");
     // The burst, plus one per refill interval that passed: a handful, not 80.
     let refills = (elapsed.as_secs_f64() / refill.as_secs_f64()).ceil() as usize;
-    assert!((3..=3 + refills).contains(&checked), "{checked} in {elapsed:?}");
+    assert!(
+        (3..=3 + refills).contains(&checked),
+        "{checked} in {elapsed:?}"
+    );
     for (_, _, message) in &backoff {
         let ms: u64 = message
             .split("retry in ")
@@ -407,7 +429,10 @@ async fn wrong_registration_secrets_back_off_per_peer_and_are_counted() {
         .register(register_req(&env, "w1", &key, ""))
         .await
         .unwrap_err();
-    assert_eq!((s.code(), reason(&s)), (Code::ResourceExhausted, "registration_backoff"));
+    assert_eq!(
+        (s.code(), reason(&s)),
+        (Code::ResourceExhausted, "registration_backoff")
+    );
     let s = r
         .deregister(DeregisterRequest {
             registration_secret: wrong.expose().into(),
@@ -492,7 +517,11 @@ async fn store_files_are_private_and_old_stores_are_narrowed_and_migrated() {
         ("aud", "auditor"),
         ("new", "user"),
     ] {
-        assert_eq!(store.role(user).await.unwrap().as_deref(), Some(role), "{user}");
+        assert_eq!(
+            store.role(user).await.unwrap().as_deref(),
+            Some(role),
+            "{user}"
+        );
     }
     assert!(store.add_user("x", "analyst", now()).await.is_err());
 }

@@ -114,10 +114,13 @@ fn claims_of(token: &str) -> Claims {
     serde_json::from_slice(&raw).unwrap()
 }
 
+/// A change to the claims of a forged token.
+type Change = fn(&mut Claims);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn empty_or_overlong_jti_and_sub_are_malformed_and_never_redeemed() {
     let stack = stack().await;
-    let cases: [(&str, fn(&mut Claims)); 4] = [
+    let cases: [(&str, Change); 4] = [
         ("empty jti", |c| c.jti = String::new()),
         ("empty sub", |c| c.sub = String::new()),
         ("long jti", |c| c.jti = "x".repeat(MAX_ID_CLAIM_BYTES + 1)),
@@ -131,7 +134,10 @@ async fn empty_or_overlong_jti_and_sub_are_malformed_and_never_redeemed() {
             Err((Code::Unauthenticated, "token_malformed".into())),
             "{what}"
         );
-        assert!(!redeemed(&stack, &jti).await, "{what}: must not be redeemed");
+        assert!(
+            !redeemed(&stack, &jti).await,
+            "{what}: must not be redeemed"
+        );
         refused.push(token);
     }
     // The empty-jti token again: still malformed (it was never taken as used).
@@ -186,9 +192,16 @@ async fn only_the_user_role_runs() {
     let stack = stack().await;
     // The Hub's roles: admins and auditors exist, but get no token.
     stack.store.add_user("root", "admin", now()).await.unwrap();
-    stack.store.add_user("audrey", "auditor", now()).await.unwrap();
+    stack
+        .store
+        .add_user("audrey", "auditor", now())
+        .await
+        .unwrap();
     for user in ["root", "audrey"] {
-        assert_eq!(issued(&stack, user, "hubworker").await, Err("refused".into()));
+        assert_eq!(
+            issued(&stack, user, "hubworker").await,
+            Err("refused".into())
+        );
     }
     // Hub-signed tokens that carry them anyway (or the old run roles) are refused.
     for role in ["admin", "auditor", "analyst", "developer"] {
@@ -203,7 +216,10 @@ async fn only_the_user_role_runs() {
     // A user's token, as the Hub issues it: role "user", and it runs.
     let token = issued(&stack, "alice", "hubworker").await.unwrap();
     let claims = claims_of(&token);
-    assert_eq!((claims.sub.as_str(), claims.role.as_str()), ("alice", "user"));
+    assert_eq!(
+        (claims.sub.as_str(), claims.role.as_str()),
+        ("alice", "user")
+    );
     assert_eq!(run(&stack, &token).await, Ok(EXACT));
     assert!(redeemed(&stack, &claims.jti).await);
     stack.shutdown().await;

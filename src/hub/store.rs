@@ -491,7 +491,10 @@ impl Store {
 
     /// The digest of a worker's current secret: `None` if the worker is not registered,
     /// `Some(None)` for a row from before worker secrets.
-    pub async fn worker_secret_sha256(&self, id: &str) -> Result<Option<Option<String>>, StoreError> {
+    pub async fn worker_secret_sha256(
+        &self,
+        id: &str,
+    ) -> Result<Option<Option<String>>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT secret_sha256 FROM workers WHERE id = ?")
                 .bind(id)
