@@ -267,9 +267,15 @@ pub struct TokensSection {
     /// Longest token lifetime accepted, seconds.
     #[serde(default = "default_lifetime")]
     pub max_lifetime_secs: u64,
-    /// Roles that may run workflows (`admin` and `auditor` never may).
+    /// Roles that may run workflows (default `["user"]`; `admin` and `auditor` never may, and
+    /// listing them is a config problem).
     #[serde(default = "default_roles")]
     pub run_roles: Vec<String>,
+    /// Token audiences this worker accepts: a token's `aud` must name one of them. Default:
+    /// `worker.audience` (its pool) and `worker.id` (itself, with the `@N` of an instance).
+    /// See [`Config::token_audiences`].
+    #[serde(default)]
+    pub audiences: Option<Vec<String>>,
     /// How long a sealed credential stays openable, seconds.
     #[serde(default = "default_open_ttl")]
     pub credential_ttl_secs: u64,
@@ -293,6 +299,7 @@ impl Default for TokensSection {
         TokensSection {
             max_lifetime_secs: default_lifetime(),
             run_roles: default_roles(),
+            audiences: None,
             credential_ttl_secs: default_open_ttl(),
         }
     }
@@ -426,11 +433,11 @@ impl Config {
         if t.max_lifetime_secs == 0 || t.max_lifetime_secs > 3_600 {
             problems.push("tokens.max_lifetime_secs: 1 to 3600".to_owned());
         }
-        for r in &t.run_roles {
-            if crate::token::NEVER_RUN_ROLES.contains(&r.as_str()) {
-                problems.push(format!("tokens.run_roles: {r:?} may never run workflows"));
-            }
-        }
+        problems.extend(crate::token::policy_problems(
+            &t.run_roles,
+            t.audiences.as_deref(),
+            &w.audience,
+        ));
         if t.credential_ttl_secs == 0 || t.credential_ttl_secs > 600 {
             problems.push("tokens.credential_ttl_secs: 1 to 600".to_owned());
         }
@@ -557,6 +564,16 @@ impl Config {
         Ok(self)
     }
 
+    /// The token audiences this worker accepts: `tokens.audiences`, else its pool
+    /// (`worker.audience`) and its own id (`worker.id`, instance suffix included).
+    pub fn token_audiences(&self) -> Vec<String> {
+        match &self.tokens.audiences {
+            Some(list) => list.clone(),
+            None if self.worker.id == self.worker.audience => vec![self.worker.audience.clone()],
+            None => vec![self.worker.audience.clone(), self.worker.id.clone()],
+        }
+    }
+
     /// The run time limit.
     pub fn run_timeout(&self) -> Duration {
         Duration::from_secs(self.limits.run_timeout_secs)
@@ -616,6 +633,51 @@ issuer = "hub"
         assert!(
             e.0.iter()
                 .any(|p| p.starts_with("tokens.max_lifetime_secs"))
+        );
+    }
+
+    #[test]
+    fn token_audiences_default_to_pool_and_id_and_roles_to_user() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.token_audiences(), ["pool-a", "w1"]);
+        assert_eq!(c.tokens.run_roles, ["user"]);
+        // An instance accepts its own id, suffix included.
+        assert_eq!(
+            c.clone().for_instance(2).unwrap().token_audiences(),
+            ["pool-a", "w1@2"]
+        );
+        let set = Config::parse(&format!(
+            "{MINIMAL}\n[tokens]\naudiences = [\"pool-a\", \"pool-b\"]\nrun_roles = [\"user\", \"reporter\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(set.token_audiences(), ["pool-a", "pool-b"]);
+        assert_eq!(set.tokens.run_roles, ["user", "reporter"]);
+        let bad = Config::parse(&format!(
+            "{MINIMAL}\n[tokens]\naudiences = [\"pool-b\", \"pool-b\", \"\", \"a b\"]\nrun_roles = [\"auditor\", \"\"]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            bad.0,
+            [
+                "tokens.run_roles: \"auditor\" may never run workflows",
+                "tokens.run_roles: each role is 1 to 64 bytes",
+                "tokens.audiences: \"pool-b\" is listed twice",
+                "tokens.audiences: \"\" is not 1 to 128 printable characters without spaces",
+                "tokens.audiences: \"a b\" is not 1 to 128 printable characters without spaces",
+                "tokens.audiences: must include worker.audience (\"pool-a\"), the audience the worker registers with",
+            ],
+            "{bad}"
+        );
+        let empty = Config::parse(&format!(
+            "{MINIMAL}\n[tokens]\naudiences = []\nrun_roles = []\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            empty.0,
+            [
+                "tokens.run_roles: at least one role",
+                "tokens.audiences: at least one audience"
+            ]
         );
     }
 

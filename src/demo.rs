@@ -96,7 +96,7 @@ impl std::fmt::Debug for Stack {
 }
 
 impl Stack {
-    /// Starts everything: users `alice` and `bob` (analysts), connection `shop` (the sample
+    /// Starts everything: users `alice` and `bob` (role `user`), connection `shop` (the sample
     /// database), a worker with `capacity` slots and `extra_config` appended to its config.
     pub async fn start(capacity: u32, extra_config: &str) -> Result<Stack, Error> {
         let dir = TempDir::new()?;
@@ -122,7 +122,7 @@ impl Stack {
             .map_err(|e| fail("hub store")(e.to_string()))?;
         for user in ["alice", "bob"] {
             store
-                .add_user(user, "analyst", now())
+                .add_user(user, "user", now())
                 .await
                 .map_err(|e| fail("user")(e.to_string()))?;
         }

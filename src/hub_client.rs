@@ -1,6 +1,8 @@
-//! The worker's side of the `Hub` service: register (getting the key set), redeem a verified
-//! token for its sealed credentials and open them, heartbeat. Opened credentials exist only as
-//! [`Credential`]s (zeroizing secrets); this module never logs them or the token.
+//! The worker's side of the `Hub` service: register (getting the key set and a worker secret),
+//! redeem a verified token for its sealed credentials and open them, heartbeat, deregister.
+//! Opened credentials exist only as [`Credential`]s (zeroizing secrets); the worker secret
+//! lives in memory only, shared by every clone, and goes with each heartbeat and deregister.
+//! This module never logs them or the token.
 
 use std::time::Duration;
 
@@ -86,6 +88,9 @@ pub struct HubClient {
     transport_text: Secret,
     transport: std::sync::Arc<TransportKey>,
     registration_secret: Secret,
+    /// The current registration's worker secret (empty before the first registration). Shared
+    /// by clones: a re-registration (key reload) replaces it for the heartbeat task too.
+    worker_secret: std::sync::Arc<std::sync::RwLock<Secret>>,
 }
 
 impl std::fmt::Debug for HubClient {
@@ -146,10 +151,21 @@ impl HubClient {
             transport_text: transport_key,
             transport: std::sync::Arc::new(transport),
             registration_secret,
+            worker_secret: std::sync::Arc::new(std::sync::RwLock::new(Secret::new(String::new()))),
         })
     }
 
-    /// Registers; returns the Hub's id and key set.
+    /// The current worker secret, as sent on the wire.
+    fn worker_secret(&self) -> String {
+        self.worker_secret
+            .read()
+            .map(|s| s.expose().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// Registers; returns the Hub's id and key set, and keeps the worker secret it issued.
+    /// Registering again (a restart, a key reload) proves this is the same worker by its
+    /// transport key; the Hub then issues a new worker secret, which replaces the old one.
     pub async fn register(&mut self) -> Result<Registration, HubCallError> {
         let resp = self
             .client
@@ -161,12 +177,18 @@ impl HubClient {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 transport_key: self.transport_text.expose().to_owned(),
                 audience: self.identity.audience.clone(),
+                worker_secret: self.worker_secret(),
             })
             .await
             .map_err(refused)?
             .into_inner();
+        let issued = Secret::new(resp.worker_secret);
         let keys = KeySet::from_jwks(&resp.jwks_json)
             .map_err(|e| HubCallError::BadAnswer(e.to_string()))?;
+        // A Hub without worker secrets sends none; then none is presented either.
+        if let Ok(mut current) = self.worker_secret.write() {
+            *current = issued;
+        }
         Ok(Registration {
             hub_id: resp.hub_id,
             keys,
@@ -247,6 +269,7 @@ impl HubClient {
             .deregister(DeregisterRequest {
                 registration_secret: self.registration_secret.expose().to_owned(),
                 worker_id: self.identity.id.clone(),
+                worker_secret: self.worker_secret(),
             })
             .await
             .map_err(refused)?
@@ -262,6 +285,7 @@ impl HubClient {
                 capacity: self.identity.capacity,
                 runs_in_flight: in_flight,
                 draining,
+                worker_secret: self.worker_secret(),
             })
             .await
             .map_err(refused)?;

@@ -23,15 +23,20 @@ pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(300);
 pub const LEEWAY_SECS: i64 = 5;
 /// Roles that never run anything: admins manage, auditors read.
 pub const NEVER_RUN_ROLES: [&str; 2] = ["admin", "auditor"];
-/// Roles allowed to run workflows unless configured otherwise.
-pub const DEFAULT_RUN_ROLES: [&str; 2] = ["analyst", "developer"];
+/// Roles allowed to run workflows unless configured otherwise: the Hub's security model names
+/// three roles (admin, user, auditor), and only `user` runs.
+pub const DEFAULT_RUN_ROLES: [&str; 1] = ["user"];
+/// Longest `jti` and `sub` accepted, bytes (both must also be non-empty): the `jti` keys the
+/// replay cache and the Hub's single use, the `sub` names the user in logs and records.
+pub const MAX_ID_CLAIM_BYTES: usize = 128;
 
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     /// Over [`MAX_TOKEN_BYTES`].
     TooLarge,
-    /// Not three base64url parts, or the header or claims are not the contract's JSON.
+    /// Not three base64url parts, the header or claims are not the contract's JSON, or `jti` or
+    /// `sub` is empty or longer than [`MAX_ID_CLAIM_BYTES`].
     Malformed,
     /// `alg: none`.
     AlgNone,
@@ -50,7 +55,7 @@ pub enum Reason {
     NotYetValid,
     /// `exp - iat` is over the configured maximum.
     LifetimeTooLong,
-    /// `aud` does not name this worker or its pool.
+    /// `aud` names none of this worker's audiences (by default its pool and its id).
     WrongAudience,
     /// `iss` is not the configured Hub.
     WrongIssuer,
@@ -106,6 +111,51 @@ fn reject(reason: Reason, message: impl Into<String>) -> TokenError {
         reason,
         message: message.into(),
     }
+}
+
+/// Problems with a worker's `[tokens]` run roles and audiences, each naming its config key:
+/// at least one run role, none of [`NEVER_RUN_ROLES`], each 1 to 64 bytes; audiences (when
+/// set) non-empty, each 1 to 128 printable ASCII characters without spaces, no duplicates,
+/// and `registered` (`worker.audience`, what the worker registers with, so the Hub's tokens
+/// for it verify) among them.
+pub(crate) fn policy_problems(
+    run_roles: &[String],
+    audiences: Option<&[String]>,
+    registered: &str,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if run_roles.is_empty() {
+        problems.push("tokens.run_roles: at least one role".to_owned());
+    }
+    for r in run_roles {
+        if NEVER_RUN_ROLES.contains(&r.as_str()) {
+            problems.push(format!("tokens.run_roles: {r:?} may never run workflows"));
+        } else if r.is_empty() || r.len() > 64 {
+            problems.push("tokens.run_roles: each role is 1 to 64 bytes".to_owned());
+        }
+    }
+    let Some(audiences) = audiences else {
+        return problems;
+    };
+    if audiences.is_empty() {
+        problems.push("tokens.audiences: at least one audience".to_owned());
+        return problems;
+    }
+    for (i, a) in audiences.iter().enumerate() {
+        if a.is_empty() || a.len() > 128 || !a.bytes().all(|b| b.is_ascii_graphic()) {
+            problems.push(format!(
+                "tokens.audiences: {a:?} is not 1 to 128 printable characters without spaces"
+            ));
+        } else if audiences[..i].contains(a) {
+            problems.push(format!("tokens.audiences: {a:?} is listed twice"));
+        }
+    }
+    if !audiences.iter().any(|a| a == registered) {
+        problems.push(format!(
+            "tokens.audiences: must include worker.audience ({registered:?}), the audience the worker registers with"
+        ));
+    }
+    problems
 }
 
 /// `aud` is a string or an array of strings (RFC 7519).
@@ -278,8 +328,9 @@ impl KeySet {
 pub struct Policy {
     /// Expected `iss`.
     pub issuer: String,
-    /// This worker's audience (pool or id).
-    pub audience: String,
+    /// The audiences this worker accepts (by default its pool and its own id); a token's `aud`
+    /// must name at least one of them.
+    pub audiences: Vec<String>,
     /// Longest accepted `exp - iat`.
     pub max_lifetime: Duration,
     /// Roles that may run workflows ([`NEVER_RUN_ROLES`] never may).
@@ -299,7 +350,7 @@ impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier")
             .field("issuer", &self.policy.issuer)
-            .field("audience", &self.policy.audience)
+            .field("audiences", &self.policy.audiences)
             .field("hs256", &self.policy.hs256_secret.is_some())
             .finish_non_exhaustive()
     }
@@ -367,6 +418,7 @@ impl Verifier {
             }
         })?;
         let claims = data.claims;
+        check_ids(&claims)?;
         self.check_claims(&claims, expect, now)?;
         if expect.consume {
             let entry = self.seen.entry(claims.jti.clone()).or_insert(());
@@ -438,7 +490,7 @@ impl Verifier {
                 format!("the token lives longer than {max} s"),
             ));
         }
-        if !c.aud.contains(&self.policy.audience) {
+        if !self.policy.audiences.iter().any(|a| c.aud.contains(a)) {
             return Err(reject(
                 Reason::WrongAudience,
                 "the token is for another audience",
@@ -484,6 +536,21 @@ impl Verifier {
         }
         Ok(())
     }
+}
+
+/// `jti` and `sub` must be non-empty and at most [`MAX_ID_CLAIM_BYTES`]: an empty `jti` would
+/// make every such token share one replay entry (or none, in a Hub that skips empty keys), an
+/// empty `sub` runs for nobody.
+fn check_ids(c: &Claims) -> Result<(), TokenError> {
+    for (name, value) in [("jti", &c.jti), ("sub", &c.sub)] {
+        if value.is_empty() || value.len() > MAX_ID_CLAIM_BYTES {
+            return Err(reject(
+                Reason::Malformed,
+                format!("{name} must be 1 to {MAX_ID_CLAIM_BYTES} bytes"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The parts of a JOSE header this module reads.
@@ -544,14 +611,14 @@ mod tests {
             workflow_sha256: WF.into(),
             connections: vec!["shop".into(), "dw".into()],
             scope: "run".into(),
-            role: "analyst".into(),
+            role: "user".into(),
         }
     }
 
     fn verifier(hub: &HubKeys) -> Verifier {
         let policy = Policy {
             issuer: "hub-1".into(),
-            audience: "pool-a".into(),
+            audiences: vec!["pool-a".into(), "w-1".into()],
             max_lifetime: DEFAULT_MAX_LIFETIME,
             run_roles: DEFAULT_RUN_ROLES.iter().map(|r| (*r).to_owned()).collect(),
             hs256_secret: None,
@@ -758,14 +825,104 @@ mod tests {
     }
 
     #[test]
+    fn ids_are_bounded_audiences_are_a_set_and_only_run_roles_run() {
+        let hub = new_hub();
+        let v = verifier(&hub);
+        let with = |f: &dyn Fn(&mut Claims)| {
+            let mut c = claims();
+            c.jti = random_jti();
+            f(&mut c);
+            hub.sign(&c).unwrap()
+        };
+        // jti and sub: non-empty, at most MAX_ID_CLAIM_BYTES (a boundary test both ways).
+        assert_eq!(
+            code(&v, &with(&|c| c.jti = String::new())),
+            "token_malformed"
+        );
+        assert_eq!(
+            code(&v, &with(&|c| c.sub = String::new())),
+            "token_malformed"
+        );
+        let long = "j".repeat(MAX_ID_CLAIM_BYTES + 1);
+        assert_eq!(
+            code(&v, &with(&|c| c.jti = long.clone())),
+            "token_malformed"
+        );
+        assert_eq!(
+            code(&v, &with(&|c| c.sub = long.clone())),
+            "token_malformed"
+        );
+        assert_eq!(
+            code(&v, &with(&|c| c.jti = "j".repeat(MAX_ID_CLAIM_BYTES))),
+            "ok"
+        );
+        assert_eq!(
+            code(&v, &with(&|c| c.sub = "s".repeat(MAX_ID_CLAIM_BYTES))),
+            "ok"
+        );
+        // An empty jti refused is not remembered: the same token stays refused, not replayed.
+        let empty = with(&|c| c.jti = String::new());
+        assert_eq!(code(&v, &empty), "token_malformed");
+        assert_eq!(code(&v, &empty), "token_malformed");
+        // Any of the configured audiences (pool or worker id) is accepted, nothing else.
+        assert_eq!(
+            code(&v, &with(&|c| c.aud = Audience::One("w-1".into()))),
+            "ok"
+        );
+        assert_eq!(
+            code(&v, &with(&|c| c.aud = Audience::Many(vec!["w-1".into()]))),
+            "ok"
+        );
+        assert_eq!(
+            code(&v, &with(&|c| c.aud = Audience::One("w-2".into()))),
+            "wrong_audience"
+        );
+        assert_eq!(
+            code(&v, &with(&|c| c.aud = Audience::Many(vec![]))),
+            "wrong_audience"
+        );
+        // Roles: `user` by default; the old names and the never-run roles are refused.
+        assert_eq!(DEFAULT_RUN_ROLES, ["user"]);
+        for role in ["admin", "auditor", "analyst", "developer", ""] {
+            assert_eq!(
+                code(&v, &with(&|c| c.role = role.into())),
+                "role_not_allowed",
+                "{role}"
+            );
+        }
+        // A configured admin still never runs, whatever the policy says.
+        let policy = Policy {
+            issuer: "hub-1".into(),
+            audiences: vec!["pool-a".into()],
+            max_lifetime: DEFAULT_MAX_LIFETIME,
+            run_roles: vec!["admin".into(), "reporter".into()],
+            hs256_secret: None,
+        };
+        let custom = Verifier::new(policy, KeySet::from_jwks(&hub.jwks).unwrap());
+        assert_eq!(
+            code(&custom, &with(&|c| c.role = "admin".into())),
+            "role_not_allowed"
+        );
+        assert_eq!(code(&custom, &with(&|c| c.role = "reporter".into())), "ok");
+        assert_eq!(
+            code(&custom, &with(&|c| c.role = "user".into())),
+            "role_not_allowed"
+        );
+    }
+
+    fn random_jti() -> String {
+        crate::hub::random_id()
+    }
+
+    #[test]
     fn hs256_only_when_configured() {
         let hub = new_hub();
         let secret = crate::keys::random_secret();
         let mut policy = Policy {
             issuer: "hub-1".into(),
-            audience: "pool-a".into(),
+            audiences: vec!["pool-a".into()],
             max_lifetime: DEFAULT_MAX_LIFETIME,
-            run_roles: vec!["analyst".into()],
+            run_roles: vec!["user".into()],
             hs256_secret: Some(secret.clone()),
         };
         let v = Verifier::new(policy.clone(), KeySet::from_jwks(&hub.jwks).unwrap());

@@ -55,7 +55,7 @@ async fn start() -> Env {
         )
         .unwrap(),
     );
-    store.add_user("alice", "analyst", now()).await.unwrap();
+    store.add_user("alice", "user", now()).await.unwrap();
     store.add_user("root", "admin", now()).await.unwrap();
     for (name, password) in [("shop", PLANTED_PASSWORD), ("dw", "other-password")] {
         let cred = Credential {
@@ -121,9 +121,9 @@ fn verifier(keys: KeySet) -> Verifier {
     Verifier::new(
         Policy {
             issuer: "hub-test".into(),
-            audience: "pool-a".into(),
+            audiences: vec!["pool-a".into()],
             max_lifetime: hubworker::token::DEFAULT_MAX_LIFETIME,
-            run_roles: vec!["analyst".into(), "developer".into()],
+            run_roles: vec!["user".into()],
             hs256_secret: None,
         },
         keys,
@@ -302,7 +302,7 @@ async fn recorded(env: &Env, f: impl Fn(&mut Claims)) -> String {
         workflow_sha256: WF.into(),
         connections: vec!["shop".into()],
         scope: "run".into(),
-        role: "analyst".into(),
+        role: "user".into(),
     };
     f(&mut c);
     env.store.record_token(&c, "pool-a").await.unwrap();

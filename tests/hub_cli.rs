@@ -38,19 +38,29 @@ fn keygen_hub_commands_and_a_token_the_worker_accepts() {
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
         text(&out.stdout)
     };
-    ok(&["hub", "add-user", "--name", "alice", "--role", "analyst"]);
+    ok(&["hub", "add-user", "--name", "alice", "--role", "user"]);
+    ok(&["hub", "add-user", "--name", "root", "--role", "admin"]);
+    ok(&["hub", "add-user", "--name", "audrey", "--role", "auditor"]);
     let dup = hw(
-        &["hub", "add-user", "--name", "alice", "--role", "analyst"],
+        &["hub", "add-user", "--name", "alice", "--role", "user"],
         d,
         &[],
     );
     assert_eq!(dup.status.code(), Some(2));
-    let bad_role = hw(
-        &["hub", "add-user", "--name", "eve", "--role", "superuser"],
-        d,
-        &[],
-    );
-    assert_eq!(bad_role.status.code(), Some(2));
+    // The security model's three roles only: the old run roles are gone too.
+    for role in ["superuser", "analyst", "developer"] {
+        let bad_role = hw(
+            &["hub", "add-user", "--name", "eve", "--role", role],
+            d,
+            &[],
+        );
+        assert_eq!(bad_role.status.code(), Some(2), "{role}");
+        assert!(
+            text(&bad_role.stderr).contains("role must be one of admin, user, auditor"),
+            "{}",
+            text(&bad_role.stderr)
+        );
+    }
     std::fs::write(d.join("shop.json"), r#"{"connection": "shop", "dialect": "sqlite", "database": "/tmp/shop.db", "auth": {"kind": "none"}}"#).unwrap();
     ok(&[
         "hub",
@@ -82,9 +92,11 @@ fn keygen_hub_commands_and_a_token_the_worker_accepts() {
     let v = Verifier::new(
         Policy {
             issuer: "hubworker-reference-hub".into(),
-            audience: "pool-a".into(),
+            audiences: vec!["pool-a".into()],
             max_lifetime: hubworker::token::DEFAULT_MAX_LIFETIME,
-            run_roles: vec!["analyst".into()],
+            run_roles: hubworker::token::DEFAULT_RUN_ROLES
+                .map(String::from)
+                .to_vec(),
             hs256_secret: None,
         },
         KeySet::from_jwks(&jwks).unwrap(),
@@ -100,6 +112,7 @@ fn keygen_hub_commands_and_a_token_the_worker_accepts() {
     let verified = v.verify(token, &expect, hubworker::hub::now()).unwrap();
     assert_eq!(verified.claims.connections, ["shop"]);
     assert_eq!(verified.claims.sub, "alice");
+    assert_eq!(verified.claims.role, "user");
     assert!(verified.claims.exp - verified.claims.iat <= 300);
     // Tokens for unknown users or connections are refused.
     let nobody = hw(
@@ -118,6 +131,37 @@ fn keygen_hub_commands_and_a_token_the_worker_accepts() {
     );
     assert_eq!(nobody.status.code(), Some(2));
     assert!(text(&nobody.stderr).contains("[refused]"));
+    // Admins and auditors get no run token.
+    for user in ["root", "audrey"] {
+        let refused = hw(
+            &[
+                "hub",
+                "issue-token",
+                "--secrets",
+                "keys",
+                "--user",
+                user,
+                "--workflow",
+                wf.to_str().unwrap(),
+            ],
+            d,
+            &[],
+        );
+        assert_eq!(refused.status.code(), Some(2), "{user}");
+        assert!(
+            text(&refused.stderr).contains("may not run workflows [refused]"),
+            "{}",
+            text(&refused.stderr)
+        );
+    }
+    // The store is private to the Hub's user (its -wal and -shm, which SQLite removes on a
+    // clean close, are checked while a Hub runs: hub_security).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(d.join("hub.db"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
 }
 
 #[test]

@@ -25,6 +25,14 @@ mod hub;
 /// `hubworker keygen` and `hubworker hub ...` as real processes.
 mod hub_cli;
 
+/// The reference Hub under attack: worker secrets on Heartbeat/Deregister, taking over a worker
+/// id, registration-secret backoff, private store files (issue 16, point 7).
+mod hub_security;
+
+/// Token claims end to end: bounded `jti`/`sub`, the worker's audiences, the `user` run role
+/// (issue 16, point 13).
+mod token_claims;
+
 /// The worker daemon end to end over real gRPC with the reference Hub.
 mod worker;
 

@@ -17,7 +17,7 @@ use crate::keys::ProcessEnv;
 /// `hubworker hub` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum HubCommand {
-    /// Serve the Hub gRPC service (Register, Redeem, Heartbeat).
+    /// Serve the Hub gRPC service (Register, Redeem, Heartbeat, Deregister).
     Serve {
         /// Database, secrets, hub id.
         #[command(flatten)]
@@ -26,7 +26,7 @@ pub enum HubCommand {
         #[arg(long, default_value = "127.0.0.1:7100")]
         listen: SocketAddr,
     },
-    /// Add a user with a role (admin, auditor, analyst, developer).
+    /// Add a user with a role: admin, user or auditor (only users run workflows).
     AddUser {
         /// Database, secrets, hub id.
         #[command(flatten)]
@@ -211,10 +211,20 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
+    serve_service(HubService::new(store, keys), listener, shutdown).await
+}
+
+/// Serves `service` (keep a clone to read its [`auth_stats`](HubService::auth_stats)) on
+/// `listener` until `shutdown` completes.
+pub async fn serve_service(
+    service: HubService,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .timeout(Duration::from_secs(30))
-        .add_service(HubService::new(store, keys).server())
+        .add_service(service.server())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::Usage(format!("hub server: {e}")))

@@ -1,13 +1,17 @@
 //! The reference Hub: a real, small Hub for development, the demo and the tests, and the
 //! executable description of the contract for Hub implementers. It stores users, connections
 //! (credentials encrypted at rest) and tokens in SQLite, issues EdDSA server tokens, and serves
-//! the `Hub` gRPC service (`Register`, `Redeem`, `Heartbeat`). Credentials leave it only sealed
-//! to a registered worker's transport key.
+//! the `Hub` gRPC service (`Register`, `Redeem`, `Heartbeat`, `Deregister`). Credentials leave
+//! it only sealed to a registered worker's transport key; a worker's registration changes only
+//! with proof that the caller is that worker (`workers.rs`), and guesses of the registration
+//! secret back off per peer (`limiter.rs`).
 
 pub mod commands;
 pub mod config;
+pub mod limiter;
 pub mod service;
 pub mod store;
+pub mod workers;
 
 use std::time::Duration;
 
@@ -29,6 +33,21 @@ pub enum HubError {
     /// Registration secret wrong.
     #[error("registration refused: wrong registration secret")]
     BadRegistrationSecret,
+    /// Too many wrong registration secrets from this peer: refused without checking.
+    #[error(
+        "too many failed registrations from this address; retry in {} ms",
+        .0.as_millis().max(1)
+    )]
+    RegistrationBackoff(Duration),
+    /// The worker secret (issued at `Register`) is missing or wrong.
+    #[error("the worker secret is missing or wrong")]
+    BadWorkerSecret,
+    /// The worker id is registered with another transport key, and the worker secret that
+    /// would allow changing it was not presented.
+    #[error(
+        "this worker id is registered with another transport key; changing it needs the worker secret"
+    )]
+    WorkerKeyMismatch,
     /// Bad registration fields.
     #[error("registration refused: {0}")]
     BadRegistration(String),
@@ -57,6 +76,9 @@ impl HubError {
     pub fn code(&self) -> &'static str {
         match self {
             HubError::BadRegistrationSecret => "bad_registration_secret",
+            HubError::RegistrationBackoff(_) => "registration_backoff",
+            HubError::BadWorkerSecret => "bad_worker_secret",
+            HubError::WorkerKeyMismatch => "worker_key_mismatch",
             HubError::BadRegistration(_) => "bad_registration",
             HubError::UnknownWorker => "unknown_worker",
             HubError::InvalidToken(_) => "invalid_token",
@@ -136,7 +158,7 @@ impl HubKeys {
 /// What a token is for.
 #[derive(Debug, Clone)]
 pub struct TokenRequest {
-    /// The user (must exist; admins and auditors get no run tokens).
+    /// The user (must exist with role `user`; admins and auditors get no tokens).
     pub user: String,
     /// The workflow's canonical hash.
     pub workflow_sha256: String,

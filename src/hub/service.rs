@@ -1,15 +1,22 @@
 //! The reference Hub's gRPC `Hub` service: proto in, store and keys, proto out. Refusals carry
 //! their reason code at the start of the status message (`[already_redeemed] ...`) and in the
 //! `hubworker-reason` metadata entry; nothing sent back holds a secret except the sealed
-//! credentials of a successful `Redeem`.
+//! credentials of a successful `Redeem` and the worker secret of a successful `Register`.
+//! Authentication failures are counted ([`HubService::auth_stats`]) and logged with their
+//! totals; guesses of the registration secret back off per peer address.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status};
 
+use super::limiter::{Attempt, Limiter};
+use super::store::WorkerFields;
+use super::workers::{AuthCounters, AuthStats};
 use super::{HEARTBEAT_SECS, HubError, HubKeys, Store, now};
 use crate::creds::TransportKey;
 use crate::proto::hub_server::Hub;
@@ -20,17 +27,39 @@ use crate::proto::{
 use crate::secret::Secret;
 use crate::token::{Claims, MAX_TOKEN_BYTES};
 
-/// The `Hub` service over a store and the Hub's keys.
+/// The `Hub` service over a store and the Hub's keys. Clones share the backoff state and the
+/// counters.
 #[derive(Debug, Clone)]
 pub struct HubService {
     store: Store,
     keys: Arc<HubKeys>,
+    limiter: Arc<Limiter>,
+    counters: Arc<AuthCounters>,
 }
 
 impl HubService {
-    /// A service over `store` with `keys`.
+    /// A service over `store` with `keys`, and the default backoff for wrong registration
+    /// secrets ([`limiter::DEFAULT_BURST`](super::limiter::DEFAULT_BURST) failures at once,
+    /// then one per [`limiter::DEFAULT_REFILL`](super::limiter::DEFAULT_REFILL) per peer).
     pub fn new(store: Store, keys: Arc<HubKeys>) -> HubService {
-        HubService { store, keys }
+        HubService {
+            store,
+            keys,
+            limiter: Arc::new(Limiter::default()),
+            counters: Arc::new(AuthCounters::default()),
+        }
+    }
+
+    /// The same service with another backoff: `burst` failures at once per peer, then one per
+    /// `refill`.
+    pub fn with_backoff(mut self, burst: u32, refill: Duration) -> HubService {
+        self.limiter = Arc::new(Limiter::new(burst, refill));
+        self
+    }
+
+    /// Authentication failures so far.
+    pub fn auth_stats(&self) -> AuthStats {
+        self.counters.stats()
     }
 
     /// The tonic server for this service.
@@ -48,8 +77,8 @@ impl HubService {
             .await?
             .ok_or(HubError::UnknownWorker)?;
         // The Hub checks its own token too: signature, expiry, issuer, and that it was issued
-        // for the redeeming worker's audience.
-        let claims = verify_own(&req.token, &self.keys, &worker.audience)?;
+        // for the redeeming worker: its audience (pool) or its id.
+        let claims = verify_own(&req.token, &self.keys, &[&worker.audience, &worker.id])?;
         if !self.store.consume(&claims.jti, &worker.id, now()).await? {
             return Err(match self.store.token(&claims.jti).await? {
                 None => HubError::UnknownToken,
@@ -73,8 +102,8 @@ impl HubService {
     }
 }
 
-/// Verifies a token this Hub issued, for a worker with `audience`.
-fn verify_own(token: &str, hub: &HubKeys, audience: &str) -> Result<Claims, HubError> {
+/// Verifies a token this Hub issued, for a worker with one of `audiences`.
+fn verify_own(token: &str, hub: &HubKeys, audiences: &[&str]) -> Result<Claims, HubError> {
     let header = jsonwebtoken::decode_header(token)
         .map_err(|_| HubError::InvalidToken("malformed".into()))?;
     if header.alg != Algorithm::EdDSA || header.kid.as_deref() != Some(hub.kid.as_str()) {
@@ -84,7 +113,7 @@ fn verify_own(token: &str, hub: &HubKeys, audience: &str) -> Result<Claims, HubE
         .map_err(|_| HubError::InvalidToken("no key".into()))?;
     let mut v = Validation::new(Algorithm::EdDSA);
     v.set_issuer(&[hub.hub_id.as_str()]);
-    v.set_audience(&[audience]);
+    v.set_audience(audiences);
     v.leeway = crate::token::LEEWAY_SECS as u64;
     v.required_spec_claims = HashSet::from(["exp".to_owned(), "aud".to_owned(), "iss".to_owned()]);
     jsonwebtoken::decode::<Claims>(token, &key, &v)
@@ -96,7 +125,10 @@ fn verify_own(token: &str, hub: &HubKeys, audience: &str) -> Result<Claims, HubE
 pub fn status(e: &HubError) -> Status {
     use tonic::Code;
     let code = match e {
-        HubError::BadRegistrationSecret => Code::Unauthenticated,
+        HubError::BadRegistrationSecret
+        | HubError::BadWorkerSecret
+        | HubError::WorkerKeyMismatch => Code::Unauthenticated,
+        HubError::RegistrationBackoff(_) => Code::ResourceExhausted,
         HubError::BadRegistration(_) | HubError::Refused(_) => Code::InvalidArgument,
         HubError::UnknownWorker => Code::PermissionDenied,
         HubError::InvalidToken(_) | HubError::UnknownToken => Code::Unauthenticated,
@@ -124,20 +156,52 @@ fn valid_worker_id(id: &str) -> bool {
 }
 
 impl HubService {
-    /// The registration secret, compared in constant time (open registration: anything).
-    fn check_registration_secret(&self, secret: Secret, worker_id: &str) -> Result<(), Status> {
-        if let Some(expected) = &self.keys.registration_secret {
-            let ok: bool = secret
+    /// The registration secret, compared in constant time (open registration: anything),
+    /// unless `peer` is backing off after wrong ones.
+    fn check_registration_secret(
+        &self,
+        secret: &Secret,
+        worker_id: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<(), Status> {
+        let Some(expected) = &self.keys.registration_secret else {
+            return Ok(());
+        };
+        let attempt = self.limiter.attempt(peer, || {
+            secret
                 .expose()
                 .as_bytes()
                 .ct_eq(expected.expose().as_bytes())
-                .into();
-            if !ok {
-                tracing::warn!(%worker_id, "refused: wrong registration secret");
-                return Err(status(&HubError::BadRegistrationSecret));
+                .into()
+        });
+        let e = match attempt {
+            Attempt::Passed => return Ok(()),
+            Attempt::Failed => HubError::BadRegistrationSecret,
+            Attempt::Blocked(wait) => HubError::RegistrationBackoff(wait),
+        };
+        let total = self.counters.count(&e);
+        let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+        match e {
+            // At most the limiter's rate per peer: worth a line each.
+            HubError::BadRegistrationSecret => {
+                tracing::warn!(%worker_id, %peer, failures_total = total, "refused: wrong registration secret");
             }
+            // As fast as an attacker sends: one line per hundred.
+            _ if total % 100 == 1 => {
+                tracing::warn!(%peer, refusals_total = total, "refused registrations: the peer is backing off after wrong secrets");
+            }
+            _ => {}
         }
-        Ok(())
+        Err(status(&e))
+    }
+
+    /// Counts and logs a worker-authentication refusal, then maps it.
+    fn refuse_worker(&self, e: HubError, call: &'static str, worker_id: &str) -> Status {
+        let total = self.counters.count(&e);
+        if matches!(e, HubError::BadWorkerSecret | HubError::WorkerKeyMismatch) {
+            tracing::warn!(%worker_id, call, reason = e.code(), failures_total = total, "refused: no proof of being this worker");
+        }
+        status(&e)
     }
 }
 
@@ -147,8 +211,10 @@ impl Hub for HubService {
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
+        let peer = request.remote_addr().map(|a| a.ip());
         let req = request.into_inner();
-        self.check_registration_secret(Secret::new(req.registration_secret), &req.worker_id)?;
+        let registration = Secret::new(req.registration_secret);
+        self.check_registration_secret(&registration, &req.worker_id, peer)?;
         if !valid_worker_id(&req.worker_id) {
             return Err(status(&HubError::BadRegistration(
                 "worker_id must be 1-128 of A-Z a-z 0-9 . _ - @ :".into(),
@@ -165,24 +231,30 @@ impl Hub for HubService {
                 "transport_key is not a Fernet key".into(),
             )));
         }
-        self.store
-            .register_worker(
-                &req.worker_id,
-                &req.address,
-                &req.audience,
-                req.capacity,
-                &req.version,
-                &transport,
-                &self.keys.at_rest,
-                now(),
-            )
-            .await
-            .map_err(|e| status(&HubError::Store(e)))?;
+        let proof = Secret::new(req.worker_secret);
+        let fields = WorkerFields {
+            id: &req.worker_id,
+            address: &req.address,
+            audience: &req.audience,
+            capacity: req.capacity,
+            version: &req.version,
+        };
+        let secret = super::workers::register(
+            &self.store,
+            &self.keys.at_rest,
+            &fields,
+            &transport,
+            proof.expose(),
+            now(),
+        )
+        .await
+        .map_err(|e| self.refuse_worker(e, "register", &req.worker_id))?;
         tracing::info!(worker_id = %req.worker_id, address = %req.address, capacity = req.capacity, "worker registered");
         Ok(Response::new(RegisterResponse {
             hub_id: self.keys.hub_id.clone(),
             jwks_json: self.keys.jwks.clone(),
             heartbeat_interval_secs: HEARTBEAT_SECS,
+            worker_secret: secret.expose().to_owned(),
         }))
     }
 
@@ -208,13 +280,14 @@ impl Hub for HubService {
         &self,
         request: Request<DeregisterRequest>,
     ) -> Result<Response<DeregisterResponse>, Status> {
+        let peer = request.remote_addr().map(|a| a.ip());
         let req = request.into_inner();
-        self.check_registration_secret(Secret::new(req.registration_secret), &req.worker_id)?;
-        let known = self
-            .store
-            .remove_worker(&req.worker_id)
+        let registration = Secret::new(req.registration_secret);
+        self.check_registration_secret(&registration, &req.worker_id, peer)?;
+        let presented = Secret::new(req.worker_secret);
+        let known = super::workers::deregister(&self.store, &req.worker_id, presented.expose())
             .await
-            .map_err(|e| status(&HubError::Store(e)))?;
+            .map_err(|e| self.refuse_worker(e, "deregister", &req.worker_id))?;
         tracing::info!(worker_id = %req.worker_id, known, "worker deregistered");
         Ok(Response::new(DeregisterResponse { known }))
     }
@@ -224,20 +297,16 @@ impl Hub for HubService {
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let req = request.into_inner();
-        let known = self
-            .store
-            .heartbeat(
-                &req.worker_id,
-                req.capacity,
-                req.runs_in_flight,
-                req.draining,
-                now(),
-            )
-            .await
-            .map_err(|e| status(&HubError::Store(e)))?;
-        if !known {
-            return Err(status(&HubError::UnknownWorker));
-        }
+        let presented = Secret::new(req.worker_secret);
+        super::workers::heartbeat(
+            &self.store,
+            &req.worker_id,
+            presented.expose(),
+            (req.capacity, req.runs_in_flight, req.draining),
+            now(),
+        )
+        .await
+        .map_err(|e| self.refuse_worker(e, "heartbeat", &req.worker_id))?;
         Ok(Response::new(HeartbeatResponse {
             jwks_json: String::new(),
         }))

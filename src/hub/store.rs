@@ -1,7 +1,10 @@
 //! The reference Hub's store (SQLite via sqlx): users and roles, connections with their
 //! credentials encrypted at rest (Fernet under `CONNECTION_ENCRYPTION_KEY`), issued tokens and
-//! their single redemption, registered workers. Redemption is one conditional `UPDATE`, so of
-//! any number of concurrent redemptions exactly one wins.
+//! their single redemption, registered workers (with the SHA-256 of each one's worker secret,
+//! never the secret). Redemption is one conditional `UPDATE`, so of any number of concurrent
+//! redemptions exactly one wins; a worker's row changes only by a compare-and-swap on its
+//! secret's digest, so a stale or concurrent caller changes nothing. The database and its
+//! `-wal` and `-shm` files are private to the Hub's user (0600).
 
 use std::path::Path;
 use std::str::FromStr;
@@ -12,8 +15,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use crate::creds::{Credential, TransportKey};
 use crate::secret::Secret;
 
-/// Roles users can have. Admins manage and auditors read; neither runs workflows.
-pub const ROLES: [&str; 4] = ["admin", "auditor", "analyst", "developer"];
+/// Roles users can have (the Hub's security model). Admins manage and auditors read; neither
+/// runs workflows: only `user`s get run and inspect tokens.
+pub const ROLES: [&str; 3] = ["admin", "user", "auditor"];
+/// Longest user name, bytes (it becomes the tokens' `sub`, which workers bound the same way).
+pub const MAX_USER_NAME_BYTES: usize = crate::token::MAX_ID_CLAIM_BYTES;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +35,14 @@ pub enum StoreError {
     /// Bad input (unknown role, duplicate name...).
     #[error("{0}")]
     Invalid(String),
+    /// The database file (or its `-wal`/`-shm`) cannot be made private.
+    #[error("hub store file {path}: {source}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// A registered worker.
@@ -42,6 +56,30 @@ pub struct WorkerRecord {
     pub audience: String,
     /// Its transport key (opened from the store).
     pub transport_key: Secret,
+    /// SHA-256 (hex) of its current worker secret; `None` for a row from before worker
+    /// secrets (such a worker must register again before it can heartbeat).
+    pub secret_sha256: Option<String>,
+    /// Capacity it last reported.
+    pub capacity: u32,
+    /// Runs in flight it last reported.
+    pub runs_in_flight: u32,
+    /// Whether it last reported draining.
+    pub draining: bool,
+}
+
+/// What a worker registers with (everything but its key and secret).
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerFields<'a> {
+    /// Worker id.
+    pub id: &'a str,
+    /// Where its Worker service listens.
+    pub address: &'a str,
+    /// The audience its tokens carry.
+    pub audience: &'a str,
+    /// Runs at once.
+    pub capacity: u32,
+    /// hubworker version.
+    pub version: &'a str,
 }
 
 /// An issued token as recorded.
@@ -68,7 +106,7 @@ pub struct Store {
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY,
-    role TEXT NOT NULL CHECK (role IN ('admin', 'auditor', 'analyst', 'developer')),
+    role TEXT NOT NULL CHECK (role IN ('admin', 'user', 'auditor')),
     created_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS connections (
@@ -99,13 +137,63 @@ CREATE TABLE IF NOT EXISTS workers (
     registered_at INTEGER NOT NULL,
     last_heartbeat INTEGER,
     runs_in_flight INTEGER NOT NULL DEFAULT 0,
-    draining INTEGER NOT NULL DEFAULT 0
+    draining INTEGER NOT NULL DEFAULT 0,
+    secret_sha256 TEXT
 );
 ";
+
+/// Stores made before the roles followed the security model: `analyst` and `developer` become
+/// `user` (the CHECK constraint changes, so the table is rebuilt).
+const MIGRATE_ROLES: &str = "
+BEGIN IMMEDIATE;
+CREATE TABLE users_new (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL CHECK (role IN ('admin', 'user', 'auditor')),
+    created_at INTEGER NOT NULL
+);
+INSERT INTO users_new (name, role, created_at)
+    SELECT name, CASE WHEN role IN ('admin', 'auditor') THEN role ELSE 'user' END, created_at
+    FROM users;
+DROP TABLE users;
+ALTER TABLE users_new RENAME TO users;
+COMMIT;
+";
+
+/// Makes the database file private before SQLite opens it: created 0600 if missing (SQLite
+/// gives the `-wal` and `-shm` files it creates the database file's mode), and an existing
+/// store and its `-wal`/`-shm` are narrowed to 0600.
+fn private_files(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let err = |p: &Path| {
+        let path = p.to_owned();
+        move |source| StoreError::File { path, source }
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(err(path))?;
+    let mut files = vec![path.to_owned()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(name.into());
+    }
+    for f in &files {
+        match std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => other.map_err(err(f))?,
+        }
+    }
+    Ok(())
+}
 
 impl Store {
     /// Opens (creating if needed) the store at `path`.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        private_files(path)?;
         let opts = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)
@@ -120,11 +208,34 @@ impl Store {
             .connect_with(opts)
             .await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        let users: Option<String> = sqlx::query_scalar(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'users'",
+        )
+        .fetch_optional(&pool)
+        .await?;
+        if users.is_some_and(|sql| sql.contains("'analyst'")) {
+            sqlx::raw_sql(MIGRATE_ROLES).execute(&pool).await?;
+        }
+        let has_secret: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pragma_table_info('workers') WHERE name = 'secret_sha256'",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if has_secret == 0 {
+            sqlx::raw_sql("ALTER TABLE workers ADD COLUMN secret_sha256 TEXT")
+                .execute(&pool)
+                .await?;
+        }
         Ok(Store { pool })
     }
 
     /// Adds a user with one of [`ROLES`].
     pub async fn add_user(&self, name: &str, role: &str, now: i64) -> Result<(), StoreError> {
+        if name.is_empty() || name.len() > MAX_USER_NAME_BYTES {
+            return Err(StoreError::Invalid(format!(
+                "a user name is 1 to {MAX_USER_NAME_BYTES} bytes"
+            )));
+        }
         if !ROLES.contains(&role) {
             return Err(StoreError::Invalid(format!(
                 "role must be one of {}",
@@ -282,37 +393,64 @@ impl Store {
         )))
     }
 
-    /// Registers (or re-registers) a worker; its transport key is encrypted at rest.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn register_worker(
+    /// Adds a worker that is not registered yet; its transport key is encrypted at rest.
+    /// `false` (nothing written) if the id is taken.
+    pub async fn insert_worker(
         &self,
-        id: &str,
-        address: &str,
-        audience: &str,
-        capacity: u32,
-        version: &str,
+        w: &WorkerFields<'_>,
         transport_key: &Secret,
+        secret_sha256: &str,
         at_rest: &TransportKey,
         now: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let sealed = at_rest.seal(transport_key.expose().as_bytes());
-        sqlx::query(
-            "INSERT INTO workers (id, address, audience, capacity, version, transport_key, registered_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (id) DO UPDATE SET address = excluded.address, audience = excluded.audience,
-               capacity = excluded.capacity, version = excluded.version,
-               transport_key = excluded.transport_key, registered_at = excluded.registered_at",
+        let done = sqlx::query(
+            "INSERT INTO workers (id, address, audience, capacity, version, transport_key, registered_at, secret_sha256)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
         )
-        .bind(id)
-        .bind(address)
-        .bind(audience)
-        .bind(i64::from(capacity))
-        .bind(version)
+        .bind(w.id)
+        .bind(w.address)
+        .bind(w.audience)
+        .bind(i64::from(w.capacity))
+        .bind(w.version)
         .bind(sealed)
         .bind(now)
+        .bind(secret_sha256)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Re-registers a worker whose current secret digest is `expected` (compare-and-swap):
+    /// new fields, transport key and secret digest. `false` (nothing written) if the row has
+    /// changed since `expected` was read, or is gone.
+    pub async fn replace_worker(
+        &self,
+        w: &WorkerFields<'_>,
+        transport_key: &Secret,
+        expected: Option<&str>,
+        secret_sha256: &str,
+        at_rest: &TransportKey,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let sealed = at_rest.seal(transport_key.expose().as_bytes());
+        let done = sqlx::query(
+            "UPDATE workers SET address = ?, audience = ?, capacity = ?, version = ?, transport_key = ?,
+               registered_at = ?, secret_sha256 = ?
+             WHERE id = ? AND secret_sha256 IS ?",
+        )
+        .bind(w.address)
+        .bind(w.audience)
+        .bind(i64::from(w.capacity))
+        .bind(w.version)
+        .bind(sealed)
+        .bind(now)
+        .bind(secret_sha256)
+        .bind(w.id)
+        .bind(expected)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// A registered worker.
@@ -321,11 +459,13 @@ impl Store {
         id: &str,
         at_rest: &TransportKey,
     ) -> Result<Option<WorkerRecord>, StoreError> {
-        let row =
-            sqlx::query("SELECT id, address, audience, transport_key FROM workers WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query(
+            "SELECT id, address, audience, transport_key, secret_sha256, capacity, runs_in_flight, draining
+             FROM workers WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let sealed: String = row.try_get(3)?;
         let plain = at_rest
@@ -333,40 +473,67 @@ impl Store {
             .map_err(|_| StoreError::Decrypt(format!("worker {id}")))?;
         let key = String::from_utf8(plain.to_vec())
             .map_err(|_| StoreError::Decrypt(format!("worker {id}")))?;
+        let count = |i: usize| -> Result<u32, StoreError> {
+            let v: i64 = row.try_get(i)?;
+            Ok(u32::try_from(v).unwrap_or(0))
+        };
         Ok(Some(WorkerRecord {
             id: row.try_get(0)?,
             address: row.try_get(1)?,
             audience: row.try_get(2)?,
             transport_key: Secret::new(key),
+            secret_sha256: row.try_get(4)?,
+            capacity: count(5)?,
+            runs_in_flight: count(6)?,
+            draining: row.try_get(7)?,
         }))
     }
 
-    /// Records a heartbeat; `false` if the worker is not registered.
+    /// The digest of a worker's current secret: `None` if the worker is not registered,
+    /// `Some(None)` for a row from before worker secrets.
+    pub async fn worker_secret_sha256(
+        &self,
+        id: &str,
+    ) -> Result<Option<Option<String>>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT secret_sha256 FROM workers WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Records a heartbeat of the worker whose secret digest is `secret_sha256`; `false`
+    /// (nothing written) if there is no such worker (unknown, or registered again since).
     pub async fn heartbeat(
         &self,
         id: &str,
+        secret_sha256: &str,
         capacity: u32,
         in_flight: u32,
         draining: bool,
         now: i64,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE workers SET last_heartbeat = ?, capacity = ?, runs_in_flight = ?, draining = ? WHERE id = ?",
+            "UPDATE workers SET last_heartbeat = ?, capacity = ?, runs_in_flight = ?, draining = ?
+             WHERE id = ? AND secret_sha256 = ?",
         )
         .bind(now)
         .bind(i64::from(capacity))
         .bind(i64::from(in_flight))
         .bind(draining)
         .bind(id)
+        .bind(secret_sha256)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    /// Removes a worker; `false` if it was not registered.
-    pub async fn remove_worker(&self, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM workers WHERE id = ?")
+    /// Removes the worker whose secret digest is `secret_sha256`; `false` if there is none.
+    pub async fn remove_worker(&self, id: &str, secret_sha256: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM workers WHERE id = ? AND secret_sha256 = ?")
             .bind(id)
+            .bind(secret_sha256)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)

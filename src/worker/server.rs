@@ -173,7 +173,7 @@ pub async fn start(config: Config, env: &dyn Env) -> Result<Running, StartError>
     let keys = secrets.key_set.unwrap_or(registration.keys);
     let policy = Policy {
         issuer: config.hub.issuer.clone(),
-        audience: config.worker.audience.clone(),
+        audiences: config.token_audiences(),
         max_lifetime: Duration::from_secs(config.tokens.max_lifetime_secs),
         run_roles: config.tokens.run_roles.clone(),
         hs256_secret: None,
