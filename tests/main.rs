@@ -33,3 +33,12 @@ mod sandbox;
 
 /// A fleet member as a real process: systemd notify, SIGHUP key rotation, metrics, SIGTERM drain.
 mod fleet;
+
+/// A worker daemon as a real process: pid, log, metrics, children.
+mod daemon;
+
+/// Issue 16 point 2: clients that stop reading lose their runs; memory stays bounded.
+mod stalled_clients;
+
+/// Issue 16 point 3: run children follow the daemon process; their deaths are crashes.
+mod run_children;
