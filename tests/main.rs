@@ -42,3 +42,6 @@ mod stalled_clients;
 
 /// Issue 16 point 3: run children follow the daemon process; their deaths are crashes.
 mod run_children;
+
+/// Issue 16 points 6 and 11: Cancel needs the run's secret; Validate is budgeted and bounded.
+mod cancel_validate;

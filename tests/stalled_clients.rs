@@ -58,6 +58,7 @@ struct Stalled {
     _client: WorkerClient<Channel>,
     _stream: Streaming<ExecuteEvent>,
     run_id: String,
+    cancel_secret: String,
 }
 
 async fn stall(daemon: &Daemon, stack: &Stack, tag: usize, deadline: Option<Duration>) -> Stalled {
@@ -76,6 +77,7 @@ async fn stall(daemon: &Daemon, stack: &Stack, tag: usize, deadline: Option<Dura
         _client: client,
         _stream: stream,
         run_id: a.run_id,
+        cancel_secret: a.cancel_secret,
     }
 }
 
@@ -146,6 +148,7 @@ async fn stalled_clients_lose_their_runs(isolation: &str) {
         .await
         .cancel(CancelRequest {
             run_id: s.run_id.clone(),
+            cancel_secret: s.cancel_secret.clone(),
         })
         .await
         .unwrap()
