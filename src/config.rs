@@ -712,7 +712,10 @@ issuer = "hub"
             )
             .replace(
                 "url = \"http://127.0.0.1:7100\"",
-                &format!("url = \"https://hub:7100\"\nca_file = {}", file("hub-ca.pem")),
+                &format!(
+                    "url = \"https://hub:7100\"\nca_file = {}",
+                    file("hub-ca.pem")
+                ),
             );
         let server_only = format!(
             "{production}\n[tls]\ncert_file = {}\nkey_file = {}\n",
@@ -740,14 +743,25 @@ issuer = "hub"
         assert_eq!(c.worker.validate_concurrency, 4);
         assert_eq!(c.limits.event_budget(), (2 << 20) + (64 << 10));
         let e = Config::parse(
-            &(MINIMAL.replace("audience = \"pool-a\"", "audience = \"pool-a\"\nvalidate_concurrency = 0")
-                + "\n[limits]\nsend_timeout_secs = 0\nvalidations_per_token = 0\n"),
+            &(MINIMAL.replace(
+                "audience = \"pool-a\"",
+                "audience = \"pool-a\"\nvalidate_concurrency = 0",
+            ) + "\n[limits]\nsend_timeout_secs = 0\nvalidations_per_token = 0\n"),
         )
         .unwrap_err();
         assert_eq!(e.0.len(), 3, "{e}");
-        assert!(e.0.iter().any(|p| p.starts_with("limits.send_timeout_secs")));
-        assert!(e.0.iter().any(|p| p.starts_with("limits.validations_per_token")));
-        assert!(e.0.iter().any(|p| p.starts_with("worker.validate_concurrency")));
+        assert!(
+            e.0.iter()
+                .any(|p| p.starts_with("limits.send_timeout_secs"))
+        );
+        assert!(
+            e.0.iter()
+                .any(|p| p.starts_with("limits.validations_per_token"))
+        );
+        assert!(
+            e.0.iter()
+                .any(|p| p.starts_with("worker.validate_concurrency"))
+        );
     }
 
     #[test]

@@ -125,7 +125,14 @@ async fn cancel_needs_the_runs_secret_and_the_secret_is_never_logged() {
 /// A 2.4 MB workflow: 40,000 inline rows, then a formula, a filter and a summary.
 fn large_document(tag: usize) -> String {
     let rows: Vec<String> = (0..40_000)
-        .map(|i| format!("[\"customer-{:06}\", {i}, {}.25, \"region-{}\"]", i % 977, i % 1000, i % 7))
+        .map(|i| {
+            format!(
+                "[\"customer-{:06}\", {i}, {}.25, \"region-{}\"]",
+                i % 977,
+                i % 1000,
+                i % 7
+            )
+        })
         .collect();
     format!(
         r#"{{"version": 1, "nodes": [
@@ -166,7 +173,10 @@ async fn validate_is_budgeted_per_token_and_bounded_off_the_runtime() {
         .unwrap_err();
     assert_eq!(
         (e.code(), reason(&e).as_str()),
-        (tonic::Code::ResourceExhausted, "validation_budget_exhausted")
+        (
+            tonic::Code::ResourceExhausted,
+            "validation_budget_exhausted"
+        )
     );
     // Invalid documents count too (the work was done), and the budget outlives them.
     let e = client.validate(validate(&token, "{}")).await.unwrap_err();
@@ -212,13 +222,10 @@ async fn validate_is_budgeted_per_token_and_bounded_off_the_runtime() {
     }
     let mut answered = 0;
     while !calls.iter().all(|c| c.is_finished()) {
-        let status = tokio::time::timeout(
-            Duration::from_secs(5),
-            client.status(StatusRequest {}),
-        )
-        .await
-        .expect("Status answers while validations run")
-        .unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(5), client.status(StatusRequest {}))
+            .await
+            .expect("Status answers while validations run")
+            .unwrap();
         assert_eq!(status.into_inner().worker_id, "validate-worker");
         answered += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;

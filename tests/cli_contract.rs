@@ -283,9 +283,16 @@ fn validate_config_refuses_production_without_mutual_tls() {
     // With the client CA: the same file passes.
     let mutual = format!("{server_only}client_ca_file = {}\n", path("clients-ca.pem"));
     std::fs::write(dir.path().join("mutual.toml"), mutual).expect("write");
-    let out = run(&["validate-config", "--config", "mutual.toml"], "", dir.path());
+    let out = run(
+        &["validate-config", "--config", "mutual.toml"],
+        "",
+        dir.path(),
+    );
     assert_eq!(
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).trim()),
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        ),
         (Some(0), "ok"),
         "{}",
         String::from_utf8_lossy(&out.stderr)

@@ -155,7 +155,7 @@ async fn run_children_outlive_threads_and_their_deaths_are_crashes_without_zombi
             }));
         }
         for c in calls {
-            if c.await.unwrap() == Ok(true) {
+            if matches!(c.await.unwrap(), Ok(true)) {
                 validated += 1;
             }
         }

@@ -181,7 +181,11 @@ async fn stalled_clients_lose_their_runs(isolation: &str) {
     let token = stack.token("alice", &big(10), &[]).await.unwrap();
     let (df, error) = read_all(&daemon, request(&token, &big(10))).await;
     assert_eq!(error, None);
-    assert_eq!(df.unwrap().height(), ROWS * ROWS, "a reading client gets it all");
+    assert_eq!(
+        df.unwrap().height(),
+        ROWS * ROWS,
+        "a reading client gets it all"
+    );
     let before = daemon.rss_kib();
     let mut stalled = Vec::new();
     for tag in 11..15 {
@@ -192,10 +196,7 @@ async fn stalled_clients_lose_their_runs(isolation: &str) {
     assert_eq!(error, None);
     let df = df.unwrap();
     assert_eq!(df.column("n").unwrap().i64().unwrap().get(0), Some(1000));
-    assert_eq!(
-        df.column("s").unwrap().i64().unwrap().get(0),
-        Some(500_500)
-    );
+    assert_eq!(df.column("s").unwrap().i64().unwrap().get(0), Some(500_500));
     let mut peak = before;
     let freed = eventually(Duration::from_secs(60), || {
         peak = peak.max(daemon.rss_kib());

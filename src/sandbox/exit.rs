@@ -157,10 +157,7 @@ mod tests {
         );
         assert_eq!(classify(sig(nix::libc::SIGXCPU)), Some(Exit::CpuLimit));
         assert_eq!(classify(code(MEMORY)), Some(Exit::MemoryLimit));
-        assert_eq!(
-            classify(code(SECCOMP)),
-            Some(Exit::SetupFailed("seccomp"))
-        );
+        assert_eq!(classify(code(SECCOMP)), Some(Exit::SetupFailed("seccomp")));
         assert_eq!(
             classify(sig(nix::libc::SIGSEGV)),
             Some(Exit::Crashed("signal SIGSEGV".into()))

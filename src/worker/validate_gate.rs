@@ -20,7 +20,7 @@ use crate::token::{Expect, Scope};
 use crate::workflow::{Problems, Workflow};
 
 /// How long a validation waits for a free permit before it is refused.
-pub const QUEUE_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 /// Most token ids remembered at once (each until its token expires). Only tokens whose
 /// signature verified get here, so only the Hub's issuance can fill it; full of live ids, the
@@ -69,10 +69,9 @@ impl ValidateGate {
         if used.len() >= MAX_TRACKED && !used.contains_key(jti) {
             return Err(RunFailure::ValidationBusy);
         }
-        let entry = used.entry(jti.to_owned()).or_insert_with(|| Used {
-            count: 0,
-            expires,
-        });
+        let entry = used
+            .entry(jti.to_owned())
+            .or_insert_with(|| Used { count: 0, expires });
         if entry.count >= per_token {
             return Err(RunFailure::ValidationBudgetExhausted);
         }
@@ -88,7 +87,6 @@ impl ValidateGate {
             Err(_) => Err(RunFailure::ValidationBusy),
         }
     }
-
 }
 
 /// What a validation found.
@@ -167,7 +165,8 @@ mod tests {
         gate.charge("b", 50, 10, 3).expect("own budget");
         // Past PRUNE_AT ids, expired ones are forgotten.
         for i in 0..PRUNE_AT {
-            gate.charge(&format!("x{i}"), 20, 10, 3).expect("own budget");
+            gate.charge(&format!("x{i}"), 20, 10, 3)
+                .expect("own budget");
         }
         gate.charge("c", 100, 60, 3).expect("own budget");
         let used = gate.used.lock().expect("lock");
@@ -185,6 +184,6 @@ mod tests {
             Err(RunFailure::ValidationBusy)
         ));
         drop(held);
-        gate.permit(wait).await.expect("free again");
+        let _free = gate.permit(wait).await.expect("free again");
     }
 }
