@@ -18,7 +18,7 @@
 //! (measured by `hubworker bench dispatch`; see the README), so the daemon keeps a small pool
 //! of children already started and confined, waiting on their stdin for a task; a planted
 //! test fault always gets a fresh child. Every child is started from one long-lived thread
-//! ([`spawner`]), so that its parent-death signal follows the daemon, not a passing thread.
+//! (`spawner.rs`), so that its parent-death signal follows the daemon, not a passing thread.
 
 pub mod child;
 mod conversation;

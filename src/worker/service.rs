@@ -1,5 +1,5 @@
 //! The `Worker` gRPC service: proto in → checked calls on [`Worker`] → proto out. No business
-//! logic here. `Execute` hands the accepted run to [`super::forward`], which streams its events
+//! logic here. `Execute` hands the accepted run to `forward.rs`, which streams its events
 //! through a byte-bounded outbox under the run's limits and the send timeout.
 
 use std::pin::Pin;
