@@ -292,7 +292,9 @@ async fn drive(dispatch: Dispatch, outbox: Outbox) {
     let forwarded = match link.send(accepted).await {
         Ok(()) => run_and_forward(&worker, verified, wf, mode, &control, &link).await,
         Err(blocked) => Forwarded {
-            result: Err(RunFailure::Run(RunError::Cancelled)),
+            result: Err(RunFailure::Run(
+                control.check().err().unwrap_or(RunError::Cancelled),
+            )),
             redeem_us: 0,
             redeemed: false,
             blocked: Some(blocked),
@@ -336,7 +338,8 @@ async fn drive(dispatch: Dispatch, outbox: Outbox) {
             Err(to_status(f))
         };
         // A client that was not reading gets nothing more: what waited for it is dropped now.
-        if blocked.is_some() || link.send_last(last).await.is_err() {
+        let unread = blocked.is_some() || matches!(f, RunFailure::ClientStalled);
+        if unread || link.send_last(last).await.is_err() {
             outbox.abandon(to_status(f));
         }
     }
