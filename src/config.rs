@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod sandbox;
+pub use sandbox::{Isolation, SandboxSection};
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,112 +41,6 @@ pub struct Config {
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsSection,
-}
-
-/// `[sandbox]`: one confined child process per run (the default), or none (`inline`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SandboxSection {
-    /// `process` (default; required in production) or `inline` (same process, not sandboxed:
-    /// for development and profiling only).
-    #[serde(default)]
-    pub isolation: Isolation,
-    /// Address-space limit per run child, bytes.
-    #[serde(default = "default_memory_bytes")]
-    pub memory_bytes: u64,
-    /// CPU time per run child, seconds.
-    #[serde(default = "default_cpu_secs")]
-    pub cpu_secs: u64,
-    /// Open files per run child.
-    #[serde(default = "default_open_files")]
-    pub open_files: u64,
-    /// Most bytes of outputs one run may produce.
-    #[serde(default = "default_output_bytes")]
-    pub max_output_bytes: u64,
-    /// Between SIGTERM and SIGKILL when a run is stopped, milliseconds.
-    #[serde(default = "default_kill_grace_ms")]
-    pub kill_grace_ms: u64,
-    /// The executable started for each run (default: the daemon's own binary).
-    #[serde(default)]
-    pub program: Option<PathBuf>,
-    /// Children kept started and confined ahead of need (0: start each on demand).
-    #[serde(default = "default_pool")]
-    pub pool: usize,
-}
-
-fn default_pool() -> usize {
-    crate::sandbox::Settings::default().pool
-}
-
-/// How runs are isolated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Isolation {
-    /// One confined child process per run.
-    #[default]
-    Process,
-    /// In the daemon's own process: NOT sandboxed.
-    Inline,
-}
-
-impl Isolation {
-    /// Its name in config and `Status`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Isolation::Process => "process",
-            Isolation::Inline => "inline",
-        }
-    }
-}
-
-fn default_memory_bytes() -> u64 {
-    crate::sandbox::Limits::default().memory_bytes
-}
-fn default_cpu_secs() -> u64 {
-    crate::sandbox::Limits::default().cpu_secs
-}
-fn default_open_files() -> u64 {
-    crate::sandbox::Limits::default().open_files
-}
-fn default_output_bytes() -> u64 {
-    crate::sandbox::Settings::default().max_output_bytes
-}
-fn default_kill_grace_ms() -> u64 {
-    500
-}
-
-impl Default for SandboxSection {
-    fn default() -> Self {
-        SandboxSection {
-            isolation: Isolation::default(),
-            memory_bytes: default_memory_bytes(),
-            cpu_secs: default_cpu_secs(),
-            open_files: default_open_files(),
-            max_output_bytes: default_output_bytes(),
-            kill_grace_ms: default_kill_grace_ms(),
-            program: None,
-            pool: default_pool(),
-        }
-    }
-}
-
-impl SandboxSection {
-    /// The sandbox settings these keys describe.
-    pub fn settings(&self) -> crate::sandbox::Settings {
-        let defaults = crate::sandbox::Settings::default();
-        crate::sandbox::Settings {
-            program: self.program.clone().unwrap_or(defaults.program),
-            limits: crate::sandbox::Limits {
-                memory_bytes: self.memory_bytes,
-                cpu_secs: self.cpu_secs,
-                open_files: self.open_files,
-                file_bytes: 0,
-            },
-            kill_grace: Duration::from_millis(self.kill_grace_ms),
-            max_output_bytes: self.max_output_bytes,
-            pool: self.pool,
-        }
-    }
 }
 
 /// `[tls]`: rustls for the gRPC server; with `client_ca_file`, mutual TLS (the Hub must
@@ -183,10 +80,17 @@ pub struct WorkerSection {
     /// seconds (keep the unit's `TimeoutStopSec=` above it).
     #[serde(default = "default_drain_grace")]
     pub drain_grace_secs: u64,
+    /// `Validate` calls running at once, on blocking threads; more wait up to 2 s for a turn,
+    /// then get RESOURCE_EXHAUSTED (`validation_busy`).
+    #[serde(default = "default_validate_concurrency")]
+    pub validate_concurrency: usize,
 }
 
 fn default_capacity() -> u32 {
     8
+}
+fn default_validate_concurrency() -> usize {
+    4
 }
 fn default_drain_grace() -> u64 {
     60
@@ -324,6 +228,23 @@ pub struct LimitsSection {
     /// Size of the Arrow IPC chunks results are streamed in, bytes.
     #[serde(default = "default_chunk_bytes")]
     pub result_chunk_bytes: usize,
+    /// How long a run waits for its client to take the next event, seconds; a client that
+    /// reads nothing for that long loses its run (`client_stalled`).
+    #[serde(default = "default_send_timeout")]
+    pub send_timeout_secs: u64,
+    /// `Validate` calls one token may make (it is not consumed by them).
+    #[serde(default = "default_validations_per_token")]
+    pub validations_per_token: u32,
+}
+
+impl LimitsSection {
+    /// Bytes of a run's results that may wait for its client at each of the two hand-offs
+    /// (run → forwarder, forwarder → gRPC stream): two chunks, plus room for small events.
+    pub fn event_budget(&self) -> usize {
+        self.result_chunk_bytes
+            .saturating_mul(2)
+            .saturating_add(64 << 10)
+    }
 }
 
 fn default_run_timeout() -> u64 {
@@ -341,6 +262,12 @@ fn default_message_bytes() -> usize {
 fn default_chunk_bytes() -> usize {
     1 << 20
 }
+fn default_send_timeout() -> u64 {
+    30
+}
+fn default_validations_per_token() -> u32 {
+    5
+}
 
 impl Default for LimitsSection {
     fn default() -> Self {
@@ -350,6 +277,8 @@ impl Default for LimitsSection {
             max_rows_per_query: default_max_rows(),
             max_message_bytes: default_message_bytes(),
             result_chunk_bytes: default_chunk_bytes(),
+            send_timeout_secs: default_send_timeout(),
+            validations_per_token: default_validations_per_token(),
         }
     }
 }
@@ -413,6 +342,9 @@ impl Config {
         if w.capacity == 0 || w.capacity > 10_000 {
             problems.push("worker.capacity: 1 to 10000".to_owned());
         }
+        if w.validate_concurrency == 0 || w.validate_concurrency > 1_024 {
+            problems.push("worker.validate_concurrency: 1 to 1024".to_owned());
+        }
         if !(config.hub.url.starts_with("http://") || config.hub.url.starts_with("https://")) {
             problems.push("hub.url: an http:// or https:// address".to_owned());
         }
@@ -454,6 +386,12 @@ impl Config {
         if l.result_chunk_bytes == 0 || l.result_chunk_bytes > l.max_message_bytes / 2 {
             problems.push("limits.result_chunk_bytes: 1 to half of max_message_bytes".to_owned());
         }
+        if l.send_timeout_secs == 0 || l.send_timeout_secs > 3_600 {
+            problems.push("limits.send_timeout_secs: 1 to 3600".to_owned());
+        }
+        if l.validations_per_token == 0 || l.validations_per_token > 1_000 {
+            problems.push("limits.validations_per_token: 1 to 1000".to_owned());
+        }
         let sb = &config.sandbox;
         if config.worker.mode == ModeSetting::Production && sb.isolation != Isolation::Process {
             problems.push(
@@ -488,7 +426,13 @@ impl Config {
                         .to_owned(),
                 );
             }
-            (Some(tls), _) => {
+            (Some(tls), mode) => {
+                if mode == ModeSetting::Production && tls.client_ca_file.is_none() {
+                    problems.push(
+                        "tls.client_ca_file: required in production mode (mutual TLS: only clients with a certificate from this CA, i.e. the Hub, may call the worker)"
+                            .to_owned(),
+                    );
+                }
                 for (key, path) in [
                     ("tls.cert_file", Some(&tls.cert_file)),
                     ("tls.key_file", Some(&tls.key_file)),
@@ -577,6 +521,11 @@ impl Config {
     /// The run time limit.
     pub fn run_timeout(&self) -> Duration {
         Duration::from_secs(self.limits.run_timeout_secs)
+    }
+
+    /// How long a run waits for its client to take an event.
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_secs(self.limits.send_timeout_secs)
     }
 
     /// The cache TTL for `connection`.
@@ -706,6 +655,72 @@ issuer = "hub"
         ))
         .unwrap_err();
         assert_eq!(e.0.len(), 3, "{e}");
+    }
+
+    #[test]
+    fn production_requires_mutual_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["server.pem", "server.key", "ca.pem", "hub-ca.pem"] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        let file = |f: &str| format!("{:?}", dir.path().join(f).display().to_string());
+        let production = MINIMAL
+            .replace(
+                "audience = \"pool-a\"",
+                "audience = \"pool-a\"\nmode = \"production\"",
+            )
+            .replace(
+                "url = \"http://127.0.0.1:7100\"",
+                &format!(
+                    "url = \"https://hub:7100\"\nca_file = {}",
+                    file("hub-ca.pem")
+                ),
+            );
+        let server_only = format!(
+            "{production}\n[tls]\ncert_file = {}\nkey_file = {}\n",
+            file("server.pem"),
+            file("server.key")
+        );
+        let e = Config::parse(&server_only).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert!(
+            e.0[0].starts_with("tls.client_ca_file: required in production mode"),
+            "{e}"
+        );
+        let mutual = format!("{server_only}client_ca_file = {}\n", file("ca.pem"));
+        assert!(Config::parse(&mutual).is_ok());
+        // In dev, TLS without a client CA (server authentication only) stays allowed.
+        let dev = server_only.replace("mode = \"production\"", "mode = \"dev\"");
+        assert!(Config::parse(&dev).is_ok());
+    }
+
+    #[test]
+    fn send_and_validation_limits_have_defaults_and_bounds() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.send_timeout(), Duration::from_secs(30));
+        assert_eq!(c.limits.validations_per_token, 5);
+        assert_eq!(c.worker.validate_concurrency, 4);
+        assert_eq!(c.limits.event_budget(), (2 << 20) + (64 << 10));
+        let e = Config::parse(
+            &(MINIMAL.replace(
+                "audience = \"pool-a\"",
+                "audience = \"pool-a\"\nvalidate_concurrency = 0",
+            ) + "\n[limits]\nsend_timeout_secs = 0\nvalidations_per_token = 0\n"),
+        )
+        .unwrap_err();
+        assert_eq!(e.0.len(), 3, "{e}");
+        assert!(
+            e.0.iter()
+                .any(|p| p.starts_with("limits.send_timeout_secs"))
+        );
+        assert!(
+            e.0.iter()
+                .any(|p| p.starts_with("limits.validations_per_token"))
+        );
+        assert!(
+            e.0.iter()
+                .any(|p| p.starts_with("worker.validate_concurrency"))
+        );
     }
 
     #[test]

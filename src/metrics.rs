@@ -23,7 +23,8 @@ pub struct Reason {
     pub reason: &'static str,
 }
 
-/// The `outcome` label of finished runs: `ok`, or the gRPC status the run failed with.
+/// The `outcome` label of finished runs: `ok`, [`CLIENT_STALLED`], or the gRPC status the run
+/// failed with.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
     /// The value.
@@ -111,7 +112,7 @@ impl Metrics {
         registry.register("runs_started", "Runs accepted", m.runs_started.clone());
         registry.register(
             "runs_finished",
-            "Runs ended, by outcome (ok, or the gRPC status name)",
+            "Runs ended, by outcome (ok, client_stalled, or the gRPC status name)",
             m.runs_finished.clone(),
         );
         registry.register(
@@ -186,6 +187,10 @@ impl Metrics {
         out
     }
 }
+
+/// The outcome of a run whose client stopped reading (it lost the run after
+/// `limits.send_timeout_secs`): told apart from the runs' own deadlines.
+pub const CLIENT_STALLED: &str = "client_stalled";
 
 /// The outcome label for a gRPC status code.
 pub fn outcome(code: tonic::Code) -> &'static str {

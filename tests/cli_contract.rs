@@ -243,3 +243,58 @@ fn query_reads_the_url_from_stdin_and_refuses_writes() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("[not_read_only]"));
 }
+
+/// Issue 16, point 5: production mode requires mutual TLS, as its refusal text says; the
+/// config check (the unit's `ExecStartPre`) refuses a `[tls]` without `client_ca_file`.
+#[test]
+fn validate_config_refuses_production_without_mutual_tls() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let keygen = run(&["keygen", "--out", "keys"], "", dir.path());
+    assert!(
+        keygen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&keygen.stderr)
+    );
+    for f in ["server.pem", "server.key", "clients-ca.pem", "hub-ca.pem"] {
+        std::fs::write(dir.path().join(f), "placeholder").expect("write");
+    }
+    let path = |f: &str| format!("{:?}", dir.path().join(f).display().to_string());
+    let server_only = format!(
+        "[worker]\nid = \"w1\"\nlisten = \"127.0.0.1:7443\"\naudience = \"pool-a\"\nmode = \"production\"\n\n\
+         [hub]\nurl = \"https://hub.example:7100\"\nissuer = \"hub\"\nca_file = {}\n\n\
+         [secrets]\ndir = {}\n\n[tls]\ncert_file = {}\nkey_file = {}\n",
+        path("hub-ca.pem"),
+        path("keys"),
+        path("server.pem"),
+        path("server.key"),
+    );
+    std::fs::write(dir.path().join("server-only.toml"), &server_only).expect("write");
+    let out = run(
+        &["validate-config", "--config", "server-only.toml"],
+        "",
+        dir.path(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("tls.client_ca_file: required in production mode"),
+        "{stderr}"
+    );
+    // With the client CA: the same file passes.
+    let mutual = format!("{server_only}client_ca_file = {}\n", path("clients-ca.pem"));
+    std::fs::write(dir.path().join("mutual.toml"), mutual).expect("write");
+    let out = run(
+        &["validate-config", "--config", "mutual.toml"],
+        "",
+        dir.path(),
+    );
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        ),
+        (Some(0), "ok"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

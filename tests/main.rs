@@ -45,3 +45,15 @@ mod fleet;
 /// The review's SQL attacks through the sandboxed worker on live MariaDB and PostgreSQL, and
 /// the SQLite statement timeout through `hubworker query`.
 mod guard_worker;
+
+/// A worker daemon as a real process: pid, log, metrics, children.
+mod daemon;
+
+/// Issue 16 point 2: clients that stop reading lose their runs; memory stays bounded.
+mod stalled_clients;
+
+/// Issue 16 point 3: run children follow the daemon process; their deaths are crashes.
+mod run_children;
+
+/// Issue 16 points 6 and 11: Cancel needs the run's secret; Validate is budgeted and bounded.
+mod cancel_validate;

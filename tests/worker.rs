@@ -253,7 +253,8 @@ async fn cancel_deadline_disconnect_and_capacity() {
             .await
             .unwrap()
             .cancel(CancelRequest {
-                run_id: a.run_id.clone()
+                run_id: a.run_id.clone(),
+                cancel_secret: a.cancel_secret.clone(),
             })
             .await
             .unwrap()
@@ -273,7 +274,10 @@ async fn cancel_deadline_disconnect_and_capacity() {
             .client()
             .await
             .unwrap()
-            .cancel(CancelRequest { run_id: a.run_id })
+            .cancel(CancelRequest {
+                run_id: a.run_id,
+                cancel_secret: a.cancel_secret,
+            })
             .await
             .unwrap()
             .into_inner()

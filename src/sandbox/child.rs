@@ -117,6 +117,7 @@ pub fn main(args: &[OsString]) -> i32 {
     let mut io = Io {
         input: std::io::stdin().lock(),
         output: Out(std::io::stdout()),
+        chunk: 0,
     };
     if io
         .send(from_child::Msg::Ready(Ready {
@@ -199,6 +200,8 @@ impl Write for Out {
 struct Io<R: Read> {
     input: R,
     output: Out,
+    /// Largest output piece per frame (0: whole outputs).
+    chunk: usize,
 }
 
 impl<R: Read> Io<R> {
@@ -233,12 +236,31 @@ impl<R: Read> Io<R> {
         self.send(from_child::Msg::Progress(p))
     }
 
+    /// Sends one output as pieces of at most `chunk` bytes. Each write blocks while the
+    /// daemon reads nothing (its client is behind): the pipe is the backpressure.
     fn output(&mut self, name: &str, frame: &mut DataFrame) -> Result<(), Stop> {
-        let arrow_ipc = to_ipc(frame)?;
-        self.send(from_child::Msg::Output(Output {
-            name: name.to_owned(),
-            arrow_ipc,
-        }))
+        let ipc = to_ipc(frame)?;
+        let size = if self.chunk == 0 {
+            ipc.len().max(1)
+        } else {
+            self.chunk
+        };
+        let mut pieces = ipc.chunks(size).peekable();
+        if pieces.peek().is_none() {
+            return self.send(from_child::Msg::Output(Output {
+                name: name.to_owned(),
+                arrow_ipc: Vec::new(),
+                last: true,
+            }));
+        }
+        while let Some(piece) = pieces.next() {
+            self.send(from_child::Msg::Output(Output {
+                name: name.to_owned(),
+                arrow_ipc: piece.to_vec(),
+                last: pieces.peek().is_none(),
+            }))?;
+        }
+        Ok(())
     }
 }
 
@@ -273,6 +295,7 @@ fn perform<R: Read>(
     fault: Option<Fault>,
 ) -> Result<(), Stop> {
     let started = Instant::now();
+    io.chunk = usize::try_from(setup.output_chunk_bytes).unwrap_or(usize::MAX);
     let loaded = {
         // Everything secret lives in this block and is dropped (zeroized) at its end.
         let key = LockedBytes::take(&mut setup.transport_key);

@@ -106,7 +106,9 @@ pub fn enter(limits: &Limits, parent: u32) -> Result<Vec<&'static str>, StepFail
     crate::locked::set_non_dumpable().map_err(|e| fail(exit::DUMPABLE, "non_dumpable", e))?;
     active.push("non_dumpable");
 
-    // 8. Die with the daemon; and if it is already gone, stop now.
+    // 8. Die with the daemon; and if it is already gone, stop now. The signal is tied to the
+    //    thread that forked us, which is the daemon's spawner thread: it lives as long as the
+    //    daemon (see `spawner.rs`), so this means the daemon process, not a passing thread.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| fail(exit::PARENT_DEATH, "parent_death_signal", e))?;
     let ppid = nix::unistd::getppid().as_raw();

@@ -17,70 +17,39 @@
 //! A child is used for exactly one task. Starting and confining one costs several milliseconds
 //! (measured by `hubworker bench dispatch`; see the README), so the daemon keeps a small pool
 //! of children already started and confined, waiting on their stdin for a task; a planted
-//! test fault always gets a fresh child.
+//! test fault always gets a fresh child. Every child is started from one long-lived thread
+//! (`spawner.rs`), so that its parent-death signal follows the daemon, not a passing thread.
 
 pub mod child;
+mod conversation;
+pub mod exit;
 pub mod jail;
 pub mod policy;
+mod spawner;
 pub mod wire;
 
 use std::collections::HashMap;
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use polars::prelude::*;
-use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::mpsc;
 use zeroize::Zeroize;
 
-use crate::cache::{CacheKey, CacheMode, ResultCache, Source};
-use crate::proto::sandbox::{Answer, FromChild, Setup, ToChild, answer, from_child, to_child};
+use crate::cache::{CacheMode, ResultCache};
+use crate::proto::sandbox::{Setup, from_child};
+use crate::worker::bounded;
 use crate::worker::{RunEvent, RunFailure, RunTimings};
-use crate::workflow::{RunControl, RunError};
+use crate::workflow::RunControl;
+use conversation::{End, Frames, converse, next, read_capped, read_frames, stop_reason};
+pub use exit::{Exit, classify};
 pub use policy::Limits;
+use spawner::Spawner;
 
 /// The hidden subcommand that turns the binary into a run child.
 pub const CHILD_COMMAND: &str = "__sandbox-child";
-
-/// The child's exit codes. Setup failures have one each, so the daemon's log names the step.
-pub mod exit {
-    /// The task ran (or failed in an ordinary way, reported in a `Failure` frame).
-    pub const OK: i32 = 0;
-    /// Bad arguments.
-    pub const USAGE: i32 = 2;
-    /// Descriptors other than stdio could not be closed.
-    pub const DESCRIPTORS: i32 = 70;
-    /// The environment was not empty.
-    pub const ENVIRONMENT: i32 = 71;
-    /// The working directory was not an empty private directory.
-    pub const WORKDIR: i32 = 72;
-    /// An rlimit could not be set.
-    pub const RLIMITS: i32 = 73;
-    /// `oom_score_adj` could not be raised.
-    pub const OOM_SCORE: i32 = 74;
-    /// no_new_privs could not be set.
-    pub const NO_NEW_PRIVS: i32 = 75;
-    /// The process could not be made non-dumpable.
-    pub const DUMPABLE: i32 = 76;
-    /// The parent-death signal could not be armed, or the daemon was already gone.
-    pub const PARENT_DEATH: i32 = 77;
-    /// A seccomp filter could not be built or installed.
-    pub const SECCOMP: i32 = 78;
-    /// The pipe to the daemon broke or carried something unexpected.
-    pub const PROTOCOL: i32 = 79;
-    /// An allocation failed: the address-space limit was reached.
-    pub const MEMORY: i32 = 86;
-
-    /// Whether `code` is one of the confinement steps'.
-    pub fn is_setup(code: i32) -> bool {
-        (DESCRIPTORS..=SECCOMP).contains(&code)
-    }
-}
 
 /// A deliberate misbehaviour of the child, for the sandbox's own tests: each one is stopped by
 /// a confinement, which is what the tests assert. None weakens anything; the fault runs after
@@ -136,103 +105,6 @@ impl std::str::FromStr for Fault {
     }
 }
 
-/// How a child ended when it did not finish its task.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Exit {
-    /// The run's deadline passed; the daemon stopped the child.
-    #[error("the run took longer than its time limit and was stopped")]
-    Timeout,
-    /// The run was cancelled; the daemon stopped the child.
-    #[error("the run was cancelled")]
-    Cancelled,
-    /// The child reached its memory limit.
-    #[error("the run reached its memory limit and was stopped")]
-    MemoryLimit,
-    /// The child used up its CPU time.
-    #[error("the run used up its CPU time limit and was stopped")]
-    CpuLimit,
-    /// The child made a forbidden system call and was killed by its seccomp filter.
-    #[error("the run attempted an operation the sandbox forbids and was killed")]
-    SandboxViolation,
-    /// The outputs grew past the cap.
-    #[error("the run's outputs exceeded the output size limit")]
-    OutputTooLarge,
-    /// A confinement step failed, so the child ran nothing (fail closed).
-    #[error("the sandbox could not be set up ({0}); nothing ran")]
-    SetupFailed(&'static str),
-    /// Anything else: a crash, a signal, a broken conversation.
-    #[error("the run's process crashed ({0})")]
-    Crashed(String),
-}
-
-impl Exit {
-    /// Stable reason code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Exit::Timeout => "timeout",
-            Exit::Cancelled => "cancelled",
-            Exit::MemoryLimit => "memory_limit",
-            Exit::CpuLimit => "cpu_limit",
-            Exit::SandboxViolation => "sandbox_violation",
-            Exit::OutputTooLarge => "output_too_large",
-            Exit::SetupFailed(_) => "sandbox_failed",
-            Exit::Crashed(_) => "crashed",
-        }
-    }
-
-    /// The gRPC status code.
-    pub fn grpc_code(&self) -> tonic::Code {
-        match self {
-            Exit::Timeout => tonic::Code::DeadlineExceeded,
-            Exit::Cancelled => tonic::Code::Cancelled,
-            Exit::MemoryLimit | Exit::CpuLimit | Exit::OutputTooLarge => {
-                tonic::Code::ResourceExhausted
-            }
-            Exit::SandboxViolation => tonic::Code::PermissionDenied,
-            Exit::SetupFailed(_) => tonic::Code::Unavailable,
-            Exit::Crashed(_) => tonic::Code::Internal,
-        }
-    }
-}
-
-/// Classifies a child's exit status; `None` for a clean exit (0).
-pub fn classify(status: ExitStatus) -> Option<Exit> {
-    if let Some(signal) = status.signal() {
-        return Some(match signal {
-            nix::libc::SIGSYS => Exit::SandboxViolation,
-            nix::libc::SIGXCPU => Exit::CpuLimit,
-            s => Exit::Crashed(format!("signal {}", signal_name(s))),
-        });
-    }
-    match status.code() {
-        Some(exit::OK) => None,
-        Some(exit::MEMORY) => Some(Exit::MemoryLimit),
-        Some(c) if exit::is_setup(c) => Some(Exit::SetupFailed(setup_step(c))),
-        Some(c) => Some(Exit::Crashed(format!("exit code {c}"))),
-        None => Some(Exit::Crashed("unknown exit".into())),
-    }
-}
-
-fn setup_step(code: i32) -> &'static str {
-    match code {
-        exit::DESCRIPTORS => "closing inherited descriptors",
-        exit::ENVIRONMENT => "empty environment",
-        exit::WORKDIR => "private working directory",
-        exit::RLIMITS => "resource limits",
-        exit::OOM_SCORE => "oom_score_adj",
-        exit::NO_NEW_PRIVS => "no_new_privs",
-        exit::DUMPABLE => "non-dumpable",
-        exit::PARENT_DEATH => "parent-death signal",
-        _ => "seccomp",
-    }
-}
-
-fn signal_name(signal: i32) -> String {
-    nix::sys::signal::Signal::try_from(signal)
-        .map(|s| s.as_str().to_owned())
-        .unwrap_or_else(|_| signal.to_string())
-}
-
 /// How the daemon runs children.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -261,12 +133,14 @@ impl Default for Settings {
     }
 }
 
-/// The daemon's sandbox: settings, the pool of pre-started children, faults planted by tests.
+/// The daemon's sandbox: settings, the pool of pre-started children, the thread that starts
+/// them, faults planted by tests.
 pub struct Sandbox {
     settings: Settings,
     faults: Mutex<HashMap<String, Fault>>,
     pool: Pool,
     pending: Arc<AtomicUsize>,
+    spawner: Spawner,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -293,8 +167,9 @@ pub struct Task<'a> {
     pub ttl: &'a (dyn Fn(&str) -> Duration + Sync),
     /// Cancel and deadline.
     pub control: &'a RunControl,
-    /// Progress, inputs and outputs go here.
-    pub events: &'a mpsc::Sender<RunEvent>,
+    /// Progress, inputs and output pieces go here; bounded in bytes, so a client that reads
+    /// slowly slows the child down instead of piling its outputs up in the daemon.
+    pub events: &'a bounded::Sender<RunEvent>,
 }
 
 impl std::fmt::Debug for Task<'_> {
@@ -314,40 +189,6 @@ pub struct Finished {
     pub confinements: Vec<String>,
 }
 
-/// Why the conversation with a child ended early.
-enum End {
-    /// The child reported an ordinary failure.
-    Failed(RunFailure),
-    /// The pipe closed or broke: look at how the child exited.
-    Gone,
-    /// The child said something out of turn.
-    Protocol(String),
-    /// Outputs over the cap.
-    OutputTooLarge,
-    /// The run must stop (deadline or cancel).
-    Stop(Exit),
-}
-
-impl End {
-    /// The same end, rebuilt from a shared reference (a failure keeps its code, message and
-    /// status).
-    fn copy(&self) -> End {
-        match self {
-            End::Failed(f) => End::Failed(RunFailure::Remote {
-                code: f.code(),
-                message: f.message(),
-                grpc: f.grpc_code(),
-            }),
-            End::Gone => End::Gone,
-            End::Protocol(what) => End::Protocol(what.clone()),
-            End::OutputTooLarge => End::OutputTooLarge,
-            End::Stop(exit) => End::Stop(exit.clone()),
-        }
-    }
-}
-
-type Frames = mpsc::Receiver<Result<(FromChild, usize), wire::WireError>>;
-
 /// A started child and its pipes; `confinements` once it said `Ready`.
 struct Spawned {
     child: Child,
@@ -362,13 +203,14 @@ struct Spawned {
 type Pool = Arc<Mutex<Vec<Spawned>>>;
 
 impl Sandbox {
-    /// A sandbox with `settings`.
+    /// A sandbox with `settings` (and its spawner thread).
     pub fn new(settings: Settings) -> Sandbox {
         Sandbox {
             settings,
             faults: Mutex::new(HashMap::new()),
             pool: Arc::new(Mutex::new(Vec::new())),
             pending: Arc::new(AtomicUsize::new(0)),
+            spawner: Spawner::new(),
         }
     }
 
@@ -386,9 +228,14 @@ impl Sandbox {
         }
     }
 
-    /// Starts a child: the binary re-executed in its hidden mode, with an empty environment,
-    /// only stdio, an empty private working directory, and pipes for the conversation.
-    fn spawn_with(settings: &Settings, fault: Option<Fault>) -> Result<Spawned, RunFailure> {
+    /// Starts a child from the spawner thread: the binary re-executed in its hidden mode, with
+    /// an empty environment, only stdio, an empty private working directory, and pipes for the
+    /// conversation.
+    async fn spawn_with(
+        spawner: &Spawner,
+        settings: &Settings,
+        fault: Option<Fault>,
+    ) -> Result<Spawned, RunFailure> {
         let workdir = tempfile::Builder::new()
             .prefix("hubworker-run-")
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
@@ -402,7 +249,8 @@ impl Sandbox {
             limits: settings.limits,
             fault,
         };
-        let mut child = Command::new(&settings.program)
+        let mut command = Command::new(&settings.program);
+        command
             .arg(CHILD_COMMAND)
             .args(args.to_args())
             .env_clear()
@@ -410,12 +258,11 @@ impl Sandbox {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                tracing::error!(error = %e, program = %settings.program.display(), "cannot start a run child");
-                RunFailure::Internal
-            })?;
+            .kill_on_drop(true);
+        let mut child = spawner.spawn(command).await.map_err(|e| {
+            tracing::error!(error = %e, program = %settings.program.display(), "cannot start a run child");
+            RunFailure::Internal
+        })?;
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
@@ -439,30 +286,36 @@ impl Sandbox {
             loop {
                 let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
                 let Some(mut s) = pooled else { break };
-                // A pooled child that died meanwhile (the OOM killer, an operator) is skipped.
+                // A pooled child that died meanwhile (the OOM killer, an operator) is reaped
+                // (`try_wait`) and skipped.
                 if matches!(s.child.try_wait(), Ok(None)) {
                     return Ok(s);
                 }
             }
         }
-        let spawned = Self::spawn_with(&self.settings, fault)?;
+        let spawned = Self::spawn_with(&self.spawner, &self.settings, fault).await?;
         ready(spawned).await.map_err(RunFailure::Sandbox)
     }
 
-    /// Starts children in the background until the pool holds `settings.pool`.
+    /// Reaps pooled children that died while waiting (so none lingers as a zombie), then
+    /// starts children in the background until the pool holds `settings.pool`.
     pub fn refill(&self) {
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.retain_mut(|s| matches!(s.child.try_wait(), Ok(None)));
+        }
         let have = self.pool.lock().map(|p| p.len()).unwrap_or(usize::MAX);
         let pending = self.pending.load(Ordering::SeqCst);
         let want = self.settings.pool.saturating_sub(have + pending);
         for _ in 0..want {
             self.pending.fetch_add(1, Ordering::SeqCst);
-            let (settings, pool, pending) = (
+            let (spawner, settings, pool, pending) = (
+                self.spawner.clone(),
                 self.settings.clone(),
                 self.pool.clone(),
                 self.pending.clone(),
             );
             tokio::spawn(async move {
-                let started = match Self::spawn_with(&settings, None) {
+                let started = match Self::spawn_with(&spawner, &settings, None).await {
                     Ok(s) => ready(s).await.ok(),
                     Err(_) => None,
                 };
@@ -477,7 +330,8 @@ impl Sandbox {
     /// Starts one child, waits until it is confined, and lets it go: proves the sandbox works
     /// on this host and returns the confinements in force.
     pub async fn probe(&self) -> Result<Vec<String>, Exit> {
-        let spawned = Self::spawn_with(&self.settings, None)
+        let spawned = Self::spawn_with(&self.spawner, &self.settings, None)
+            .await
             .map_err(|_| Exit::Crashed("the run child could not be started".into()))?;
         let mut spawned = ready(spawned).await?;
         drop(spawned.stdin);
@@ -499,7 +353,8 @@ impl Sandbox {
         }
     }
 
-    /// Runs one task in a fresh child and supervises it to the end.
+    /// Runs one task in a fresh child and supervises it to the end. Every way out reaps the
+    /// child (waits for it, or kills and then waits): none is left behind as a zombie.
     pub async fn run(&self, mut task: Task<'_>) -> Result<Finished, RunFailure> {
         let fault = self
             .faults
@@ -525,47 +380,39 @@ impl Sandbox {
             tokio::pin!(conversation);
             tokio::select! {
                 r = &mut conversation => r,
-                stop = stopped(control) => Err(End::Stop(stop)),
+                () = wait_stopped(control) => Err(End::Stop(stop_reason(control))),
             }
         };
         task.setup.zeroize_all();
         drop(stdin);
+        let grace = self.settings.kill_grace;
         let result = match end {
-            Ok(timings) => {
-                // The child exits right after `Done`; give it the grace period to do so.
-                match tokio::time::timeout(self.settings.kill_grace, child.wait()).await {
-                    Ok(Ok(status)) => match classify(status) {
-                        None => Ok(Finished {
-                            timings,
-                            confinements,
-                        }),
-                        Some(exit) => Err(exit.into()),
-                    },
-                    _ => {
-                        let _ = child.start_kill();
-                        Ok(Finished {
-                            timings,
-                            confinements,
-                        })
-                    }
-                }
-            }
+            // The child exits right after `Done` (or a `Failure`); give it the grace period.
+            Ok(timings) => match exited(&mut child, grace).await {
+                Some(status) => match classify(status) {
+                    None => Ok(Finished {
+                        timings,
+                        confinements,
+                    }),
+                    Some(exit) => Err(exit.into()),
+                },
+                None => Ok(Finished {
+                    timings,
+                    confinements,
+                }),
+            },
             Err(End::Failed(f)) => {
-                let _ = tokio::time::timeout(self.settings.kill_grace, child.wait()).await;
+                let _ = exited(&mut child, grace).await;
                 Err(f)
             }
-            Err(End::Gone) => {
-                let exit = match tokio::time::timeout(self.settings.kill_grace, child.wait()).await
-                {
-                    Ok(Ok(status)) => classify(status)
-                        .unwrap_or_else(|| Exit::Crashed("exited without finishing".into())),
-                    _ => {
-                        terminate(&mut child, Duration::ZERO).await;
-                        Exit::Crashed("closed its output without finishing".into())
-                    }
-                };
-                Err(exit.into())
+            // The pipe closed: how the child ended says why (a signal from outside is a crash,
+            // with the signal named).
+            Err(End::Gone) => Err(match exited(&mut child, grace).await {
+                Some(status) => classify(status)
+                    .unwrap_or_else(|| Exit::Crashed("exited without finishing".into())),
+                None => Exit::Crashed("closed its output without finishing".into()),
             }
+            .into()),
             Err(End::Protocol(what)) => {
                 terminate(&mut child, Duration::ZERO).await;
                 Err(Exit::Crashed(what).into())
@@ -575,25 +422,19 @@ impl Sandbox {
                 Err(Exit::OutputTooLarge.into())
             }
             Err(End::Stop(why)) => {
-                terminate(&mut child, self.settings.kill_grace).await;
+                terminate(&mut child, grace).await;
                 Err(why.into())
             }
         };
         if let Err(RunFailure::Sandbox(exit)) = &result {
             let stderr = diagnostics.await.unwrap_or_default();
-            tracing::warn!(reason = exit.code(), child_stderr = %stderr.trim_end(), "run child ended abnormally");
+            tracing::warn!(reason = exit.code(), detail = %exit, child_stderr = %stderr.trim_end(), "run child ended abnormally");
         } else {
             diagnostics.abort();
         }
         drop(workdir);
         self.refill();
         result
-    }
-}
-
-impl From<Exit> for RunFailure {
-    fn from(e: Exit) -> Self {
-        RunFailure::Sandbox(e)
     }
 }
 
@@ -636,6 +477,18 @@ async fn ready(mut spawned: Spawned) -> Result<Spawned, Exit> {
     }
 }
 
+/// Waits up to `grace` for the child to exit on its own; if it does not, kills it. Either
+/// way the child is reaped. The status, if it exited by itself.
+async fn exited(child: &mut Child, grace: Duration) -> Option<std::process::ExitStatus> {
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(Ok(status)) => Some(status),
+        _ => {
+            terminate(child, Duration::ZERO).await;
+            None
+        }
+    }
+}
+
 /// SIGTERM, up to `grace` to exit, then SIGKILL; always reaps.
 async fn terminate(child: &mut Child, grace: Duration) {
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
@@ -650,256 +503,16 @@ async fn terminate(child: &mut Child, grace: Duration) {
     let _ = child.kill().await;
 }
 
-/// Resolves when the run must stop, with why.
-async fn stopped(control: &RunControl) -> Exit {
-    loop {
-        match control.check() {
-            Ok(()) => tokio::time::sleep(Duration::from_millis(10)).await,
-            Err(RunError::Timeout) => return Exit::Timeout,
-            Err(_) => return Exit::Cancelled,
-        }
+/// Resolves once the run must stop (cancelled or out of time).
+async fn wait_stopped(control: &RunControl) {
+    while control.check().is_ok() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// Reads frames from the child's stdout on a task of its own, so that the conversation can
-/// wait on them alongside everything else. The cap bounds any one frame.
-fn read_frames(mut stdout: tokio::process::ChildStdout, cap: u64) -> Frames {
-    let (tx, rx) = mpsc::channel(16);
-    let cap = usize::try_from(cap)
-        .unwrap_or(usize::MAX)
-        .saturating_add(1 << 20);
-    tokio::spawn(async move {
-        loop {
-            match wire::read_async::<FromChild, _>(&mut stdout, cap).await {
-                Ok(Some(frame)) => {
-                    if tx.send(Ok(frame)).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-            }
-        }
-    });
-    rx
-}
-
-async fn read_capped(mut stderr: tokio::process::ChildStderr, cap: usize) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while let Ok(n) = stderr.read(&mut chunk).await {
-        if n == 0 {
-            break;
-        }
-        if buf.len() < cap {
-            buf.extend_from_slice(&chunk[..n.min(cap - buf.len())]);
-        }
-    }
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
-async fn next(frames: &mut Frames) -> Result<from_child::Msg, End> {
-    match frames.recv().await {
-        Some(Ok((FromChild { msg: Some(m) }, _))) => Ok(m),
-        Some(Ok((FromChild { msg: None }, _))) => Err(End::Protocol("an empty frame".into())),
-        Some(Err(wire::WireError::TooLarge(_))) => Err(End::OutputTooLarge),
-        Some(Err(_)) | None => Err(End::Gone),
-    }
-}
-
-async fn send(stdin: &mut ChildStdin, msg: to_child::Msg) -> Result<(), End> {
-    wire::write_async(stdin, &ToChild { msg: Some(msg) })
-        .await
-        .map_err(|_| End::Gone)
-}
-
-/// The daemon's half of the conversation (see the protocol file for its shape).
-async fn converse(
-    stdin: &mut ChildStdin,
-    mut frames: Frames,
-    task: &mut Task<'_>,
-    max_output: u64,
-) -> Result<RunTimings, End> {
-    let setup = std::mem::take(&mut task.setup);
-    let frame = ToChild {
-        msg: Some(to_child::Msg::Setup(setup)),
-    };
-    let sent = wire::write_async(stdin, &frame).await;
-    if let Some(to_child::Msg::Setup(mut s)) = frame.msg {
-        s.zeroize_all();
-    }
-    sent.map_err(|_| End::Gone)?;
-
-    let mut output_bytes: u64 = 0;
-    loop {
-        match next(&mut frames).await? {
-            from_child::Msg::Need(need) => {
-                answer_need(stdin, &mut frames, task, need).await?;
-            }
-            from_child::Msg::Progress(p) => {
-                let _ = task
-                    .events
-                    .send(RunEvent::ChildProgress {
-                        node: p.node,
-                        tool: p.tool,
-                        finished: p.finished,
-                        rows: p.rows,
-                    })
-                    .await;
-            }
-            from_child::Msg::Output(o) => {
-                output_bytes = output_bytes.saturating_add(o.arrow_ipc.len() as u64);
-                if output_bytes > max_output {
-                    return Err(End::OutputTooLarge);
-                }
-                if task
-                    .events
-                    .send(RunEvent::Output {
-                        name: o.name,
-                        ipc: o.arrow_ipc,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return Err(End::Stop(Exit::Cancelled));
-                }
-            }
-            from_child::Msg::Done(d) => {
-                return Ok(RunTimings {
-                    load: Duration::from_micros(d.load_us),
-                    compute: Duration::from_micros(d.compute_us),
-                    encode: Duration::from_micros(d.encode_us),
-                });
-            }
-            from_child::Msg::Failure(f) => return Err(remote(f)),
-            from_child::Msg::Ready(_) | from_child::Msg::Loaded(_) => {
-                return Err(End::Protocol("a frame out of turn".into()));
-            }
-        }
-    }
-}
-
-/// Has the child run a query; its `Loaded` answer (rows only if `send_back`).
-async fn fetch(
-    stdin: &mut ChildStdin,
-    frames: &mut Frames,
-    node: &str,
-    send_back: bool,
-) -> Result<crate::proto::sandbox::Loaded, End> {
-    send(
-        stdin,
-        to_child::Msg::Answer(Answer {
-            node: node.to_owned(),
-            answer: Some(answer::Answer::Fetch(send_back)),
-        }),
-    )
-    .await?;
-    match next(frames).await? {
-        from_child::Msg::Loaded(l) if l.node == node => Ok(l),
-        from_child::Msg::Failure(f) => Err(remote(f)),
-        _ => Err(End::Protocol("expected Loaded".into())),
-    }
-}
-
-fn remote(f: crate::proto::sandbox::Failure) -> End {
-    End::Failed(RunFailure::Remote {
-        code: f.code,
-        message: f.message,
-        grpc: tonic::Code::from(f.grpc_code),
-    })
-}
-
-/// Answers one `Need` from the cache, or has the child fetch it (and caches the result).
-async fn answer_need(
-    stdin: &mut ChildStdin,
-    frames: &mut Frames,
-    task: &Task<'_>,
-    need: crate::proto::sandbox::Need,
-) -> Result<(), End> {
-    let node = need.node.clone();
-    let ttl = (task.ttl)(&need.connection);
-    let fingerprint: [u8; 32] = need
-        .fingerprint
-        .as_slice()
-        .try_into()
-        .map_err(|_| End::Protocol("a fingerprint of the wrong size".into()))?;
-    let (rows, cached) = if task.mode == CacheMode::Bypass || ttl.is_zero() {
-        (fetch(stdin, frames, &node, false).await?.rows, false)
-    } else {
-        let key = CacheKey::new(fingerprint, &need.connection, &need.query);
-        let load = async {
-            let loaded = fetch(stdin, frames, &node, true).await?;
-            IpcStreamReader::new(std::io::Cursor::new(loaded.arrow_ipc))
-                .finish()
-                .map_err(|_| End::Protocol("undecodable rows".into()))
-        };
-        let (mut frame, source) = task
-            .cache
-            .get_or_load(key, ttl, task.mode, load)
-            .await
-            .map_err(|e| match std::sync::Arc::try_unwrap(e) {
-                Ok(end) => end,
-                // The cache still shares the error (a waiter holds it too): a faithful copy.
-                Err(shared) => shared.copy(),
-            })?;
-        if source == Source::Hit {
-            let mut ipc = Vec::new();
-            IpcStreamWriter::new(&mut ipc)
-                .finish(&mut frame)
-                .map_err(|_| End::Failed(RunFailure::Internal))?;
-            send(
-                stdin,
-                to_child::Msg::Answer(Answer {
-                    node: node.clone(),
-                    answer: Some(answer::Answer::CachedIpc(ipc)),
-                }),
-            )
-            .await?;
-        }
-        (frame.height() as u64, source == Source::Hit)
-    };
-    let _ = task
-        .events
-        .send(RunEvent::Input {
-            node,
-            rows: usize::try_from(rows).unwrap_or(usize::MAX),
-            cached,
-        })
-        .await;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exits_are_classified_by_signal_and_code() {
-        let sig = |s: i32| ExitStatus::from_raw(s);
-        let code = |c: i32| ExitStatus::from_raw(c << 8);
-        assert_eq!(classify(code(0)), None);
-        assert_eq!(
-            classify(sig(nix::libc::SIGSYS)),
-            Some(Exit::SandboxViolation)
-        );
-        assert_eq!(classify(sig(nix::libc::SIGXCPU)), Some(Exit::CpuLimit));
-        assert_eq!(classify(code(exit::MEMORY)), Some(Exit::MemoryLimit));
-        assert_eq!(
-            classify(code(exit::SECCOMP)),
-            Some(Exit::SetupFailed("seccomp"))
-        );
-        assert_eq!(
-            classify(sig(nix::libc::SIGSEGV)),
-            Some(Exit::Crashed("signal SIGSEGV".into()))
-        );
-        assert_eq!(
-            classify(code(101)),
-            Some(Exit::Crashed("exit code 101".into()))
-        );
-    }
 
     #[test]
     fn faults_round_trip_through_their_names() {

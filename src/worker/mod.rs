@@ -4,10 +4,15 @@
 //! → open credentials → load inputs (guard, cache) → one plan → stream results → drop the
 //! credentials. `service.rs` only translates proto to these calls and back.
 
+pub mod bounded;
 pub mod daemon;
+mod forward;
+mod inline;
+mod runs;
 pub mod server;
 pub mod service;
 pub mod status;
+mod validate_gate;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,17 +22,21 @@ use std::time::Duration;
 use polars::prelude::*;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::cache::{CacheMode, ResultCache, Source};
+use crate::cache::{CacheMode, ResultCache};
 use crate::config::{Config, Isolation};
-use crate::connector::{QueryOptions, ResultLimits};
 use crate::creds::Credential;
 use crate::hub_client::HubClient;
 use crate::proto::SealedCredential;
-use crate::proto::sandbox::{InspectTask, PreviewTask, RunTask, Setup, setup};
+use crate::proto::sandbox::{RunTask, Setup, setup};
 use crate::sandbox::Sandbox;
 use crate::token::{Expect, Scope, Verified, Verifier};
 use crate::workflow::{self, Event, RunControl, Workflow};
+pub use runs::{CancelSecret, Registration};
 pub use status::RunFailure;
+pub use validate_gate::Validated;
+
+/// Where a run's progress, inputs and output pieces go: bounded in bytes (see [`bounded`]).
+pub type EventSender = bounded::Sender<RunEvent>;
 
 /// The worker's shared state.
 pub struct Worker {
@@ -36,7 +45,8 @@ pub struct Worker {
     hub: HubClient,
     cache: ResultCache,
     slots: Arc<Semaphore>,
-    runs: Mutex<HashMap<String, RunControl>>,
+    runs: runs::Runs,
+    validations: validate_gate::ValidateGate,
     draining: AtomicBool,
     sandbox: Option<Sandbox>,
     confinements: Mutex<Vec<String>>,
@@ -55,8 +65,6 @@ impl std::fmt::Debug for Worker {
 /// Something a run reports while it goes.
 #[derive(Debug)]
 pub enum RunEvent {
-    /// The run has an id.
-    Accepted(String),
     /// A node started or finished.
     Progress(Event),
     /// A node started or finished, as a sandboxed run child reported it.
@@ -79,13 +87,25 @@ pub enum RunEvent {
         /// Served from the cache.
         cached: bool,
     },
-    /// One output, as one Arrow IPC stream.
+    /// A piece of one output: an output's pieces, in order, are one Arrow IPC stream.
     Output {
         /// The output's name.
         name: String,
-        /// The IPC bytes.
+        /// At most `result_chunk_bytes` of the IPC bytes.
         ipc: Vec<u8>,
+        /// The output's last piece.
+        last: bool,
     },
+}
+
+impl bounded::Weigh for RunEvent {
+    fn weight(&self) -> usize {
+        // Small events weigh a little too, so that a flood of them is bounded as well.
+        match self {
+            RunEvent::Output { name, ipc, .. } => 64 + name.len() + ipc.len(),
+            _ => 256,
+        }
+    }
 }
 
 /// Where one run's time went.
@@ -103,21 +123,6 @@ pub struct RunTimings {
 #[derive(Debug)]
 pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
 
-/// A run's entry in the worker's table of cancellable runs; dropping it removes the entry.
-#[derive(Debug)]
-pub struct Registration {
-    worker: Arc<Worker>,
-    run_id: String,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        if let Ok(mut runs) = self.worker.runs.lock() {
-            runs.remove(&self.run_id);
-        }
-    }
-}
-
 impl Worker {
     /// A worker from its parts.
     pub fn new(config: Config, verifier: Verifier, hub: HubClient) -> Worker {
@@ -127,7 +132,8 @@ impl Worker {
             verifier,
             hub,
             slots: Arc::new(Semaphore::new(capacity)),
-            runs: Mutex::new(HashMap::new()),
+            runs: runs::Runs::default(),
+            validations: validate_gate::ValidateGate::new(config.worker.validate_concurrency),
             draining: AtomicBool::new(false),
             sandbox: (config.sandbox.isolation == Isolation::Process)
                 .then(|| Sandbox::new(config.sandbox.settings())),
@@ -183,11 +189,7 @@ impl Worker {
 
     /// Cancels every run in flight (the end of a drain's grace period).
     pub fn cancel_all(&self) -> usize {
-        let runs: Vec<RunControl> = self
-            .runs
-            .lock()
-            .map(|r| r.values().cloned().collect())
-            .unwrap_or_default();
+        let runs = self.runs.controls();
         for r in &runs {
             r.cancel();
         }
@@ -314,30 +316,6 @@ impl Worker {
             .map_err(|_| RunFailure::OverCapacity)
     }
 
-    /// Makes a run cancellable by id from the moment it is accepted (before its token is
-    /// redeemed, while it runs, until it ends): Cancel finds it until the returned
-    /// registration is dropped.
-    pub fn register(self: &Arc<Self>, run_id: &str, control: &RunControl) -> Registration {
-        if let Ok(mut runs) = self.runs.lock() {
-            runs.insert(run_id.to_owned(), control.clone());
-        }
-        Registration {
-            worker: self.clone(),
-            run_id: run_id.to_owned(),
-        }
-    }
-
-    /// Cancels a run in flight; `false` if there is none with that id.
-    pub fn cancel(&self, run_id: &str) -> bool {
-        match self.runs.lock().ok().and_then(|r| r.get(run_id).cloned()) {
-            Some(control) => {
-                control.cancel();
-                true
-            }
-            None => false,
-        }
-    }
-
     /// Checks a token and a workflow for a run without redeeming anything: the token
     /// (signature, time, audience, issuer, role, scope, hash), then the workflow, then the
     /// token's connection scope. `consume` marks the token used (Execute) or not (Validate).
@@ -352,6 +330,20 @@ impl Worker {
             self.count_rejection(f);
         }
         checked
+    }
+
+    /// [`check`](Self::check) on a blocking thread: a full validation (large documents,
+    /// Polars building plans) never occupies one of the runtime's worker threads.
+    pub async fn check_off_runtime(
+        self: &Arc<Self>,
+        token: String,
+        doc: String,
+        consume: bool,
+    ) -> Result<(Verified, Workflow), RunFailure> {
+        let worker = self.clone();
+        tokio::task::spawn_blocking(move || worker.check(&token, &doc, consume))
+            .await
+            .map_err(|_| RunFailure::Internal)?
     }
 
     /// Counts a refused token, SQL statement or expression in the metrics.
@@ -436,6 +428,7 @@ impl Worker {
     /// The first frame for a run child: the task, the sealed credentials, the transport key
     /// (over the pipe only) and the limits.
     fn setup(&self, task: setup::Task, sealed: Vec<SealedCredential>) -> Setup {
+        let config = self.config();
         Setup {
             task: Some(task),
             transport_key: self.hub.transport_key().text().to_vec(),
@@ -454,6 +447,7 @@ impl Worker {
             // timeout is always the same, classified event; the child gets none of its own.
             deadline_ms: u64::MAX,
             now: crate::hub::now(),
+            output_chunk_bytes: config.limits.result_chunk_bytes as u64,
         }
     }
 
@@ -465,7 +459,7 @@ impl Worker {
         sealed: Vec<SealedCredential>,
     ) -> Result<DataFrame, RunFailure> {
         let control = RunControl::with_timeout(self.config().run_timeout());
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<RunEvent>(4);
+        let (tx, mut rx) = bounded::channel::<RunEvent>(self.config().limits.event_budget());
         let frame = match &self.sandbox {
             Some(sandbox) => {
                 let ttl = |_: &str| Duration::ZERO;
@@ -479,13 +473,14 @@ impl Worker {
                     events: &tx,
                 });
                 let collect = tokio::spawn(async move {
-                    let mut out = None;
+                    let (mut out, mut complete) = (Vec::new(), false);
                     while let Some(e) = rx.recv().await {
-                        if let RunEvent::Output { ipc, .. } = e {
-                            out = Some(ipc);
+                        if let RunEvent::Output { ipc, last, .. } = e {
+                            out.extend_from_slice(&ipc);
+                            complete |= last;
                         }
                     }
-                    out
+                    complete.then_some(out)
                 });
                 let finished = run.await;
                 drop(tx);
@@ -507,7 +502,7 @@ impl Worker {
                     .target(crate::hub::now())
                     .map_err(RunFailure::Credential)?;
                 drop(creds);
-                inline_table_task(task, target).await?
+                inline::table_task(task, target).await?
             }
         };
         Ok(frame)
@@ -531,7 +526,7 @@ impl Worker {
         sealed: Vec<SealedCredential>,
         mode: CacheMode,
         control: RunControl,
-        events: tokio::sync::mpsc::Sender<RunEvent>,
+        events: EventSender,
     ) -> Result<RunTimings, RunFailure> {
         // Cancelled (or out of time) while the token was being redeemed: nothing starts, and
         // the sealed credentials are dropped unopened.
@@ -560,7 +555,7 @@ impl Worker {
             }
             None => match self.open(&sealed) {
                 Ok(credentials) => {
-                    self.run_inner(wf, credentials, mode, &control, &events)
+                    self.run_inline(wf, credentials, mode, &control, &events)
                         .await
                 }
                 Err(f) => Err(f),
@@ -576,139 +571,10 @@ impl Worker {
         }
         result
     }
-
-    async fn run_inner(
-        self: &Arc<Self>,
-        wf: Workflow,
-        credentials: Vec<Credential>,
-        mode: CacheMode,
-        control: &RunControl,
-        events: &tokio::sync::mpsc::Sender<RunEvent>,
-    ) -> Result<RunTimings, RunFailure> {
-        let mut timings = RunTimings::default();
-        let started = std::time::Instant::now();
-        let options = QueryOptions {
-            limits: ResultLimits {
-                max_rows: self.config().limits.max_rows_per_query,
-                ..ResultLimits::default()
-            },
-            timeout: Duration::from_secs(self.config().limits.query_timeout_secs),
-        };
-        let by_name: HashMap<&str, &Credential> = credentials
-            .iter()
-            .map(|c| (c.connection.as_str(), c))
-            .collect();
-        let mut inputs = HashMap::new();
-        for (node, connection, query) in wf.queries() {
-            control.check().map_err(RunFailure::Run)?;
-            let cred = by_name
-                .get(connection)
-                .ok_or_else(|| RunFailure::MissingCredential(connection.to_owned()))?;
-            let target = cred
-                .target(crate::hub::now())
-                .map_err(RunFailure::Credential)?;
-            if target.dialect != query.dialect() {
-                return Err(RunFailure::DialectMismatch(node.to_owned()));
-            }
-            let _ = events
-                .send(RunEvent::Progress(Event::Started {
-                    node: node.to_owned(),
-                    tool: "sql",
-                }))
-                .await;
-            let key = self.cache.key(cred, query.sql());
-            let ttl = self.config().cache_ttl(connection);
-            let load = crate::connector::query_owned(target, query.clone(), options);
-            let (frame, source) = tokio::select! {
-                r = self.cache.get_or_load(key, ttl, mode, load) => r.map_err(|e| RunFailure::Query(e.code()))?,
-                () = wait_stopped(control) => return Err(RunFailure::Run(control.check().err().unwrap_or(workflow::RunError::Cancelled))),
-            };
-            let _ = events
-                .send(RunEvent::Input {
-                    node: node.to_owned(),
-                    rows: frame.height(),
-                    cached: source == Source::Hit,
-                })
-                .await;
-            inputs.insert(node.to_owned(), frame);
-        }
-        // The credentials are not needed for computing: drop (zeroize) them now.
-        drop(by_name);
-        drop(credentials);
-        timings.load = started.elapsed();
-        let started = std::time::Instant::now();
-
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let control_for_plan = control.clone();
-        let plan = tokio::task::spawn_blocking(move || {
-            workflow::execute(&wf, inputs, &control_for_plan, &mut |e| {
-                let _ = tx.send(e);
-            })
-        });
-        let mut plan = std::pin::pin!(plan);
-        let outputs = loop {
-            tokio::select! {
-                Some(e) = rx.recv() => { let _ = events.send(RunEvent::Progress(e)).await; }
-                done = &mut plan => {
-                    while let Ok(e) = rx.try_recv() {
-                        let _ = events.send(RunEvent::Progress(e)).await;
-                    }
-                    break done.map_err(|_| RunFailure::Internal)?.map_err(RunFailure::Run)?;
-                }
-            }
-        };
-        timings.compute = started.elapsed();
-        let started = std::time::Instant::now();
-        let mut encoded = Vec::with_capacity(outputs.len());
-        for mut o in outputs {
-            let mut ipc = Vec::new();
-            IpcStreamWriter::new(&mut ipc)
-                .finish(&mut o.frame)
-                .map_err(|_| RunFailure::Internal)?;
-            encoded.push((o.name, ipc));
-        }
-        timings.encode = started.elapsed();
-        for (name, ipc) in encoded {
-            if events.send(RunEvent::Output { name, ipc }).await.is_err() {
-                return Err(RunFailure::Run(workflow::RunError::Cancelled));
-            }
-        }
-        Ok(timings)
-    }
-}
-
-/// Inspect or preview in this process (inline isolation).
-async fn inline_table_task(
-    task: setup::Task,
-    target: crate::connector::Target,
-) -> Result<DataFrame, RunFailure> {
-    let options = QueryOptions::default();
-    let q = |e: crate::connector::ConnectorError| RunFailure::Query(e.code());
-    match task {
-        setup::Task::Inspect(InspectTask { .. }) => {
-            crate::sandbox::child::inspect_owned(target, options).await
-        }
-        setup::Task::Preview(PreviewTask {
-            schema,
-            table,
-            rows,
-            ..
-        }) => {
-            let table = crate::connector::TableRef {
-                schema: (!schema.is_empty()).then_some(schema),
-                name: table,
-            };
-            let n = (rows as usize).clamp(1, crate::connector::inspect::MAX_PREVIEW_ROWS);
-            crate::connector::preview_owned(target, table, n, options)
-                .await
-                .map_err(q)
-        }
-        setup::Task::Run(_) => Err(RunFailure::Internal),
-    }
 }
 
 /// Resolves once the run must stop (cancelled or out of time).
-async fn wait_stopped(control: &RunControl) {
+pub(crate) async fn wait_stopped(control: &RunControl) {
     while control.check().is_ok() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

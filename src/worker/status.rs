@@ -58,6 +58,19 @@ pub enum RunFailure {
         /// gRPC status code.
         grpc: Code,
     },
+    /// The client did not read the run's events within `limits.send_timeout_secs`: the run
+    /// was stopped and its slot freed.
+    #[error("the client did not read the run's results in time; the run was stopped")]
+    ClientStalled,
+    /// `Cancel` without the run's cancel secret (or with a wrong one).
+    #[error("cancelling this run needs its cancel secret (from the Accepted event)")]
+    CancelNotAuthorized,
+    /// This token has had its validations (`limits.validations_per_token`).
+    #[error("this token has used up its validations")]
+    ValidationBudgetExhausted,
+    /// Every validation permit is taken (`worker.validate_concurrency`); retry shortly.
+    #[error("the worker is busy validating; retry shortly")]
+    ValidationBusy,
     /// A bug; details are in the worker's log.
     #[error("internal error")]
     Internal,
@@ -80,7 +93,20 @@ impl RunFailure {
             RunFailure::Run(e) => e.code().into(),
             RunFailure::Sandbox(e) => e.code().into(),
             RunFailure::Remote { code, .. } => code.clone(),
+            RunFailure::ClientStalled => "client_stalled".into(),
+            RunFailure::CancelNotAuthorized => "cancel_not_authorized".into(),
+            RunFailure::ValidationBudgetExhausted => "validation_budget_exhausted".into(),
+            RunFailure::ValidationBusy => "validation_busy".into(),
             RunFailure::Internal => "internal".into(),
+        }
+    }
+
+    /// The `outcome` label of a run that ended this way: `client_stalled`, or the gRPC
+    /// status name (a closed set either way).
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            RunFailure::ClientStalled => crate::metrics::CLIENT_STALLED,
+            other => crate::metrics::outcome(other.grpc_code()),
         }
     }
 
@@ -119,6 +145,12 @@ impl RunFailure {
             RunFailure::Run(_) => Code::Aborted,
             RunFailure::Sandbox(e) => e.grpc_code(),
             RunFailure::Remote { grpc, .. } => *grpc,
+            // The run could not deliver within its send timeout.
+            RunFailure::ClientStalled => Code::DeadlineExceeded,
+            RunFailure::CancelNotAuthorized => Code::PermissionDenied,
+            RunFailure::ValidationBudgetExhausted | RunFailure::ValidationBusy => {
+                Code::ResourceExhausted
+            }
             RunFailure::Internal => Code::Internal,
         }
     }

@@ -1,0 +1,175 @@
+//! How a run child ended: its exit codes (one per confinement step, so the daemon's log names
+//! the step), and the classification of an exit status into an [`Exit`] the client sees. Never
+//! guesses from text: only the status's code or signal.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+
+use crate::worker::RunFailure;
+
+/// The task ran (or failed in an ordinary way, reported in a `Failure` frame).
+pub const OK: i32 = 0;
+/// Bad arguments.
+pub const USAGE: i32 = 2;
+/// Descriptors other than stdio could not be closed.
+pub const DESCRIPTORS: i32 = 70;
+/// The environment was not empty.
+pub const ENVIRONMENT: i32 = 71;
+/// The working directory was not an empty private directory.
+pub const WORKDIR: i32 = 72;
+/// An rlimit could not be set.
+pub const RLIMITS: i32 = 73;
+/// `oom_score_adj` could not be raised.
+pub const OOM_SCORE: i32 = 74;
+/// no_new_privs could not be set.
+pub const NO_NEW_PRIVS: i32 = 75;
+/// The process could not be made non-dumpable.
+pub const DUMPABLE: i32 = 76;
+/// The parent-death signal could not be armed, or the daemon was already gone.
+pub const PARENT_DEATH: i32 = 77;
+/// A seccomp filter could not be built or installed.
+pub const SECCOMP: i32 = 78;
+/// The pipe to the daemon broke or carried something unexpected.
+pub const PROTOCOL: i32 = 79;
+/// An allocation failed: the address-space limit was reached.
+pub const MEMORY: i32 = 86;
+
+/// Whether `code` is one of the confinement steps'.
+pub fn is_setup(code: i32) -> bool {
+    (DESCRIPTORS..=SECCOMP).contains(&code)
+}
+
+/// How a child ended when it did not finish its task.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Exit {
+    /// The run's deadline passed; the daemon stopped the child.
+    #[error("the run took longer than its time limit and was stopped")]
+    Timeout,
+    /// The run was cancelled; the daemon stopped the child.
+    #[error("the run was cancelled")]
+    Cancelled,
+    /// The child reached its memory limit.
+    #[error("the run reached its memory limit and was stopped")]
+    MemoryLimit,
+    /// The child used up its CPU time.
+    #[error("the run used up its CPU time limit and was stopped")]
+    CpuLimit,
+    /// The child made a forbidden system call and was killed by its seccomp filter.
+    #[error("the run attempted an operation the sandbox forbids and was killed")]
+    SandboxViolation,
+    /// The outputs grew past the cap.
+    #[error("the run's outputs exceeded the output size limit")]
+    OutputTooLarge,
+    /// A confinement step failed, so the child ran nothing (fail closed).
+    #[error("the sandbox could not be set up ({0}); nothing ran")]
+    SetupFailed(&'static str),
+    /// Anything else: a crash, a signal, a broken conversation.
+    #[error("the run's process crashed ({0})")]
+    Crashed(String),
+}
+
+impl Exit {
+    /// Stable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Exit::Timeout => "timeout",
+            Exit::Cancelled => "cancelled",
+            Exit::MemoryLimit => "memory_limit",
+            Exit::CpuLimit => "cpu_limit",
+            Exit::SandboxViolation => "sandbox_violation",
+            Exit::OutputTooLarge => "output_too_large",
+            Exit::SetupFailed(_) => "sandbox_failed",
+            Exit::Crashed(_) => "crashed",
+        }
+    }
+
+    /// The gRPC status code.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            Exit::Timeout => tonic::Code::DeadlineExceeded,
+            Exit::Cancelled => tonic::Code::Cancelled,
+            Exit::MemoryLimit | Exit::CpuLimit | Exit::OutputTooLarge => {
+                tonic::Code::ResourceExhausted
+            }
+            Exit::SandboxViolation => tonic::Code::PermissionDenied,
+            Exit::SetupFailed(_) => tonic::Code::Unavailable,
+            Exit::Crashed(_) => tonic::Code::Internal,
+        }
+    }
+}
+
+/// Classifies a child's exit status; `None` for a clean exit (0).
+pub fn classify(status: ExitStatus) -> Option<Exit> {
+    if let Some(signal) = status.signal() {
+        return Some(match signal {
+            nix::libc::SIGSYS => Exit::SandboxViolation,
+            nix::libc::SIGXCPU => Exit::CpuLimit,
+            s => Exit::Crashed(format!("signal {}", signal_name(s))),
+        });
+    }
+    match status.code() {
+        Some(OK) => None,
+        Some(MEMORY) => Some(Exit::MemoryLimit),
+        Some(c) if is_setup(c) => Some(Exit::SetupFailed(setup_step(c))),
+        Some(c) => Some(Exit::Crashed(format!("exit code {c}"))),
+        None => Some(Exit::Crashed("unknown exit".into())),
+    }
+}
+
+fn setup_step(code: i32) -> &'static str {
+    match code {
+        DESCRIPTORS => "closing inherited descriptors",
+        ENVIRONMENT => "empty environment",
+        WORKDIR => "private working directory",
+        RLIMITS => "resource limits",
+        OOM_SCORE => "oom_score_adj",
+        NO_NEW_PRIVS => "no_new_privs",
+        DUMPABLE => "non-dumpable",
+        PARENT_DEATH => "parent-death signal",
+        _ => "seccomp",
+    }
+}
+
+fn signal_name(signal: i32) -> String {
+    nix::sys::signal::Signal::try_from(signal)
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_else(|_| signal.to_string())
+}
+
+impl From<Exit> for RunFailure {
+    fn from(e: Exit) -> Self {
+        RunFailure::Sandbox(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exits_are_classified_by_signal_and_code() {
+        let sig = |s: i32| ExitStatus::from_raw(s);
+        let code = |c: i32| ExitStatus::from_raw(c << 8);
+        assert_eq!(classify(code(0)), None);
+        assert_eq!(
+            classify(sig(nix::libc::SIGSYS)),
+            Some(Exit::SandboxViolation)
+        );
+        assert_eq!(classify(sig(nix::libc::SIGXCPU)), Some(Exit::CpuLimit));
+        assert_eq!(classify(code(MEMORY)), Some(Exit::MemoryLimit));
+        assert_eq!(classify(code(SECCOMP)), Some(Exit::SetupFailed("seccomp")));
+        assert_eq!(
+            classify(sig(nix::libc::SIGSEGV)),
+            Some(Exit::Crashed("signal SIGSEGV".into()))
+        );
+        // Killed from outside (an operator, the OOM killer): a crash, with the signal named.
+        assert_eq!(
+            classify(sig(nix::libc::SIGKILL)),
+            Some(Exit::Crashed("signal SIGKILL".into()))
+        );
+        assert_eq!(
+            classify(code(101)),
+            Some(Exit::Crashed("exit code 101".into()))
+        );
+    }
+}
