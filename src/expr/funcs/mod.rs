@@ -9,6 +9,7 @@ mod common;
 mod dtypes;
 mod functions;
 mod general;
+mod growth;
 mod list;
 mod string;
 mod temporal;
