@@ -83,10 +83,10 @@ fn shortest_match(pattern: Option<&str>, literal: bool) -> usize {
 /// `value_len` bytes plus `refs` copies of the match, `count` times.
 pub(crate) fn factor(min_match: usize, value_len: usize, refs: usize, count: Count) -> u64 {
     let (v, k) = (value_len as u64, refs as u64);
-    if let Count::Upto(n) = count {
-        if n.saturating_mul(v) <= MAX_STR_BYTES as u64 {
-            return k.max(1);
-        }
+    if let Count::Upto(n) = count
+        && n.saturating_mul(v) <= MAX_STR_BYTES as u64
+    {
+        return k.max(1);
     }
     match min_match {
         0 => k.max(1).saturating_add(v),
@@ -103,7 +103,7 @@ fn charge(c: &mut Call, g: u64, why: &dyn Fn() -> String) -> Result<()> {
     let name = format!("{}{}()", c.table.prefix(), c.spec.name);
     let msg = if g > MAX_REPLACE_GROWTH {
         format!(
-            "{name}: {}, so a row's text could grow {g} times longer; the limit is \
+            "{name}: {}: a row's text could grow {g} times longer; the limit is \
              {MAX_REPLACE_GROWTH} times per expression",
             why()
         )
@@ -171,6 +171,7 @@ fn describe(m: usize, v: usize, k: usize) -> String {
             "the pattern can match the empty string (or is not a constant), so it matches at \
              every character, and each match becomes {v} bytes{groups}"
         ),
+        1 => format!("each match of at least 1 byte becomes {v} bytes{groups}"),
         m => format!("each match of at least {m} bytes becomes {v} bytes{groups}"),
     }
 }
