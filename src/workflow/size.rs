@@ -217,6 +217,34 @@ mod tests {
         );
     }
 
+    /// The examples are tree-shaped and small: their plans are far below the limit.
+    #[test]
+    fn every_example_is_far_below_the_limit() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+        let mut seen = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let wf = validate(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let size = sizes(&wf.steps);
+            let outputs: u64 = wf
+                .steps
+                .iter()
+                .zip(&size)
+                .filter(|(s, _)| matches!(s.tool, Tool::Output(_)))
+                .map(|(_, n)| n)
+                .sum();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            seen.push((name, outputs));
+        }
+        seen.sort();
+        eprintln!("{seen:?}");
+        assert_eq!(seen.len(), 4);
+        assert!(
+            seen.iter().all(|(_, n)| *n < MAX_PLAN_SIZE / 1_000),
+            "{seen:?}"
+        );
+    }
+
     #[test]
     fn outputs_together_are_bounded_too() {
         // n15 has 98,302: one or two outputs of it pass, the third crosses 250,000.
