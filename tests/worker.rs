@@ -701,8 +701,8 @@ async fn inline_isolation_runs_in_the_daemon_and_says_so() {
 
 /// Issue 16, point 8: the worker's check path (hash, then token, then validation) refuses a
 /// document with an integer beyond 2^53 (`number_out_of_range`) before it even looks at the
-/// token, on Execute and on Validate; the healthy document beside it runs with the exact
-/// value.
+/// token, on Execute and on Validate; the healthy document beside it runs in the sandbox with
+/// the exact value (through a formula read twice: a shared subplan, point 10).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn issue16_integers_beyond_2_pow_53_are_refused_by_the_worker() {
     let stack = Stack::start(2, &crate::util::sandboxed("")).await.unwrap();
@@ -710,7 +710,9 @@ async fn issue16_integers_beyond_2_pow_53_are_refused_by_the_worker() {
         format!(
             r#"{{"version": 1, "nodes": [
               {{"id": "t", "tool": "inline", "columns": [{{"name": "x", "type": "Int64"}}], "rows": [[{x}]]}},
-              {{"id": "o", "tool": "output", "input": "t", "name": "out"}}]}}"#
+              {{"id": "f", "tool": "formula", "input": "t", "formulas": [{{"column": "y", "expression": "pl.col('x') // 3"}}]}},
+              {{"id": "j", "tool": "join", "left": "f", "right": "f", "how": "semi", "on": [{{"left": "x", "right": "x"}}]}},
+              {{"id": "o", "tool": "output", "input": "j", "name": "out"}}]}}"#
         )
     };
     let healthy = doc("9007199254740991");
@@ -743,14 +745,17 @@ async fn issue16_integers_beyond_2_pow_53_are_refused_by_the_worker() {
     // The token was not spent on the refusals: the healthy document runs, exactly.
     let out = run(&stack, req(&t, &healthy)).await.unwrap();
     assert!(out.finished, "{:?}", out.error);
-    let x: Vec<Option<i64>> = out.outputs[0]
-        .1
-        .column("x")
-        .unwrap()
-        .i64()
-        .unwrap()
-        .iter()
-        .collect();
-    assert_eq!(x, [Some(9_007_199_254_740_991)]);
+    let col = |c: &str| -> Vec<Option<i64>> {
+        out.outputs[0]
+            .1
+            .column(c)
+            .unwrap()
+            .i64()
+            .unwrap()
+            .iter()
+            .collect()
+    };
+    assert_eq!(col("x"), [Some(9_007_199_254_740_991)]);
+    assert_eq!(col("y"), [Some(3_002_399_751_580_330)]);
     stack.shutdown().await;
 }
