@@ -230,6 +230,14 @@ pub fn apply_guarded(df: &DataFrame, expr: Expr, mode: Mode) -> Result<DataFrame
     }
 }
 
+/// The frame as a printed table. Formatting converts every date and time to chrono, which
+/// panics on values outside its calendar (a date offset past year 262142, say); that becomes
+/// an error instead of a crash.
+pub fn render_guarded(df: &DataFrame) -> Result<String, String> {
+    catch_unwind(AssertUnwindSafe(|| df.to_string()))
+        .map_err(|_| "the result cannot be printed: a value is outside the calendar".into())
+}
+
 /// Whether `id` can name an output file: a plain file stem, nothing that walks directories.
 fn safe_stem(id: &Value) -> Option<String> {
     let s = match id {

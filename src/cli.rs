@@ -406,9 +406,9 @@ fn eval(args: EvalArgs) -> Result<u8, Error> {
     }
     let src = args.expr.unwrap_or_default();
     let checked = expr::check(&src)?;
-    let result = batch::apply_guarded(&df, expr::compile(&checked), args.mode)
-        .map_err(|m| Error::Polars(polars::prelude::PolarsError::ComputeError(m.into())))?;
-    println!("{result}");
+    let failed = |m: String| Error::Polars(polars::prelude::PolarsError::ComputeError(m.into()));
+    let result = batch::apply_guarded(&df, expr::compile(&checked), args.mode).map_err(failed)?;
+    println!("{}", batch::render_guarded(&result).map_err(failed)?);
     Ok(0)
 }
 

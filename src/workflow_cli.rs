@@ -222,13 +222,15 @@ pub fn run(opts: &RunOptions) -> Result<u8, Error> {
         }
         None => {
             for o in outputs {
-                writeln!(
-                    out,
-                    "== {} ({} rows)\n{}",
-                    o.name,
-                    o.frame.height(),
-                    o.frame
-                )?;
+                let Ok(table) = crate::batch::render_guarded(&o.frame) else {
+                    eprintln!(
+                        "run failed: output {:?} has a value outside the calendar and cannot be \
+                         printed; use --output DIR [execution_failed]",
+                        o.name
+                    );
+                    return Ok(1);
+                };
+                writeln!(out, "== {} ({} rows)\n{table}", o.name, o.frame.height())?;
             }
         }
     }

@@ -298,3 +298,218 @@ fn validate_config_refuses_production_without_mutual_tls() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 16, point 12: the review's expressions through the real CLI. `replace_all` with an
+/// empty pattern and a 64 KiB value (65,537 times longer rows) and `offset_by("999999999y")`
+/// (a panic inside polars-time) are refused by `check expr` with `limit_exceeded`; healthy
+/// expressions beside them still pass.
+#[test]
+fn issue16_replace_growth_and_long_durations_are_refused_by_check_expr() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let lines = [
+        json!({"id": "growth", "expr": "pl.col(\"s\").str.replace_all(\"\", \"x\" * 65536)"}),
+        json!({"id": "growth-n", "expr": "pl.col(\"s\").str.replace(\"\", \"x\" * 65536, n=-1)"}),
+        json!({"id": "chain", "expr": "pl.col(\"s\").str.replace_all(\"a\", \"aaaaaaaa\").str.replace_all(\"a\", \"aaaaaaaaa\")"}),
+        json!({"id": "data-value", "expr": "pl.col(\"s\").str.replace_all(\"a\", pl.col(\"t\"))"}),
+        json!({"id": "offset", "expr": "pl.col(\"t\").dt.offset_by(\"999999999y\")"}),
+        json!({"id": "truncate", "expr": "pl.col(\"t\").dt.truncate(pl.lit(\"1000000d\"))"}),
+        json!({"id": "unit", "expr": "pl.col(\"t\").dt.round(\"1x\")"}),
+        json!({"id": "ok-empty", "expr": "pl.col(\"s\").str.replace_all(\"\", \"-\")"}),
+        json!({"id": "ok-once", "expr": "pl.col(\"s\").str.replace(\"\", \"x\" * 65536)"}),
+        json!({"id": "ok-escape", "expr": "pl.col(\"s\").str.replace_all(\"&\", \"&amp;\").str.replace_all(\"<\", \"&lt;\")"}),
+        json!({"id": "ok-offset", "expr": "pl.col(\"t\").dt.offset_by(\"-286y\")"}),
+    ]
+    .map(|l| l.to_string())
+    .join("\n");
+    let out = run(&["check", "expr", "--jsonl"], &lines, dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = answers(&out);
+    let got: Vec<(&str, &str, Value)> = a
+        .iter()
+        .map(|a| {
+            (
+                a["id"].as_str().expect("id"),
+                a["code"].as_str().unwrap_or("ok"),
+                a["span"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("growth", "limit_exceeded", json!([0, 44])),
+            ("growth-n", "limit_exceeded", json!([0, 46])),
+            ("chain", "limit_exceeded", json!([0, 78])),
+            ("data-value", "limit_exceeded", json!([0, 45])),
+            ("offset", "limit_exceeded", json!([25, 37])),
+            ("truncate", "limit_exceeded", json!([24, 42])),
+            ("unit", "bad_arguments", json!([21, 25])),
+            ("ok-empty", "ok", Value::Null),
+            ("ok-once", "ok", Value::Null),
+            ("ok-escape", "ok", Value::Null),
+            ("ok-offset", "ok", Value::Null),
+        ]
+    );
+    assert_eq!(
+        a[0]["message"],
+        json!(
+            "Expr.str.replace_all(): the pattern can match the empty string (or is not a \
+             constant), so it matches at every character, and each match becomes 65536 bytes: \
+             a row's text could grow 65537 times longer; the limit is 64 times per expression"
+        )
+    );
+    assert_eq!(
+        a[4]["message"],
+        json!(
+            "Expr.dt.offset_by(): duration \"999999999y\" is too long; the limit is about 292 \
+             years (3,438 months or 102,481 days: a month counted as 31 days and an hour, a day \
+             as 25 hours)"
+        )
+    );
+    // The single-expression form exits 1 with the code.
+    let out = run(
+        &[
+            "check",
+            "expr",
+            "pl.col(\"t\").dt.offset_by(\"999999999y\")",
+        ],
+        "",
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[limit_exceeded]"));
+}
+
+/// Issue 16, point 12: a panic inside Polars while evaluating (a date offset leaving chrono's
+/// calendar; a duration string that reaches Polars from data, where the checker cannot see
+/// it) is answered `eval_error`, and the batch goes on with exact results; the refused
+/// attacks are answered with their codes, never run.
+#[test]
+fn issue16_a_panic_inside_polars_is_an_eval_error_not_a_crash() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = sample_parquet(dir.path());
+    let out_dir = dir.path().join("out");
+    let lines = [
+        json!({"id": "growth", "expr": "pl.col(\"s\").str.replace_all(\"\", \"x\" * 65536)"}),
+        json!({"id": "offset", "expr": "pl.date(2024, 1, 1).dt.offset_by(\"999999999y\")"}),
+        json!({"id": "panic", "expr": "pl.date(262142, 12, 31).dt.offset_by(\"2y\")"}),
+        json!({"id": "from-data", "expr": "pl.date(2024, 1, 1).dt.offset_by(pl.lit(\"999999999Y\").str.to_lowercase())"}),
+        json!({"id": "healthy", "expr": "pl.col(\"s\").str.replace_all(\"\", \"-\")"}),
+        json!({"id": "month", "expr": "pl.date(2024, 1, 31).dt.offset_by(\"1mo\")"}),
+    ]
+    .map(|l| l.to_string())
+    .join("\n");
+    let out = run(
+        &[
+            "eval",
+            "--input",
+            input.to_str().expect("utf8"),
+            "--jsonl",
+            "--out-dir",
+            out_dir.to_str().expect("utf8"),
+        ],
+        &lines,
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = answers(&out);
+    let codes: Vec<(&str, &str)> = a
+        .iter()
+        .map(|a| {
+            (
+                a["id"].as_str().expect("id"),
+                a["code"].as_str().unwrap_or("ok"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            ("growth", "limit_exceeded"),
+            ("offset", "limit_exceeded"),
+            ("panic", "eval_error"),
+            ("from-data", "eval_error"),
+            ("healthy", "ok"),
+            ("month", "ok"),
+        ]
+    );
+    assert_eq!(
+        a[2]["message"],
+        json!("the engine failed on this expression (internal error)")
+    );
+    let read = |id: &str| {
+        let f = std::fs::File::open(out_dir.join(format!("{id}.parquet"))).expect("open");
+        let df = ParquetReader::new(f).finish().expect("read");
+        let c = df
+            .column("result")
+            .expect("c")
+            .cast(&DataType::String)
+            .expect("cast");
+        c.str()
+            .expect("str")
+            .iter()
+            .map(|s| s.map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    let s = |v: &[Option<&str>]| v.iter().map(|o| o.map(str::to_owned)).collect::<Vec<_>>();
+    assert_eq!(
+        read("healthy"),
+        s(&[
+            Some("-a-p-p-l-e-"),
+            Some("-ü-"),
+            None,
+            Some("---1-2-"),
+            Some("-H-e-l-l-o- -W-o-r-l-d-")
+        ])
+    );
+    assert_eq!(read("month"), s(&[Some("2024-02-29")]));
+    for id in ["growth", "offset", "panic", "from-data"] {
+        assert!(!out_dir.join(format!("{id}.parquet")).exists(), "{id}");
+    }
+
+    // One expression: a runtime failure (exit 1), never a crash (exit 101); also when the
+    // result holds a date past the calendar that only printing it would trip over.
+    for expr in [
+        "pl.date(262142, 12, 31).dt.offset_by(\"2y\")",
+        "pl.date(262142, 12, 31).dt.offset_by(\"1d\")",
+    ] {
+        let out = run(
+            &[
+                "eval",
+                "--input",
+                input.to_str().expect("utf8"),
+                "--expr",
+                expr,
+            ],
+            "",
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(1), "{expr}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("hubworker: execution failed: "),
+            "{expr}: {err}"
+        );
+    }
+    let out = run(
+        &[
+            "eval",
+            "--input",
+            input.to_str().expect("utf8"),
+            "--expr",
+            "pl.date(2024, 1, 31).dt.offset_by(\"1mo\")",
+        ],
+        "",
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2024-02-29"));
+}

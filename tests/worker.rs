@@ -702,3 +702,64 @@ async fn inline_isolation_runs_in_the_daemon_and_says_so() {
     assert!(s.confinements.is_empty(), "{:?}", s.confinements);
     stack.shutdown().await;
 }
+
+/// Issue 16, point 8: the worker's check path (hash, then token, then validation) refuses a
+/// document with an integer beyond 2^53 (`number_out_of_range`) before it even looks at the
+/// token, on Execute and on Validate; the healthy document beside it runs in the sandbox with
+/// the exact value (through a formula read twice: a shared subplan, point 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn issue16_integers_beyond_2_pow_53_are_refused_by_the_worker() {
+    let stack = Stack::start(2, &crate::util::sandboxed("")).await.unwrap();
+    let doc = |x: &str| {
+        format!(
+            r#"{{"version": 1, "nodes": [
+              {{"id": "t", "tool": "inline", "columns": [{{"name": "x", "type": "Int64"}}], "rows": [[{x}]]}},
+              {{"id": "f", "tool": "formula", "input": "t", "formulas": [{{"column": "y", "expression": "pl.col('x') // 3"}}]}},
+              {{"id": "j", "tool": "join", "left": "f", "right": "f", "how": "semi", "on": [{{"left": "x", "right": "x"}}]}},
+              {{"id": "o", "tool": "output", "input": "j", "name": "out"}}]}}"#
+        )
+    };
+    let healthy = doc("9007199254740991");
+    let t = stack.token("alice", &healthy, &[]).await.unwrap();
+    // The Hub cannot hash (so cannot sign for) the documents of the review's collision.
+    assert!(
+        stack
+            .token("alice", &doc("9007199254740992"), &[])
+            .await
+            .is_err()
+    );
+    let attack = doc("9007199254740993");
+    let e = run(&stack, req(&t, &attack)).await.unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (tonic::Code::InvalidArgument, "number_out_of_range")
+    );
+    let mut client = stack.client().await.unwrap();
+    let e = client
+        .validate(ValidateRequest {
+            token: t.expose().to_owned(),
+            workflow_json: attack,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (tonic::Code::InvalidArgument, "number_out_of_range")
+    );
+    // The token was not spent on the refusals: the healthy document runs, exactly.
+    let out = run(&stack, req(&t, &healthy)).await.unwrap();
+    assert!(out.finished, "{:?}", out.error);
+    let col = |c: &str| -> Vec<Option<i64>> {
+        out.outputs[0]
+            .1
+            .column(c)
+            .unwrap()
+            .i64()
+            .unwrap()
+            .iter()
+            .collect()
+    };
+    assert_eq!(col("x"), [Some(9_007_199_254_740_991)]);
+    assert_eq!(col("y"), [Some(3_002_399_751_580_330)]);
+    stack.shutdown().await;
+}

@@ -322,3 +322,193 @@ fn run_refuses_invalid_workflows_and_unknown_connections_without_running() {
         text(&out.stdout)
     );
 }
+
+fn inline_int(x: &str) -> String {
+    format!(
+        r#"{{"version": 1, "nodes": [
+  {{"id": "t", "tool": "inline", "columns": [{{"name": "x", "type": "Int64"}}], "rows": [[{x}]]}},
+  {{"id": "o", "tool": "output", "input": "t", "name": "out"}}]}}"#
+    )
+}
+
+/// Issue 16, point 8: the canonical hash writes numbers as doubles, so a token for
+/// `x = 9007199254740992` ran a document with `x = 9007199254740993`. Both are refused now
+/// (`number_out_of_range`, I-JSON); `9007199254740991` validates, hashes stably and runs as
+/// exactly itself.
+#[test]
+fn issue16_integers_beyond_2_pow_53_are_refused_by_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    for x in [
+        "9007199254740993",
+        "9007199254740992",
+        "-9007199254740992",
+        "-0.0",
+    ] {
+        let out = run(&["validate", "-"], &inline_int(x), dir.path());
+        assert_eq!(out.status.code(), Some(1), "{x}");
+        let stdout = text(&out.stdout);
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 2, "{stdout}");
+        assert!(
+            lines[0].starts_with(&format!("workflow: the number {x} at line 2 column 88 "))
+                && lines[0].ends_with("[number_out_of_range]"),
+            "{}",
+            lines[0]
+        );
+        assert_eq!(lines[1], "invalid: 1 problem");
+        let out = run(&["validate", "--json", "-"], &inline_int(x), dir.path());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["valid"], false);
+        assert_eq!(v["problems"][0]["code"], "number_out_of_range");
+        assert_eq!(v["problems"][0]["node"], serde_json::Value::Null);
+        assert!(hubworker::workflow::workflow_sha256(&inline_int(x)).is_err());
+    }
+    // The largest exact integer: valid, the same hash however it is written, and it runs
+    // as exactly itself.
+    let doc = inline_int("9007199254740991");
+    let out = run(&["validate", "-"], &doc, dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let hash = hubworker::workflow::workflow_sha256(&doc).unwrap();
+    assert_eq!(
+        text(&out.stdout).lines().last().unwrap(),
+        format!("sha256:{hash}")
+    );
+    let compact: String = doc.split_whitespace().collect::<Vec<_>>().join("");
+    let out = run(&["validate", "-"], &compact, dir.path());
+    assert_eq!(
+        text(&out.stdout).lines().last().unwrap(),
+        format!("sha256:{hash}")
+    );
+    let out_dir = dir.path().join("out");
+    let out = run(
+        &["run", "-", "--output", out_dir.to_str().unwrap()],
+        &doc,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let df = read(&out_dir.join("out.parquet"));
+    let x: Vec<Option<i64>> = df.column("x").unwrap().i64().unwrap().iter().collect();
+    assert_eq!(x, [Some(9_007_199_254_740_991)]);
+}
+
+/// `joins` self-joins in a chain (node i joins node i-1 with itself) over three rows.
+fn diamond(joins: usize) -> String {
+    let mut nodes = vec![serde_json::json!({"id": "n0", "tool": "inline",
+        "columns": [{"name": "k", "type": "Int64"}, {"name": "v", "type": "String"}],
+        "rows": [[1, "a"], [2, "b"], [3, "c"]]})];
+    for i in 1..=joins {
+        let prev = format!("n{}", i - 1);
+        nodes.push(
+            serde_json::json!({"id": format!("n{i}"), "tool": "join", "left": prev,
+            "right": prev, "how": "semi", "on": [{"left": "k", "right": "k"}]}),
+        );
+    }
+    nodes.push(serde_json::json!({"id": "out", "tool": "output",
+        "input": format!("n{joins}"), "name": "out"}));
+    serde_json::json!({"version": 1, "nodes": nodes}).to_string()
+}
+
+/// Issue 16, point 10: the review's 22-node self-join diamond (28 s and 4.6 GB in `run`) is
+/// refused by `validate` and `run` with `plan_too_large`, naming the node where the unfolded
+/// plan passes the limit; a workflow reading shared branches twice still runs with exact
+/// values.
+#[test]
+fn issue16_a_self_join_diamond_is_refused_and_shared_branches_still_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let attack = diamond(20);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&attack).unwrap()["nodes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        22
+    );
+    let out = run(&["validate", "-"], &attack, dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stdout),
+        "node \"n17\", input: the plan up to this node has size 393214 once its inputs are \
+         unfolded (an input read twice counts twice); the limit is 250000 [plan_too_large]\n\
+         invalid: 1 problem\n"
+    );
+    let out = run(&["run", "-"], &attack, dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("[plan_too_large]"));
+    assert!(!text(&out.stderr).contains("started"));
+
+    // Shared branches: a self-join (inner, both sides kept), a filter read on both outputs,
+    // and a formula read by three nodes.
+    let doc = r#"{"version": 1, "nodes": [
+      {"id": "t", "tool": "inline", "columns": [{"name": "k", "type": "Int64"}], "rows": [[1], [2], [3]]},
+      {"id": "f", "tool": "formula", "input": "t", "formulas": [{"column": "w", "expression": "pl.col(\"k\") * 10"}]},
+      {"id": "j", "tool": "join", "left": "f", "right": "f", "how": "inner", "on": [{"left": "k", "right": "k"}]},
+      {"id": "big", "tool": "filter", "input": "j", "expression": "pl.col(\"w\") > 10"},
+      {"id": "u", "tool": "union", "inputs": ["big", "big.false"]},
+      {"id": "s", "tool": "summarize", "input": "f", "aggregations": [{"op": "sum", "column": "w"}]},
+      {"id": "o1", "tool": "output", "input": "u", "name": "joined"},
+      {"id": "o2", "tool": "output", "input": "s", "name": "total"}]}"#;
+    let out_dir = dir.path().join("out");
+    let out = run(
+        &["run", "-", "--output", out_dir.to_str().unwrap()],
+        doc,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let joined = read(&out_dir.join("joined.parquet"));
+    assert_eq!(names(&joined), ["k", "w", "w_right"]);
+    let col = |df: &DataFrame, c: &str| -> Vec<Option<i64>> {
+        df.column(c).unwrap().i64().unwrap().iter().collect()
+    };
+    assert_eq!(col(&joined, "k"), [2, 3, 1].map(Some));
+    assert_eq!(col(&joined, "w"), [20, 30, 10].map(Some));
+    assert_eq!(col(&joined, "w_right"), [20, 30, 10].map(Some));
+    let total = read(&out_dir.join("total.parquet"));
+    assert_eq!(col(&total, "w_sum"), [Some(60)]);
+}
+
+/// Issue 16, point 12: a panic inside Polars while a workflow runs (a date offset leaving
+/// chrono's calendar) fails the run with `execution_failed`, never a crash.
+#[test]
+fn issue16_a_panic_inside_polars_fails_the_run_with_execution_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = |expr: &str| {
+        serde_json::json!({"version": 1, "nodes": [
+            {"id": "t", "tool": "inline", "columns": [{"name": "k", "type": "Int64"}], "rows": [[1]]},
+            {"id": "f", "tool": "formula", "input": "t", "formulas": [{"column": "d", "expression": expr}]},
+            {"id": "o", "tool": "output", "input": "f", "name": "out"}]})
+        .to_string()
+    };
+    let out = run(
+        &["run", "-"],
+        &doc("pl.date(262142, 12, 31).dt.offset_by(\"2y\")"),
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(
+            "run failed: execution failed: the engine failed on this workflow (internal error) \
+             [execution_failed]"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    // A result only printing would trip over (a date past the calendar): exit 1, not a crash.
+    let out = run(
+        &["run", "-"],
+        &doc("pl.date(262142, 12, 31).dt.offset_by(\"1d\")"),
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("[execution_failed]"));
+    let out = run(
+        &["run", "-"],
+        &doc("pl.date(2024, 1, 31).dt.offset_by(\"1mo\")"),
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("2024-02-29"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -444,6 +444,11 @@ impl Call<'_> {
         self.expr_id_of(arg, str_as)
     }
 
+    /// Charges a text-growth factor to this expression's budget; returns the product so far.
+    pub(crate) fn charge_growth(&mut self, factor: u64) -> u64 {
+        self.x.charge_growth(factor)
+    }
+
     /// Stores a new expression.
     pub(crate) fn put_expr(&mut self, e: Expr) -> ExprId {
         self.x.put(e)

@@ -12,9 +12,17 @@ use polars::prelude::Expr;
 pub(crate) struct ExprId(u32);
 
 /// The expressions of one walk. Taken slots hold a placeholder until the walk ends.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Exprs {
     items: Vec<Expr>,
+    /// The product of the text-growth factors charged so far (`funcs/growth.rs`).
+    growth: u64,
+}
+
+impl Default for Exprs {
+    fn default() -> Exprs {
+        Exprs::for_source(0)
+    }
 }
 
 impl Exprs {
@@ -22,7 +30,14 @@ impl Exprs {
     pub(crate) fn for_source(len: usize) -> Exprs {
         Exprs {
             items: Vec::with_capacity(len / 8 + 4),
+            growth: 1,
         }
+    }
+
+    /// Multiplies the walk's text-growth product by `factor` (saturating); returns it.
+    pub(crate) fn charge_growth(&mut self, factor: u64) -> u64 {
+        self.growth = self.growth.saturating_mul(factor.max(1));
+        self.growth
     }
 
     /// Stores `e`; its id is the only way back to it.

@@ -10,6 +10,7 @@
 
 mod args;
 mod cache;
+mod duration;
 mod error;
 mod exprs;
 mod funcs;

@@ -380,8 +380,7 @@ impl Worker {
         doc: &str,
         consume: bool,
     ) -> Result<(Verified, Workflow), RunFailure> {
-        let hash = workflow::workflow_sha256(doc)
-            .map_err(|e| RunFailure::BadWorkflowDocument(e.to_string()))?;
+        let hash = workflow::workflow_sha256(doc).map_err(RunFailure::BadWorkflowDocument)?;
         let now = crate::hub::now();
         let first = Expect {
             scope: Scope::Run,

@@ -21,9 +21,9 @@ pub enum RunFailure {
     /// The token was refused.
     #[error("token refused: {0}")]
     Token(#[from] TokenError),
-    /// The document is not a workflow at all (JSON, size).
+    /// The document is not a workflow at all (JSON, size, a number the hash cannot hold).
     #[error("the workflow document is unusable: {0}")]
-    BadWorkflowDocument(String),
+    BadWorkflowDocument(crate::workflow::HashError),
     /// The workflow has problems.
     #[error("the workflow is invalid: {0}")]
     InvalidWorkflow(Problems),
@@ -83,6 +83,10 @@ impl RunFailure {
             RunFailure::OverCapacity => "over_capacity".into(),
             RunFailure::Draining => "draining".into(),
             RunFailure::Token(e) => e.reason.code().into(),
+            RunFailure::BadWorkflowDocument(
+                e @ crate::workflow::HashError::NumberOutOfRange(_),
+            ) => e.code().into(),
+            // A document over the size limit has always been answered as `invalid_json` here.
             RunFailure::BadWorkflowDocument(_) => "invalid_json".into(),
             RunFailure::InvalidWorkflow(_) => "invalid_workflow".into(),
             RunFailure::Hub(e) => e.code(),

@@ -131,7 +131,28 @@ pub struct Output {
 
 /// Runs `workflow` over `inputs` (one frame per `sql` node id). Events arrive in order on
 /// the calling thread.
+///
+/// A panic inside Polars (building, optimising or running the plan; e.g. a date offset that
+/// leaves the calendar chrono can represent) is caught and answered as
+/// [`RunError::Failed`] (`execution_failed`), never a crash. Nothing shared is left behind
+/// half-changed: the plan, its frames and its thread belong to this call, and the only state
+/// it touches outside (Polars' thread pool and caches) takes no poisoning locks.
 pub fn execute(
+    workflow: &Workflow,
+    inputs: HashMap<String, DataFrame>,
+    control: &RunControl,
+    events: &mut dyn FnMut(Event),
+) -> Result<Vec<Output>, RunError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        execute_unguarded(workflow, inputs, control, events)
+    }))
+    .unwrap_or_else(|_| Err(RunError::Failed(ENGINE_PANICKED.into())))
+}
+
+/// What a run reports when Polars panicked (its panic text stays in the log).
+const ENGINE_PANICKED: &str = "the engine failed on this workflow (internal error)";
+
+fn execute_unguarded(
     workflow: &Workflow,
     mut inputs: HashMap<String, DataFrame>,
     control: &RunControl,
@@ -164,6 +185,19 @@ pub fn execute(
         return Err(RunError::Invalid(Problems(problems)));
     }
 
+    // How often each node's main and rejected rows are read. A frame read twice is built
+    // once and marked as a shared subplan (`cache`), so Polars converts and runs it once
+    // instead of unfolding it into every reader (a chain of self-joins would otherwise double
+    // the plan at every step; see `size.rs`). A filter read on both of its outputs shares its
+    // input the same way.
+    let mut reads = vec![[0u32; 2]; steps.len()];
+    for step in steps {
+        for p in &step.inputs {
+            if let Some(r) = reads.get_mut(p.step) {
+                r[usize::from(p.rejected)] += 1;
+            }
+        }
+    }
     let mut built: Vec<Option<Built>> = Vec::with_capacity(steps.len());
     for (i, step) in steps.iter().enumerate() {
         let b = match &sources[i] {
@@ -185,6 +219,7 @@ pub fn execute(
                 }
             }
             None => {
+                let both = matches!(step.tool, Tool::Filter(_)) && reads[i].iter().all(|&n| n > 0);
                 let ins = step
                     .inputs
                     .iter()
@@ -196,12 +231,19 @@ pub fn execute(
                             (None, _) => DataFrame::empty().lazy(),
                         };
                         Input {
-                            frame,
+                            frame: if both { frame.cache() } else { frame },
                             schema: schemas[p.step].clone().unwrap_or_default(),
                         }
                     })
                     .collect();
-                plan::build(&step.tool, &step.compiled, ins).map_err(failed)?
+                let mut b = plan::build(&step.tool, &step.compiled, ins).map_err(failed)?;
+                if reads[i][0] > 1 {
+                    b.main = b.main.cache();
+                }
+                if reads[i][1] > 1 {
+                    b.rejected = b.rejected.map(LazyFrame::cache);
+                }
+                b
             }
         };
         built.push(Some(b));
@@ -347,12 +389,58 @@ fn run_plans(
         }
         worker
             .join()
-            .unwrap_or_else(|_| Err(PolarsError::ComputeError("the plan thread panicked".into())))
+            .map_err(|_| RunError::Failed(ENGINE_PANICKED.into()))?
             .map_err(failed)
     });
     match stopped.load(Ordering::SeqCst) {
         STOP_CANCEL => Err(RunError::Cancelled),
         STOP_TIMEOUT => Err(RunError::Timeout),
         _ => outcome,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::workflow::validate;
+
+    fn formula(expression: &str) -> String {
+        json!({"version": 1, "nodes": [
+            {"id": "src", "tool": "inline", "columns": [{"name": "k", "type": "Int64"}],
+             "rows": [[1], [2]]},
+            {"id": "f", "tool": "formula", "input": "src",
+             "formulas": [{"column": "d", "expression": expression}]},
+            {"id": "out", "tool": "output", "input": "f", "name": "out"}]})
+        .to_string()
+    }
+
+    fn run(expression: &str) -> Result<Vec<Output>, RunError> {
+        let wf = validate(&formula(expression)).unwrap_or_else(|p| panic!("{p}"));
+        execute(&wf, HashMap::new(), &RunControl::default(), &mut |_| {})
+    }
+
+    /// polars-time panics when a date offset leaves chrono's calendar (year 262142 + 2y): the
+    /// run fails with `execution_failed`, and the next run on the same thread is unaffected.
+    #[test]
+    fn a_panic_inside_polars_is_a_run_error() {
+        for _ in 0..2 {
+            let e = run("pl.date(262142, 12, 31).dt.offset_by(\"2y\")").unwrap_err();
+            assert_eq!(e.code(), "execution_failed");
+            assert_eq!(
+                e.to_string(),
+                "execution failed: the engine failed on this workflow (internal error)"
+            );
+            let outs = run("pl.date(2024, 1, 31).dt.offset_by(\"1mo\")").expect("healthy");
+            let d = outs[0]
+                .frame
+                .column("d")
+                .unwrap()
+                .cast(&DataType::String)
+                .unwrap();
+            let d: Vec<Option<&str>> = d.str().unwrap().iter().collect();
+            assert_eq!(d, [Some("2024-02-29"), Some("2024-02-29")]);
+        }
     }
 }

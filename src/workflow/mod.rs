@@ -7,6 +7,7 @@
 //! - `validate`: references, cycles, expressions, queries;
 //! - `predict`: columns and types, and each node's output schema without data;
 //! - `plan`: each tool as a lazy operation (shared by prediction and execution);
+//! - `size`: the bound on the plan's size once its inputs are unfolded;
 //! - `load`: `sql` inputs through the connector layer;
 //! - `exec`: one plan, one run, progress events, cancellation and a time limit;
 //! - `hash`: the canonical hash.
@@ -20,6 +21,7 @@ pub mod parse;
 mod plan;
 mod predict;
 pub mod problem;
+mod size;
 pub mod validate;
 
 pub use exec::{Event, Output, RunControl, RunError, execute};

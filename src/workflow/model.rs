@@ -391,9 +391,11 @@ pub struct Limit {
     /// Input reference.
     pub input: String,
     /// Most rows kept.
+    #[schemars(range(max = 9_007_199_254_740_991u64))]
     pub n: u64,
     /// Rows skipped first.
     #[serde(default)]
+    #[schemars(range(max = 9_007_199_254_740_991u64))]
     pub offset: u64,
 }
 
@@ -405,12 +407,14 @@ pub struct Sample {
     pub input: String,
     /// Number of rows (give this or `fraction`).
     #[serde(default)]
+    #[schemars(range(max = 9_007_199_254_740_991u64))]
     pub n: Option<u64>,
     /// Fraction of rows, 0 to 1 (or more with replacement).
     #[serde(default)]
     pub fraction: Option<f64>,
     /// Random seed (default 0): the same seed and input give the same rows.
     #[serde(default)]
+    #[schemars(range(max = 9_007_199_254_740_991u64))]
     pub seed: u64,
     /// Draw with replacement.
     #[serde(default)]
@@ -494,7 +498,9 @@ impl ColumnType {
 #[serde(deny_unknown_fields)]
 #[schemars(
     title = "hubworker workflow",
-    description = "A workflow the Hub dispatches to hubworker (version 1)."
+    description = "A workflow the Hub dispatches to hubworker (version 1). Every integer in it \
+                   lies in [-(2^53)+1, 2^53-1] and -0 is refused (I-JSON, RFC 7493), so the \
+                   canonical hash covers exactly what runs."
 )]
 pub struct Document {
     /// Format version: 1.

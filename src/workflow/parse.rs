@@ -65,6 +65,7 @@ pub fn parse(doc: &str) -> (Vec<Node>, Vec<Problem>) {
             let code = match e {
                 HashError::TooLarge(_) => "limit_exceeded",
                 HashError::Json(_) => "invalid_json",
+                HashError::NumberOutOfRange(_) => "number_out_of_range",
             };
             problems.push(Problem::new(None, "", code, e.to_string()));
             return (Vec::new(), problems);

@@ -147,6 +147,7 @@ pub fn validate(doc: &str) -> Result<Workflow, Problems> {
         });
         usable.push(ok);
     }
+    super::size::check(&steps, &mut problems);
     let predicted = super::predict::predict(&steps, &usable, &|_| None, &mut problems);
     if !problems.is_empty() {
         return Err(Problems(problems));
@@ -154,10 +155,11 @@ pub fn validate(doc: &str) -> Result<Workflow, Problems> {
     let sha256 = match super::hash::workflow_sha256(doc) {
         Ok(h) => h,
         Err(e) => {
+            // Unreachable in practice: `parse` read the same document the same way.
             return Err(Problems(vec![Problem::new(
                 None,
                 "",
-                "invalid_json",
+                e.code(),
                 e.to_string(),
             )]));
         }

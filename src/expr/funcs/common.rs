@@ -23,6 +23,14 @@ pub(crate) fn polars_error(e: PolarsError, span: Span) -> ExprError {
     ExprError::new(ErrorCode::BadArguments, e.to_string(), span)
 }
 
+/// The text of a string literal expression (`"x"` or `pl.lit("x")`), if `e` is one.
+pub(crate) fn literal_str(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Literal(lv) => lv.extract_str(),
+        _ => None,
+    }
+}
+
 /// A Python list as py-polars' `lit(list)` makes it: one List-typed scalar.
 pub(crate) fn list_scalar(s: Series) -> Expr {
     let dtype = DataType::List(Box::new(s.dtype().clone()));

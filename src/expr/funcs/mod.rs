@@ -2,13 +2,15 @@
 //! `functions` (`pl.*`), `dtypes` (`pl.<DataType>`), `general` (Expr methods: math, nulls, casts,
 //! membership), `agg` (aggregations, windows, cumulative), `string` (Expr.str), `temporal`
 //! (Expr.dt), `list` (Expr.list, Expr.name, Expr.struct). A name absent from these tables
-//! cannot be called.
+//! cannot be called. `growth` is no family: it bounds how much the `str.replace*` builders
+//! can grow a row.
 
 mod agg;
 mod common;
 mod dtypes;
 mod functions;
 mod general;
+mod growth;
 mod list;
 mod string;
 mod temporal;

@@ -11,6 +11,7 @@ use super::super::registry::{Dflt, Kind, Spec, nullable, opt, req, spec};
 use super::super::val::{Arg, Built, StrAs, Val, seq_literal};
 use super::super::value::Const;
 use super::common::{list_scalar, polars_error};
+use super::growth;
 
 fn s(c: &mut Call) -> StringNameSpace {
     c.recv().str()
@@ -312,6 +313,7 @@ fn replace(c: &mut Call, all: bool) -> Result<Built> {
         c.expr(0)?
     };
     let value = c.expr(1)?;
+    growth::replace(c, &pat, &value, literal, growth::Count::from_n(n))?;
     Ok(Built::Expr(s(c).replace_n(pat, value, literal, n)))
 }
 
@@ -368,6 +370,7 @@ fn replace_many(c: &mut Call) -> Result<Built> {
             )
         }
     };
+    growth::replace_many(c, &patterns, &with)?;
     Ok(Built::Expr(
         s(c).replace_many(patterns, with, case, leftmost),
     ))

@@ -5,10 +5,11 @@ use polars::lazy::dsl::dt::DateLikeNameSpace;
 use polars::prelude::{DataType, Expr, NonExistent, Scalar, TimeUnit, TimeZone, lit};
 
 use super::super::args::Call;
-use super::super::error::Result;
+use super::super::duration::{self, Refused};
+use super::super::error::{ErrorCode, ExprError, Result, Span};
 use super::super::registry::{Dflt, Kind, Spec, nullable, opt, req, spec};
 use super::super::val::Built;
-use super::common::{TIME_UNITS, time_unit};
+use super::common::{TIME_UNITS, literal_str, time_unit};
 
 const EPOCH_UNITS: &[&str] = &["ns", "us", "ms", "s", "d"];
 
@@ -25,10 +26,38 @@ fn total(c: &mut Call, f: fn(DateLikeNameSpace, bool) -> Expr) -> Result<Built> 
     Ok(Built::Expr(f(dt(c), fractional)))
 }
 
-/// `every`/`by` arguments: a `str` is a duration string literal (`"1d"`, `"1mo2d"`).
+/// `every`/`by` arguments: a `str` is a duration string literal (`"1d"`, `"1mo2d"`). A
+/// literal is checked here, with Polars' grammar and a bound on its length (`duration.rs`),
+/// so no such string reaches Polars unchecked; a duration read from a column is checked by
+/// Polars as it runs (a panic there is caught by the caller and reported as an error).
 fn every(c: &mut Call, f: fn(DateLikeNameSpace, Expr) -> Expr) -> Result<Built> {
+    let span = c.span(0);
     let e = c.expr(0)?;
+    if let Some(text) = literal_str(&e) {
+        check_duration(c, text, span)?;
+    }
     Ok(Built::Expr(f(dt(c), e)))
+}
+
+fn check_duration(c: &Call, text: &str, span: Span) -> Result<()> {
+    let name = format!("{}{}()", c.table.prefix(), c.spec.name);
+    match duration::check(text) {
+        Ok(_) => Ok(()),
+        Err(Refused::Grammar(why)) => Err(ExprError::new(
+            ErrorCode::BadArguments,
+            format!("{name}: invalid duration string {text:?}: {why}"),
+            span,
+        )),
+        Err(Refused::TooLong) => Err(ExprError::new(
+            ErrorCode::LimitExceeded,
+            format!(
+                "{name}: duration {text:?} is too long; the limit is about 292 years \
+                 (3,438 months or 102,481 days: a month counted as 31 days and an hour, a day \
+                 as 25 hours)"
+            ),
+            span,
+        )),
+    }
 }
 
 /// `Expr.dt.*` entries.

@@ -99,6 +99,14 @@ a("resource", 'pl.col("units") ** 2 ** 2 ** 2 ** 2 ** 2', "constant tower power"
 a("resource", 'pl.col("name") + "x" * (10**4) * (10**5)', "string repetition in two steps")
 a("resource", 'pl.when(pl.col("vip")).then(1)' + '.when(pl.col("vip")).then(1)' * 20000 + '.otherwise(0)', "20k-branch when chain")
 a("resource", 'pl.col("name").str.contains("' + 'a' * 1_000_000 + '")', "1 MB regex literal")
+# issue 16: growth by replacement, and duration strings Polars would overflow on or panic over
+a("resource", 'pl.col("name").str.replace_all("", "x" * 65536)', "every row 65,537 times longer")
+a("resource", 'pl.col("name").str.replace("", "x" * 1000, n=-1)', "replace with n=-1 is replace_all")
+a("resource", 'pl.col("name").str.replace_all("a", "b" * 8).str.replace_all("b", "c" * 9)', "chained growth multiplies")
+a("resource", 'pl.col("name").str.replace_many([""], ["x" * 65536])', "an empty pattern in replace_many")
+a("resource", 'pl.col("order_date").dt.offset_by("999999999y")', "panics inside polars-time")
+a("resource", 'pl.col("ts").dt.truncate("99999999999999999999d")', "wraps Polars' i64 parser")
+a("resource", 'pl.col("ts").dt.round("1000000d")', "wraps Polars' nanosecond conversion")
 # syntax nodes
 a("syntax_node", 'f"{pl}"', "f-string")
 a("syntax_node", 'pl.col(f"{\'units\'}")', "f-string as a column name")
