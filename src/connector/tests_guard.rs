@@ -466,3 +466,32 @@ fn sqlite_timeouts_interrupt_the_statement() {
         );
     });
 }
+
+/// The two legitimate PostgreSQL queries the guard used to refuse (issue 16, point 14): a
+/// nested block comment and a `U&"..."` identifier (with and without `UESCAPE`) run on the live
+/// server with exact values.
+#[test]
+fn postgres_nested_comments_and_unicode_identifiers_run() {
+    rt().block_on(async {
+        let t = target(&pg_url());
+        for (sql, column) in [
+            ("SELECT 7 AS a /* a /* nested */ still a comment */", "a"),
+            (
+                "SELECT U&\"d\\0061t\\+000061\" FROM (SELECT 7 AS data) AS t",
+                "data",
+            ),
+            (
+                "SELECT U&\"d!0061ta\" UESCAPE '!' FROM (SELECT 7 AS data) AS t",
+                "data",
+            ),
+        ] {
+            let q = guard(sql, Dialect::Postgres).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let df = query(&t, &q, QueryOptions::default()).await.expect(sql);
+            assert_eq!(
+                df.column(column).expect(sql).i32().expect("i32").get(0),
+                Some(7),
+                "{sql}"
+            );
+        }
+    });
+}
