@@ -18,6 +18,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The daemon <-> sandbox child protocol: messages only, not in the reflection set.
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // Rows cross the pipe and sit in the result cache as shared bytes: a cache hit is handed
+    // to the child without a copy.
+    config.bytes([
+        ".hubworker.sandbox.v1.Answer.cached_ipc",
+        ".hubworker.sandbox.v1.Loaded.arrow_ipc",
+    ]);
     tonic_prost_build::configure()
         .build_client(false)
         .build_server(false)

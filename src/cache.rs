@@ -2,8 +2,10 @@
 //! actually used (HMAC-SHA256 under a per-process random key over the connection id and the
 //! credential material; never the raw secret), the connection and the normalised query. Two
 //! users with different credentials never share an entry; users the Hub sends the same
-//! credential do. Per-connection TTL, a global byte budget (weighed by frame size), and
-//! single-flight: concurrent identical misses run the query once. Values hold no secrets.
+//! credential do. Values are what a run child consumes: the rows as one Arrow IPC stream
+//! (shared bytes, so a hit goes to the child without decoding or copying). Per-connection
+//! TTL, a global byte budget (weighed by those bytes), and single-flight: concurrent identical
+//! misses run the query once. Values hold no secrets.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,7 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
-use polars::prelude::DataFrame;
+use polars::prelude::{
+    DataFrame, IpcStreamReader, IpcStreamWriter, PolarsResult, SerReader as _, SerWriter as _,
+};
+use prost::bytes::Bytes;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
@@ -61,8 +66,34 @@ pub fn fingerprint(key: &[u8], credential: &Credential) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// Cached rows: one Arrow IPC stream and its row count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rows {
+    /// The Arrow IPC stream.
+    pub ipc: Bytes,
+    /// Its rows.
+    pub rows: u64,
+}
+
+impl Rows {
+    /// A frame's rows.
+    pub fn encode(frame: &mut DataFrame) -> PolarsResult<Rows> {
+        let mut ipc = Vec::new();
+        IpcStreamWriter::new(&mut ipc).finish(frame)?;
+        Ok(Rows {
+            ipc: Bytes::from(ipc),
+            rows: frame.height() as u64,
+        })
+    }
+
+    /// The rows as a frame.
+    pub fn decode(&self) -> PolarsResult<DataFrame> {
+        IpcStreamReader::new(std::io::Cursor::new(&self.ipc[..])).finish()
+    }
+}
+
 struct Entry {
-    frame: DataFrame,
+    rows: Rows,
     ttl: Duration,
 }
 
@@ -113,7 +144,7 @@ pub enum Source {
 }
 
 impl ResultCache {
-    /// A cache holding at most `max_bytes` of frames, with a fresh random HMAC key.
+    /// A cache holding at most `max_bytes` of rows, with a fresh random HMAC key.
     pub fn new(max_bytes: u64) -> ResultCache {
         use rand::RngCore;
         let mut key = Zeroizing::new([0u8; 32]);
@@ -122,7 +153,7 @@ impl ResultCache {
             inner: moka::future::Cache::builder()
                 .max_capacity(max_bytes)
                 .weigher(|_k: &CacheKey, v: &Arc<Entry>| {
-                    u32::try_from(v.frame.estimated_size()).unwrap_or(u32::MAX)
+                    u32::try_from(v.rows.ipc.len()).unwrap_or(u32::MAX)
                 })
                 .expire_after(PerEntryTtl)
                 .build(),
@@ -153,29 +184,29 @@ impl ResultCache {
         ttl: Duration,
         mode: CacheMode,
         load: F,
-    ) -> Result<(DataFrame, Source), Arc<E>>
+    ) -> Result<(Rows, Source), Arc<E>>
     where
         E: Send + Sync + 'static,
-        F: Future<Output = Result<DataFrame, E>>,
+        F: Future<Output = Result<Rows, E>>,
     {
         if mode == CacheMode::Bypass || ttl.is_zero() {
-            return load.await.map(|df| (df, Source::Miss)).map_err(Arc::new);
+            return load.await.map(|r| (r, Source::Miss)).map_err(Arc::new);
         }
         if mode == CacheMode::Update {
-            let frame = load.await.map_err(Arc::new)?;
+            let rows = load.await.map_err(Arc::new)?;
             let entry = Arc::new(Entry {
-                frame: frame.clone(),
+                rows: rows.clone(),
                 ttl,
             });
             self.inner.insert(key, entry).await;
-            return Ok((frame, Source::Miss));
+            return Ok((rows, Source::Miss));
         }
         let loaded = AtomicBool::new(false);
         let entry = self
             .inner
             .try_get_with(key, async {
                 loaded.store(true, Ordering::SeqCst);
-                load.await.map(|frame| Arc::new(Entry { frame, ttl }))
+                load.await.map(|rows| Arc::new(Entry { rows, ttl }))
             })
             .await?;
         let source = if loaded.load(Ordering::SeqCst) {
@@ -183,7 +214,7 @@ impl ResultCache {
         } else {
             Source::Hit
         };
-        Ok((entry.frame.clone(), source))
+        Ok((entry.rows.clone(), source))
     }
 
     /// Entries and bytes held, as of the last maintenance (no waiting).
@@ -225,8 +256,18 @@ mod tests {
         }
     }
 
-    fn frame(n: i64) -> DataFrame {
-        df!("n" => [n]).unwrap()
+    fn frame(n: i64) -> Rows {
+        Rows::encode(&mut df!("n" => [n]).unwrap()).unwrap()
+    }
+
+    fn n(rows: &Rows) -> Option<i64> {
+        rows.decode()
+            .unwrap()
+            .column("n")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .get(0)
     }
 
     #[test]
@@ -257,35 +298,23 @@ mod tests {
                 .get_or_load(alice.clone(), ttl, CacheMode::Normal, load(1))
                 .await
                 .unwrap();
-            assert_eq!(
-                (a.column("n").unwrap().i64().unwrap().get(0), s),
-                (Some(1), Source::Miss)
-            );
+            assert_eq!((n(&a), s), (Some(1), Source::Miss));
             let (b, s) = cache
                 .get_or_load(bob, ttl, CacheMode::Normal, load(2))
                 .await
                 .unwrap();
-            assert_eq!(
-                (b.column("n").unwrap().i64().unwrap().get(0), s),
-                (Some(2), Source::Miss)
-            );
+            assert_eq!((n(&b), s), (Some(2), Source::Miss));
             let (a2, s) = cache
                 .get_or_load(alice_again.clone(), ttl, CacheMode::Normal, load(3))
                 .await
                 .unwrap();
-            assert_eq!(
-                (a2.column("n").unwrap().i64().unwrap().get(0), s),
-                (Some(1), Source::Hit)
-            );
+            assert_eq!((n(&a2), s), (Some(1), Source::Hit));
             // bypass neither reads nor writes; update replaces.
             let (x, s) = cache
                 .get_or_load(alice_again.clone(), ttl, CacheMode::Bypass, load(4))
                 .await
                 .unwrap();
-            assert_eq!(
-                (x.column("n").unwrap().i64().unwrap().get(0), s),
-                (Some(4), Source::Miss)
-            );
+            assert_eq!((n(&x), s), (Some(4), Source::Miss));
             cache
                 .get_or_load(alice_again.clone(), ttl, CacheMode::Update, load(5))
                 .await
@@ -294,10 +323,7 @@ mod tests {
                 .get_or_load(alice_again, ttl, CacheMode::Normal, load(6))
                 .await
                 .unwrap();
-            assert_eq!(
-                (y.column("n").unwrap().i64().unwrap().get(0), s),
-                (Some(5), Source::Hit)
-            );
+            assert_eq!((n(&y), s), (Some(5), Source::Hit));
         });
     }
 
@@ -333,10 +359,7 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            assert_eq!(
-                (df.column("n").unwrap().i64().unwrap().get(0), s),
-                (Some(3), Source::Miss)
-            );
+            assert_eq!((n(&df), s), (Some(3), Source::Miss));
 
             // 20 concurrent identical misses: one load.
             let calls = Arc::new(AtomicUsize::new(0));
@@ -375,7 +398,7 @@ mod tests {
                     key.clone(),
                     Duration::from_secs(60),
                     CacheMode::Normal,
-                    async { Err::<DataFrame, _>("boom".to_owned()) },
+                    async { Err::<Rows, _>("boom".to_owned()) },
                 )
                 .await;
             assert!(e.is_err());

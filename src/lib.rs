@@ -51,6 +51,7 @@ pub mod keys;
 pub mod locked;
 pub mod metrics;
 pub mod proto;
+pub mod run;
 pub mod sample;
 pub mod sandbox;
 pub mod secret;

@@ -106,6 +106,14 @@ pub struct TokenError {
     pub message: String,
 }
 
+/// Unix time now, whole seconds: what token claims and credential expiry are measured in.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 fn reject(reason: Reason, message: impl Into<String>) -> TokenError {
     TokenError {
         reason,

@@ -9,10 +9,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use polars::prelude::DataFrame;
+
 use crate::connector::{QueryOptions, ResultLimits, Target};
 use crate::error::Error;
+use crate::run::{Connection, Direct, Events, Limits, RunEvent, Task, TaskFailure};
 use crate::secret::Secret;
-use crate::workflow::{self, Event, RunControl};
+use crate::workflow::{self, RunControl};
 
 /// What `hubworker run` was asked to do.
 #[derive(Debug)]
@@ -149,88 +152,126 @@ pub fn run(opts: &RunOptions) -> Result<u8, Error> {
             return Ok(1);
         }
     };
-    let targets = connections(&opts.connections)?;
+    let connections = connections(&opts.connections)?
+        .into_iter()
+        .map(|(name, target)| Connection {
+            name,
+            target,
+            fingerprint: None,
+        })
+        .collect();
     let control = RunControl::with_timeout(opts.timeout);
-    let started = Instant::now();
-    let mut progress = |e: Event| {
-        let at = started.elapsed().as_secs_f64();
-        let line = match e {
-            Event::Started { node, tool } => format!("[{at:8.3}s] {node} ({tool}) started"),
-            Event::Finished {
+    let limits = Limits {
+        query: QueryOptions {
+            limits: ResultLimits {
+                max_rows: opts.max_rows,
+                ..ResultLimits::default()
+            },
+            timeout: opts.timeout,
+        },
+        chunk_bytes: 0,
+    };
+    let mut inputs = Direct::new()?;
+    let mut report = Report {
+        started: Instant::now(),
+        outputs: Vec::new(),
+    };
+    let task = Task::Run(Box::new(wf));
+    if let Err(e) = crate::run::execute(
+        task,
+        connections,
+        &limits,
+        &control,
+        &mut inputs,
+        &mut report,
+    ) {
+        eprintln!("run failed: {e} [{}]", e.code());
+        return Ok(1);
+    }
+    let mut outputs = Vec::with_capacity(report.outputs.len());
+    for (name, ipc) in report.outputs {
+        match crate::run::from_ipc(&ipc) {
+            Ok(frame) => outputs.push((name, frame)),
+            Err(e) => {
+                eprintln!("run failed: {e} [{}]", e.code());
+                return Ok(1);
+            }
+        }
+    }
+    write_outputs(opts, outputs)
+}
+
+/// Progress on stderr as it happens; outputs kept for the end.
+struct Report {
+    started: Instant,
+    outputs: Vec<(String, Vec<u8>)>,
+}
+
+impl Events for Report {
+    fn emit(&mut self, event: RunEvent) -> Result<(), TaskFailure> {
+        let at = self.started.elapsed().as_secs_f64();
+        match event {
+            RunEvent::Progress {
+                node,
+                tool,
+                finished: false,
+                ..
+            } => eprintln!("[{at:8.3}s] {node} ({tool}) started"),
+            RunEvent::Progress {
                 node,
                 tool,
                 rows: Some(rows),
-            } => format!("[{at:8.3}s] {node} ({tool}) finished: {rows} rows"),
-            Event::Finished {
-                node,
-                tool,
-                rows: None,
-            } => format!("[{at:8.3}s] {node} ({tool}) finished"),
-        };
-        eprintln!("{line}");
-    };
-    let options = QueryOptions {
-        limits: ResultLimits {
-            max_rows: opts.max_rows,
-            ..ResultLimits::default()
-        },
-        timeout: opts.timeout,
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let inputs = match rt.block_on(workflow::load_inputs(
-        &wf,
-        &targets,
-        &options,
-        &control,
-        &mut progress,
-    )) {
-        Ok(frames) => frames,
-        Err(e) => {
-            eprintln!("run failed: {e} [{}]", e.code());
-            return Ok(1);
+                ..
+            } => eprintln!("[{at:8.3}s] {node} ({tool}) finished: {rows} rows"),
+            RunEvent::Progress { node, tool, .. } => {
+                eprintln!("[{at:8.3}s] {node} ({tool}) finished");
+            }
+            RunEvent::Input { node, rows, .. } => {
+                eprintln!("[{at:8.3}s] {node} (sql) finished: {rows} rows");
+            }
+            RunEvent::Output { name, ipc, .. } => {
+                match self.outputs.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, bytes)) => bytes.extend_from_slice(&ipc),
+                    None => self.outputs.push((name, ipc)),
+                }
+            }
+            RunEvent::Tables(_) => {}
         }
-    };
-    let outputs = match workflow::execute(&wf, inputs, &control, &mut progress) {
-        Ok(outputs) => outputs,
-        Err(e) => {
-            eprintln!("run failed: {e} [{}]", e.code());
-            return Ok(1);
-        }
-    };
+        Ok(())
+    }
+}
+
+/// Writes each output as `DIR/<name>.parquet`, or prints it.
+fn write_outputs(opts: &RunOptions, outputs: Vec<(String, DataFrame)>) -> Result<u8, Error> {
     let mut out = std::io::stdout().lock();
     match &opts.output {
         Some(dir) => {
             std::fs::create_dir_all(dir)?;
-            for mut o in outputs {
-                let path = dir.join(format!("{}.parquet", o.name));
-                crate::frames::write_parquet(&mut o.frame, &path).map_err(|source| {
-                    Error::Frame {
-                        path: path.clone(),
-                        source,
-                    }
+            for (name, mut frame) in outputs {
+                let path = dir.join(format!("{name}.parquet"));
+                crate::frames::write_parquet(&mut frame, &path).map_err(|source| Error::Frame {
+                    path: path.clone(),
+                    source,
                 })?;
                 writeln!(
                     out,
                     "{}: {} rows → {}",
-                    o.name,
-                    o.frame.height(),
+                    name,
+                    frame.height(),
                     path.display()
                 )?;
             }
         }
         None => {
-            for o in outputs {
-                let Ok(table) = crate::batch::render_guarded(&o.frame) else {
+            for (name, frame) in outputs {
+                let Ok(table) = crate::batch::render_guarded(&frame) else {
                     eprintln!(
-                        "run failed: output {:?} has a value outside the calendar and cannot be \
-                         printed; use --output DIR [execution_failed]",
-                        o.name
+                        "run failed: output {name:?} has a value outside the calendar and cannot \
+                         be printed; use --output DIR [execution_failed]"
                     );
                     return Ok(1);
                 };
-                writeln!(out, "== {} ({} rows)\n{table}", o.name, o.frame.height())?;
+                writeln!(out, "== {} ({} rows)\n{table}", name, frame.height())?;
             }
         }
     }

@@ -5,33 +5,28 @@
 //! the inputs (asking the daemon's cache first) → drop the credentials and every key → install
 //! the compute-phase filter (no sockets, no files) → compute → send the outputs → exit.
 //!
-//! Failures that belong to the task (a query error, an invalid workflow) travel as a
-//! `Failure` frame and the child exits 0; everything else is an exit code or a signal that
-//! the daemon classifies (see [`super::exit`]).
+//! The task itself is [`crate::run::execute`], as everywhere: this file only turns the pipe
+//! into its input source and event sink (`pipe.rs`) and the `Setup` into its task
+//! (`message.rs`). Failures that belong to the task (a query error, an invalid workflow)
+//! travel as a `Failure` frame and the child exits 0; everything else is an exit code or a
+//! signal that the daemon classifies (see [`super::exit`]).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io::{Read, Write};
-use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
-
-use polars::prelude::*;
+use std::io::Read;
+use std::rc::Rc;
+use std::time::Duration;
 
 use super::exit;
+use super::pipe::{Out, Pipe, PipeEvents, PipeSource};
 use super::policy::Limits;
-use super::{Fault, ZeroizeAll, jail, wire};
-use crate::connector::{self, QueryOptions, ResultLimits, TableRef};
+use super::{Fault, ZeroizeAll, jail, message};
 use crate::creds::{Credential, TransportKey};
 use crate::locked::LockedBytes;
-use crate::proto::sandbox::{
-    Done, Failure, FromChild, Loaded, Need, Output, Progress, Ready, Setup, answer, from_child,
-    setup, to_child,
-};
-use crate::worker::RunFailure;
-use crate::workflow::{self, Event, RunControl};
-
-/// Largest frame the child accepts from the daemon (a workflow, cached inputs).
-const MAX_FRAME_IN: usize = 1 << 30;
+use crate::proto::sandbox::{Done, Ready, Setup, from_child, to_child};
+use crate::run::{RunTimings, TaskFailure};
+use crate::workflow::{self, RunControl};
 
 /// The child's command line (all of it public: limits and the daemon's pid).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,30 +109,17 @@ pub fn main(args: &[OsString]) -> i32 {
             return f.code;
         }
     };
-    let mut io = Io {
-        input: std::io::stdin().lock(),
-        output: Out(std::io::stdout()),
-        chunk: 0,
-    };
-    if io
-        .send(from_child::Msg::Ready(Ready {
-            confinements: confinements.iter().map(|c| (*c).to_owned()).collect(),
-        }))
-        .is_err()
-    {
+    let pipe = Rc::new(RefCell::new(Pipe::new(
+        std::io::stdin().lock(),
+        Out(std::io::stdout()),
+    )));
+    let ready = from_child::Msg::Ready(Ready {
+        confinements: confinements.iter().map(|c| (*c).to_owned()).collect(),
+    });
+    if pipe.borrow_mut().send(ready).is_err() {
         return exit::PROTOCOL;
     }
-    // Faults in the database phase: each must be stopped by the first filter.
-    match args.fault {
-        Some(Fault::Execve) => {
-            let _ = nix::unistd::execv(c"/bin/true", &[c"/bin/true"]);
-        }
-        Some(Fault::Ptrace) => {
-            let parent = nix::unistd::Pid::from_raw(i32::try_from(args.parent).unwrap_or(1));
-            let _ = nix::sys::ptrace::attach(parent);
-        }
-        _ => {}
-    }
+    database_phase_fault(args.fault, args.parent);
     // Ready for work: start what every task needs while nobody waits (a pooled child sits here
     // until the daemon has a task for it): the runtime and Polars' thread pool.
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -148,296 +130,79 @@ pub fn main(args: &[OsString]) -> i32 {
     };
     let _ = polars_core::runtime::RAYON.current_num_threads();
     warm_up();
-    let setup = match io.read() {
+    let setup = match pipe.borrow_mut().read() {
         Ok(Some(to_child::Msg::Setup(s))) => s,
         // The daemon closed the pipe: a pre-started child that was never needed.
         Ok(None) => return exit::OK,
         Ok(Some(_)) | Err(_) => return exit::PROTOCOL,
     };
-    match perform(setup, runtime, &mut io, args.fault) {
-        Ok(()) => exit::OK,
-        Err(Stop::Failed(f)) => {
-            let failure = Failure {
-                code: f.code(),
-                message: f.message(),
-                grpc_code: f.grpc_code() as i32,
-            };
-            match io.send(from_child::Msg::Failure(failure)) {
-                Ok(()) => exit::OK,
-                Err(_) => exit::PROTOCOL,
-            }
-        }
-        Err(Stop::Exit(code)) => code,
+    let result = perform(setup, runtime, &pipe, args.fault);
+    let mut pipe = pipe.borrow_mut();
+    if let Some(code) = pipe.exit {
+        return code;
+    }
+    let sent = match result {
+        Ok(t) => pipe.send(from_child::Msg::Done(Done {
+            load_us: t.load.as_micros() as u64,
+            compute_us: t.compute.as_micros() as u64,
+            encode_us: t.encode.as_micros() as u64,
+        })),
+        Err(f) => pipe.send(from_child::Msg::Failure(message::failure(&f))),
+    };
+    match (sent, pipe.exit) {
+        (_, Some(code)) => code,
+        (Ok(()), None) => exit::OK,
+        (Err(_), None) => exit::PROTOCOL,
     }
 }
 
-/// How a task stops early.
-enum Stop {
-    /// An ordinary failure, reported to the daemon.
-    Failed(RunFailure),
-    /// The pipe broke or a confinement step failed: leave with this code.
-    Exit(i32),
-}
-
-impl From<RunFailure> for Stop {
-    fn from(f: RunFailure) -> Self {
-        Stop::Failed(f)
-    }
-}
-
-/// Stdout written with plain `write(2)` calls: no line buffering splitting frames.
-struct Out(std::io::Stdout);
-
-impl Write for Out {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        nix::unistd::write(self.0.as_fd(), buf).map_err(std::io::Error::from)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-struct Io<R: Read> {
-    input: R,
-    output: Out,
-    /// Largest output piece per frame (0: whole outputs).
-    chunk: usize,
-}
-
-impl<R: Read> Io<R> {
-    fn send(&mut self, msg: from_child::Msg) -> Result<(), Stop> {
-        wire::write(&mut self.output, &FromChild { msg: Some(msg) })
-            .map_err(|_| Stop::Exit(exit::PROTOCOL))
-    }
-
-    fn read(&mut self) -> Result<Option<to_child::Msg>, Stop> {
-        match wire::read::<crate::proto::sandbox::ToChild, _>(&mut self.input, MAX_FRAME_IN) {
-            Ok(Some(m)) => Ok(m.msg),
-            Ok(None) => Ok(None),
-            Err(_) => Err(Stop::Exit(exit::PROTOCOL)),
-        }
-    }
-
-    fn progress(&mut self, e: &Event) -> Result<(), Stop> {
-        let p = match e {
-            Event::Started { node, tool } => Progress {
-                node: node.clone(),
-                tool: (*tool).to_owned(),
-                finished: false,
-                rows: None,
-            },
-            Event::Finished { node, tool, rows } => Progress {
-                node: node.clone(),
-                tool: (*tool).to_owned(),
-                finished: true,
-                rows: rows.map(|r| r as u64),
-            },
-        };
-        self.send(from_child::Msg::Progress(p))
-    }
-
-    /// Sends one output as pieces of at most `chunk` bytes. Each write blocks while the
-    /// daemon reads nothing (its client is behind): the pipe is the backpressure.
-    fn output(&mut self, name: &str, frame: &mut DataFrame) -> Result<(), Stop> {
-        let ipc = to_ipc(frame)?;
-        let size = if self.chunk == 0 {
-            ipc.len().max(1)
-        } else {
-            self.chunk
-        };
-        let mut pieces = ipc.chunks(size).peekable();
-        if pieces.peek().is_none() {
-            return self.send(from_child::Msg::Output(Output {
-                name: name.to_owned(),
-                arrow_ipc: Vec::new(),
-                last: true,
-            }));
-        }
-        while let Some(piece) = pieces.next() {
-            self.send(from_child::Msg::Output(Output {
-                name: name.to_owned(),
-                arrow_ipc: piece.to_vec(),
-                last: pieces.peek().is_none(),
-            }))?;
-        }
-        Ok(())
-    }
-}
-
-fn to_ipc(frame: &mut DataFrame) -> Result<Vec<u8>, Stop> {
-    let mut ipc = Vec::new();
-    IpcStreamWriter::new(&mut ipc)
-        .finish(frame)
-        .map_err(|_| Stop::Failed(RunFailure::Internal))?;
-    Ok(ipc)
-}
-
-fn from_ipc(bytes: &[u8]) -> Result<DataFrame, Stop> {
-    IpcStreamReader::new(std::io::Cursor::new(bytes))
-        .finish()
-        .map_err(|_| Stop::Exit(exit::PROTOCOL))
-}
-
-/// What the database phase leaves for the compute phase.
-enum Loaded2 {
-    Run {
-        wf: Box<workflow::Workflow>,
-        inputs: HashMap<String, DataFrame>,
-        control: RunControl,
-    },
-    Table(&'static str, DataFrame),
-}
-
+/// The task: credentials opened into locked, zeroizing buffers and turned into connections
+/// (every key wiped right after), then [`crate::run::execute`] with the pipe as its input
+/// source and event sink.
 fn perform<R: Read>(
     mut setup: Setup,
     runtime: tokio::runtime::Runtime,
-    io: &mut Io<R>,
+    pipe: &Rc<RefCell<Pipe<R>>>,
     fault: Option<Fault>,
-) -> Result<(), Stop> {
-    let started = Instant::now();
-    io.chunk = usize::try_from(setup.output_chunk_bytes).unwrap_or(usize::MAX);
-    let loaded = {
-        // Everything secret lives in this block and is dropped (zeroized) at its end.
-        let key = LockedBytes::take(&mut setup.transport_key);
-        let ttl = Duration::from_secs(setup.credential_ttl_secs);
-        let credentials = open_all(&key, &setup.credentials, ttl)?;
-        drop(key);
-        let fingerprint_key = LockedBytes::take(&mut setup.fingerprint_key);
-        let options = QueryOptions {
-            limits: ResultLimits {
-                max_rows: usize::try_from(setup.max_rows).unwrap_or(usize::MAX),
-                ..ResultLimits::default()
-            },
-            timeout: Duration::from_millis(setup.query_timeout_ms),
-        };
-        let target_of = |connection: &str| {
-            let cred = credentials
-                .iter()
-                .find(|c| c.connection == connection)
-                .ok_or_else(|| RunFailure::MissingCredential(connection.to_owned()))?;
-            let target = cred.target(setup.now).map_err(RunFailure::Credential)?;
-            Ok::<_, RunFailure>((cred, target))
-        };
-        let loaded = match setup.task.take() {
-            Some(setup::Task::Run(task)) => {
-                let wf =
-                    workflow::validate(&task.workflow_json).map_err(RunFailure::InvalidWorkflow)?;
-                let control = RunControl::with_timeout(Duration::from_millis(setup.deadline_ms));
-                let mut inputs = HashMap::new();
-                for (node, connection, query) in wf.queries() {
-                    control.check().map_err(RunFailure::Run)?;
-                    let (cred, target) = target_of(connection)?;
-                    if target.dialect != query.dialect() {
-                        return Err(RunFailure::DialectMismatch(node.to_owned()).into());
-                    }
-                    io.progress(&Event::Started {
-                        node: node.to_owned(),
-                        tool: "sql",
-                    })?;
-                    io.send(from_child::Msg::Need(Need {
-                        node: node.to_owned(),
-                        fingerprint: crate::cache::fingerprint(fingerprint_key.expose(), cred)
-                            .to_vec(),
-                        connection: connection.to_owned(),
-                        query: query.sql().to_owned(),
-                    }))?;
-                    let answer = match io.read()? {
-                        Some(to_child::Msg::Answer(a)) if a.node == node => a.answer,
-                        _ => return Err(Stop::Exit(exit::PROTOCOL)),
-                    };
-                    let frame = match answer {
-                        Some(answer::Answer::CachedIpc(bytes)) => from_ipc(&bytes)?,
-                        Some(answer::Answer::Fetch(send_back)) => {
-                            let mut frame = runtime
-                                .block_on(connector::query(&target, query, options))
-                                .map_err(|e| RunFailure::Query(e.code()))?;
-                            let arrow_ipc = if send_back {
-                                to_ipc(&mut frame)?
-                            } else {
-                                Vec::new()
-                            };
-                            io.send(from_child::Msg::Loaded(Loaded {
-                                node: node.to_owned(),
-                                rows: frame.height() as u64,
-                                arrow_ipc,
-                            }))?;
-                            frame
-                        }
-                        None => return Err(Stop::Exit(exit::PROTOCOL)),
-                    };
-                    inputs.insert(node.to_owned(), frame);
-                }
-                Loaded2::Run {
-                    wf: Box::new(wf),
-                    inputs,
-                    control,
-                }
-            }
-            Some(setup::Task::Inspect(task)) => {
-                let (_, target) = target_of(&task.connection)?;
-                Loaded2::Table("columns", runtime.block_on(inspect(&target, options))?)
-            }
-            Some(setup::Task::Preview(task)) => {
-                let (_, target) = target_of(&task.connection)?;
-                let table = TableRef {
-                    schema: (!task.schema.is_empty()).then_some(task.schema),
-                    name: task.table,
-                };
-                let rows = (task.rows as usize).clamp(1, connector::inspect::MAX_PREVIEW_ROWS);
-                let frame = runtime
-                    .block_on(connector::inspect::preview(&target, &table, rows, options))
-                    .map_err(|e| RunFailure::Query(e.code()))?;
-                Loaded2::Table("preview", frame)
-            }
-            None => return Err(Stop::Exit(exit::PROTOCOL)),
-        };
-        // Closes the database connections and ends the runtime's threads.
-        drop(runtime);
-        drop(credentials);
-        drop(fingerprint_key);
-        setup.zeroize_all();
-        loaded
+) -> Result<RunTimings, TaskFailure> {
+    let prepared = prepare(&mut setup);
+    setup.zeroize_all();
+    let (task, limits, connections) = prepared?;
+    // The daemon enforces the run's deadline; the child has none of its own.
+    let control = RunControl::with_timeout(Duration::MAX);
+    let mut inputs = PipeSource {
+        pipe: pipe.clone(),
+        runtime: Some(runtime),
+        compute_fault: compute_phase_fault(fault),
     };
-    let load = started.elapsed();
+    let mut events = PipeEvents { pipe: pipe.clone() };
+    crate::run::execute(
+        task,
+        connections,
+        &limits,
+        &control,
+        &mut inputs,
+        &mut events,
+    )
+}
 
-    // The compute phase (Polars' thread pool, which reads /proc and /sys as it starts, runs
-    // already): forbid sockets and files for good.
-    jail::enter_compute_phase().map_err(|f| {
-        eprintln!("hubworker sandbox child: {} failed: {}", f.step, f.why);
-        Stop::Exit(f.code)
-    })?;
-    compute_phase_fault(fault);
+type Prepared = (
+    crate::run::Task,
+    crate::run::Limits,
+    Vec<crate::run::Connection>,
+);
 
-    let started = Instant::now();
-    let mut encode = Duration::ZERO;
-    match loaded {
-        Loaded2::Run {
-            wf,
-            inputs,
-            control,
-        } => {
-            let mut sink: Result<(), Stop> = Ok(());
-            let outputs = workflow::execute(&wf, inputs, &control, &mut |e| {
-                if sink.is_ok() {
-                    sink = io.progress(&e);
-                }
-            });
-            sink?;
-            let outputs = outputs.map_err(RunFailure::Run)?;
-            let computed = Instant::now();
-            for mut o in outputs {
-                io.output(&o.name, &mut o.frame)?;
-            }
-            encode = computed.elapsed();
-        }
-        Loaded2::Table(name, mut frame) => io.output(name, &mut frame)?,
-    }
-    let compute = started.elapsed().saturating_sub(encode);
-    io.send(from_child::Msg::Done(Done {
-        load_us: load.as_micros() as u64,
-        compute_us: compute.as_micros() as u64,
-        encode_us: encode.as_micros() as u64,
-    }))
+fn prepare(setup: &mut Setup) -> Result<Prepared, TaskFailure> {
+    let (task, limits) = message::task_of(setup)?;
+    let key = LockedBytes::take(&mut setup.transport_key);
+    let ttl = Duration::from_secs(setup.credential_ttl_secs);
+    let credentials = open_all(&key, &setup.credentials, ttl)?;
+    drop(key);
+    let fingerprint_key = LockedBytes::take(&mut setup.fingerprint_key);
+    let connections =
+        crate::run::connections(credentials, setup.now, Some(fingerprint_key.expose()))?;
+    drop(fingerprint_key);
+    Ok((task, limits, connections))
 }
 
 /// Opens every sealed credential. The plaintext lands in a locked buffer that is wiped when
@@ -446,88 +211,18 @@ fn open_all(
     key: &LockedBytes,
     sealed: &[crate::proto::sandbox::SealedCredential],
     ttl: Duration,
-) -> Result<Vec<Credential>, RunFailure> {
+) -> Result<Vec<Credential>, TaskFailure> {
     let text = std::str::from_utf8(key.expose())
-        .map_err(|_| RunFailure::Credential(crate::creds::CredError::BadKey))?;
-    let transport = TransportKey::from_text(text).map_err(RunFailure::Credential)?;
+        .map_err(|_| TaskFailure::Credential(crate::creds::CredError::BadKey))?;
+    let transport = TransportKey::from_text(text).map_err(TaskFailure::Credential)?;
     sealed
         .iter()
         .map(|s| {
             transport
                 .open(&s.connection, &s.sealed, ttl)
-                .map_err(RunFailure::Credential)
+                .map_err(TaskFailure::Credential)
         })
         .collect()
-}
-
-/// The tables-and-columns listing for a multi-threaded runtime: on a blocking thread (the drivers' futures are
-/// not `Send`), owning its target.
-pub async fn inspect_owned(
-    target: connector::Target,
-    options: QueryOptions,
-) -> Result<DataFrame, RunFailure> {
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || handle.block_on(inspect(&target, options)))
-        .await
-        .unwrap_or(Err(RunFailure::Internal))
-}
-
-/// Tables and columns of one connection as one frame: schema, table, column, type.
-async fn inspect(
-    target: &connector::Target,
-    options: QueryOptions,
-) -> Result<DataFrame, RunFailure> {
-    let tables = connector::inspect::tables(target, options)
-        .await
-        .map_err(|e| RunFailure::Query(e.code()))?;
-    let strings = |df: &DataFrame, name: &str| -> Vec<String> {
-        df.column(name)
-            .ok()
-            .and_then(|c| {
-                c.str()
-                    .ok()
-                    .map(|s| s.iter().map(|v| v.unwrap_or_default().to_owned()).collect())
-            })
-            .unwrap_or_default()
-    };
-    let (mut schema, mut table, mut column, mut kind) = (vec![], vec![], vec![], vec![]);
-    for (s, t) in strings(&tables, "schema")
-        .into_iter()
-        .zip(strings(&tables, "table"))
-    {
-        let table_ref = TableRef {
-            schema: (!s.is_empty()).then(|| s.clone()),
-            name: t.clone(),
-        };
-        let cols = connector::inspect::columns(target, &table_ref, options)
-            .await
-            .map_err(|e| RunFailure::Query(e.code()))?;
-        let names = strings(&cols, "column");
-        let types = strings(&cols, "type");
-        if names.is_empty() {
-            schema.push(s.clone());
-            table.push(t.clone());
-            column.push(None);
-            kind.push(None);
-        }
-        for (n, k) in names.into_iter().zip(types) {
-            schema.push(s.clone());
-            table.push(t.clone());
-            column.push(Some(n));
-            kind.push(Some(k));
-        }
-    }
-    let height = schema.len();
-    DataFrame::new(
-        height,
-        vec![
-            Column::new("schema".into(), schema),
-            Column::new("table".into(), table),
-            Column::new("column".into(), column),
-            Column::new("type".into(), kind),
-        ],
-    )
-    .map_err(|_| RunFailure::Internal)
 }
 
 /// A tiny workflow over inline rows (no files, no network): validating and running it once,
@@ -548,37 +243,52 @@ fn warm_up() {
     let control = RunControl::with_timeout(Duration::from_secs(10));
     if let Ok(outputs) = workflow::execute(&wf, HashMap::new(), &control, &mut |_| {}) {
         for mut o in outputs {
-            if let Ok(ipc) = to_ipc(&mut o.frame) {
-                let _ = from_ipc(&ipc);
+            if let Ok(ipc) = crate::run::to_ipc(&mut o.frame) {
+                let _ = crate::run::from_ipc(&ipc);
             }
         }
     }
 }
 
-/// Faults in the compute phase: each must be stopped by the second filter or a limit.
-fn compute_phase_fault(fault: Option<Fault>) {
+/// Faults in the database phase: each must be stopped by the first filter.
+fn database_phase_fault(fault: Option<Fault>, parent: u32) {
     match fault {
-        Some(Fault::SocketAfterLoad) => {
+        Some(Fault::Execve) => {
+            let _ = nix::unistd::execv(c"/bin/true", &[c"/bin/true"]);
+        }
+        Some(Fault::Ptrace) => {
+            let parent = nix::unistd::Pid::from_raw(i32::try_from(parent).unwrap_or(1));
+            let _ = nix::sys::ptrace::attach(parent);
+        }
+        _ => {}
+    }
+}
+
+/// The fault to run in the compute phase, once confined: each must be stopped by the second
+/// filter or a limit.
+fn compute_phase_fault(fault: Option<Fault>) -> fn() {
+    match fault {
+        Some(Fault::SocketAfterLoad) => || {
             let _ = std::net::TcpStream::connect(("127.0.0.1", 9));
-        }
-        Some(Fault::OpenAfterLoad) => {
+        },
+        Some(Fault::OpenAfterLoad) => || {
             let _ = std::fs::File::open("/etc/hostname");
-        }
-        Some(Fault::Spin) => {
+        },
+        Some(Fault::Spin) => || {
             let mut x: u64 = 1;
             loop {
                 x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
             }
-        }
-        Some(Fault::Allocate) => {
+        },
+        Some(Fault::Allocate) => || {
             let mut hoard: Vec<Vec<u8>> = Vec::new();
             loop {
                 hoard.push(vec![1u8; 64 << 20]);
                 std::hint::black_box(&hoard);
             }
-        }
-        Some(Fault::Crash) => std::process::abort(),
-        _ => {}
+        },
+        Some(Fault::Crash) => || std::process::abort(),
+        _ => || {},
     }
 }
 

@@ -1,27 +1,42 @@
 //! The daemon's half of the conversation with one run child (see the protocol file for its
-//! shape): sending the task, answering `Need`s from the result cache, forwarding progress and
-//! output pieces into the run's bounded event channel. Never waits on the child or the client
-//! without the run's control able to stop it (the caller selects on it), and never reports a
-//! failure that belongs to another run's child as this run's.
+//! shape): sending the task, answering `Need`s from the result cache (cached rows go to the
+//! child as the very bytes the cache holds), forwarding the child's events into the run's
+//! bounded event channel. Never waits on the child or the client without the run's control
+//! able to stop it (the caller selects on it), and never reports a failure that belongs to
+//! another run's child as this run's.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use polars::prelude::*;
 use tokio::io::AsyncReadExt;
 use tokio::process::ChildStdin;
 use tokio::sync::mpsc;
 
-use super::{Exit, Task, ZeroizeAll, wire};
-use crate::cache::{CacheKey, CacheMode, Source};
-use crate::proto::sandbox::{Answer, FromChild, ToChild, answer, from_child, to_child};
-use crate::worker::{RunEvent, RunFailure, RunTimings};
+use super::{Exit, ZeroizeAll, message, wire};
+use crate::cache::{CacheKey, CacheMode, ResultCache, Rows, Source};
+use crate::proto::sandbox::{Answer, FromChild, Setup, ToChild, answer, from_child, to_child};
+use crate::run::{RunEvent, RunTimings, TaskFailure, channel};
 use crate::workflow::{RunControl, RunError};
+
+/// What the conversation needs from the run besides the pipes.
+pub(super) struct Context<'a> {
+    /// The result cache.
+    pub(super) cache: &'a ResultCache,
+    /// Cache mode.
+    pub(super) mode: CacheMode,
+    /// Cache TTL per connection.
+    pub(super) ttl: &'a (dyn Fn(&str) -> Duration + Sync),
+    /// Cancel and deadline.
+    pub(super) control: &'a RunControl,
+    /// The run's events; bounded in bytes, so a client that reads slowly slows the child down
+    /// instead of piling its outputs up in the daemon.
+    pub(super) events: &'a channel::Sender<RunEvent>,
+}
 
 /// Why the conversation with a child ended early.
 pub(super) enum End {
     /// The child reported an ordinary failure.
-    Failed(RunFailure),
+    Failed(TaskFailure),
     /// The pipe closed or broke: look at how the child exited.
     Gone,
     /// The child said something out of turn.
@@ -90,14 +105,15 @@ async fn send(stdin: &mut ChildStdin, msg: to_child::Msg) -> Result<(), End> {
         .map_err(|_| End::Gone)
 }
 
-/// The daemon's half of the conversation (see the protocol file for its shape).
+/// The daemon's half of the conversation (see the protocol file for its shape). The setup
+/// frame is wiped once written.
 pub(super) async fn converse(
     stdin: &mut ChildStdin,
     mut frames: Frames,
-    task: &mut Task<'_>,
+    setup: Setup,
+    task: &Context<'_>,
     max_output: u64,
 ) -> Result<RunTimings, End> {
-    let setup = std::mem::take(&mut task.setup);
     let frame = ToChild {
         msg: Some(to_child::Msg::Setup(setup)),
     };
@@ -110,31 +126,7 @@ pub(super) async fn converse(
     let mut output_bytes: u64 = 0;
     loop {
         match next(&mut frames).await? {
-            from_child::Msg::Need(need) => {
-                answer_need(stdin, &mut frames, task, need).await?;
-            }
-            from_child::Msg::Progress(p) => {
-                let progress = RunEvent::ChildProgress {
-                    node: p.node,
-                    tool: p.tool,
-                    finished: p.finished,
-                    rows: p.rows,
-                };
-                emit(task, progress).await?;
-            }
-            from_child::Msg::Output(o) => {
-                output_bytes = output_bytes.saturating_add(o.arrow_ipc.len() as u64);
-                if output_bytes > max_output {
-                    return Err(End::OutputTooLarge);
-                }
-                // Waits while the client is behind: the child then blocks on its full pipe.
-                let piece = RunEvent::Output {
-                    name: o.name,
-                    ipc: o.arrow_ipc,
-                    last: o.last,
-                };
-                emit(task, piece).await?;
-            }
+            from_child::Msg::Need(need) => answer_need(stdin, &mut frames, task, need).await?,
             from_child::Msg::Done(d) => {
                 return Ok(RunTimings {
                     load: Duration::from_micros(d.load_us),
@@ -142,10 +134,20 @@ pub(super) async fn converse(
                     encode: Duration::from_micros(d.encode_us),
                 });
             }
-            from_child::Msg::Failure(f) => return Err(remote(f)),
-            from_child::Msg::Ready(_) | from_child::Msg::Loaded(_) => {
-                return Err(End::Protocol("a frame out of turn".into()));
-            }
+            from_child::Msg::Failure(f) => return Err(End::Failed(message::failure_of(f))),
+            msg => match message::event_of(msg) {
+                Ok(event) => {
+                    if let RunEvent::Output { ipc, .. } = &event {
+                        output_bytes = output_bytes.saturating_add(ipc.len() as u64);
+                        if output_bytes > max_output {
+                            return Err(End::OutputTooLarge);
+                        }
+                    }
+                    // Waits while the client is behind: the child then blocks on its full pipe.
+                    emit(task, event).await?;
+                }
+                Err(_) => return Err(End::Protocol("a frame out of turn".into())),
+            },
         }
     }
 }
@@ -167,14 +169,14 @@ async fn fetch(
     .await?;
     match next(frames).await? {
         from_child::Msg::Loaded(l) if l.node == node => Ok(l),
-        from_child::Msg::Failure(f) => Err(remote(f)),
+        from_child::Msg::Failure(f) => Err(End::Failed(message::failure_of(f))),
         _ => Err(End::Protocol("expected Loaded".into())),
     }
 }
 
 /// Puts one event in the run's bounded channel (waiting for room). The channel is closed
 /// only when the run is being stopped: say why, as the control knows it.
-async fn emit(task: &Task<'_>, event: RunEvent) -> Result<(), End> {
+async fn emit(task: &Context<'_>, event: RunEvent) -> Result<(), End> {
     task.events
         .send(event)
         .await
@@ -189,14 +191,6 @@ pub(super) fn stop_reason(control: &RunControl) -> Exit {
     }
 }
 
-fn remote(f: crate::proto::sandbox::Failure) -> End {
-    End::Failed(RunFailure::Remote {
-        code: f.code,
-        message: f.message,
-        grpc: tonic::Code::from(f.grpc_code),
-    })
-}
-
 /// Answers one `Need` from the cache, or has the child fetch it (and caches the result).
 ///
 /// The cache loads each key once however many runs ask at the same moment, and hands a
@@ -207,7 +201,7 @@ fn remote(f: crate::proto::sandbox::Failure) -> End {
 async fn answer_need(
     stdin: &mut ChildStdin,
     frames: &mut Frames,
-    task: &Task<'_>,
+    task: &Context<'_>,
     need: crate::proto::sandbox::Need,
 ) -> Result<(), End> {
     let node = need.node.clone();
@@ -217,72 +211,56 @@ async fn answer_need(
         .as_slice()
         .try_into()
         .map_err(|_| End::Protocol("a fingerprint of the wrong size".into()))?;
-    let (rows, cached) = if task.mode == CacheMode::Bypass || ttl.is_zero() {
-        (fetch(stdin, frames, &node, false).await?.rows, false)
-    } else {
-        let key = CacheKey::new(fingerprint, &need.connection, &need.query);
-        let own_failure: Mutex<Option<End>> = Mutex::new(None);
-        let loaded = {
-            let load = async {
-                let rows = fetch_rows(stdin, frames, &node).await;
-                rows.map_err(|end| {
-                    if let Ok(mut slot) = own_failure.lock() {
-                        *slot = Some(end);
-                    }
-                    LoadFailed
-                })
-            };
-            task.cache.get_or_load(key, ttl, task.mode, load).await
-        };
-        let (mut frame, source) = match loaded {
-            Ok(found) => found,
-            Err(_) => match own_failure.lock().ok().and_then(|mut s| s.take()) {
-                Some(end) => return Err(end),
-                None => {
-                    tracing::info!(
-                        node = %node,
-                        "the run this one waited on failed to load a shared input: loading it here"
-                    );
-                    (fetch_rows(stdin, frames, &node).await?, Source::Miss)
+    if task.mode == CacheMode::Bypass || ttl.is_zero() {
+        fetch(stdin, frames, &node, false).await?;
+        return Ok(());
+    }
+    let key = CacheKey::new(fingerprint, &need.connection, &need.query);
+    let own_failure: Mutex<Option<End>> = Mutex::new(None);
+    let loaded = {
+        let load = async {
+            let rows = fetch_rows(stdin, frames, &node).await;
+            rows.map_err(|end| {
+                if let Ok(mut slot) = own_failure.lock() {
+                    *slot = Some(end);
                 }
-            },
+                LoadFailed
+            })
         };
-        if source == Source::Hit {
-            let mut ipc = Vec::new();
-            IpcStreamWriter::new(&mut ipc)
-                .finish(&mut frame)
-                .map_err(|_| End::Failed(RunFailure::Internal))?;
-            send(
-                stdin,
-                to_child::Msg::Answer(Answer {
-                    node: node.clone(),
-                    answer: Some(answer::Answer::CachedIpc(ipc)),
-                }),
-            )
-            .await?;
+        task.cache.get_or_load(key, ttl, task.mode, load).await
+    };
+    match loaded {
+        // Loaded just now by this child, which already has the rows.
+        Ok((_, Source::Miss)) => Ok(()),
+        Ok((rows, Source::Hit)) => {
+            let cached = Answer {
+                node,
+                answer: Some(answer::Answer::CachedIpc(rows.ipc)),
+            };
+            send(stdin, to_child::Msg::Answer(cached)).await
         }
-        (frame.height() as u64, source == Source::Hit)
-    };
-    let input = RunEvent::Input {
-        node,
-        rows: usize::try_from(rows).unwrap_or(usize::MAX),
-        cached,
-    };
-    emit(task, input).await
+        Err(_) => match own_failure.lock().ok().and_then(|mut s| s.take()) {
+            Some(end) => Err(end),
+            None => {
+                tracing::info!(
+                    node = %node,
+                    "the run this one waited on failed to load a shared input: loading it here"
+                );
+                fetch(stdin, frames, &node, false).await.map(|_| ())
+            }
+        },
+    }
 }
 
 /// A load that failed; the details stay with the run whose child it was.
 #[derive(Debug)]
 struct LoadFailed;
 
-/// Has the child run a query and send the rows back; the rows as a frame.
-async fn fetch_rows(
-    stdin: &mut ChildStdin,
-    frames: &mut Frames,
-    node: &str,
-) -> Result<DataFrame, End> {
+/// Has the child run a query and send the rows back, as the cache keeps them.
+async fn fetch_rows(stdin: &mut ChildStdin, frames: &mut Frames, node: &str) -> Result<Rows, End> {
     let loaded = fetch(stdin, frames, node, true).await?;
-    IpcStreamReader::new(std::io::Cursor::new(loaded.arrow_ipc))
-        .finish()
-        .map_err(|_| End::Protocol("undecodable rows".into()))
+    Ok(Rows {
+        ipc: loaded.arrow_ipc,
+        rows: loaded.rows,
+    })
 }

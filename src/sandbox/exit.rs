@@ -5,8 +5,6 @@
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
-use crate::worker::RunFailure;
-
 /// The task ran (or failed in an ordinary way, reported in a `Failure` frame).
 pub const OK: i32 = 0;
 /// Bad arguments.
@@ -134,12 +132,6 @@ fn signal_name(signal: i32) -> String {
     nix::sys::signal::Signal::try_from(signal)
         .map(|s| s.as_str().to_owned())
         .unwrap_or_else(|_| signal.to_string())
-}
-
-impl From<Exit> for RunFailure {
-    fn from(e: Exit) -> Self {
-        RunFailure::Sandbox(e)
-    }
 }
 
 #[cfg(test)]

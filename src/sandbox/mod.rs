@@ -24,6 +24,8 @@ pub mod child;
 mod conversation;
 pub mod exit;
 pub mod jail;
+mod message;
+mod pipe;
 pub mod policy;
 mod spawner;
 pub mod wire;
@@ -40,11 +42,11 @@ use zeroize::Zeroize;
 
 use crate::cache::{CacheMode, ResultCache};
 use crate::proto::sandbox::{Setup, from_child};
-use crate::worker::bounded;
-use crate::worker::{RunEvent, RunFailure, RunTimings};
+use crate::run::{RunEvent, RunTimings, Task, TaskFailure, channel};
 use crate::workflow::RunControl;
-use conversation::{End, Frames, converse, next, read_capped, read_frames, stop_reason};
+use conversation::{Context, End, Frames, converse, next, read_capped, read_frames, stop_reason};
 pub use exit::{Exit, classify};
+pub(crate) use message::Provisions;
 pub use policy::Limits;
 use spawner::Spawner;
 
@@ -154,39 +156,52 @@ impl std::fmt::Debug for Sandbox {
 
 /// One task for a child, with everything the daemon needs while it runs (a context struct
 /// rather than a dozen parameters).
-pub struct Task<'a> {
-    /// The task and its sealed credentials, transport key and limits. Wiped once sent.
-    pub setup: Setup,
+pub(crate) struct Job<'a> {
+    /// The task.
+    pub(crate) task: &'a Task,
+    /// Its sealed credentials, the keys and the limits (sent once, then wiped).
+    pub(crate) provisions: Provisions<'a>,
     /// Selects a planted fault (tests): the workflow hash, or the connection for inspect.
-    pub fault_key: &'a str,
+    pub(crate) fault_key: &'a str,
     /// The result cache.
-    pub cache: &'a ResultCache,
+    pub(crate) cache: &'a ResultCache,
     /// Cache mode.
-    pub mode: CacheMode,
+    pub(crate) mode: CacheMode,
     /// Cache TTL per connection.
-    pub ttl: &'a (dyn Fn(&str) -> Duration + Sync),
+    pub(crate) ttl: &'a (dyn Fn(&str) -> Duration + Sync),
     /// Cancel and deadline.
-    pub control: &'a RunControl,
+    pub(crate) control: &'a RunControl,
     /// Progress, inputs and output pieces go here; bounded in bytes, so a client that reads
     /// slowly slows the child down instead of piling its outputs up in the daemon.
-    pub events: &'a bounded::Sender<RunEvent>,
+    pub(crate) events: &'a channel::Sender<RunEvent>,
 }
 
-impl std::fmt::Debug for Task<'_> {
+impl std::fmt::Debug for Job<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Task")
+        f.debug_struct("Job")
             .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
 }
 
+/// Why a sandboxed task did not finish.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SandboxFailure {
+    /// The task failed in an ordinary way (the child reported it, or it never started).
+    #[error(transparent)]
+    Task(#[from] TaskFailure),
+    /// The child ended abnormally: a limit, a violation, a crash, a stop.
+    #[error(transparent)]
+    Exit(#[from] Exit),
+}
+
 /// What a finished task reports.
 #[derive(Debug, Clone, Default)]
-pub struct Finished {
+pub(crate) struct Finished {
     /// Where the time went, as the child measured it.
-    pub timings: RunTimings,
+    pub(crate) timings: RunTimings,
     /// The confinements the child reported.
-    pub confinements: Vec<String>,
+    pub(crate) confinements: Vec<String>,
 }
 
 /// A started child and its pipes; `confinements` once it said `Ready`.
@@ -235,14 +250,14 @@ impl Sandbox {
         spawner: &Spawner,
         settings: &Settings,
         fault: Option<Fault>,
-    ) -> Result<Spawned, RunFailure> {
+    ) -> Result<Spawned, SandboxFailure> {
         let workdir = tempfile::Builder::new()
             .prefix("hubworker-run-")
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .map_err(|e| {
                 tracing::error!(error = %e, "cannot create a run directory");
-                RunFailure::Internal
+                TaskFailure::Internal("creating a run directory")
             })?;
         let args = child::ChildArgs {
             parent: std::process::id(),
@@ -261,12 +276,12 @@ impl Sandbox {
             .kill_on_drop(true);
         let mut child = spawner.spawn(command).await.map_err(|e| {
             tracing::error!(error = %e, program = %settings.program.display(), "cannot start a run child");
-            RunFailure::Internal
+            TaskFailure::Internal("starting a run child")
         })?;
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
-            return Err(RunFailure::Internal);
+            return Err(TaskFailure::Internal("a run child without pipes").into());
         };
         Ok(Spawned {
             child,
@@ -281,7 +296,7 @@ impl Sandbox {
     /// A confined child for one task: a pre-started one when the pool has one (and no fault
     /// is planted), else a fresh one. The pool is topped up when the task ends (starting
     /// children while the task runs would take CPU from it).
-    async fn take(&self, fault: Option<Fault>) -> Result<Spawned, RunFailure> {
+    async fn take(&self, fault: Option<Fault>) -> Result<Spawned, SandboxFailure> {
         if fault.is_none() {
             loop {
                 let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
@@ -294,7 +309,7 @@ impl Sandbox {
             }
         }
         let spawned = Self::spawn_with(&self.spawner, &self.settings, fault).await?;
-        ready(spawned).await.map_err(RunFailure::Sandbox)
+        Ok(ready(spawned).await?)
     }
 
     /// Reaps pooled children that died while waiting (so none lingers as a zombie), then
@@ -355,12 +370,12 @@ impl Sandbox {
 
     /// Runs one task in a fresh child and supervises it to the end. Every way out reaps the
     /// child (waits for it, or kills and then waits): none is left behind as a zombie.
-    pub async fn run(&self, mut task: Task<'_>) -> Result<Finished, RunFailure> {
+    pub(crate) async fn run(&self, job: Job<'_>) -> Result<Finished, SandboxFailure> {
         let fault = self
             .faults
             .lock()
             .ok()
-            .and_then(|mut f| f.remove(task.fault_key));
+            .and_then(|mut f| f.remove(job.fault_key));
         let Spawned {
             mut child,
             mut stdin,
@@ -369,12 +384,21 @@ impl Sandbox {
             confinements,
             _workdir: workdir,
         } = self.take(fault).await?;
-        let control = task.control;
+        let control = job.control;
+        let context = Context {
+            cache: job.cache,
+            mode: job.mode,
+            ttl: job.ttl,
+            control,
+            events: job.events,
+        };
+        let setup = message::setup(job.task, job.provisions);
         let end = {
             let conversation = converse(
                 &mut stdin,
                 frames,
-                &mut task,
+                setup,
+                &context,
                 self.settings.max_output_bytes,
             );
             tokio::pin!(conversation);
@@ -383,7 +407,6 @@ impl Sandbox {
                 () = wait_stopped(control) => Err(End::Stop(stop_reason(control))),
             }
         };
-        task.setup.zeroize_all();
         drop(stdin);
         let grace = self.settings.kill_grace;
         let result = match end {
@@ -403,7 +426,7 @@ impl Sandbox {
             },
             Err(End::Failed(f)) => {
                 let _ = exited(&mut child, grace).await;
-                Err(f)
+                Err(f.into())
             }
             // The pipe closed: how the child ended says why (a signal from outside is a crash,
             // with the signal named).
@@ -426,7 +449,7 @@ impl Sandbox {
                 Err(why.into())
             }
         };
-        if let Err(RunFailure::Sandbox(exit)) = &result {
+        if let Err(SandboxFailure::Exit(exit)) = &result {
             let stderr = diagnostics.await.unwrap_or_default();
             tracing::warn!(reason = exit.code(), detail = %exit, child_stderr = %stderr.trim_end(), "run child ended abnormally");
         } else {

@@ -5,7 +5,6 @@
 //! is stopped (its child killed), its slot freed, and whatever waited for the client dropped.
 //! Never logs the cancel secret; holds at most a few result chunks per run.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -16,16 +15,14 @@ use tokio_stream::Stream;
 use tonic::Status;
 use tracing::Instrument as _;
 
-use super::bounded::{self, Weigh};
+use super::events::{Chunks, event, to_proto};
 use super::status::{RunFailure, to_status};
 use super::{RunEvent, RunTimings, Slot, Worker, wait_stopped};
 use crate::cache::CacheMode;
-use crate::proto::{
-    Accepted, ExecuteEvent, Finished, Progress, ResultChunk, RunError as ProtoRunError,
-    execute_event, progress,
-};
+use crate::proto::{Accepted, ExecuteEvent, Finished, RunError as ProtoRunError, execute_event};
+use crate::run::channel::{self as bounded, Weigh};
 use crate::token::Verified;
-use crate::workflow::{Event, RunControl, RunError, Workflow};
+use crate::workflow::{RunControl, RunError, Workflow};
 
 /// What goes to the client: an event, or the status that ends the stream.
 type Item = Result<ExecuteEvent, Status>;
@@ -183,68 +180,6 @@ impl Link<'_> {
     }
 }
 
-fn event(e: execute_event::Event) -> ExecuteEvent {
-    ExecuteEvent { event: Some(e) }
-}
-
-fn progress_event(node: String, tool: String, finished: bool, rows: Option<u64>) -> ExecuteEvent {
-    let state = if finished {
-        progress::State::Finished
-    } else {
-        progress::State::Started
-    };
-    event(execute_event::Event::Progress(Progress {
-        node,
-        tool,
-        state: state as i32,
-        rows,
-        from_cache: false,
-    }))
-}
-
-/// A run event as the client sees it; `seq` numbers each output's chunks.
-fn translate(worker: &Worker, e: RunEvent, seq: &mut HashMap<String, u32>) -> ExecuteEvent {
-    match e {
-        RunEvent::Progress(Event::Started { node, tool }) => {
-            progress_event(node, tool.to_owned(), false, None)
-        }
-        RunEvent::Progress(Event::Finished { node, tool, rows }) => {
-            progress_event(node, tool.to_owned(), true, rows.map(|r| r as u64))
-        }
-        RunEvent::ChildProgress {
-            node,
-            tool,
-            finished,
-            rows,
-        } => progress_event(node, tool, finished, rows),
-        RunEvent::Input { node, rows, cached } => {
-            if cached {
-                worker.metrics().cache_hits.inc();
-            } else {
-                worker.metrics().cache_misses.inc();
-            }
-            event(execute_event::Event::Progress(Progress {
-                node,
-                tool: "sql".to_owned(),
-                state: progress::State::Finished as i32,
-                rows: Some(rows as u64),
-                from_cache: cached,
-            }))
-        }
-        RunEvent::Output { name, ipc, last } => {
-            let n = seq.entry(name.clone()).or_insert(0);
-            let chunk = ResultChunk {
-                output: name,
-                seq: *n,
-                arrow_ipc: ipc,
-                last,
-            };
-            *n += 1;
-            event(execute_event::Event::Result(chunk))
-        }
-    }
-}
-
 /// How the run and its forwarding ended.
 struct Forwarded {
     result: Result<RunTimings, RunFailure>,
@@ -292,9 +227,7 @@ async fn drive(dispatch: Dispatch, outbox: Outbox) {
     let forwarded = match link.send(accepted).await {
         Ok(()) => run_and_forward(&worker, verified, wf, mode, &control, &link).await,
         Err(blocked) => Forwarded {
-            result: Err(RunFailure::Run(
-                control.check().err().unwrap_or(RunError::Cancelled),
-            )),
+            result: Err(RunFailure::stopped(&control)),
             redeem_us: 0,
             redeemed: false,
             blocked: Some(blocked),
@@ -380,10 +313,21 @@ async fn run_and_forward(
         let control = control.clone();
         tokio::spawn(async move { worker.run(wf, sealed, mode, control, tx).await })
     };
-    let mut seq = HashMap::new();
+    let mut chunks = Chunks::default();
     let mut blocked = None;
     while let Some(e) = events.recv().await {
-        if let Err(b) = link.send(translate(worker, e, &mut seq)).await {
+        if let RunEvent::Input { cached, .. } = &e {
+            let m = worker.metrics();
+            if *cached {
+                m.cache_hits.inc();
+            } else {
+                m.cache_misses.inc();
+            }
+        }
+        let Some(e) = to_proto(e, &mut chunks) else {
+            continue;
+        };
+        if let Err(b) = link.send(e).await {
             blocked = Some(b);
             break;
         }
@@ -397,12 +341,12 @@ async fn run_and_forward(
     let result = match blocked {
         None => result,
         Some(Blocked::Stalled) => Err(RunFailure::ClientStalled),
-        Some(Blocked::Gone) => Err(RunFailure::Run(RunError::Cancelled)),
+        Some(Blocked::Gone) => Err(RunFailure::Task(crate::run::TaskFailure::Engine(
+            RunError::Cancelled,
+        ))),
         // Whatever the run managed, the client did not get it all.
         Some(Blocked::Stopped) => match result {
-            Ok(_) => Err(RunFailure::Run(
-                control.check().err().unwrap_or(RunError::Cancelled),
-            )),
+            Ok(_) => Err(RunFailure::stopped(control)),
             Err(f) => Err(f),
         },
     };

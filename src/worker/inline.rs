@@ -1,174 +1,191 @@
 //! Tasks in the daemon's own process (`isolation = "inline"`: development and profiling only,
-//! refused in production). Credentials are opened here and dropped as soon as the inputs are
-//! loaded. Outputs leave in pieces through the run's byte-bounded channel, so a slow client
-//! holds the run (which the forwarder's limits then stop) instead of piling results up.
+//! refused in production): [`crate::run::execute`] on a blocking thread, with the daemon's
+//! result cache as its input source and the run's byte-bounded channel as its event sink (a
+//! slow client holds the task, which the forwarder's limits then stop, instead of piling
+//! results up). Credentials are opened here and dropped as soon as the inputs are loaded.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
-use polars::prelude::*;
+use polars::prelude::DataFrame;
 
-use super::{EventSender, RunEvent, RunFailure, RunTimings, Worker, wait_stopped};
-use crate::cache::{CacheMode, Source};
-use crate::connector::{QueryOptions, ResultLimits};
+use crate::cache::{CacheKey, CacheMode, ResultCache, Rows, Source};
+use crate::config::Config;
+use crate::connector::{self, ConnectorError};
 use crate::creds::Credential;
-use crate::proto::sandbox::{InspectTask, PreviewTask, setup};
-use crate::workflow::{self, Event, RunControl, RunError, Workflow};
+use crate::run::{
+    Call, Connection, Events, Input, InputSource, Limits, Need, RunEvent, RunTimings, Stopped,
+    Task, TaskFailure, channel, until_stopped,
+};
+use crate::workflow::{RunControl, RunError};
 
-/// Why a run must stop, as its control says (a closed event channel means it is stopping).
-fn stop_error(control: &RunControl) -> RunFailure {
-    RunFailure::Run(control.check().err().unwrap_or(RunError::Cancelled))
+/// The daemon's cache first, then the database.
+struct CacheSource {
+    cache: Arc<ResultCache>,
+    mode: CacheMode,
+    config: Arc<Config>,
+    handle: tokio::runtime::Handle,
 }
 
-/// Sends one event, waiting for room; fails with the reason the run is being stopped.
-async fn emit(
-    events: &EventSender,
-    control: &RunControl,
-    event: RunEvent,
-) -> Result<(), RunFailure> {
-    events.send(event).await.map_err(|_| stop_error(control))
+impl CacheSource {
+    /// Runs the query here (the rows, and their cache form when they will be cached).
+    async fn query(need: &Need<'_>) -> Result<DataFrame, ConnectorError> {
+        connector::query(&need.connection.target, need.query, need.options).await
+    }
 }
 
-impl Worker {
-    /// Runs a checked workflow here with opened credentials.
-    pub(super) async fn run_inline(
-        &self,
-        wf: Workflow,
-        credentials: Vec<Credential>,
-        mode: CacheMode,
-        control: &RunControl,
-        events: &EventSender,
-    ) -> Result<RunTimings, RunFailure> {
-        let mut timings = RunTimings::default();
-        let started = std::time::Instant::now();
-        let config = self.config();
-        let options = QueryOptions {
-            limits: ResultLimits {
-                max_rows: config.limits.max_rows_per_query,
-                ..ResultLimits::default()
-            },
-            timeout: Duration::from_secs(config.limits.query_timeout_secs),
+impl InputSource for CacheSource {
+    fn load(&mut self, need: Need<'_>, control: &RunControl) -> Result<Input, TaskFailure> {
+        let ttl = self.config.cache_ttl(&need.connection.name);
+        let fingerprint = need.connection.fingerprint;
+        let (Some(fingerprint), false) =
+            (fingerprint, self.mode == CacheMode::Bypass || ttl.is_zero())
+        else {
+            let frame = self
+                .handle
+                .block_on(until_stopped(control, Self::query(&need)))
+                .map_err(|s| s.into_failure(Some(need.node)))?;
+            return Ok(Input {
+                frame,
+                cached: false,
+            });
         };
-        let by_name: HashMap<&str, &Credential> = credentials
-            .iter()
-            .map(|c| (c.connection.as_str(), c))
-            .collect();
-        let mut inputs = HashMap::new();
-        for (node, connection, query) in wf.queries() {
-            control.check().map_err(RunFailure::Run)?;
-            let cred = by_name
-                .get(connection)
-                .ok_or_else(|| RunFailure::MissingCredential(connection.to_owned()))?;
-            let target = cred
-                .target(crate::hub::now())
-                .map_err(RunFailure::Credential)?;
-            if target.dialect != query.dialect() {
-                return Err(RunFailure::DialectMismatch(node.to_owned()));
-            }
-            let started = Event::Started {
-                node: node.to_owned(),
-                tool: "sql",
-            };
-            emit(events, control, RunEvent::Progress(started)).await?;
-            let key = self.cache.key(cred, query.sql());
-            let ttl = config.cache_ttl(connection);
-            let load = crate::connector::query_owned(target, query.clone(), options);
-            let (frame, source) = tokio::select! {
-                r = self.cache.get_or_load(key, ttl, mode, load) => r.map_err(|e| RunFailure::Query(e.code()))?,
-                () = wait_stopped(control) => return Err(stop_error(control)),
-            };
-            let input = RunEvent::Input {
-                node: node.to_owned(),
-                rows: frame.height(),
-                cached: source == Source::Hit,
-            };
-            emit(events, control, input).await?;
-            inputs.insert(node.to_owned(), frame);
-        }
-        // The credentials are not needed for computing: drop (zeroize) them now.
-        drop(by_name);
-        drop(credentials);
-        timings.load = started.elapsed();
-        let started = std::time::Instant::now();
-
-        // Progress events are few (two per node): they may wait unbounded for the forwarder.
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let control_for_plan = control.clone();
-        let plan = tokio::task::spawn_blocking(move || {
-            workflow::execute(&wf, inputs, &control_for_plan, &mut |e| {
-                let _ = tx.send(e);
-            })
-        });
-        let mut plan = std::pin::pin!(plan);
-        let outputs = loop {
-            tokio::select! {
-                Some(e) = rx.recv() => emit(events, control, RunEvent::Progress(e)).await?,
-                done = &mut plan => {
-                    while let Ok(e) = rx.try_recv() {
-                        emit(events, control, RunEvent::Progress(e)).await?;
+        let key = CacheKey::new(fingerprint, &need.connection.name, need.query.sql());
+        // This run's own load keeps its frame (no decoding) and its error (whole).
+        let fresh: Mutex<Option<DataFrame>> = Mutex::new(None);
+        let own_error: Mutex<Option<ConnectorError>> = Mutex::new(None);
+        let load = async {
+            match Self::query(&need).await {
+                Ok(mut frame) => {
+                    let rows = Rows::encode(&mut frame).map_err(|_| LoadFailed)?;
+                    if let Ok(mut slot) = fresh.lock() {
+                        *slot = Some(frame);
                     }
-                    break done.map_err(|_| RunFailure::Internal)?.map_err(RunFailure::Run)?;
+                    Ok(rows)
+                }
+                Err(e) => {
+                    if let Ok(mut slot) = own_error.lock() {
+                        *slot = Some(e);
+                    }
+                    Err(LoadFailed)
                 }
             }
         };
-        timings.compute = started.elapsed();
-        let started = std::time::Instant::now();
-        let mut encoded = Vec::with_capacity(outputs.len());
-        for mut o in outputs {
-            let mut ipc = Vec::new();
-            IpcStreamWriter::new(&mut ipc)
-                .finish(&mut o.frame)
-                .map_err(|_| RunFailure::Internal)?;
-            encoded.push((o.name, ipc));
-        }
-        timings.encode = started.elapsed();
-        let chunk = config.limits.result_chunk_bytes.max(1);
-        for (name, ipc) in encoded {
-            let pieces: Vec<&[u8]> = if ipc.is_empty() {
-                vec![&[]]
-            } else {
-                ipc.chunks(chunk).collect()
-            };
-            let last = pieces.len() - 1;
-            for (i, piece) in pieces.into_iter().enumerate() {
-                let piece = RunEvent::Output {
-                    name: name.clone(),
-                    ipc: piece.to_vec(),
-                    last: i == last,
+        let cache = self.cache.clone();
+        let loaded = self.handle.block_on(until_stopped(
+            control,
+            cache.get_or_load(key, ttl, self.mode, load),
+        ));
+        match loaded {
+            Ok((rows, source)) => {
+                let frame = match take(&fresh) {
+                    Some(frame) => frame,
+                    None => rows
+                        .decode()
+                        .map_err(|_| TaskFailure::Internal("decoding cached rows"))?,
                 };
-                emit(events, control, piece).await?;
+                Ok(Input {
+                    frame,
+                    cached: source == Source::Hit,
+                })
             }
+            Err(Stopped::Stopped(e)) => Err(TaskFailure::Engine(e)),
+            Err(Stopped::Failed(_)) => match take(&own_error) {
+                Some(error) => Err(TaskFailure::Query {
+                    node: Some(need.node.to_owned()),
+                    error,
+                }),
+                // Another run's load of this input failed: load it here instead of inheriting
+                // a failure that is not this run's.
+                None => {
+                    let frame = self
+                        .handle
+                        .block_on(until_stopped(control, Self::query(&need)))
+                        .map_err(|s| s.into_failure(Some(need.node)))?;
+                    Ok(Input {
+                        frame,
+                        cached: false,
+                    })
+                }
+            },
         }
-        Ok(timings)
+    }
+
+    fn call(&mut self, call: Call<'_>, control: &RunControl) -> Result<DataFrame, TaskFailure> {
+        self.handle
+            .block_on(until_stopped(control, call))
+            .map_err(|s| s.into_failure(None))
     }
 }
 
-/// Inspect or preview in this process (inline isolation).
-pub(super) async fn table_task(
-    task: setup::Task,
-    target: crate::connector::Target,
-) -> Result<DataFrame, RunFailure> {
-    let options = QueryOptions::default();
-    let q = |e: crate::connector::ConnectorError| RunFailure::Query(e.code());
-    match task {
-        setup::Task::Inspect(InspectTask { .. }) => {
-            crate::sandbox::child::inspect_owned(target, options).await
-        }
-        setup::Task::Preview(PreviewTask {
-            schema,
-            table,
-            rows,
-            ..
-        }) => {
-            let table = crate::connector::TableRef {
-                schema: (!schema.is_empty()).then_some(schema),
-                name: table,
-            };
-            let n = (rows as usize).clamp(1, crate::connector::inspect::MAX_PREVIEW_ROWS);
-            crate::connector::preview_owned(target, table, n, options)
-                .await
-                .map_err(q)
-        }
-        setup::Task::Run(_) => Err(RunFailure::Internal),
+/// What a load left aside for this run.
+fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
+    slot.lock().ok().and_then(|mut s| s.take())
+}
+
+/// A load that failed; the details stay with the run that made it.
+#[derive(Debug)]
+struct LoadFailed;
+
+/// The run's byte-bounded channel, from a blocking thread. A closed channel means the run is
+/// being stopped: the control says why.
+struct ChannelEvents {
+    tx: channel::Sender<RunEvent>,
+    control: RunControl,
+    handle: tokio::runtime::Handle,
+}
+
+impl Events for ChannelEvents {
+    fn emit(&mut self, event: RunEvent) -> Result<(), TaskFailure> {
+        self.handle.block_on(self.tx.send(event)).map_err(|_| {
+            TaskFailure::Engine(self.control.check().err().unwrap_or(RunError::Cancelled))
+        })
     }
+}
+
+/// Everything an inline task needs.
+pub(super) struct Inline {
+    pub(super) task: Task,
+    pub(super) credentials: Vec<Credential>,
+    pub(super) now: i64,
+    pub(super) limits: Limits,
+    pub(super) mode: CacheMode,
+    pub(super) cache: Arc<ResultCache>,
+    pub(super) config: Arc<Config>,
+    pub(super) control: RunControl,
+    pub(super) events: channel::Sender<RunEvent>,
+}
+
+/// Runs one task here, on a blocking thread (Polars computes there; queries are driven from
+/// there on the daemon's runtime).
+pub(super) async fn run(inline: Inline) -> Result<RunTimings, TaskFailure> {
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let Inline {
+            task,
+            credentials,
+            now,
+            limits,
+            mode,
+            cache,
+            config,
+            control,
+            events,
+        } = inline;
+        let connections: Vec<Connection> =
+            crate::run::connections(credentials, now, Some(cache.fingerprint_key()))?;
+        let mut inputs = CacheSource {
+            cache,
+            mode,
+            config,
+            handle: handle.clone(),
+        };
+        let mut sink = ChannelEvents {
+            tx: events,
+            control: control.clone(),
+            handle,
+        };
+        crate::run::execute(task, connections, &limits, &control, &mut inputs, &mut sink)
+    })
+    .await
+    .unwrap_or(Err(TaskFailure::Internal("the inline task ended early")))
 }

@@ -4,8 +4,8 @@
 //! → open credentials → load inputs (guard, cache) → one plan → stream results → drop the
 //! credentials. `service.rs` only translates proto to these calls and back.
 
-pub mod bounded;
 pub mod daemon;
+mod events;
 mod forward;
 mod inline;
 mod runs;
@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use polars::prelude::*;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::cache::{CacheMode, ResultCache};
@@ -27,23 +26,24 @@ use crate::config::{Config, Isolation};
 use crate::creds::Credential;
 use crate::hub_client::HubClient;
 use crate::proto::SealedCredential;
-use crate::proto::sandbox::{RunTask, Setup, setup};
-use crate::sandbox::Sandbox;
+use crate::run::{Limits, TableInfo, Task, channel};
+pub(crate) use crate::run::{RunEvent, RunTimings};
+use crate::sandbox::{Job, Provisions, Sandbox, SandboxFailure};
 use crate::token::{Expect, Scope, Verified, Verifier};
-use crate::workflow::{self, Event, RunControl, Workflow};
+use crate::workflow::{self, RunControl, Workflow};
 pub use runs::{CancelSecret, Registration};
 pub use status::RunFailure;
 pub use validate_gate::Validated;
 
-/// Where a run's progress, inputs and output pieces go: bounded in bytes (see [`bounded`]).
-pub type EventSender = bounded::Sender<RunEvent>;
+/// Where a run's progress, inputs and output pieces go: bounded in bytes.
+pub(crate) type EventSender = channel::Sender<RunEvent>;
 
 /// The worker's shared state.
 pub struct Worker {
     config: std::sync::RwLock<Arc<Config>>,
     verifier: Verifier,
     hub: HubClient,
-    cache: ResultCache,
+    cache: Arc<ResultCache>,
     slots: Arc<Semaphore>,
     runs: runs::Runs,
     validations: validate_gate::ValidateGate,
@@ -62,63 +62,6 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-/// Something a run reports while it goes.
-#[derive(Debug)]
-pub enum RunEvent {
-    /// A node started or finished.
-    Progress(Event),
-    /// A node started or finished, as a sandboxed run child reported it.
-    ChildProgress {
-        /// Node id.
-        node: String,
-        /// Tool name.
-        tool: String,
-        /// Finished (else started).
-        finished: bool,
-        /// Rows, where known.
-        rows: Option<u64>,
-    },
-    /// An `sql` node's rows are loaded.
-    Input {
-        /// The node.
-        node: String,
-        /// Rows.
-        rows: usize,
-        /// Served from the cache.
-        cached: bool,
-    },
-    /// A piece of one output: an output's pieces, in order, are one Arrow IPC stream.
-    Output {
-        /// The output's name.
-        name: String,
-        /// At most `result_chunk_bytes` of the IPC bytes.
-        ipc: Vec<u8>,
-        /// The output's last piece.
-        last: bool,
-    },
-}
-
-impl bounded::Weigh for RunEvent {
-    fn weight(&self) -> usize {
-        // Small events weigh a little too, so that a flood of them is bounded as well.
-        match self {
-            RunEvent::Output { name, ipc, .. } => 64 + name.len() + ipc.len(),
-            _ => 256,
-        }
-    }
-}
-
-/// Where one run's time went.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RunTimings {
-    /// Loading inputs (queries or cache).
-    pub load: Duration,
-    /// The plan.
-    pub compute: Duration,
-    /// Encoding results as Arrow IPC.
-    pub encode: Duration,
-}
-
 /// A run slot; the run holds it until it ends.
 #[derive(Debug)]
 pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
@@ -128,7 +71,7 @@ impl Worker {
     pub fn new(config: Config, verifier: Verifier, hub: HubClient) -> Worker {
         let capacity = config.worker.capacity as usize;
         Worker {
-            cache: ResultCache::new(config.cache.max_bytes),
+            cache: Arc::new(ResultCache::new(config.cache.max_bytes)),
             verifier,
             hub,
             slots: Arc::new(Semaphore::new(capacity)),
@@ -381,7 +324,7 @@ impl Worker {
         consume: bool,
     ) -> Result<(Verified, Workflow), RunFailure> {
         let hash = workflow::workflow_sha256(doc).map_err(RunFailure::BadWorkflowDocument)?;
-        let now = crate::hub::now();
+        let now = crate::token::now();
         let first = Expect {
             scope: Scope::Run,
             workflow_sha256: Some(&hash),
@@ -419,92 +362,142 @@ impl Worker {
     }
 
     /// Opens sealed credentials in this process (inline isolation only).
-    fn open(&self, sealed: &[SealedCredential]) -> Result<Vec<Credential>, RunFailure> {
-        let ttl = Duration::from_secs(self.config().tokens.credential_ttl_secs);
+    fn open(
+        &self,
+        config: &Config,
+        sealed: &[SealedCredential],
+    ) -> Result<Vec<Credential>, RunFailure> {
+        let ttl = Duration::from_secs(config.tokens.credential_ttl_secs);
         self.hub.open(sealed, ttl).map_err(RunFailure::Hub)
     }
 
-    /// The first frame for a run child: the task, the sealed credentials, the transport key
-    /// (over the pipe only) and the limits.
-    fn setup(&self, task: setup::Task, sealed: Vec<SealedCredential>) -> Setup {
-        let config = self.config();
-        Setup {
-            task: Some(task),
-            transport_key: self.hub.transport_key().text().to_vec(),
-            credentials: sealed
-                .into_iter()
-                .map(|s| crate::proto::sandbox::SealedCredential {
-                    connection: s.connection,
-                    sealed: s.sealed,
-                })
-                .collect(),
-            credential_ttl_secs: self.config().tokens.credential_ttl_secs,
-            fingerprint_key: self.cache.fingerprint_key().to_vec(),
-            query_timeout_ms: self.config().limits.query_timeout_secs.saturating_mul(1000),
-            max_rows: self.config().limits.max_rows_per_query as u64,
-            // The daemon alone enforces the run's deadline (SIGTERM, then SIGKILL), so that a
-            // timeout is always the same, classified event; the child gets none of its own.
-            deadline_ms: u64::MAX,
-            now: crate::hub::now(),
-            output_chunk_bytes: config.limits.result_chunk_bytes as u64,
+    /// The limits of a task under `config`.
+    fn limits(config: &Config) -> Limits {
+        Limits {
+            query: crate::connector::QueryOptions {
+                limits: crate::connector::ResultLimits {
+                    max_rows: config.limits.max_rows_per_query,
+                    ..crate::connector::ResultLimits::default()
+                },
+                timeout: Duration::from_secs(config.limits.query_timeout_secs),
+            },
+            chunk_bytes: config.limits.result_chunk_bytes.max(1),
         }
     }
 
-    /// Runs an inspect or preview task for one connection and returns its one table.
-    pub async fn table_task(
+    /// Runs one task with its still-sealed credentials under one snapshot of the config: in a
+    /// sandboxed child (process isolation), or here (inline). Events go to `events`; the task
+    /// stops when `control` is cancelled or its deadline passes. Opened credentials never
+    /// outlive it. `fault_key` selects a fault planted by the sandbox's tests.
+    async fn task(
         self: &Arc<Self>,
-        task: setup::Task,
-        connection: &str,
+        task: Task,
+        fault_key: &str,
         sealed: Vec<SealedCredential>,
-    ) -> Result<DataFrame, RunFailure> {
-        let control = RunControl::with_timeout(self.config().run_timeout());
-        let (tx, mut rx) = bounded::channel::<RunEvent>(self.config().limits.event_budget());
-        let frame = match &self.sandbox {
+        mode: CacheMode,
+        control: &RunControl,
+        events: EventSender,
+    ) -> Result<RunTimings, RunFailure> {
+        // Cancelled (or out of time) while the token was being redeemed: nothing starts, and
+        // the sealed credentials are dropped unopened.
+        control
+            .check()
+            .map_err(|e| RunFailure::Task(crate::run::TaskFailure::Engine(e)))?;
+        let config = self.config();
+        let limits = Self::limits(&config);
+        let result = match &self.sandbox {
             Some(sandbox) => {
-                let ttl = |_: &str| Duration::ZERO;
-                let run = sandbox.run(crate::sandbox::Task {
-                    setup: self.setup(task, sealed),
-                    fault_key: connection,
+                let ttl = |connection: &str| config.cache_ttl(connection);
+                let job = Job {
+                    task: &task,
+                    provisions: Provisions {
+                        sealed,
+                        transport_key: self.hub.transport_key().text(),
+                        fingerprint_key: self.cache.fingerprint_key(),
+                        credential_ttl: Duration::from_secs(config.tokens.credential_ttl_secs),
+                        limits,
+                        now: crate::token::now(),
+                    },
+                    fault_key,
                     cache: &self.cache,
-                    mode: CacheMode::Bypass,
+                    mode,
                     ttl: &ttl,
-                    control: &control,
-                    events: &tx,
-                });
-                let collect = tokio::spawn(async move {
-                    let (mut out, mut complete) = (Vec::new(), false);
-                    while let Some(e) = rx.recv().await {
-                        if let RunEvent::Output { ipc, last, .. } = e {
-                            out.extend_from_slice(&ipc);
-                            complete |= last;
-                        }
+                    control,
+                    events: &events,
+                };
+                match sandbox.run(job).await {
+                    Ok(finished) => {
+                        self.note_confinements(finished.confinements);
+                        Ok(finished.timings)
                     }
-                    complete.then_some(out)
-                });
-                let finished = run.await;
-                drop(tx);
-                let ipc = collect.await.map_err(|_| RunFailure::Internal)?;
-                let finished = finished?;
-                self.note_confinements(finished.confinements);
-                let ipc = ipc.ok_or(RunFailure::Internal)?;
-                IpcStreamReader::new(std::io::Cursor::new(ipc))
-                    .finish()
-                    .map_err(|_| RunFailure::Internal)?
+                    Err(SandboxFailure::Task(f)) => Err(RunFailure::Task(f)),
+                    Err(SandboxFailure::Exit(exit)) => {
+                        self.metrics
+                            .sandbox_kills
+                            .get_or_create(&crate::metrics::Reason {
+                                reason: exit.code(),
+                            })
+                            .inc();
+                        Err(RunFailure::Sandbox(exit))
+                    }
+                }
             }
             None => {
-                let creds = self.open(&sealed)?;
-                let cred = creds
-                    .iter()
-                    .find(|c| c.connection == connection)
-                    .ok_or_else(|| RunFailure::MissingCredential(connection.to_owned()))?;
-                let target = cred
-                    .target(crate::hub::now())
-                    .map_err(RunFailure::Credential)?;
-                drop(creds);
-                inline::table_task(task, target).await?
+                let credentials = self.open(&config, &sealed)?;
+                drop(sealed);
+                inline::run(inline::Inline {
+                    task,
+                    credentials,
+                    now: crate::token::now(),
+                    limits,
+                    mode,
+                    cache: self.cache.clone(),
+                    config: config.clone(),
+                    control: control.clone(),
+                    events,
+                })
+                .await
+                .map_err(RunFailure::Task)
             }
         };
-        Ok(frame)
+        result
+    }
+
+    /// Runs an inspect or preview task for one connection; what it answered.
+    pub(crate) async fn table_task(
+        self: &Arc<Self>,
+        task: Task,
+        connection: &str,
+        sealed: Vec<SealedCredential>,
+    ) -> Result<TableAnswer, RunFailure> {
+        let control = RunControl::with_timeout(self.config().run_timeout());
+        let (tx, mut rx) = channel::channel::<RunEvent>(self.config().limits.event_budget());
+        let collect = tokio::spawn(async move {
+            let mut answer = TableAnswer::default();
+            while let Some(e) = rx.recv().await {
+                match e {
+                    RunEvent::Output { ipc, last, .. } => {
+                        answer.ipc.extend_from_slice(&ipc);
+                        answer.complete |= last;
+                    }
+                    RunEvent::Tables(t) => {
+                        answer.tables = t;
+                        answer.complete = true;
+                    }
+                    _ => {}
+                }
+            }
+            answer
+        });
+        let finished = self
+            .task(task, connection, sealed, CacheMode::Bypass, &control, tx)
+            .await;
+        let answer = collect.await.map_err(|_| RunFailure::Internal)?;
+        finished?;
+        if !answer.complete {
+            return Err(RunFailure::Internal);
+        }
+        Ok(answer)
     }
 
     fn note_confinements(&self, found: Vec<String>) {
@@ -515,11 +508,9 @@ impl Worker {
         }
     }
 
-    /// Runs a checked workflow with its still-sealed credentials: in a sandboxed child
-    /// (process isolation), or here (inline). Events go to `events`; the run stops when
-    /// `control` is cancelled or its deadline passes. Opened credentials never outlive it.
-    /// Cancel by id reaches it through [`Worker::register`].
-    pub async fn run(
+    /// Runs a checked workflow with its still-sealed credentials (see [`Worker::task`]).
+    /// Cancel by id reaches it through the run registry.
+    pub(crate) async fn run(
         self: &Arc<Self>,
         wf: Workflow,
         sealed: Vec<SealedCredential>,
@@ -527,49 +518,28 @@ impl Worker {
         control: RunControl,
         events: EventSender,
     ) -> Result<RunTimings, RunFailure> {
-        // Cancelled (or out of time) while the token was being redeemed: nothing starts, and
-        // the sealed credentials are dropped unopened.
-        control.check().map_err(RunFailure::Run)?;
-        let result = match &self.sandbox {
-            Some(sandbox) => {
-                let ttl = |connection: &str| self.config().cache_ttl(connection);
-                let task = setup::Task::Run(RunTask {
-                    workflow_json: wf.source_json().to_owned(),
-                });
-                sandbox
-                    .run(crate::sandbox::Task {
-                        setup: self.setup(task, sealed),
-                        fault_key: wf.sha256(),
-                        cache: &self.cache,
-                        mode,
-                        ttl: &ttl,
-                        control: &control,
-                        events: &events,
-                    })
-                    .await
-                    .map(|finished| {
-                        self.note_confinements(finished.confinements);
-                        finished.timings
-                    })
-            }
-            None => match self.open(&sealed) {
-                Ok(credentials) => {
-                    self.run_inline(wf, credentials, mode, &control, &events)
-                        .await
-                }
-                Err(f) => Err(f),
-            },
-        };
-        if let Err(RunFailure::Sandbox(exit)) = &result {
-            self.metrics
-                .sandbox_kills
-                .get_or_create(&crate::metrics::Reason {
-                    reason: exit.code(),
-                })
-                .inc();
-        }
-        result
+        let fault_key = wf.sha256().to_owned();
+        self.task(
+            Task::Run(Box::new(wf)),
+            &fault_key,
+            sealed,
+            mode,
+            &control,
+            events,
+        )
+        .await
     }
+}
+
+/// What an inspect or preview answered.
+#[derive(Debug, Default)]
+pub(crate) struct TableAnswer {
+    /// An inspect's tables.
+    pub(crate) tables: Vec<TableInfo>,
+    /// A preview's rows, one Arrow IPC stream.
+    pub(crate) ipc: Vec<u8>,
+    /// Whether the answer arrived whole.
+    complete: bool,
 }
 
 /// Resolves once the run must stop (cancelled or out of time).

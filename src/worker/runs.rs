@@ -36,6 +36,13 @@ impl std::fmt::Debug for CancelSecret {
     }
 }
 
+/// A new run id: 128 random bits, hex.
+pub(super) fn random_id() -> String {
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
 fn digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }

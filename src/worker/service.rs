@@ -6,20 +6,20 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use polars::prelude::SerWriter as _;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::status::{RunFailure, to_status};
-use super::{Validated, Worker, forward};
+use super::{Validated, Worker, forward, runs};
 use crate::cache::CacheMode;
-use crate::proto::sandbox::{InspectTask, PreviewTask, setup};
+use crate::connector::TableRef;
 use crate::proto::worker_server::Worker as WorkerApi;
 use crate::proto::{
     CancelRequest, CancelResponse, Column, ExecuteEvent, ExecuteRequest, InspectRequest,
     InspectResponse, NodeSchema, PreviewRequest, PreviewResponse, Problem, StatusRequest,
     StatusResponse, Table, ValidateRequest, ValidateResponse,
 };
+use crate::run::Task;
 use crate::token::{Expect, Scope};
 use crate::workflow::RunControl;
 
@@ -87,7 +87,7 @@ impl WorkerApi for WorkerService {
             wf,
             mode,
             control: RunControl::with_timeout(limit),
-            run_id: crate::hub::random_id(),
+            run_id: runs::random_id(),
             check_us,
             slot,
         });
@@ -167,49 +167,30 @@ impl WorkerApi for WorkerService {
             .redeem_for(&req.token, &req.connection)
             .await
             .map_err(|f| to_status(&f))?;
-        let task = setup::Task::Inspect(InspectTask {
+        let task = Task::Inspect {
             connection: req.connection.clone(),
-        });
-        let df = self
+        };
+        let answer = self
             .worker
             .table_task(task, &req.connection, sealed)
             .await
             .map_err(|f| to_status(&f))?;
-        let col = |name: &str| -> Vec<Option<String>> {
-            df.column(name)
-                .ok()
-                .and_then(|c| {
-                    c.str()
-                        .ok()
-                        .map(|s| s.iter().map(|v| v.map(str::to_owned)).collect())
-                })
-                .unwrap_or_default()
-        };
-        let mut tables: Vec<Table> = Vec::new();
-        for (((schema, name), column), kind) in col("schema")
+        let tables = answer
+            .tables
             .into_iter()
-            .zip(col("table"))
-            .zip(col("column"))
-            .zip(col("type"))
-        {
-            let (schema, name) = (schema.unwrap_or_default(), name.unwrap_or_default());
-            if tables
-                .last()
-                .is_none_or(|t| t.schema != schema || t.name != name)
-            {
-                tables.push(Table {
-                    schema: schema.clone(),
-                    name: name.clone(),
-                    columns: Vec::new(),
-                });
-            }
-            if let (Some(t), Some(name)) = (tables.last_mut(), column) {
-                t.columns.push(Column {
-                    name,
-                    r#type: kind.unwrap_or_default(),
-                });
-            }
-        }
+            .map(|t| Table {
+                schema: t.schema,
+                name: t.name,
+                columns: t
+                    .columns
+                    .into_iter()
+                    .map(|c| Column {
+                        name: c.name,
+                        r#type: c.kind,
+                    })
+                    .collect(),
+            })
+            .collect();
         Ok(Response::new(InspectResponse { tables }))
     }
 
@@ -222,22 +203,22 @@ impl WorkerApi for WorkerService {
             .redeem_for(&req.token, &req.connection)
             .await
             .map_err(|f| to_status(&f))?;
-        let task = setup::Task::Preview(PreviewTask {
+        let task = Task::Preview {
             connection: req.connection.clone(),
-            schema: req.schema,
-            table: req.table,
-            rows: req.rows,
-        });
-        let mut df = self
+            table: TableRef {
+                schema: (!req.schema.is_empty()).then_some(req.schema),
+                name: req.table,
+            },
+            rows: req.rows as usize,
+        };
+        let answer = self
             .worker
             .table_task(task, &req.connection, sealed)
             .await
             .map_err(|f| to_status(&f))?;
-        let mut ipc = Vec::new();
-        polars::prelude::IpcStreamWriter::new(&mut ipc)
-            .finish(&mut df)
-            .map_err(|_| to_status(&RunFailure::Internal))?;
-        Ok(Response::new(PreviewResponse { arrow_ipc: ipc }))
+        Ok(Response::new(PreviewResponse {
+            arrow_ipc: answer.ipc,
+        }))
     }
 
     async fn status(
@@ -273,7 +254,7 @@ impl WorkerService {
         let verified = self
             .worker
             .verifier()
-            .verify(token, &expect, crate::hub::now())?;
+            .verify(token, &expect, crate::token::now())?;
         self.worker.redeem(&verified).await
     }
 }

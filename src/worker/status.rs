@@ -6,8 +6,9 @@ use tonic::{Code, Status};
 
 use crate::creds::CredError;
 use crate::hub_client::HubCallError;
+use crate::run::{FailureClass, TaskFailure};
 use crate::token::TokenError;
-use crate::workflow::{Problems, RunError};
+use crate::workflow::{Problems, RunControl, RunError};
 
 /// Why a run or call failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,34 +31,12 @@ pub enum RunFailure {
     /// Redeeming failed.
     #[error("{0}")]
     Hub(HubCallError),
-    /// A credential could not be used.
+    /// The task failed (or was stopped): a connection, a credential, a query, the engine.
     #[error("{0}")]
-    Credential(CredError),
-    /// The Hub sent no credential for a connection the workflow uses.
-    #[error("no credential for connection {0:?}")]
-    MissingCredential(String),
-    /// A connection's dialect differs from the node's.
-    #[error("node {0:?}: the connection's dialect differs from the node's")]
-    DialectMismatch(String),
-    /// A query failed (code only; the database's text stays in the worker).
-    #[error("a query failed [{0}]")]
-    Query(&'static str),
-    /// The run stopped or failed.
-    #[error("{0}")]
-    Run(RunError),
+    Task(TaskFailure),
     /// The sandboxed run child ended abnormally (a limit, a violation, a crash, a stop).
     #[error("{0}")]
     Sandbox(crate::sandbox::Exit),
-    /// A failure the run child reported: its code, its (already safe) message, its status.
-    #[error("{message}")]
-    Remote {
-        /// Reason code.
-        code: String,
-        /// Message.
-        message: String,
-        /// gRPC status code.
-        grpc: Code,
-    },
     /// The client did not read the run's events within `limits.send_timeout_secs`: the run
     /// was stopped and its slot freed.
     #[error("the client did not read the run's results in time; the run was stopped")]
@@ -90,13 +69,8 @@ impl RunFailure {
             RunFailure::BadWorkflowDocument(_) => "invalid_json".into(),
             RunFailure::InvalidWorkflow(_) => "invalid_workflow".into(),
             RunFailure::Hub(e) => e.code(),
-            RunFailure::Credential(e) => e.code().into(),
-            RunFailure::MissingCredential(_) => "missing_credential".into(),
-            RunFailure::DialectMismatch(_) => "dialect_mismatch".into(),
-            RunFailure::Query(code) => (*code).into(),
-            RunFailure::Run(e) => e.code().into(),
+            RunFailure::Task(f) => f.code(),
             RunFailure::Sandbox(e) => e.code().into(),
-            RunFailure::Remote { code, .. } => code.clone(),
             RunFailure::ClientStalled => "client_stalled".into(),
             RunFailure::CancelNotAuthorized => "cancel_not_authorized".into(),
             RunFailure::ValidationBudgetExhausted => "validation_budget_exhausted".into(),
@@ -134,21 +108,21 @@ impl RunFailure {
             {
                 Code::Unauthenticated
             }
-            RunFailure::Hub(HubCallError::Credential(CredError::Expired(_)))
-            | RunFailure::Credential(CredError::Expired(_)) => Code::Unauthenticated,
+            RunFailure::Hub(HubCallError::Credential(CredError::Expired(_))) => {
+                Code::Unauthenticated
+            }
             RunFailure::Hub(_) => Code::Unavailable,
-            RunFailure::Credential(_)
-            | RunFailure::MissingCredential(_)
-            | RunFailure::DialectMismatch(_) => Code::FailedPrecondition,
-            RunFailure::Query(code) if *code == "timeout" => Code::DeadlineExceeded,
-            RunFailure::Query(code) if *code == "result_too_large" => Code::ResourceExhausted,
-            RunFailure::Query(_) => Code::FailedPrecondition,
-            RunFailure::Run(RunError::Timeout) => Code::DeadlineExceeded,
-            RunFailure::Run(RunError::Cancelled) => Code::Cancelled,
-            RunFailure::Run(RunError::Invalid(_)) => Code::InvalidArgument,
-            RunFailure::Run(_) => Code::Aborted,
+            RunFailure::Task(f) => match f.class() {
+                FailureClass::Invalid => Code::InvalidArgument,
+                FailureClass::Precondition => Code::FailedPrecondition,
+                FailureClass::Unauthenticated => Code::Unauthenticated,
+                FailureClass::Timeout => Code::DeadlineExceeded,
+                FailureClass::Exhausted => Code::ResourceExhausted,
+                FailureClass::Cancelled => Code::Cancelled,
+                FailureClass::Aborted => Code::Aborted,
+                FailureClass::Internal => Code::Internal,
+            },
             RunFailure::Sandbox(e) => e.grpc_code(),
-            RunFailure::Remote { grpc, .. } => *grpc,
             // The run could not deliver within its send timeout.
             RunFailure::ClientStalled => Code::DeadlineExceeded,
             RunFailure::CancelNotAuthorized => Code::PermissionDenied,
@@ -164,8 +138,16 @@ impl RunFailure {
         match self {
             // Hub and query failures: only the code; their details can hold host names.
             RunFailure::Hub(e) => format!("the hub call failed ({})", e.code()),
+            RunFailure::Task(f) => f.message(),
             other => other.to_string(),
         }
+    }
+
+    /// Why a run stops now, as its control says (a cancel if it says nothing).
+    pub(crate) fn stopped(control: &RunControl) -> RunFailure {
+        RunFailure::Task(TaskFailure::Engine(
+            control.check().err().unwrap_or(RunError::Cancelled),
+        ))
     }
 }
 

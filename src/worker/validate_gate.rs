@@ -113,7 +113,7 @@ impl Worker {
         token: String,
         doc: String,
     ) -> Result<Validated, RunFailure> {
-        let now = crate::hub::now();
+        let now = crate::token::now();
         let who = Expect {
             scope: Scope::Run,
             workflow_sha256: None,

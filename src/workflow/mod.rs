@@ -8,14 +8,12 @@
 //! - `predict`: columns and types, and each node's output schema without data;
 //! - `plan`: each tool as a lazy operation (shared by prediction and execution);
 //! - `size`: the bound on the plan's size once its inputs are unfolded;
-//! - `load`: `sql` inputs through the connector layer;
 //! - `exec`: one plan, one run, progress events, cancellation and a time limit;
 //! - `hash`: the canonical hash.
 
 pub mod exec;
 pub mod hash;
 mod inline;
-pub mod load;
 pub mod model;
 pub mod parse;
 mod plan;
@@ -26,7 +24,6 @@ pub mod validate;
 
 pub use exec::{Event, Output, RunControl, RunError, execute};
 pub use hash::{HashError, canonical_json, workflow_sha256};
-pub use load::{LoadError, load_inputs};
 pub use problem::{Problem, Problems};
 pub use validate::{Workflow, validate};
 

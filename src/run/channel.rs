@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 /// What a message weighs, in bytes (an estimate of what it holds in memory).
-pub trait Weigh {
+pub(crate) trait Weigh {
     /// Bytes.
     fn weight(&self) -> usize;
 }
@@ -20,11 +20,11 @@ pub trait Weigh {
 /// The receiver is gone: the message was not sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the receiving side is gone")]
-pub struct Closed;
+pub(crate) struct Closed;
 
 /// The sending side; clones share the budget.
 #[derive(Debug)]
-pub struct Sender<T> {
+pub(crate) struct Sender<T> {
     tx: mpsc::UnboundedSender<(T, OwnedSemaphorePermit)>,
     bytes: Arc<Semaphore>,
     budget: u32,
@@ -42,13 +42,13 @@ impl<T> Clone for Sender<T> {
 
 /// The receiving side. Dropping it drops what waits in it and fails every waiting send.
 #[derive(Debug)]
-pub struct Receiver<T> {
+pub(crate) struct Receiver<T> {
     rx: mpsc::UnboundedReceiver<(T, OwnedSemaphorePermit)>,
     bytes: Arc<Semaphore>,
 }
 
 /// A channel that holds at most `budget` bytes of messages (at least 1).
-pub fn channel<T: Weigh>(budget: usize) -> (Sender<T>, Receiver<T>) {
+pub(crate) fn channel<T: Weigh>(budget: usize) -> (Sender<T>, Receiver<T>) {
     let budget = u32::try_from(budget.max(1)).unwrap_or(u32::MAX);
     let bytes = Arc::new(Semaphore::new(budget as usize));
     let (tx, rx) = mpsc::unbounded_channel();
@@ -64,7 +64,7 @@ pub fn channel<T: Weigh>(budget: usize) -> (Sender<T>, Receiver<T>) {
 
 impl<T: Weigh> Sender<T> {
     /// Sends `item` once the budget has room for it; fails when the receiver is gone.
-    pub async fn send(&self, item: T) -> Result<(), Closed> {
+    pub(crate) async fn send(&self, item: T) -> Result<(), Closed> {
         let weight = u32::try_from(item.weight())
             .unwrap_or(u32::MAX)
             .clamp(1, self.budget);
@@ -78,7 +78,7 @@ impl<T: Weigh> Sender<T> {
     }
 
     /// Resolves when the receiver is gone.
-    pub async fn closed(&self) {
+    pub(crate) async fn closed(&self) {
         self.tx.closed().await;
     }
 }
@@ -86,12 +86,12 @@ impl<T: Weigh> Sender<T> {
 impl<T> Receiver<T> {
     /// The next message; `None` once every sender is gone and nothing waits. The message's
     /// bytes leave the budget as it is handed out.
-    pub async fn recv(&mut self) -> Option<T> {
+    pub(crate) async fn recv(&mut self) -> Option<T> {
         self.rx.recv().await.map(|(item, _permit)| item)
     }
 
     /// [`recv`](Self::recv) for a `Stream`.
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         self.rx.poll_recv(cx).map(|m| m.map(|(item, _permit)| item))
     }
 }

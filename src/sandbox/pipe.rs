@@ -1,0 +1,187 @@
+//! Owns the run child's end of the pipe as the run sees it: the [`InputSource`] that asks the
+//! daemon's cache before querying (and confines the child further when the database phase
+//! ends) and the [`Events`] that become frames. Both share one pipe; a broken pipe or a
+//! frame out of turn ends the child with an exit code, never a report it could not send.
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::rc::Rc;
+
+use polars::prelude::DataFrame;
+use prost::bytes::Bytes;
+
+use super::{exit, jail, message, wire};
+use crate::connector;
+use crate::proto::sandbox::{FromChild, Loaded, Need as NeedFrame, ToChild, answer, from_child};
+use crate::run::{
+    Call, Events, Input, InputSource, Need, RunEvent, TaskFailure, from_ipc, to_ipc, until_stopped,
+};
+use crate::workflow::RunControl;
+
+/// Largest frame the child accepts from the daemon (a workflow, cached inputs).
+const MAX_FRAME_IN: usize = 1 << 30;
+
+/// Stdout written with plain `write(2)` calls: no line buffering splitting frames.
+pub(super) struct Out(pub(super) std::io::Stdout);
+
+impl Write for Out {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        nix::unistd::write(self.0.as_fd(), buf).map_err(std::io::Error::from)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The pipe to the daemon, and the exit code once it can no longer be used.
+pub(super) struct Pipe<R: Read> {
+    input: R,
+    output: Out,
+    /// Set when the conversation broke (or a confinement step failed): the child leaves with
+    /// this code instead of reporting.
+    pub(super) exit: Option<i32>,
+}
+
+impl<R: Read> Pipe<R> {
+    pub(super) fn new(input: R, output: Out) -> Pipe<R> {
+        Pipe {
+            input,
+            output,
+            exit: None,
+        }
+    }
+
+    /// Sends one frame; a broken pipe ends the conversation.
+    pub(super) fn send(&mut self, msg: from_child::Msg) -> Result<(), TaskFailure> {
+        wire::write(&mut self.output, &FromChild { msg: Some(msg) }).map_err(|_| self.broken())
+    }
+
+    /// Reads one frame (`None`: the daemon closed the pipe).
+    pub(super) fn read(
+        &mut self,
+    ) -> Result<Option<crate::proto::sandbox::to_child::Msg>, TaskFailure> {
+        match wire::read::<ToChild, _>(&mut self.input, MAX_FRAME_IN) {
+            Ok(Some(m)) => Ok(m.msg),
+            Ok(None) => Ok(None),
+            Err(_) => Err(self.broken()),
+        }
+    }
+
+    /// Marks the conversation broken.
+    fn broken(&mut self) -> TaskFailure {
+        self.exit.get_or_insert(exit::PROTOCOL);
+        TaskFailure::Internal("the pipe to the daemon broke")
+    }
+}
+
+/// The daemon's cache first, then the database; the end of the database phase confines the
+/// child for computing.
+pub(super) struct PipeSource<R: Read> {
+    pub(super) pipe: Rc<RefCell<Pipe<R>>>,
+    /// Drives the drivers; dropped (its threads end) when the database phase ends.
+    pub(super) runtime: Option<tokio::runtime::Runtime>,
+    /// Runs in the compute phase, once confined (the sandbox's own tests).
+    pub(super) compute_fault: fn(),
+}
+
+impl<R: Read> PipeSource<R> {
+    fn runtime(&self) -> Result<&tokio::runtime::Runtime, TaskFailure> {
+        self.runtime.as_ref().ok_or(TaskFailure::Internal(
+            "a database call after the database phase",
+        ))
+    }
+
+    fn out_of_turn(&self) -> TaskFailure {
+        self.pipe.borrow_mut().exit.get_or_insert(exit::PROTOCOL);
+        TaskFailure::Internal("the daemon answered out of turn")
+    }
+}
+
+impl<R: Read> InputSource for PipeSource<R> {
+    fn load(&mut self, need: Need<'_>, control: &RunControl) -> Result<Input, TaskFailure> {
+        let fingerprint = need
+            .connection
+            .fingerprint
+            .ok_or(TaskFailure::Internal("a connection without a fingerprint"))?;
+        let answer = {
+            let mut pipe = self.pipe.borrow_mut();
+            pipe.send(from_child::Msg::Need(NeedFrame {
+                node: need.node.to_owned(),
+                fingerprint: fingerprint.to_vec(),
+                connection: need.connection.name.clone(),
+                query: need.query.sql().to_owned(),
+            }))?;
+            match pipe.read()? {
+                Some(crate::proto::sandbox::to_child::Msg::Answer(a)) if a.node == need.node => {
+                    a.answer
+                }
+                _ => None,
+            }
+        };
+        match answer {
+            Some(answer::Answer::CachedIpc(bytes)) => Ok(Input {
+                frame: from_ipc(&bytes).map_err(|_| self.out_of_turn())?,
+                cached: true,
+            }),
+            Some(answer::Answer::Fetch(send_back)) => {
+                let call = connector::query(&need.connection.target, need.query, need.options);
+                let mut frame = self
+                    .runtime()?
+                    .block_on(until_stopped(control, call))
+                    .map_err(|s| s.into_failure(Some(need.node)))?;
+                let arrow_ipc = if send_back {
+                    Bytes::from(to_ipc(&mut frame)?)
+                } else {
+                    Bytes::new()
+                };
+                self.pipe
+                    .borrow_mut()
+                    .send(from_child::Msg::Loaded(Loaded {
+                        node: need.node.to_owned(),
+                        rows: frame.height() as u64,
+                        arrow_ipc,
+                    }))?;
+                Ok(Input {
+                    frame,
+                    cached: false,
+                })
+            }
+            None => Err(self.out_of_turn()),
+        }
+    }
+
+    fn call(&mut self, call: Call<'_>, control: &RunControl) -> Result<DataFrame, TaskFailure> {
+        self.runtime()?
+            .block_on(until_stopped(control, call))
+            .map_err(|s| s.into_failure(None))
+    }
+
+    /// Closes the database connections and ends the runtime's threads, then forbids sockets
+    /// and files for good (Polars' thread pool, which reads /proc and /sys as it starts, runs
+    /// already).
+    fn close(&mut self) -> Result<(), TaskFailure> {
+        drop(self.runtime.take());
+        if let Err(f) = jail::enter_compute_phase() {
+            eprintln!("hubworker sandbox child: {} failed: {}", f.step, f.why);
+            self.pipe.borrow_mut().exit.get_or_insert(f.code);
+            return Err(TaskFailure::Internal(
+                "the compute-phase confinement failed",
+            ));
+        }
+        (self.compute_fault)();
+        Ok(())
+    }
+}
+
+/// Events as frames to the daemon. Each write blocks while the daemon reads nothing (its client
+/// is behind): the pipe is the backpressure.
+pub(super) struct PipeEvents<R: Read> {
+    pub(super) pipe: Rc<RefCell<Pipe<R>>>,
+}
+
+impl<R: Read> Events for PipeEvents<R> {
+    fn emit(&mut self, event: RunEvent) -> Result<(), TaskFailure> {
+        self.pipe.borrow_mut().send(message::frame_of(event))
+    }
+}
