@@ -261,7 +261,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         }
         Command::Bench(Bench::Load(args)) => {
             let url = match &args.url_file {
-                Some(path) => read_url(path)?,
+                Some(path) => crate::secret::read_secret(path)?,
                 None => {
                     crate::secret::Secret::new("postgres://postgres@127.0.0.1:5432/test".to_owned())
                 }
@@ -345,24 +345,11 @@ fn check_sql(dialect: crate::sql::Dialect, sql: Option<String>, jsonl: bool) -> 
     }
 }
 
-pub(crate) fn read_url(path: &std::path::Path) -> Result<crate::secret::Secret, Error> {
-    use std::io::Read;
-    let mut raw = String::new();
-    if path.as_os_str() == "-" {
-        std::io::stdin().read_to_string(&mut raw)?;
-    } else {
-        raw = std::fs::read_to_string(path)?;
-    }
-    let url = raw.trim().to_owned();
-    zeroize::Zeroize::zeroize(&mut raw);
-    Ok(crate::secret::Secret::new(url))
-}
-
 fn query(args: QueryArgs) -> Result<u8, Error> {
     use crate::connector::{QueryOptions, ResultLimits, Target};
     let url = match (args.url, &args.url_file) {
         (Some(url), _) => crate::secret::Secret::new(url),
-        (None, Some(path)) => read_url(path)?,
+        (None, Some(path)) => crate::secret::read_secret(path)?,
         (None, None) => return Err(Error::Usage("--url or --url-file is required".into())),
     };
     let target = Target::from_url(url)?;

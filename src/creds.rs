@@ -130,15 +130,6 @@ pub struct Credential {
     pub tls: bool,
 }
 
-/// A role name safe to put in `SET ROLE`: 1-63 of letters, digits and `_`, not starting with
-/// a digit. Anything else is refused rather than quoted.
-pub fn is_valid_role(role: &str) -> bool {
-    let mut bytes = role.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
-        && role.len() <= 63
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
 /// Percent-encodes a URL userinfo or path component (everything but RFC 3986 unreserved).
 fn encode(part: &str) -> String {
     let mut out = String::with_capacity(part.len());
@@ -156,7 +147,7 @@ impl Credential {
     /// The connector target for this credential at time `now` (seconds since the epoch).
     pub fn target(&self, now: i64) -> Result<Target, CredError> {
         if let Some(role) = &self.role
-            && !is_valid_role(role)
+            && !crate::connector::is_valid_role(role)
         {
             return Err(CredError::Invalid(
                 "role must be 1-63 of letters, digits and _".into(),
@@ -474,7 +465,9 @@ mod tests {
             "credential_invalid"
         );
         assert!(
-            is_valid_role("reporting_2") && !is_valid_role("2x") && !is_valid_role(&"a".repeat(64))
+            crate::connector::is_valid_role("reporting_2")
+                && !crate::connector::is_valid_role("2x")
+                && !crate::connector::is_valid_role(&"a".repeat(64))
         );
     }
 }

@@ -77,6 +77,21 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Reads a secret (a connection URL, say) from a file, or from standard input for `-`,
+/// trimmed; the raw text read is wiped.
+pub(crate) fn read_secret(path: &std::path::Path) -> std::io::Result<Secret> {
+    use std::io::Read;
+    let mut raw = String::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut raw)?;
+    } else {
+        raw = std::fs::read_to_string(path)?;
+    }
+    let value = raw.trim().to_owned();
+    zeroize::Zeroize::zeroize(&mut raw);
+    Ok(Secret::new(value))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

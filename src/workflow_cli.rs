@@ -113,7 +113,7 @@ fn connections(args: &[String]) -> Result<HashMap<String, Target>, Error> {
             continue;
         };
         let url = match value.strip_prefix('@') {
-            Some(file) => match crate::cli::read_url(Path::new(file)) {
+            Some(file) => match crate::secret::read_secret(Path::new(file)) {
                 Ok(url) => url,
                 Err(e) => {
                     problems.push(format!("connection {name:?}: {e}"));

@@ -84,7 +84,7 @@ impl Target {
         let Some(role) = &self.role else {
             return Ok(None);
         };
-        if !crate::creds::is_valid_role(role) {
+        if !is_valid_role(role) {
             return Err(ConnectorError::BadTarget(
                 "role must be 1-63 of letters, digits and _".into(),
             ));
@@ -102,6 +102,15 @@ impl Target {
     pub fn redacted(&self) -> String {
         redact_url(self.url.expose())
     }
+}
+
+/// A role name safe to put in `SET ROLE`: 1-63 of letters, digits and `_`, not starting with
+/// a digit. Anything else is refused rather than quoted.
+pub(crate) fn is_valid_role(role: &str) -> bool {
+    let mut bytes = role.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && role.len() <= 63
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// How one query may run.

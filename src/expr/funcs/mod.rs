@@ -12,6 +12,7 @@ mod functions;
 mod general;
 mod growth;
 mod list;
+mod replace;
 mod string;
 mod temporal;
 mod titlecase;
