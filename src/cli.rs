@@ -255,7 +255,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 ..Default::default()
             };
             rt.block_on(crate::sample::create(&path, size))
-                .map_err(|e| Error::Usage(e.to_string()))?;
+                .map_err(|e| Error::Failed(e.to_string()))?;
             println!("created {}", path.display());
             Ok(0)
         }
@@ -402,7 +402,7 @@ fn eval(args: EvalArgs) -> Result<u8, Error> {
 fn validate_config(path: Option<PathBuf>, instance: Option<u32>) -> Result<u8, Error> {
     let path = path.ok_or_else(|| Error::Usage("a config file is required".into()))?;
     let config = crate::config::Config::load_instance(&path, instance)
-        .map_err(|e| Error::Usage(e.to_string()))?;
+        .map_err(|e| Error::Config(e.to_string()))?;
     // The secrets too: the unit's ExecStartPre should fail before the daemon would.
     let mut env = std::collections::HashMap::new();
     if config.worker.mode == crate::config::ModeSetting::Production {
@@ -414,7 +414,7 @@ fn validate_config(path: Option<PathBuf>, instance: Option<u32>) -> Result<u8, E
     };
     if let Err(problems) = crate::keys::load_worker_secrets(config.secrets.dir.clone(), &layered) {
         let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
-        return Err(Error::Usage(format!("secrets:\n{}", lines.join("\n"))));
+        return Err(Error::Config(format!("secrets:\n{}", lines.join("\n"))));
     }
     println!("ok");
     Ok(0)

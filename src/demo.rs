@@ -55,7 +55,7 @@ impl Drop for TempDir {
 }
 
 fn fail(what: &str) -> impl Fn(String) -> Error + '_ {
-    move |why| Error::Usage(format!("demo: {what}: {why}"))
+    move |why| Error::Failed(format!("demo: {what}: {why}"))
 }
 
 /// Runs the demo; prints as it goes.
@@ -233,7 +233,7 @@ async fn demo() -> Result<u8, Error> {
             "replaying the same token",
             s.message()
         ),
-        Ok(()) => return Err(Error::Usage("demo: a replayed token was accepted".into())),
+        Ok(()) => return Err(Error::Failed("demo: a replayed token was accepted".into())),
     }
     for (what, doc) in [
         ("a workflow with DROP TABLE in its SQL", DROP_TABLE),
@@ -242,7 +242,7 @@ async fn demo() -> Result<u8, Error> {
         let token = stack.token("alice", doc, &["shop"]).await?;
         match try_execute(&mut client, &token, doc).await {
             Err(s) => println!("   {what:<38} -> refused: {}", first_line(s.message())),
-            Ok(()) => return Err(Error::Usage(format!("demo: {what} was accepted"))),
+            Ok(()) => return Err(Error::Failed(format!("demo: {what} was accepted"))),
         }
     }
     let token = stack.token("bob", WORKFLOW, &["shop"]).await?;
@@ -395,7 +395,7 @@ async fn execute(
             },
             Some(E::Finished(f)) => println!("   finished in {} ms", f.elapsed_ms),
             Some(E::Error(e)) => {
-                return Err(Error::Usage(format!(
+                return Err(Error::Failed(format!(
                     "demo: run failed [{}]: {}",
                     e.code, e.message
                 )));

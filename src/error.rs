@@ -29,17 +29,34 @@ pub enum Error {
     /// Standard input/output failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-    /// The command line or a config value is unusable.
+    /// The command line or its input is unusable (a flag, a file's content, a name).
     #[error("{0}")]
     Usage(String),
+    /// A configuration file or its secrets are unusable.
+    #[error("{0}")]
+    Config(String),
+    /// The worker daemon could not start (its kind decides the exit code).
+    #[error("{0}")]
+    Start(#[from] crate::worker::server::StartError),
+    /// Something failed while running (a peer unreachable, a server stopped, a check of the
+    /// demo that did not hold).
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl Error {
-    /// The process exit code: 0 ok, 1 runtime failure, 2 usage or input error (as clap).
+    /// The process exit code: 0 ok, 1 runtime failure, 2 usage or configuration error (as
+    /// clap). The one map from errors to exit codes.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) | Error::Expr(_) => 2,
-            Error::Frame { .. } | Error::Polars(_) | Error::Io(_) | Error::Connector(_) => 1,
+            Error::Usage(_) | Error::Config(_) | Error::Expr(_) => 2,
+            Error::Start(e) if e.is_config() => 2,
+            Error::Start(_)
+            | Error::Failed(_)
+            | Error::Frame { .. }
+            | Error::Polars(_)
+            | Error::Io(_)
+            | Error::Connector(_) => 1,
         }
     }
 }

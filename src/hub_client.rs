@@ -35,11 +35,11 @@ pub enum HubCallError {
     /// Cannot reach the Hub.
     #[error("cannot reach the hub: {0}")]
     Unreachable(String),
-    /// The Hub refused, with its reason code.
+    /// The Hub refused, with its reason.
     #[error("the hub refused ({reason}): {message}")]
     Refused {
-        /// The Hub's reason code (`already_redeemed`, ...).
-        reason: String,
+        /// The Hub's reason, parsed.
+        reason: HubReason,
         /// The gRPC status code.
         code: tonic::Code,
         /// The Hub's message.
@@ -58,20 +58,82 @@ impl HubCallError {
     pub fn code(&self) -> String {
         match self {
             HubCallError::Unreachable(_) => "hub_unreachable".into(),
-            HubCallError::Refused { reason, .. } => reason.clone(),
+            HubCallError::Refused { reason, .. } => reason.as_str().to_owned(),
             HubCallError::BadAnswer(_) => "hub_bad_answer".into(),
             HubCallError::Credential(e) => e.code().into(),
         }
     }
 }
 
+/// Why the Hub refused a call: its `hubworker-reason`, parsed once at this boundary so that
+/// callers decide by kind, never by text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubReason {
+    /// The token was redeemed already (single use).
+    AlreadyRedeemed,
+    /// The Hub does not know the token.
+    UnknownToken,
+    /// The token does not verify at the Hub.
+    InvalidToken,
+    /// The registration secret is wrong.
+    BadRegistrationSecret,
+    /// Too many wrong registration secrets from this peer: wait.
+    RegistrationBackoff,
+    /// The worker secret is missing or wrong.
+    BadWorkerSecret,
+    /// The worker id is registered with another transport key.
+    WorkerKeyMismatch,
+    /// The Hub does not know this worker.
+    UnknownWorker,
+    /// Any other reason (kept as the Hub said it).
+    Other(String),
+}
+
+impl HubReason {
+    /// The reason from its wire code.
+    pub fn parse(code: &str) -> HubReason {
+        match code {
+            "already_redeemed" => HubReason::AlreadyRedeemed,
+            "unknown_token" => HubReason::UnknownToken,
+            "invalid_token" => HubReason::InvalidToken,
+            "bad_registration_secret" => HubReason::BadRegistrationSecret,
+            "registration_backoff" => HubReason::RegistrationBackoff,
+            "bad_worker_secret" => HubReason::BadWorkerSecret,
+            "worker_key_mismatch" => HubReason::WorkerKeyMismatch,
+            "unknown_worker" => HubReason::UnknownWorker,
+            other => HubReason::Other(other.to_owned()),
+        }
+    }
+
+    /// The wire code.
+    pub fn as_str(&self) -> &str {
+        match self {
+            HubReason::AlreadyRedeemed => "already_redeemed",
+            HubReason::UnknownToken => "unknown_token",
+            HubReason::InvalidToken => "invalid_token",
+            HubReason::BadRegistrationSecret => "bad_registration_secret",
+            HubReason::RegistrationBackoff => "registration_backoff",
+            HubReason::BadWorkerSecret => "bad_worker_secret",
+            HubReason::WorkerKeyMismatch => "worker_key_mismatch",
+            HubReason::UnknownWorker => "unknown_worker",
+            HubReason::Other(code) => code,
+        }
+    }
+}
+
+impl std::fmt::Display for HubReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 fn refused(s: tonic::Status) -> HubCallError {
-    let reason = s
-        .metadata()
-        .get("hubworker-reason")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("hub_error")
-        .to_owned();
+    let reason = HubReason::parse(
+        s.metadata()
+            .get("hubworker-reason")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("hub_error"),
+    );
     HubCallError::Refused {
         reason,
         code: s.code(),

@@ -134,7 +134,7 @@ fn reason(s: &tonic::Status) -> &str {
 /// (code, reason) of a failed Hub call made through the worker's client.
 fn refusal(e: HubCallError) -> (Code, String) {
     match e {
-        HubCallError::Refused { code, reason, .. } => (code, reason),
+        HubCallError::Refused { code, reason, .. } => (code, reason.as_str().to_owned()),
         other => panic!("not a refusal: {other}"),
     }
 }

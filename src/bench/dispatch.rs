@@ -49,21 +49,21 @@ pub async fn dispatch_once(stack: &Stack, bypass_cache: bool) -> Result<Finished
     let mut stream = client
         .execute(req)
         .await
-        .map_err(|s| Error::Usage(format!("execute refused: {}", s.message())))?
+        .map_err(|s| Error::Failed(format!("execute refused: {}", s.message())))?
         .into_inner();
     let mut finished = None;
     while let Some(e) = stream
         .message()
         .await
-        .map_err(|s| Error::Usage(format!("stream failed: {}", s.message())))?
+        .map_err(|s| Error::Failed(format!("stream failed: {}", s.message())))?
     {
         match e.event {
             Some(Event::Finished(f)) => finished = Some(f),
-            Some(Event::Error(e)) => return Err(Error::Usage(format!("run failed [{}]", e.code))),
+            Some(Event::Error(e)) => return Err(Error::Failed(format!("run failed [{}]", e.code))),
             _ => {}
         }
     }
-    finished.ok_or_else(|| Error::Usage("the run ended without Finished".into()))
+    finished.ok_or_else(|| Error::Failed("the run ended without Finished".into()))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -127,7 +127,7 @@ async fn measure(stack: Arc<Stack>, args: &DispatchBenchArgs) -> Result<Measured
         }));
     }
     for t in tasks {
-        t.await.map_err(|e| Error::Usage(e.to_string()))??;
+        t.await.map_err(|e| Error::Failed(e.to_string()))??;
     }
     let elapsed = started.elapsed().as_secs_f64();
     let total = args.concurrency.max(1) * args.per_client;
@@ -177,7 +177,7 @@ pub fn run(args: &DispatchBenchArgs) -> Result<String, Error> {
             sandbox
                 .probe()
                 .await
-                .map_err(|e| Error::Usage(format!("sandbox probe: {e}")))?;
+                .map_err(|e| Error::Failed(format!("sandbox probe: {e}")))?;
             spawn.push(t.elapsed().as_secs_f64() * 1e3);
         }
         spawn.sort_by(f64::total_cmp);

@@ -107,7 +107,7 @@ fn keys(common: &Common) -> Result<HubKeys, Error> {
             }
             Ok(loaded.keys)
         }
-        Err(problems) => Err(Error::Usage(
+        Err(problems) => Err(Error::Config(
             problems
                 .iter()
                 .map(|p| format!("refusing to start: {p}"))
@@ -227,7 +227,7 @@ pub async fn serve_service(
         .add_service(service.server())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
-        .map_err(|e| Error::Usage(format!("hub server: {e}")))
+        .map_err(|e| Error::Failed(format!("hub server: {e}")))
 }
 
 async fn issue_for(
@@ -266,7 +266,7 @@ async fn dispatch(
     use crate::proto::execute_event::Event;
     let mut client = crate::proto::worker_client::WorkerClient::connect(worker.to_owned())
         .await
-        .map_err(|e| Error::Usage(format!("cannot reach worker {worker}: {e}")))?;
+        .map_err(|e| Error::Failed(format!("cannot reach worker {worker}: {e}")))?;
     let mut stream = client
         .execute(crate::proto::ExecuteRequest {
             token: token.expose().to_owned(),
@@ -275,11 +275,11 @@ async fn dispatch(
             update_cache: false,
         })
         .await
-        .map_err(|s| Error::Usage(format!("worker refused: {} ({:?})", s.message(), s.code())))?
+        .map_err(|s| Error::Failed(format!("worker refused: {} ({:?})", s.message(), s.code())))?
         .into_inner();
     let mut code = 0;
     while let Some(event) = stream.message().await.map_err(|s| {
-        Error::Usage(format!(
+        Error::Failed(format!(
             "worker stream failed: {} ({:?})",
             s.message(),
             s.code()

@@ -42,7 +42,7 @@ fn status_line(running: &Running) -> String {
 /// Runs the daemon until SIGTERM or SIGINT; exit code 0 after a clean drain.
 pub fn serve(config_path: &Path, instance: Option<u32>) -> Result<u8, Error> {
     let config =
-        Config::load_instance(config_path, instance).map_err(|e| Error::Usage(e.to_string()))?;
+        Config::load_instance(config_path, instance).map_err(|e| Error::Config(e.to_string()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -51,9 +51,7 @@ pub fn serve(config_path: &Path, instance: Option<u32>) -> Result<u8, Error> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
-        let running = super::server::start(config, &crate::keys::ProcessEnv)
-            .await
-            .map_err(|e| Error::Usage(e.to_string()))?;
+        let running = super::server::start(config, &crate::keys::ProcessEnv).await?;
         println!("worker listening on {}", running.addr);
         notify(&[
             NotifyState::Ready,
@@ -78,7 +76,7 @@ pub fn serve(config_path: &Path, instance: Option<u32>) -> Result<u8, Error> {
                 }
                 _ = status_tick.tick() => {
                     if !running.server_alive() {
-                        return Err(Error::Usage("the gRPC server stopped".into()));
+                        return Err(Error::Failed("the gRPC server stopped".into()));
                     }
                     let line = status_line(&running);
                     if line != last_status {

@@ -36,6 +36,14 @@ pub enum StartError {
     Sandbox(crate::sandbox::Exit),
 }
 
+impl StartError {
+    /// Whether the configuration (or its secrets) is at fault, not the moment: a usage error
+    /// (exit 2) rather than a failure to retry (exit 1).
+    pub fn is_config(&self) -> bool {
+        matches!(self, StartError::Secrets(_) | StartError::Tls(_))
+    }
+}
+
 /// A running worker daemon.
 #[derive(Debug)]
 pub struct Running {

@@ -5,7 +5,7 @@
 use tonic::{Code, Status};
 
 use crate::creds::CredError;
-use crate::hub_client::HubCallError;
+use crate::hub_client::{HubCallError, HubReason};
 use crate::run::{FailureClass, TaskFailure};
 use crate::token::TokenError;
 use crate::workflow::{Problems, RunControl, RunError};
@@ -103,11 +103,10 @@ impl RunFailure {
             RunFailure::BadWorkflowDocument(_) | RunFailure::InvalidWorkflow(_) => {
                 Code::InvalidArgument
             }
-            RunFailure::Hub(HubCallError::Refused { reason, .. })
-                if reason == "already_redeemed" =>
-            {
-                Code::Unauthenticated
-            }
+            RunFailure::Hub(HubCallError::Refused {
+                reason: HubReason::AlreadyRedeemed,
+                ..
+            }) => Code::Unauthenticated,
             RunFailure::Hub(HubCallError::Credential(CredError::Expired(_))) => {
                 Code::Unauthenticated
             }
