@@ -19,6 +19,7 @@ use super::events::{Chunks, event, to_proto};
 use super::status::{RunFailure, to_status};
 use super::{RunEvent, RunTimings, Slot, Worker, wait_stopped};
 use crate::cache::CacheMode;
+use crate::config::Config;
 use crate::proto::{Accepted, ExecuteEvent, Finished, RunError as ProtoRunError, execute_event};
 use crate::run::channel::{self as bounded, Weigh};
 use crate::token::Verified;
@@ -39,6 +40,8 @@ impl Weigh for Item {
 /// A checked, accepted run, ready to start.
 pub(crate) struct Dispatch {
     pub(crate) worker: Arc<Worker>,
+    /// The run's snapshot of the configuration, taken when it was accepted.
+    pub(crate) config: Arc<Config>,
     pub(crate) verified: Verified,
     pub(crate) wf: Workflow,
     pub(crate) mode: CacheMode,
@@ -50,7 +53,7 @@ pub(crate) struct Dispatch {
 
 /// Starts the run on a task of its own; the stream of its events for the client.
 pub(crate) fn start(dispatch: Dispatch) -> ResponseStream {
-    let config = dispatch.worker.config();
+    let config = dispatch.config.clone();
     let (outbox, stream) = outbox(config.limits.event_budget());
     let span = tracing::info_span!("run", run_id = %dispatch.run_id, worker_id = %config.worker.id);
     tokio::spawn(drive(dispatch, outbox).instrument(span));
@@ -193,6 +196,7 @@ struct Forwarded {
 async fn drive(dispatch: Dispatch, outbox: Outbox) {
     let Dispatch {
         worker,
+        config,
         verified,
         wf,
         mode,
@@ -202,7 +206,7 @@ async fn drive(dispatch: Dispatch, outbox: Outbox) {
         slot,
     } = dispatch;
     let started = Instant::now();
-    let timeout = worker.config().send_timeout();
+    let timeout = config.send_timeout();
     let link = Link {
         outbox: &outbox,
         control: &control,
@@ -225,7 +229,16 @@ async fn drive(dispatch: Dispatch, outbox: Outbox) {
         })
     };
     let forwarded = match link.send(accepted).await {
-        Ok(()) => run_and_forward(&worker, verified, wf, mode, &control, &link).await,
+        Ok(()) => {
+            let run = Start {
+                worker: worker.clone(),
+                config,
+                verified,
+                wf,
+                mode,
+            };
+            run_and_forward(run, &control, &link).await
+        }
         Err(blocked) => Forwarded {
             result: Err(RunFailure::stopped(&control)),
             redeem_us: 0,
@@ -281,14 +294,24 @@ async fn drive(dispatch: Dispatch, outbox: Outbox) {
 }
 
 /// Redeems, runs, and forwards the run's events until it ends or forwarding must stop.
-async fn run_and_forward(
-    worker: &Arc<Worker>,
+/// What starting a redeemed run takes.
+struct Start {
+    worker: Arc<Worker>,
+    config: Arc<Config>,
     verified: Verified,
     wf: Workflow,
     mode: CacheMode,
-    control: &RunControl,
-    link: &Link<'_>,
-) -> Forwarded {
+}
+
+async fn run_and_forward(run: Start, control: &RunControl, link: &Link<'_>) -> Forwarded {
+    let Start {
+        worker,
+        config,
+        verified,
+        wf,
+        mode,
+    } = run;
+    let worker = &worker;
     let redeeming = Instant::now();
     let sealed = match worker.redeem(&verified).await {
         Ok(c) => c,
@@ -307,11 +330,11 @@ async fn run_and_forward(
         .metrics()
         .redeem_duration
         .observe(redeeming.elapsed().as_secs_f64());
-    let (tx, mut events) = bounded::channel::<RunEvent>(worker.config().limits.event_budget());
+    let (tx, mut events) = bounded::channel::<RunEvent>(config.limits.event_budget());
     let run = {
         let worker = worker.clone();
         let control = control.clone();
-        tokio::spawn(async move { worker.run(wf, sealed, mode, control, tx).await })
+        tokio::spawn(async move { worker.run(wf, sealed, mode, config, control, tx).await })
     };
     let mut chunks = Chunks::default();
     let mut blocked = None;

@@ -389,23 +389,23 @@ impl Worker {
     /// sandboxed child (process isolation), or here (inline). Events go to `events`; the task
     /// stops when `control` is cancelled or its deadline passes. Opened credentials never
     /// outlive it. `fault_key` selects a fault planted by the sandbox's tests.
-    async fn task(
-        self: &Arc<Self>,
-        task: Task,
-        fault_key: &str,
-        sealed: Vec<SealedCredential>,
-        mode: CacheMode,
-        control: &RunControl,
-        events: EventSender,
-    ) -> Result<RunTimings, RunFailure> {
+    async fn task(self: &Arc<Self>, request: TaskRequest<'_>) -> Result<RunTimings, RunFailure> {
+        let TaskRequest {
+            task,
+            fault_key,
+            sealed,
+            mode,
+            config,
+            control,
+            events,
+        } = request;
         // Cancelled (or out of time) while the token was being redeemed: nothing starts, and
         // the sealed credentials are dropped unopened.
         control
             .check()
             .map_err(|e| RunFailure::Task(crate::run::TaskFailure::Engine(e)))?;
-        let config = self.config();
-        let limits = Self::limits(&config);
-        let result = match &self.sandbox {
+        let limits = Self::limits(config);
+        match &self.sandbox {
             Some(sandbox) => {
                 let ttl = |connection: &str| config.cache_ttl(connection);
                 let job = Job {
@@ -443,7 +443,7 @@ impl Worker {
                 }
             }
             None => {
-                let credentials = self.open(&config, &sealed)?;
+                let credentials = self.open(config, &sealed)?;
                 drop(sealed);
                 inline::run(inline::Inline {
                     task,
@@ -459,8 +459,7 @@ impl Worker {
                 .await
                 .map_err(RunFailure::Task)
             }
-        };
-        result
+        }
     }
 
     /// Runs an inspect or preview task for one connection; what it answered.
@@ -470,8 +469,9 @@ impl Worker {
         connection: &str,
         sealed: Vec<SealedCredential>,
     ) -> Result<TableAnswer, RunFailure> {
-        let control = RunControl::with_timeout(self.config().run_timeout());
-        let (tx, mut rx) = channel::channel::<RunEvent>(self.config().limits.event_budget());
+        let config = self.config();
+        let control = RunControl::with_timeout(config.run_timeout());
+        let (tx, mut rx) = channel::channel::<RunEvent>(config.limits.event_budget());
         let collect = tokio::spawn(async move {
             let mut answer = TableAnswer::default();
             while let Some(e) = rx.recv().await {
@@ -490,7 +490,15 @@ impl Worker {
             answer
         });
         let finished = self
-            .task(task, connection, sealed, CacheMode::Bypass, &control, tx)
+            .task(TaskRequest {
+                task,
+                fault_key: connection,
+                sealed,
+                mode: CacheMode::Bypass,
+                config: &config,
+                control: &control,
+                events: tx,
+            })
             .await;
         let answer = collect.await.map_err(|_| RunFailure::Internal)?;
         finished?;
@@ -515,20 +523,36 @@ impl Worker {
         wf: Workflow,
         sealed: Vec<SealedCredential>,
         mode: CacheMode,
+        config: Arc<Config>,
         control: RunControl,
         events: EventSender,
     ) -> Result<RunTimings, RunFailure> {
         let fault_key = wf.sha256().to_owned();
-        self.task(
-            Task::Run(Box::new(wf)),
-            &fault_key,
+        let task = Task::Run(Box::new(wf));
+        self.task(TaskRequest {
+            task,
+            fault_key: &fault_key,
             sealed,
             mode,
-            &control,
+            config: &config,
+            control: &control,
             events,
-        )
+        })
         .await
     }
+}
+
+/// One task to run, with everything it runs under.
+struct TaskRequest<'a> {
+    task: Task,
+    /// Selects a fault planted by the sandbox's tests.
+    fault_key: &'a str,
+    sealed: Vec<SealedCredential>,
+    mode: CacheMode,
+    /// The run's one snapshot of the configuration.
+    config: &'a Arc<Config>,
+    control: &'a RunControl,
+    events: EventSender,
 }
 
 /// What an inspect or preview answered.

@@ -65,6 +65,8 @@ impl WorkerApi for WorkerService {
         let deadline = deadline_of(&request);
         let req = request.into_inner();
         let worker = self.worker.clone();
+        // The run's one snapshot of the configuration: a reload applies to the next run.
+        let config = worker.config();
         let slot = worker.slot().map_err(|f| to_status(&f))?;
         let checking = Instant::now();
         let (verified, wf) = worker
@@ -73,9 +75,7 @@ impl WorkerApi for WorkerService {
             .map_err(|f| to_status(&f))?;
         let check_us = checking.elapsed().as_micros() as u64;
         worker.metrics().runs_started.inc();
-        let limit = deadline.map_or(worker.config().run_timeout(), |d| {
-            d.min(worker.config().run_timeout())
-        });
+        let limit = deadline.map_or(config.run_timeout(), |d| d.min(config.run_timeout()));
         let mode = match (req.bypass_cache, req.update_cache) {
             (true, _) => CacheMode::Bypass,
             (false, true) => CacheMode::Update,
@@ -83,6 +83,7 @@ impl WorkerApi for WorkerService {
         };
         let stream = forward::start(forward::Dispatch {
             worker,
+            config,
             verified,
             wf,
             mode,
