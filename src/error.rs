@@ -35,9 +35,15 @@ pub enum Error {
     /// A configuration file or its secrets are unusable.
     #[error("{0}")]
     Config(String),
-    /// The worker daemon could not start (its kind decides the exit code).
-    #[error("{0}")]
-    Start(#[from] crate::worker::server::StartError),
+    /// The worker daemon could not start: its configuration is at fault (exit 2), or the
+    /// moment is (a Hub unreachable, a port taken: exit 1).
+    #[error("{message}")]
+    Start {
+        /// What failed (names settings, never values).
+        message: String,
+        /// Whether the configuration is at fault.
+        config: bool,
+    },
     /// Something failed while running (a peer unreachable, a server stopped, a check of the
     /// demo that did not hold).
     #[error("{0}")]
@@ -50,8 +56,8 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) | Error::Config(_) | Error::Expr(_) => 2,
-            Error::Start(e) if e.is_config() => 2,
-            Error::Start(_)
+            Error::Start { config: true, .. } => 2,
+            Error::Start { .. }
             | Error::Failed(_)
             | Error::Frame { .. }
             | Error::Polars(_)

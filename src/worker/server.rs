@@ -44,6 +44,15 @@ impl StartError {
     }
 }
 
+impl From<StartError> for crate::Error {
+    fn from(e: StartError) -> crate::Error {
+        crate::Error::Start {
+            config: e.is_config(),
+            message: e.to_string(),
+        }
+    }
+}
+
 /// A running worker daemon.
 #[derive(Debug)]
 pub struct Running {
