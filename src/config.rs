@@ -326,7 +326,21 @@ impl Config {
         let config: Config = toml::from_str(text)
             .map_err(|e| ConfigProblems(vec![e.to_string().trim().to_owned()]))?;
         let mut problems = Vec::new();
-        let w = &config.worker;
+        config.worker_problems(&mut problems);
+        config.hub_problems(&mut problems);
+        config.limits_problems(&mut problems);
+        config.sandbox_problems(&mut problems);
+        config.tls_problems(&mut problems);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigProblems(problems))
+        }
+    }
+
+    /// `[worker]`.
+    fn worker_problems(&self, problems: &mut Vec<String>) {
+        let w = &self.worker;
         if w.id.is_empty()
             || w.id.len() > 128
             || !w
@@ -345,35 +359,42 @@ impl Config {
         if w.validate_concurrency == 0 || w.validate_concurrency > 1_024 {
             problems.push("worker.validate_concurrency: 1 to 1024".to_owned());
         }
-        if !(config.hub.url.starts_with("http://") || config.hub.url.starts_with("https://")) {
+    }
+
+    /// `[hub]` and `[tokens]`.
+    fn hub_problems(&self, problems: &mut Vec<String>) {
+        if !(self.hub.url.starts_with("http://") || self.hub.url.starts_with("https://")) {
             problems.push("hub.url: an http:// or https:// address".to_owned());
         }
-        if config.hub.client_cert_file.is_some() != config.hub.client_key_file.is_some() {
+        if self.hub.client_cert_file.is_some() != self.hub.client_key_file.is_some() {
             problems.push("hub.client_cert_file and hub.client_key_file go together".to_owned());
         }
-        if config.hub.url.starts_with("https://") && config.hub.ca_file.is_none() {
+        if self.hub.url.starts_with("https://") && self.hub.ca_file.is_none() {
             problems.push("hub.ca_file: required for an https:// hub".to_owned());
         }
-        if config.worker.mode == ModeSetting::Production && !config.hub.url.starts_with("https://")
-        {
+        if self.worker.mode == ModeSetting::Production && !self.hub.url.starts_with("https://") {
             problems.push("hub.url: production talks to the hub over https://".to_owned());
         }
-        if config.hub.issuer.is_empty() {
+        if self.hub.issuer.is_empty() {
             problems.push("hub.issuer: must not be empty".to_owned());
         }
-        let t = &config.tokens;
+        let t = &self.tokens;
         if t.max_lifetime_secs == 0 || t.max_lifetime_secs > 3_600 {
             problems.push("tokens.max_lifetime_secs: 1 to 3600".to_owned());
         }
         problems.extend(crate::token::policy_problems(
             &t.run_roles,
             t.audiences.as_deref(),
-            &w.audience,
+            &self.worker.audience,
         ));
         if t.credential_ttl_secs == 0 || t.credential_ttl_secs > 600 {
             problems.push("tokens.credential_ttl_secs: 1 to 600".to_owned());
         }
-        let l = &config.limits;
+    }
+
+    /// `[limits]`.
+    fn limits_problems(&self, problems: &mut Vec<String>) {
+        let l = &self.limits;
         if l.run_timeout_secs == 0 {
             problems.push("limits.run_timeout_secs: at least 1".to_owned());
         }
@@ -392,12 +413,16 @@ impl Config {
         if l.validations_per_token == 0 || l.validations_per_token > 1_000 {
             problems.push("limits.validations_per_token: 1 to 1000".to_owned());
         }
-        let sb = &config.sandbox;
-        if config.worker.mode == ModeSetting::Production && sb.isolation != Isolation::Process {
+    }
+
+    /// `[sandbox]`.
+    fn sandbox_problems(&self, problems: &mut Vec<String>) {
+        let sb = &self.sandbox;
+        if self.worker.mode == ModeSetting::Production && sb.isolation != Isolation::Process {
             problems.push(
-                "sandbox.isolation: production runs every workflow in a sandboxed process (\"process\")"
-                    .to_owned(),
-            );
+            "sandbox.isolation: production runs every workflow in a sandboxed process (\"process\")"
+                .to_owned(),
+        );
         }
         if sb.memory_bytes < 64 << 20 {
             problems.push("sandbox.memory_bytes: at least 67108864 (64 MiB)".to_owned());
@@ -419,7 +444,11 @@ impl Config {
         {
             problems.push(format!("sandbox.program: {} is not a file", p.display()));
         }
-        match (&config.tls, config.worker.mode) {
+    }
+
+    /// `[tls]` (mutual TLS in production).
+    fn tls_problems(&self, problems: &mut Vec<String>) {
+        match (&self.tls, self.worker.mode) {
             (None, ModeSetting::Production) => {
                 problems.push(
                     "tls: required in production mode (cert_file, key_file, client_ca_file)"
@@ -429,9 +458,9 @@ impl Config {
             (Some(tls), mode) => {
                 if mode == ModeSetting::Production && tls.client_ca_file.is_none() {
                     problems.push(
-                        "tls.client_ca_file: required in production mode (mutual TLS: only clients with a certificate from this CA, i.e. the Hub, may call the worker)"
-                            .to_owned(),
-                    );
+                    "tls.client_ca_file: required in production mode (mutual TLS: only clients with a certificate from this CA, i.e. the Hub, may call the worker)"
+                        .to_owned(),
+                );
                 }
                 for (key, path) in [
                     ("tls.cert_file", Some(&tls.cert_file)),
@@ -446,11 +475,6 @@ impl Config {
                 }
             }
             (None, ModeSetting::Dev) => {}
-        }
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigProblems(problems))
         }
     }
 

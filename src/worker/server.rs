@@ -146,20 +146,7 @@ pub async fn start(config: Config, env: &dyn Env) -> Result<Running, StartError>
     if let Err(e) = crate::locked::set_non_dumpable() {
         tracing::warn!(error = %e, "cannot make the daemon non-dumpable");
     }
-    let mut env_map = std::collections::HashMap::new();
-    if config.worker.mode == ModeSetting::Production {
-        env_map.insert("HUBWORKER_ENV".to_owned(), "production".to_owned());
-    }
-    let layered = crate::keys::Layered {
-        first: &env_map,
-        then: env,
-    };
-    let (secrets, warnings) =
-        crate::keys::load_worker_secrets(config.secrets.dir.clone(), &layered)
-            .map_err(StartError::Secrets)?;
-    for w in &warnings {
-        tracing::warn!(setting = %w.setting, "{}", w.why);
-    }
+    let secrets = secrets(&config, env)?;
     let listener = tokio::net::TcpListener::bind(config.worker.listen)
         .await
         .map_err(|e| StartError::Listen(config.worker.listen, e))?;
@@ -231,64 +218,12 @@ pub async fn start(config: Config, env: &dyn Env) -> Result<Running, StartError>
             }),
     );
     let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
-    let (metrics_addr, metrics) = if worker.config().metrics.enabled {
-        let listen = worker.config().metrics.listen;
-        let listener = crate::metrics::bind(listen)
-            .await
-            .map_err(|e| StartError::Listen(listen, e))?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| StartError::Listen(listen, e))?;
-        let w = worker.clone();
-        let refresh: Arc<dyn Fn(&crate::metrics::Metrics) + Send + Sync> = Arc::new(move |m| {
-            let config = w.config();
-            m.runs_in_flight.set(i64::from(w.in_flight()));
-            m.capacity.set(i64::from(config.worker.capacity));
-            m.draining.set(i64::from(w.draining()));
-            let (entries, bytes) = w.cache_stats_now();
-            m.cache_entries
-                .set(i64::try_from(entries).unwrap_or(i64::MAX));
-            m.cache_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        });
-        let task = tokio::spawn(crate::metrics::serve(
-            listener,
-            worker.metrics().clone(),
-            refresh,
-            async move {
-                let _ = metrics_stopped.await;
-            },
-        ));
-        (Some(bound), Some(task))
-    } else {
-        (None, None)
-    };
-    let heartbeat = {
-        let worker = worker.clone();
-        let every = registration.heartbeat;
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                if let Err(e) = worker.heartbeat().await {
-                    tracing::warn!(reason = %e.code(), "heartbeat failed");
-                }
-            }
-        })
-    };
-    match worker.isolation() {
-        crate::config::Isolation::Process => tracing::info!(
-            worker_id = %worker.config().worker.id,
-            %addr,
-            capacity = worker.config().worker.capacity,
-            confinements = %confinements.join(","),
-            "worker serving; each run in a sandboxed process"
-        ),
-        crate::config::Isolation::Inline => tracing::warn!(
-            worker_id = %worker.config().worker.id,
-            %addr,
-            capacity = worker.config().worker.capacity,
-            "worker serving with isolation \"inline\": runs are NOT sandboxed (development only)"
-        ),
-    }
+    let (metrics_addr, metrics) = serve_metrics(&worker, async move {
+        let _ = metrics_stopped.await;
+    })
+    .await?;
+    let heartbeat = heartbeat_task(worker.clone(), registration.heartbeat);
+    announce(&worker, addr, &confinements);
     Ok(Running {
         addr,
         metrics_addr,
@@ -300,6 +235,98 @@ pub async fn start(config: Config, env: &dyn Env) -> Result<Running, StartError>
         metrics,
         heartbeat,
     })
+}
+
+/// The worker's secrets, checked (production rules when the config says production).
+fn secrets(config: &Config, env: &dyn Env) -> Result<crate::keys::WorkerSecrets, StartError> {
+    let mut env_map = std::collections::HashMap::new();
+    if config.worker.mode == ModeSetting::Production {
+        env_map.insert("HUBWORKER_ENV".to_owned(), "production".to_owned());
+    }
+    let layered = crate::keys::Layered {
+        first: &env_map,
+        then: env,
+    };
+    let (secrets, warnings) =
+        crate::keys::load_worker_secrets(config.secrets.dir.clone(), &layered)
+            .map_err(StartError::Secrets)?;
+    for w in &warnings {
+        tracing::warn!(setting = %w.setting, "{}", w.why);
+    }
+    Ok(secrets)
+}
+
+/// The metrics endpoint, when enabled: its address and its task.
+async fn serve_metrics(
+    worker: &Arc<Worker>,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<MetricsServer, StartError> {
+    if !worker.config().metrics.enabled {
+        return Ok((None, None));
+    }
+    let listen = worker.config().metrics.listen;
+    let listener = crate::metrics::bind(listen)
+        .await
+        .map_err(|e| StartError::Listen(listen, e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| StartError::Listen(listen, e))?;
+    let w = worker.clone();
+    let refresh: Arc<dyn Fn(&crate::metrics::Metrics) + Send + Sync> = Arc::new(move |m| {
+        let config = w.config();
+        m.runs_in_flight.set(i64::from(w.in_flight()));
+        m.capacity.set(i64::from(config.worker.capacity));
+        m.draining.set(i64::from(w.draining()));
+        let (entries, bytes) = w.cache_stats_now();
+        m.cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        m.cache_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    });
+    let task = tokio::spawn(crate::metrics::serve(
+        listener,
+        worker.metrics().clone(),
+        refresh,
+        stopped,
+    ));
+    Ok((Some(bound), Some(task)))
+}
+
+/// The metrics endpoint's address and task, if any.
+type MetricsServer = (
+    Option<SocketAddr>,
+    Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+);
+
+/// Reports load to the Hub every `every`, for the daemon's life.
+fn heartbeat_task(worker: Arc<Worker>, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = worker.heartbeat().await {
+                tracing::warn!(reason = %e.code(), "heartbeat failed");
+            }
+        }
+    })
+}
+
+/// Says how the worker serves (loudly when runs are not sandboxed).
+fn announce(worker: &Worker, addr: SocketAddr, confinements: &[String]) {
+    let config = worker.config();
+    match worker.isolation() {
+        crate::config::Isolation::Process => tracing::info!(
+            worker_id = %config.worker.id,
+            %addr,
+            capacity = config.worker.capacity,
+            confinements = %confinements.join(","),
+            "worker serving; each run in a sandboxed process"
+        ),
+        crate::config::Isolation::Inline => tracing::warn!(
+            worker_id = %config.worker.id,
+            %addr,
+            capacity = config.worker.capacity,
+            "worker serving with isolation \"inline\": runs are NOT sandboxed (development only)"
+        ),
+    }
 }
 
 /// The rustls server config from the `[tls]` files (mutual TLS with a client CA).
