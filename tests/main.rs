@@ -57,3 +57,7 @@ mod run_children;
 
 /// Issue 16 points 6 and 11: Cancel needs the run's secret; Validate is budgeted and bounded.
 mod cancel_validate;
+
+/// Issue 17: the CLI, inline and process isolation run one path (same outputs, progress,
+/// error codes, cache hits).
+mod one_path;
