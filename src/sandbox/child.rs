@@ -119,7 +119,7 @@ pub fn main(args: &[OsString]) -> i32 {
     if pipe.borrow_mut().send(ready).is_err() {
         return exit::PROTOCOL;
     }
-    database_phase_fault(args.fault, args.parent);
+    super::fault::database_phase(args.fault, args.parent);
     // Ready for work: start what every task needs while nobody waits (a pooled child sits here
     // until the daemon has a task for it): the runtime and Polars' thread pool.
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -173,7 +173,7 @@ fn perform<R: Read>(
     let mut inputs = PipeSource {
         pipe: pipe.clone(),
         runtime: Some(runtime),
-        compute_fault: compute_phase_fault(fault),
+        compute_fault: super::fault::compute_phase(fault),
     };
     let mut events = PipeEvents { pipe: pipe.clone() };
     crate::run::execute(
@@ -247,48 +247,6 @@ fn warm_up() {
                 let _ = crate::run::from_ipc(&ipc);
             }
         }
-    }
-}
-
-/// Faults in the database phase: each must be stopped by the first filter.
-fn database_phase_fault(fault: Option<Fault>, parent: u32) {
-    match fault {
-        Some(Fault::Execve) => {
-            let _ = nix::unistd::execv(c"/bin/true", &[c"/bin/true"]);
-        }
-        Some(Fault::Ptrace) => {
-            let parent = nix::unistd::Pid::from_raw(i32::try_from(parent).unwrap_or(1));
-            let _ = nix::sys::ptrace::attach(parent);
-        }
-        _ => {}
-    }
-}
-
-/// The fault to run in the compute phase, once confined: each must be stopped by the second
-/// filter or a limit.
-fn compute_phase_fault(fault: Option<Fault>) -> fn() {
-    match fault {
-        Some(Fault::SocketAfterLoad) => || {
-            let _ = std::net::TcpStream::connect(("127.0.0.1", 9));
-        },
-        Some(Fault::OpenAfterLoad) => || {
-            let _ = std::fs::File::open("/etc/hostname");
-        },
-        Some(Fault::Spin) => || {
-            let mut x: u64 = 1;
-            loop {
-                x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
-            }
-        },
-        Some(Fault::Allocate) => || {
-            let mut hoard: Vec<Vec<u8>> = Vec::new();
-            loop {
-                hoard.push(vec![1u8; 64 << 20]);
-                std::hint::black_box(&hoard);
-            }
-        },
-        Some(Fault::Crash) => || std::process::abort(),
-        _ => || {},
     }
 }
 

@@ -23,6 +23,7 @@
 pub mod child;
 mod conversation;
 pub mod exit;
+mod fault;
 pub mod jail;
 mod message;
 mod pipe;
@@ -46,66 +47,13 @@ use crate::run::{RunEvent, RunTimings, Task, TaskFailure, channel};
 use crate::workflow::RunControl;
 use conversation::{Context, End, Frames, converse, next, read_capped, read_frames, stop_reason};
 pub use exit::{Exit, classify};
+pub use fault::Fault;
 pub(crate) use message::Provisions;
 pub use policy::Limits;
 use spawner::Spawner;
 
 /// The hidden subcommand that turns the binary into a run child.
 pub const CHILD_COMMAND: &str = "__sandbox-child";
-
-/// A deliberate misbehaviour of the child, for the sandbox's own tests: each one is stopped by
-/// a confinement, which is what the tests assert. None weakens anything; the fault runs after
-/// the child is confined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// `execve("/bin/true")` in the database phase.
-    Execve,
-    /// `ptrace(PTRACE_ATTACH, daemon)` in the database phase.
-    Ptrace,
-    /// Opening a TCP socket in the compute phase.
-    SocketAfterLoad,
-    /// Opening a file in the compute phase.
-    OpenAfterLoad,
-    /// Spinning on the CPU in the compute phase.
-    Spin,
-    /// Allocating without bound in the compute phase.
-    Allocate,
-    /// `abort()` in the compute phase.
-    Crash,
-}
-
-impl Fault {
-    /// Its command-line name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Fault::Execve => "execve",
-            Fault::Ptrace => "ptrace",
-            Fault::SocketAfterLoad => "socket-after-load",
-            Fault::OpenAfterLoad => "open-after-load",
-            Fault::Spin => "spin",
-            Fault::Allocate => "allocate",
-            Fault::Crash => "crash",
-        }
-    }
-}
-
-impl std::str::FromStr for Fault {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            Fault::Execve,
-            Fault::Ptrace,
-            Fault::SocketAfterLoad,
-            Fault::OpenAfterLoad,
-            Fault::Spin,
-            Fault::Allocate,
-            Fault::Crash,
-        ]
-        .into_iter()
-        .find(|f| f.as_str() == s)
-        .ok_or_else(|| format!("unknown fault {s:?}"))
-    }
-}
 
 /// How the daemon runs children.
 #[derive(Debug, Clone)]
@@ -537,6 +485,7 @@ async fn wait_stopped(control: &RunControl) {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "testing")]
     #[test]
     fn faults_round_trip_through_their_names() {
         for f in [
