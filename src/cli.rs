@@ -254,8 +254,9 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 orders,
                 ..Default::default()
             };
+            // The one way this fails is the path (it exists, or its folder does not).
             rt.block_on(crate::sample::create(&path, size))
-                .map_err(|e| Error::Failed(e.to_string()))?;
+                .map_err(|e| Error::Usage(e.to_string()))?;
             println!("created {}", path.display());
             Ok(0)
         }
