@@ -13,9 +13,9 @@ use polars::lazy::frame::BUILD_STREAMING_EXECUTOR;
 use polars::prelude::*;
 use polars_plan::plans::IR;
 
-use super::model::Tool;
-use super::plan::{self, Built, Compiled, Input};
+use super::plan::{Built, Input};
 use super::problem::{Problem, Problems};
+use super::tools::Role;
 use super::validate::Workflow;
 
 /// Stack for the thread that optimises and runs the plan: Polars walks plans recursively,
@@ -162,13 +162,13 @@ fn execute_unguarded(
     let steps = &workflow.steps;
     let mut sources: Vec<Option<DataFrame>> = Vec::with_capacity(steps.len());
     for step in steps {
-        sources.push(match (&step.tool, &step.compiled) {
-            (Tool::Sql(_), _) => Some(
+        sources.push(match step.tool.kind().role() {
+            Role::Query { .. } => Some(
                 inputs
                     .remove(&step.id)
                     .ok_or_else(|| RunError::MissingInput(step.id.clone()))?,
             ),
-            (Tool::Inline(_), Compiled::Inline(df)) => Some(df.clone()),
+            Role::Rows => step.compiled.frame().cloned(),
             _ => None,
         });
     }
@@ -200,9 +200,10 @@ fn execute_unguarded(
     }
     let mut built: Vec<Option<Built>> = Vec::with_capacity(steps.len());
     for (i, step) in steps.iter().enumerate() {
+        let role = step.tool.kind().role();
         let b = match &sources[i] {
             Some(df) => {
-                if matches!(step.tool, Tool::Inline(_)) {
+                if role == Role::Rows {
                     events(Event::Started {
                         node: step.id.clone(),
                         tool: step.tool.name(),
@@ -219,7 +220,7 @@ fn execute_unguarded(
                 }
             }
             None => {
-                let both = matches!(step.tool, Tool::Filter(_)) && reads[i].iter().all(|&n| n > 0);
+                let both = role == Role::Split && reads[i].iter().all(|&n| n > 0);
                 let ins = step
                     .inputs
                     .iter()
@@ -236,7 +237,7 @@ fn execute_unguarded(
                         }
                     })
                     .collect();
-                let mut b = plan::build(&step.tool, &step.compiled, ins).map_err(failed)?;
+                let mut b = step.tool.kind().plan(&step.compiled, ins).map_err(failed)?;
                 if reads[i][0] > 1 {
                     b.main = b.main.cache();
                 }
@@ -249,9 +250,8 @@ fn execute_unguarded(
         built.push(Some(b));
     }
 
-    let outputs: Vec<usize> = (0..steps.len())
-        .filter(|&i| matches!(steps[i].tool, Tool::Output(_)))
-        .collect();
+    let is_output = |i: usize| matches!(steps[i].tool.kind().role(), Role::Output { .. });
+    let outputs: Vec<usize> = (0..steps.len()).filter(|&i| is_output(i)).collect();
     let plans: Vec<LazyFrame> = outputs
         .iter()
         .filter_map(|&i| built[i].as_ref().map(|b| b.main.clone()))
@@ -274,16 +274,16 @@ fn execute_unguarded(
             tool: step.tool.name(),
             rows: Some(df.height()),
         });
-        if let Tool::Output(o) = &step.tool {
+        if let Role::Output { name } = step.tool.kind().role() {
             results.push(Output {
-                name: o.name.clone(),
+                name: name.to_owned(),
                 node: step.id.clone(),
                 frame: df,
             });
         }
     })?;
     for (i, step) in steps.iter().enumerate() {
-        if sources[i].is_none() && !matches!(step.tool, Tool::Output(_)) {
+        if sources[i].is_none() && !is_output(i) {
             events(Event::Finished {
                 node: step.id.clone(),
                 tool: step.tool.name(),
