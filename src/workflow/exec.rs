@@ -160,18 +160,7 @@ fn execute_unguarded(
 ) -> Result<Vec<Output>, RunError> {
     control.check()?;
     let steps = &workflow.steps;
-    let mut sources: Vec<Option<DataFrame>> = Vec::with_capacity(steps.len());
-    for step in steps {
-        sources.push(match step.tool.kind().role() {
-            Role::Query { .. } => Some(
-                inputs
-                    .remove(&step.id)
-                    .ok_or_else(|| RunError::MissingInput(step.id.clone()))?,
-            ),
-            Role::Rows => step.compiled.frame().cloned(),
-            _ => None,
-        });
-    }
+    let sources = source_frames(workflow, &mut inputs)?;
     // The schemas of the queries' results are known now: check every node again with them.
     let mut problems: Vec<Problem> = Vec::new();
     let usable = vec![true; steps.len()];
@@ -185,6 +174,83 @@ fn execute_unguarded(
         return Err(RunError::Invalid(Problems(problems)));
     }
 
+    let built = build(workflow, &sources, &schemas, events)?;
+
+    let is_output = |i: usize| matches!(steps[i].tool.kind().role(), Role::Output { .. });
+    let outputs: Vec<usize> = (0..steps.len()).filter(|&i| is_output(i)).collect();
+    let plans: Vec<LazyFrame> = outputs
+        .iter()
+        .filter_map(|&i| built[i].as_ref().map(|b| b.main.clone()))
+        .collect();
+    drop(built);
+    for (i, step) in steps.iter().enumerate() {
+        if sources[i].is_none() {
+            events(Event::Started {
+                node: step.id.clone(),
+                tool: step.tool.name(),
+            });
+        }
+    }
+
+    let mut results = Vec::with_capacity(outputs.len());
+    run_plans(plans, control, &mut |k, df| {
+        let step = &steps[outputs[k]];
+        events(Event::Finished {
+            node: step.id.clone(),
+            tool: step.tool.name(),
+            rows: Some(df.height()),
+        });
+        if let Role::Output { name } = step.tool.kind().role() {
+            results.push(Output {
+                name: name.to_owned(),
+                node: step.id.clone(),
+                frame: df,
+            });
+        }
+    })?;
+    for (i, step) in steps.iter().enumerate() {
+        if sources[i].is_none() && !is_output(i) {
+            events(Event::Finished {
+                node: step.id.clone(),
+                tool: step.tool.name(),
+                rows: None,
+            });
+        }
+    }
+    Ok(results)
+}
+
+/// The frames the plan starts from, per step: a query's (from the run's inputs) and typed
+/// rows; `None` for steps built from their inputs.
+fn source_frames(
+    workflow: &Workflow,
+    inputs: &mut HashMap<String, DataFrame>,
+) -> Result<Vec<Option<DataFrame>>, RunError> {
+    let steps = &workflow.steps;
+    let mut sources: Vec<Option<DataFrame>> = Vec::with_capacity(steps.len());
+    for step in steps {
+        sources.push(match step.tool.kind().role() {
+            Role::Query { .. } => Some(
+                inputs
+                    .remove(&step.id)
+                    .ok_or_else(|| RunError::MissingInput(step.id.clone()))?,
+            ),
+            Role::Rows => step.compiled.frame().cloned(),
+            _ => None,
+        });
+    }
+    Ok(sources)
+}
+
+/// Every step as a lazy frame over its inputs', in step order. Typed rows are reported
+/// finished here: their rows are known before anything runs.
+fn build(
+    workflow: &Workflow,
+    sources: &[Option<DataFrame>],
+    schemas: &[Option<SchemaRef>],
+    events: &mut dyn FnMut(Event),
+) -> Result<Vec<Option<Built>>, RunError> {
+    let steps = &workflow.steps;
     // How often each node's main and rejected rows are read. A frame read twice is built
     // once and marked as a shared subplan (`cache`), so Polars converts and runs it once
     // instead of unfolding it into every reader (a chain of self-joins would otherwise double
@@ -249,49 +315,7 @@ fn execute_unguarded(
         };
         built.push(Some(b));
     }
-
-    let is_output = |i: usize| matches!(steps[i].tool.kind().role(), Role::Output { .. });
-    let outputs: Vec<usize> = (0..steps.len()).filter(|&i| is_output(i)).collect();
-    let plans: Vec<LazyFrame> = outputs
-        .iter()
-        .filter_map(|&i| built[i].as_ref().map(|b| b.main.clone()))
-        .collect();
-    drop(built);
-    for (i, step) in steps.iter().enumerate() {
-        if sources[i].is_none() {
-            events(Event::Started {
-                node: step.id.clone(),
-                tool: step.tool.name(),
-            });
-        }
-    }
-
-    let mut results = Vec::with_capacity(outputs.len());
-    run_plans(plans, control, &mut |k, df| {
-        let step = &steps[outputs[k]];
-        events(Event::Finished {
-            node: step.id.clone(),
-            tool: step.tool.name(),
-            rows: Some(df.height()),
-        });
-        if let Role::Output { name } = step.tool.kind().role() {
-            results.push(Output {
-                name: name.to_owned(),
-                node: step.id.clone(),
-                frame: df,
-            });
-        }
-    })?;
-    for (i, step) in steps.iter().enumerate() {
-        if sources[i].is_none() && !is_output(i) {
-            events(Event::Finished {
-                node: step.id.clone(),
-                tool: step.tool.name(),
-                rows: None,
-            });
-        }
-    }
-    Ok(results)
+    Ok(built)
 }
 
 fn failed(e: PolarsError) -> RunError {

@@ -1,5 +1,6 @@
 //! What is wrong with a workflow: one [`Problem`] per finding, each naming the node, the
-//! field and a stable code. Validation collects them all; nothing here decides anything.
+//! field, a stable code and (internally) the checker that found it; a tool files its node's
+//! problems through a `Report`. Validation collects them all; nothing here decides anything.
 
 use std::fmt;
 
@@ -7,11 +8,10 @@ use serde::Serialize;
 
 /// Which checker found a problem. Internal: the JSON of `hubworker validate --json` and the
 /// gRPC `Problem` message do not carry it; the worker's metrics route on it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ProblemSource {
     /// The workflow's own rules: the document, the graph, a tool's fields, columns and types
     /// (Polars' planning errors included, also on expression fields).
-    #[default]
     Workflow,
     /// The SQL guard refused a `sql` node's query.
     Sql,

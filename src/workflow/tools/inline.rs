@@ -139,7 +139,6 @@ fn column<'a>(
     cells: impl Iterator<Item = &'a Value>,
     report: &mut dyn FnMut(usize, String),
 ) -> Series {
-    let dtype = ty.dtype();
     let mut ints: Vec<Option<i128>> = Vec::new();
     let mut floats: Vec<Option<f64>> = Vec::new();
     let mut strs: Vec<Option<&str>> = Vec::new();
@@ -204,6 +203,20 @@ fn column<'a>(
             (_, other) => report(i, format!("{} is not a value of this type", kind(other))),
         }
     }
+    series(name, ty, ints, floats, strs, bools)
+}
+
+/// The column from the cells read (only the vector of the column's type holds values; every
+/// value in it was checked).
+fn series(
+    name: PlSmallStr,
+    ty: ColumnType,
+    ints: Vec<Option<i128>>,
+    floats: Vec<Option<f64>>,
+    strs: Vec<Option<&str>>,
+    bools: Vec<Option<bool>>,
+) -> Series {
+    let dtype = ty.dtype();
     let built = match ty {
         ColumnType::Boolean => Ok(Series::new(name, bools)),
         ColumnType::Float32 | ColumnType::Float64 => Series::new(name, floats).cast(&dtype),
