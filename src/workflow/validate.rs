@@ -200,7 +200,10 @@ fn resolve(
         let Some(&step) = index.get(target) else {
             ok = false;
             if !broken.contains(target) {
-                let hint = parse::did_you_mean(target, index.keys().copied())
+                // Candidates in document order, not the index's (hash) order: between equally
+                // close ids the hint must not change from one run to the next.
+                let ids = nodes.iter().map(|n| n.id.as_str());
+                let hint = parse::did_you_mean(target, ids)
                     .map(|s| format!("; did you mean {s:?}?"))
                     .unwrap_or_default();
                 problems.push(Problem::new(
