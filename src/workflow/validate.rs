@@ -2,7 +2,7 @@
 //! Owns the graph: ids and references, cycles and depth (iteratively: no recursion over the
 //! graph), result names; asks each tool to check its own fields (expressions, queries, names,
 //! options: `tools/`), bounds the plan's size and predicts each node's output schema without
-//! data. Knows tools only through their [`Role`].
+//! data. Knows tools only through their `Role`.
 
 use std::collections::{HashMap, HashSet};
 
