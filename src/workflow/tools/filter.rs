@@ -28,6 +28,11 @@ fn predicate(compiled: &Compiled) -> Option<&Expr> {
     }
 }
 
+/// The fields of a valid node of this tool (an input, if any, is `src`: columns `k: Int64` and
+/// `v: String`); the registry's tests run every tool through the dispatch with it.
+#[cfg(test)]
+pub(super) const SAMPLE: &str = r#"{"input": "src", "expression": "pl.col('k') > 1"}"#;
+
 impl ToolKind for Filter {
     fn inputs(&self) -> Vec<(String, &str)> {
         vec![("input".to_owned(), self.input.as_str())]

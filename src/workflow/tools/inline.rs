@@ -35,6 +35,11 @@ pub(crate) struct InlineColumn {
     pub(crate) dtype: ColumnType,
 }
 
+/// The fields of a valid node of this tool (an input, if any, is `src`: columns `k: Int64` and
+/// `v: String`); the registry's tests run every tool through the dispatch with it.
+#[cfg(test)]
+pub(super) const SAMPLE: &str = r#"{"columns": [{"name": "k", "type": "Int64"}], "rows": [[1], [2]]}"#;
+
 impl ToolKind for Inline {
     fn inputs(&self) -> Vec<(String, &str)> {
         Vec::new()

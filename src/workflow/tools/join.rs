@@ -62,6 +62,11 @@ pub(crate) struct JoinKey {
     pub(crate) right: String,
 }
 
+/// The fields of a valid node of this tool (an input, if any, is `src`: columns `k: Int64` and
+/// `v: String`); the registry's tests run every tool through the dispatch with it.
+#[cfg(test)]
+pub(super) const SAMPLE: &str = r#"{"left": "src", "right": "src", "how": "inner", "on": [{"left": "k", "right": "k"}]}"#;
+
 impl ToolKind for Join {
     fn inputs(&self) -> Vec<(String, &str)> {
         vec![

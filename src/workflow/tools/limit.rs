@@ -24,6 +24,11 @@ pub(crate) struct Limit {
     pub(crate) offset: u64,
 }
 
+/// The fields of a valid node of this tool (an input, if any, is `src`: columns `k: Int64` and
+/// `v: String`); the registry's tests run every tool through the dispatch with it.
+#[cfg(test)]
+pub(super) const SAMPLE: &str = r#"{"input": "src", "n": 2}"#;
+
 impl ToolKind for Limit {
     fn inputs(&self) -> Vec<(String, &str)> {
         vec![("input".to_owned(), self.input.as_str())]

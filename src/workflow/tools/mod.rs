@@ -145,7 +145,8 @@ pub(crate) fn expr_nodes(e: &Expr) -> u64 {
 
 /// Declares the tool modules and generates [`Tool`], its one dispatch `match` and its
 /// parser from one list of `file: Type` lines. A tool's name is its file's name (and serde's
-/// snake_case of its type, which a test checks).
+/// snake_case of its type, which a test checks). Each tool file also holds a `SAMPLE` node
+/// for the tests, so a tool cannot be listed without one.
 macro_rules! tools {
     ($($module:ident: $Type:ident,)*) => {
         $(mod $module;)*
@@ -191,6 +192,13 @@ macro_rules! tools {
                 )*
                 None
             }
+        }
+
+        #[cfg(test)]
+        impl Tool {
+            /// Each tool's name and sample fields (its file's `SAMPLE`), in list order.
+            pub(crate) const SAMPLES: &'static [(&'static str, &'static str)] =
+                &[$((stringify!($module), $module::SAMPLE)),*];
         }
     };
 }

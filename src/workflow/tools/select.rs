@@ -33,6 +33,11 @@ pub(crate) struct Select {
     pub(crate) rename: BTreeMap<String, String>,
 }
 
+/// The fields of a valid node of this tool (an input, if any, is `src`: columns `k: Int64` and
+/// `v: String`); the registry's tests run every tool through the dispatch with it.
+#[cfg(test)]
+pub(super) const SAMPLE: &str = r#"{"input": "src", "columns": ["v", "k"], "rename": {"k": "key"}}"#;
+
 impl ToolKind for Select {
     fn inputs(&self) -> Vec<(String, &str)> {
         vec![("input".to_owned(), self.input.as_str())]

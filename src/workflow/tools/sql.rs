@@ -24,6 +24,11 @@ pub(crate) struct Sql {
     pub(crate) query: String,
 }
 
+/// The fields of a valid node of this tool (an input, if any, is `src`: columns `k: Int64` and
+/// `v: String`); the registry's tests run every tool through the dispatch with it.
+#[cfg(test)]
+pub(super) const SAMPLE: &str = r#"{"connection": "shop", "dialect": "sqlite", "query": "SELECT k FROM t"}"#;
+
 impl ToolKind for Sql {
     fn inputs(&self) -> Vec<(String, &str)> {
         Vec::new()

@@ -98,6 +98,11 @@ impl AggOp {
     }
 }
 
+/// The fields of a valid node of this tool (an input, if any, is `src`: columns `k: Int64` and
+/// `v: String`); the registry's tests run every tool through the dispatch with it.
+#[cfg(test)]
+pub(super) const SAMPLE: &str = r#"{"input": "src", "group_by": ["v"], "aggregations": [{"op": "sum", "column": "k"}]}"#;
+
 impl ToolKind for Summarize {
     fn inputs(&self) -> Vec<(String, &str)> {
         vec![("input".to_owned(), self.input.as_str())]

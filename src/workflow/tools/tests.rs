@@ -11,34 +11,6 @@ use super::*;
 use crate::workflow::problem::ProblemSource;
 use crate::workflow::{RunControl, execute, model, validate};
 
-/// A valid node `t` of each tool (without `id` and `tool`), reading `src` (an inline node with
-/// `k: Int64` and `v: String`). A tool added without a sample here fails
-/// [`every_tool_checks_predicts_and_plans_through_the_dispatch`].
-fn sample(name: &str) -> Option<Value> {
-    Some(match name {
-        "sql" => json!({"connection": "shop", "dialect": "sqlite", "query": "SELECT k FROM t"}),
-        "inline" => json!({"columns": [{"name": "k", "type": "Int64"}], "rows": [[1], [2]]}),
-        "formula" => {
-            json!({"input": "src", "formulas": [{"column": "w", "expression": "pl.col('k') * 2"}]})
-        }
-        "filter" => json!({"input": "src", "expression": "pl.col('k') > 1"}),
-        "select" => json!({"input": "src", "columns": ["v", "k"], "rename": {"k": "key"}}),
-        "sort" => json!({"input": "src", "by": [{"column": "k", "descending": true}]}),
-        "join" => {
-            json!({"left": "src", "right": "src", "how": "inner", "on": [{"left": "k", "right": "k"}]})
-        }
-        "union" => json!({"inputs": ["src", "src"]}),
-        "summarize" => {
-            json!({"input": "src", "group_by": ["v"], "aggregations": [{"op": "sum", "column": "k"}]})
-        }
-        "unique" => json!({"input": "src", "columns": ["v"]}),
-        "limit" => json!({"input": "src", "n": 2}),
-        "sample" => json!({"input": "src", "n": 2, "seed": 7}),
-        "output" => json!({"input": "src", "name": "t"}),
-        _ => return None,
-    })
-}
-
 fn src() -> Value {
     json!({"id": "src", "tool": "inline",
         "columns": [{"name": "k", "type": "Int64"}, {"name": "v", "type": "String"}],
@@ -94,8 +66,10 @@ fn every_tool_has_its_json_schema_entry() {
 /// that schema.
 #[test]
 fn every_tool_checks_predicts_and_plans_through_the_dispatch() {
-    for &name in Tool::NAMES {
-        let fields = sample(name).unwrap_or_else(|| panic!("no sample for tool {name:?}"));
+    let names: Vec<&str> = Tool::SAMPLES.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, Tool::NAMES);
+    for &(name, sample) in Tool::SAMPLES {
+        let fields: Value = serde_json::from_str(sample).unwrap();
         let tool = match Tool::parse(name, fields.clone()) {
             Some(Ok(tool)) => tool,
             other => panic!("{name}: {other:?}"),

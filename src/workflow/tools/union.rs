@@ -36,6 +36,11 @@ pub(crate) enum MissingColumns {
     Drop,
 }
 
+/// The fields of a valid node of this tool (an input, if any, is `src`: columns `k: Int64` and
+/// `v: String`); the registry's tests run every tool through the dispatch with it.
+#[cfg(test)]
+pub(super) const SAMPLE: &str = r#"{"inputs": ["src", "src"]}"#;
+
 impl ToolKind for Union {
     fn inputs(&self) -> Vec<(String, &str)> {
         self.inputs

@@ -36,6 +36,11 @@ pub(crate) enum Keep {
     None,
 }
 
+/// The fields of a valid node of this tool (an input, if any, is `src`: columns `k: Int64` and
+/// `v: String`); the registry's tests run every tool through the dispatch with it.
+#[cfg(test)]
+pub(super) const SAMPLE: &str = r#"{"input": "src", "columns": ["v"]}"#;
+
 impl ToolKind for Unique {
     fn inputs(&self) -> Vec<(String, &str)> {
         vec![("input".to_owned(), self.input.as_str())]
