@@ -11,7 +11,8 @@
 //! - [`frames`]: reading input files into DataFrames and writing results.
 //! - [`batch`]: the JSONL batch commands (`check expr`, `eval`): one line in, one line out.
 //! - [`bench`](mod@bench): the expression benchmarks shared by `benches/` and `hubworker bench expr`.
-//! - [`workflow`]: workflows: the JSON model, validation, the canonical hash, one lazy plan per run.
+//! - [`workflow`]: workflows: the JSON model, one file per tool (`workflow/tools/`), validation,
+//!   the canonical hash, one lazy plan per run.
 //! - [`workflow_cli`]: `hubworker validate` and `hubworker run`.
 //! - [`sample`]: the deterministic sample shop database (SQLite) behind `examples/`.
 //! - [`token`]: server-token verification in the worker (EdDSA, kid, claims, replay).

@@ -292,6 +292,7 @@ impl Worker {
     /// Counts a refused token, SQL statement or expression in the metrics.
     fn count_rejection(&self, f: &RunFailure) {
         use crate::metrics::{Code, Reason};
+        use crate::workflow::problem::ProblemSource;
         match f {
             RunFailure::Token(e) => {
                 self.metrics
@@ -303,12 +304,10 @@ impl Worker {
             }
             RunFailure::InvalidWorkflow(problems) => {
                 for p in &problems.0 {
-                    let family = if p.field == "query" {
-                        &self.metrics.sql_rejections
-                    } else if p.field.ends_with("expression") {
-                        &self.metrics.expression_rejections
-                    } else {
-                        continue;
+                    let family = match p.source {
+                        ProblemSource::Sql => &self.metrics.sql_rejections,
+                        ProblemSource::Expression => &self.metrics.expression_rejections,
+                        ProblemSource::Workflow => continue,
                     };
                     family.get_or_create(&Code { code: p.code }).inc();
                 }

@@ -13,9 +13,9 @@ use polars::lazy::frame::BUILD_STREAMING_EXECUTOR;
 use polars::prelude::*;
 use polars_plan::plans::IR;
 
-use super::model::Tool;
-use super::plan::{self, Built, Compiled, Input};
+use super::plan::{Built, Input};
 use super::problem::{Problem, Problems};
+use super::tools::Role;
 use super::validate::Workflow;
 
 /// Stack for the thread that optimises and runs the plan: Polars walks plans recursively,
@@ -160,18 +160,7 @@ fn execute_unguarded(
 ) -> Result<Vec<Output>, RunError> {
     control.check()?;
     let steps = &workflow.steps;
-    let mut sources: Vec<Option<DataFrame>> = Vec::with_capacity(steps.len());
-    for step in steps {
-        sources.push(match (&step.tool, &step.compiled) {
-            (Tool::Sql(_), _) => Some(
-                inputs
-                    .remove(&step.id)
-                    .ok_or_else(|| RunError::MissingInput(step.id.clone()))?,
-            ),
-            (Tool::Inline(_), Compiled::Inline(df)) => Some(df.clone()),
-            _ => None,
-        });
-    }
+    let sources = source_frames(workflow, &mut inputs)?;
     // The schemas of the queries' results are known now: check every node again with them.
     let mut problems: Vec<Problem> = Vec::new();
     let usable = vec![true; steps.len()];
@@ -185,73 +174,10 @@ fn execute_unguarded(
         return Err(RunError::Invalid(Problems(problems)));
     }
 
-    // How often each node's main and rejected rows are read. A frame read twice is built
-    // once and marked as a shared subplan (`cache`), so Polars converts and runs it once
-    // instead of unfolding it into every reader (a chain of self-joins would otherwise double
-    // the plan at every step; see `size.rs`). A filter read on both of its outputs shares its
-    // input the same way.
-    let mut reads = vec![[0u32; 2]; steps.len()];
-    for step in steps {
-        for p in &step.inputs {
-            if let Some(r) = reads.get_mut(p.step) {
-                r[usize::from(p.rejected)] += 1;
-            }
-        }
-    }
-    let mut built: Vec<Option<Built>> = Vec::with_capacity(steps.len());
-    for (i, step) in steps.iter().enumerate() {
-        let b = match &sources[i] {
-            Some(df) => {
-                if matches!(step.tool, Tool::Inline(_)) {
-                    events(Event::Started {
-                        node: step.id.clone(),
-                        tool: step.tool.name(),
-                    });
-                    events(Event::Finished {
-                        node: step.id.clone(),
-                        tool: step.tool.name(),
-                        rows: Some(df.height()),
-                    });
-                }
-                Built {
-                    main: df.clone().lazy(),
-                    rejected: None,
-                }
-            }
-            None => {
-                let both = matches!(step.tool, Tool::Filter(_)) && reads[i].iter().all(|&n| n > 0);
-                let ins = step
-                    .inputs
-                    .iter()
-                    .map(|p| {
-                        let b = built[p.step].as_ref();
-                        let frame = match (b, p.rejected) {
-                            (Some(b), true) => b.rejected.clone().unwrap_or_else(|| b.main.clone()),
-                            (Some(b), false) => b.main.clone(),
-                            (None, _) => DataFrame::empty().lazy(),
-                        };
-                        Input {
-                            frame: if both { frame.cache() } else { frame },
-                            schema: schemas[p.step].clone().unwrap_or_default(),
-                        }
-                    })
-                    .collect();
-                let mut b = plan::build(&step.tool, &step.compiled, ins).map_err(failed)?;
-                if reads[i][0] > 1 {
-                    b.main = b.main.cache();
-                }
-                if reads[i][1] > 1 {
-                    b.rejected = b.rejected.map(LazyFrame::cache);
-                }
-                b
-            }
-        };
-        built.push(Some(b));
-    }
+    let built = build(workflow, &sources, &schemas, events)?;
 
-    let outputs: Vec<usize> = (0..steps.len())
-        .filter(|&i| matches!(steps[i].tool, Tool::Output(_)))
-        .collect();
+    let is_output = |i: usize| matches!(steps[i].tool.kind().role(), Role::Output { .. });
+    let outputs: Vec<usize> = (0..steps.len()).filter(|&i| is_output(i)).collect();
     let plans: Vec<LazyFrame> = outputs
         .iter()
         .filter_map(|&i| built[i].as_ref().map(|b| b.main.clone()))
@@ -274,16 +200,16 @@ fn execute_unguarded(
             tool: step.tool.name(),
             rows: Some(df.height()),
         });
-        if let Tool::Output(o) = &step.tool {
+        if let Role::Output { name } = step.tool.kind().role() {
             results.push(Output {
-                name: o.name.clone(),
+                name: name.to_owned(),
                 node: step.id.clone(),
                 frame: df,
             });
         }
     })?;
     for (i, step) in steps.iter().enumerate() {
-        if sources[i].is_none() && !matches!(step.tool, Tool::Output(_)) {
+        if sources[i].is_none() && !is_output(i) {
             events(Event::Finished {
                 node: step.id.clone(),
                 tool: step.tool.name(),
@@ -292,6 +218,104 @@ fn execute_unguarded(
         }
     }
     Ok(results)
+}
+
+/// The frames the plan starts from, per step: a query's (from the run's inputs) and typed
+/// rows; `None` for steps built from their inputs.
+fn source_frames(
+    workflow: &Workflow,
+    inputs: &mut HashMap<String, DataFrame>,
+) -> Result<Vec<Option<DataFrame>>, RunError> {
+    let steps = &workflow.steps;
+    let mut sources: Vec<Option<DataFrame>> = Vec::with_capacity(steps.len());
+    for step in steps {
+        sources.push(match step.tool.kind().role() {
+            Role::Query { .. } => Some(
+                inputs
+                    .remove(&step.id)
+                    .ok_or_else(|| RunError::MissingInput(step.id.clone()))?,
+            ),
+            Role::Rows => step.compiled.frame().cloned(),
+            _ => None,
+        });
+    }
+    Ok(sources)
+}
+
+/// Every step as a lazy frame over its inputs', in step order. Typed rows are reported
+/// finished here: their rows are known before anything runs.
+fn build(
+    workflow: &Workflow,
+    sources: &[Option<DataFrame>],
+    schemas: &[Option<SchemaRef>],
+    events: &mut dyn FnMut(Event),
+) -> Result<Vec<Option<Built>>, RunError> {
+    let steps = &workflow.steps;
+    // How often each node's main and rejected rows are read. A frame read twice is built
+    // once and marked as a shared subplan (`cache`), so Polars converts and runs it once
+    // instead of unfolding it into every reader (a chain of self-joins would otherwise double
+    // the plan at every step; see `size.rs`). A filter read on both of its outputs shares its
+    // input the same way.
+    let mut reads = vec![[0u32; 2]; steps.len()];
+    for step in steps {
+        for p in &step.inputs {
+            if let Some(r) = reads.get_mut(p.step) {
+                r[usize::from(p.rejected)] += 1;
+            }
+        }
+    }
+    let mut built: Vec<Option<Built>> = Vec::with_capacity(steps.len());
+    for (i, step) in steps.iter().enumerate() {
+        let role = step.tool.kind().role();
+        let b = match &sources[i] {
+            Some(df) => {
+                if role == Role::Rows {
+                    events(Event::Started {
+                        node: step.id.clone(),
+                        tool: step.tool.name(),
+                    });
+                    events(Event::Finished {
+                        node: step.id.clone(),
+                        tool: step.tool.name(),
+                        rows: Some(df.height()),
+                    });
+                }
+                Built {
+                    main: df.clone().lazy(),
+                    rejected: None,
+                }
+            }
+            None => {
+                let both = role == Role::Split && reads[i].iter().all(|&n| n > 0);
+                let ins = step
+                    .inputs
+                    .iter()
+                    .map(|p| {
+                        let b = built[p.step].as_ref();
+                        let frame = match (b, p.rejected) {
+                            (Some(b), true) => b.rejected.clone().unwrap_or_else(|| b.main.clone()),
+                            (Some(b), false) => b.main.clone(),
+                            (None, _) => DataFrame::empty().lazy(),
+                        };
+                        Input {
+                            frame: if both { frame.cache() } else { frame },
+                            schema: schemas[p.step].clone().unwrap_or_default(),
+                        }
+                    })
+                    .collect();
+                let mut b = step.tool.kind().plan(&step.compiled, ins).map_err(failed)?;
+                if reads[i][0] > 1 {
+                    b.main = b.main.cache();
+                }
+                if reads[i][1] > 1 {
+                    b.rejected = b.rejected.map(LazyFrame::cache);
+                }
+                b
+            }
+        };
+        built.push(Some(b));
+    }
+    Ok(built)
 }
 
 fn failed(e: PolarsError) -> RunError {

@@ -2,24 +2,29 @@
 //! before any data is touched, hashed canonically (server tokens are bound to the hash), and
 //! run as one Polars lazy plan over inputs loaded beforehand.
 //!
-//! - `model`: the document's types (and the JSON Schema generated from them);
+//! - `tools/`: one file per tool (`tools/<tool>.rs`): its fields, its checks, its schema
+//!   prediction and its lazy plan, behind one trait; `tools/mod.rs` is the one dispatch point,
+//!   so adding a tool is one new file plus one line there;
+//! - `model`: the document's top level and shared types (and the JSON Schema generated from
+//!   them and the tools' fields);
 //! - `parse`: text → nodes, every problem of every node;
-//! - `validate`: references, cycles, expressions, queries;
-//! - `predict`: columns and types, and each node's output schema without data;
-//! - `plan`: each tool as a lazy operation (shared by prediction and execution);
+//! - `validate`: the graph (references, cycles, depth, result names), each tool's checks;
+//! - `predict`: each node's output schema without data, tool by tool;
+//! - `plan`: what a tool compiles and builds (shared by prediction and execution);
 //! - `size`: the bound on the plan's size once its inputs are unfolded;
+//! - `problem`: what is wrong, with the checker that found it;
 //! - `exec`: one plan, one run, progress events, cancellation and a time limit;
 //! - `hash`: the canonical hash.
 
 pub mod exec;
 pub mod hash;
-mod inline;
 pub mod model;
 pub mod parse;
 mod plan;
 mod predict;
 pub mod problem;
 mod size;
+mod tools;
 pub mod validate;
 
 pub use exec::{Event, Output, RunControl, RunError, execute};

@@ -1,14 +1,15 @@
 //! JSON text → nodes, node by node, so that one bad node does not hide another's problems.
-//! Owns the document-level rules (size, version, node count, ids, tool names); never looks
-//! inside expressions or queries (that is `validate.rs`).
+//! Owns the document-level rules (size, version, node count, ids, tool names); each tool's
+//! fields are its own (`tools/`), and nothing here looks inside expressions or queries.
 
 use std::collections::HashSet;
 
 use serde_json::Value;
 
 use super::hash::{self, HashError};
-use super::model::{Tool, VERSION};
+use super::model::VERSION;
 use super::problem::Problem;
+use super::tools::Tool;
 
 /// Most nodes in one workflow. Canvases people build have tens to a few hundred tools; the
 /// limit keeps validation and plan optimisation bounded.
@@ -20,30 +21,13 @@ pub const MAX_DEPTH: usize = 500;
 /// Longest node id or result name.
 pub const MAX_ID_LEN: usize = 64;
 
-/// The tool names, for did-you-mean.
-const TOOLS: &[&str] = &[
-    "sql",
-    "inline",
-    "formula",
-    "filter",
-    "select",
-    "sort",
-    "join",
-    "union",
-    "summarize",
-    "unique",
-    "limit",
-    "sample",
-    "output",
-];
-
 /// One parsed node.
 #[derive(Debug, Clone)]
-pub struct Node {
+pub(crate) struct Node {
     /// Its id.
-    pub id: String,
+    pub(crate) id: String,
     /// Its tool and fields.
-    pub tool: Tool,
+    pub(crate) tool: Tool,
 }
 
 /// Whether `s` is a valid node id or result name: 1 to 64 of `[A-Za-z0-9_-]`.
@@ -57,7 +41,7 @@ pub fn is_valid_name(s: &str) -> bool {
 /// Parses the document. Returns the nodes that parsed (in document order) and every problem
 /// found; a node with problems is left out. A document that is not even a workflow (bad JSON,
 /// wrong version, too many nodes) returns no nodes.
-pub fn parse(doc: &str) -> (Vec<Node>, Vec<Problem>) {
+pub(crate) fn parse(doc: &str) -> (Vec<Node>, Vec<Problem>) {
     let mut problems = Vec::new();
     let value = match hash::parse_strict(doc) {
         Ok(v) => v,
@@ -228,35 +212,20 @@ fn parse_node(
             return None;
         }
     };
-    // Each tool's struct is deserialized directly (not through an internally tagged enum,
-    // which buffers and loses the path), so errors name the exact field.
-    let fields = Value::Object(map);
-    let parsed = match tool.as_str() {
-        "sql" => de(fields).map(Tool::Sql),
-        "inline" => de(fields).map(Tool::Inline),
-        "formula" => de(fields).map(Tool::Formula),
-        "filter" => de(fields).map(Tool::Filter),
-        "select" => de(fields).map(Tool::Select),
-        "sort" => de(fields).map(Tool::Sort),
-        "join" => de(fields).map(Tool::Join),
-        "union" => de(fields).map(Tool::Union),
-        "summarize" => de(fields).map(Tool::Summarize),
-        "unique" => de(fields).map(Tool::Unique),
-        "limit" => de(fields).map(Tool::Limit),
-        "sample" => de(fields).map(Tool::Sample),
-        "output" => de(fields).map(Tool::Output),
-        other => {
-            let hint = did_you_mean(other, TOOLS.iter().copied())
-                .map(|s| format!("; did you mean `{s}`?"))
-                .unwrap_or_default();
-            problems.push(Problem::new(
-                Some(&id),
-                "tool",
-                "unknown_tool",
-                format!("unknown tool {other:?}{hint} (tools: {})", TOOLS.join(", ")),
-            ));
-            return None;
-        }
+    let Some(parsed) = Tool::parse(&tool, Value::Object(map)) else {
+        let hint = did_you_mean(&tool, Tool::NAMES.iter().copied())
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        problems.push(Problem::new(
+            Some(&id),
+            "tool",
+            "unknown_tool",
+            format!(
+                "unknown tool {tool:?}{hint} (tools: {})",
+                Tool::NAMES.join(", ")
+            ),
+        ));
+        return None;
     };
     match parsed {
         Ok(tool) => Some(Node { id, tool }),
@@ -267,11 +236,8 @@ fn parse_node(
     }
 }
 
-type FieldError = serde_path_to_error::Error<serde_json::Error>;
-
-fn de<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, FieldError> {
-    serde_path_to_error::deserialize(v)
-}
+/// A tool's fields that did not deserialize, with the path to the field.
+pub(crate) type FieldError = serde_path_to_error::Error<serde_json::Error>;
 
 /// Maps a field error to a problem: the path names the field; for a missing or unknown
 /// field, the name serde reports joins the path.

@@ -1,9 +1,23 @@
 //! What is wrong with a workflow: one [`Problem`] per finding, each naming the node, the
-//! field and a stable code. Validation collects them all; nothing here decides anything.
+//! field, a stable code and (internally) the checker that found it; a tool files its node's
+//! problems through a `Report`. Validation collects them all; nothing here decides anything.
 
 use std::fmt;
 
 use serde::Serialize;
+
+/// Which checker found a problem. Internal: the JSON of `hubworker validate --json` and the
+/// gRPC `Problem` message do not carry it; the worker's metrics route on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProblemSource {
+    /// The workflow's own rules: the document, the graph, a tool's fields, columns and types
+    /// (Polars' planning errors included, also on expression fields).
+    Workflow,
+    /// The SQL guard refused a `sql` node's query.
+    Sql,
+    /// The expression checker refused an expression.
+    Expression,
+}
 
 /// One finding of validation (or of the schema check at run time).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -17,6 +31,9 @@ pub struct Problem {
     pub code: &'static str,
     /// What is wrong, for people.
     pub message: String,
+    /// Which checker found it.
+    #[serde(skip)]
+    pub(crate) source: ProblemSource,
 }
 
 impl Problem {
@@ -32,7 +49,14 @@ impl Problem {
             field: field.into(),
             code,
             message: message.into(),
+            source: ProblemSource::Workflow,
         }
+    }
+
+    /// The same problem, found by `source`.
+    pub(crate) fn with_source(mut self, source: ProblemSource) -> Self {
+        self.source = source;
+        self
     }
 }
 
@@ -65,6 +89,60 @@ impl fmt::Display for Problems {
 }
 
 impl std::error::Error for Problems {}
+
+/// The problems of one node, as a tool finds them: each is filed under the node's id.
+#[derive(Debug)]
+pub(crate) struct Report<'a> {
+    node: &'a str,
+    problems: &'a mut Vec<Problem>,
+    before: usize,
+}
+
+impl<'a> Report<'a> {
+    /// Files the problems of node `node` into `problems`.
+    pub(crate) fn new(node: &'a str, problems: &'a mut Vec<Problem>) -> Self {
+        let before = problems.len();
+        Report {
+            node,
+            problems,
+            before,
+        }
+    }
+
+    /// A problem with the workflow's own rules.
+    pub(crate) fn push(
+        &mut self,
+        field: impl Into<String>,
+        code: &'static str,
+        message: impl Into<String>,
+    ) {
+        self.problems
+            .push(Problem::new(Some(self.node), field, code, message));
+    }
+
+    /// A problem another checker (the SQL guard, the expression checker) found.
+    pub(crate) fn push_from(
+        &mut self,
+        source: ProblemSource,
+        field: impl Into<String>,
+        code: &'static str,
+        message: impl Into<String>,
+    ) {
+        let problem = Problem::new(Some(self.node), field, code, message).with_source(source);
+        self.problems.push(problem);
+    }
+
+    /// A Polars planning error on `field` (its code and first paragraph).
+    pub(crate) fn polars(&mut self, field: impl Into<String>, e: &polars::prelude::PolarsError) {
+        let (code, message) = polars_problem(e);
+        self.push(field, code, message);
+    }
+
+    /// Whether nothing was reported since this report was made.
+    pub(crate) fn is_clean(&self) -> bool {
+        self.problems.len() == self.before
+    }
+}
 
 /// The code and first paragraph of a Polars planning error (the rest is a plan dump).
 pub(crate) fn polars_problem(e: &polars::prelude::PolarsError) -> (&'static str, String) {

@@ -10,11 +10,8 @@
 //! [`MAX_PLAN_SIZE`] is refused with `plan_too_large`, and so are outputs whose plans together
 //! exceed it (they are optimised together). Linear in the document, no recursion.
 
-use polars::prelude::Expr;
-
-use super::model::Tool;
-use super::plan::Compiled;
 use super::problem::Problem;
+use super::tools::Role;
 use super::validate::Step;
 
 /// Largest unfolded plan, per node and for all outputs together. Every example and test
@@ -22,29 +19,10 @@ use super::validate::Step;
 /// a plan of this size in about 0.3 s (see the README's "Validation").
 pub(crate) const MAX_PLAN_SIZE: u64 = 250_000;
 
-fn expr_nodes(e: &Expr) -> u64 {
-    e.into_iter().count() as u64
-}
-
-/// A node's own size (without its inputs).
+/// A node's own size (without its inputs): 1 plus its tool's
+/// [`weight`](super::tools::ToolKind::weight).
 pub(crate) fn own_size(step: &Step) -> u64 {
-    let exprs = match &step.compiled {
-        Compiled::Formula(es) => es.iter().map(expr_nodes).sum(),
-        Compiled::Filter(e) => 2 * expr_nodes(e),
-        _ => 0,
-    };
-    let listed = match &step.tool {
-        Tool::Select(s) => {
-            s.columns.as_ref().map_or(0, Vec::len) + s.drop.len() + s.cast.len() + s.rename.len()
-        }
-        Tool::Sort(s) => s.by.len(),
-        Tool::Join(j) => j.on.len(),
-        Tool::Union(u) => u.inputs.len(),
-        Tool::Summarize(s) => s.group_by.len() + s.aggregations.len(),
-        Tool::Unique(u) => u.columns.as_ref().map_or(0, Vec::len),
-        _ => 0,
-    };
-    exprs.saturating_add(listed as u64).saturating_add(1)
+    step.tool.kind().weight(&step.compiled).saturating_add(1)
 }
 
 /// Each step's unfolded plan size, in step order (inputs come first).
@@ -84,7 +62,7 @@ pub(crate) fn check(steps: &[Step], problems: &mut Vec<Problem>) {
                 ));
             }
         }
-        if matches!(step.tool, Tool::Output(_)) {
+        if let Role::Output { .. } = step.tool.kind().role() {
             outputs = outputs.saturating_add(size[i]);
             if outputs > MAX_PLAN_SIZE && crossed.is_none() {
                 crossed = Some((i, outputs));
@@ -121,6 +99,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::workflow::tools::Tool;
     use crate::workflow::{RunControl, execute, validate};
 
     fn inline() -> Value {

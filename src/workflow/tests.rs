@@ -698,6 +698,28 @@ fn document_level_problems() {
     );
 }
 
+/// Between equally close ids, the did-you-mean of an unknown input is the same on every
+/// validation (it once depended on a hash map's order).
+#[test]
+fn unknown_input_hint_is_deterministic() {
+    let text = with_output(
+        vec![
+            sales(),
+            json!({"id": "rates", "tool": "limit", "input": "src", "n": 1}),
+            json!({"id": "ratex", "tool": "limit", "input": "src", "n": 1}),
+            json!({"id": "tidy", "tool": "limit", "input": "rate", "n": 1}),
+        ],
+        "tidy",
+    );
+    for _ in 0..20 {
+        let e = validate(&text).unwrap_err();
+        assert_eq!(
+            e.0[0].message,
+            "no node has id \"rate\"; did you mean \"ratex\"?"
+        );
+    }
+}
+
 #[test]
 fn node_level_problems_are_all_reported() {
     let text = doc(vec![

@@ -1,16 +1,17 @@
 //! Validation: parsed nodes → a [`Workflow`] that is safe to run, or every problem at once.
-//! Checks ids and references, cycles and depth (iteratively: no recursion over the graph),
-//! every expression (expression compiler) and query (SQL guard), column names and types
-//! wherever the schema is known, and predicts each node's output schema without data.
+//! Owns the graph: ids and references, cycles and depth (iteratively: no recursion over the
+//! graph), result names; asks each tool to check its own fields (expressions, queries, names,
+//! options: `tools/`), bounds the plan's size and predicts each node's output schema without
+//! data. Knows tools only through their `Role`.
 
 use std::collections::{HashMap, HashSet};
 
 use polars::prelude::*;
 
-use super::model::{AggOp, JoinHow, Tool};
 use super::parse::{self, MAX_DEPTH, Node};
 use super::plan::Compiled;
-use super::problem::{Problem, Problems};
+use super::problem::{Problem, Problems, Report};
+use super::tools::{Role, Tool};
 
 /// Nodes on cycles reported one by one (the rest are counted).
 const MAX_CYCLE_PROBLEMS: usize = 10;
@@ -64,9 +65,9 @@ impl Workflow {
     pub fn queries(&self) -> impl Iterator<Item = (&str, &str, &crate::sql::ReadOnlyQuery)> {
         self.steps
             .iter()
-            .filter_map(|s| match (&s.tool, &s.compiled) {
-                (Tool::Sql(q), Compiled::Sql(checked)) => {
-                    Some((s.id.as_str(), q.connection.as_str(), checked))
+            .filter_map(|s| match (s.tool.kind().role(), &s.compiled) {
+                (Role::Query { connection }, Compiled::Query(checked)) => {
+                    Some((s.id.as_str(), connection, checked))
                 }
                 _ => None,
             })
@@ -82,10 +83,12 @@ impl Workflow {
 
     /// Result names, in execution order.
     pub fn output_names(&self) -> impl Iterator<Item = &str> {
-        self.steps.iter().filter_map(|s| match &s.tool {
-            Tool::Output(o) => Some(o.name.as_str()),
-            _ => None,
-        })
+        self.steps
+            .iter()
+            .filter_map(|s| match s.tool.kind().role() {
+                Role::Output { name } => Some(name),
+                _ => None,
+            })
     }
 }
 
@@ -172,207 +175,11 @@ pub fn validate(doc: &str) -> Result<Workflow, Problems> {
     })
 }
 
-/// Field checks that need no schema: expressions, queries, inline rows, names and options.
+/// Field checks that need no schema (each tool's own): what runs, if nothing was reported.
 fn compile(node: &Node, problems: &mut Vec<Problem>) -> Option<Compiled> {
-    let id = node.id.as_str();
-    let before = problems.len();
-    let mut report = |field: String, code: &'static str, message: String| {
-        problems.push(Problem::new(Some(id), field, code, message));
-    };
-    let expr = |src: &str, field: String, report: &mut dyn FnMut(String, &'static str, String)| {
-        // The process-wide cache: a worker validates the same workflows again and again.
-        let compiled = crate::expr::global_cache().with(src, |checked| match checked {
-            Ok(checked) => Ok(crate::expr::compile(checked)),
-            Err(e) => Err((e.code(), e.message.clone())),
-        });
-        match compiled {
-            Ok(expr) => Some(expr),
-            Err((code, message)) => {
-                report(field, code, message);
-                None
-            }
-        }
-    };
-    let compiled = match &node.tool {
-        Tool::Sql(q) => {
-            if !parse::is_valid_name(&q.connection) {
-                report(
-                    "connection".into(),
-                    "bad_name",
-                    format!(
-                        "connection name {:?} must be 1 to 64 of letters, digits, `_` and `-`",
-                        q.connection
-                    ),
-                );
-            }
-            match crate::sql::guard(&q.query, q.dialect) {
-                Ok(checked) => Compiled::Sql(checked),
-                Err(e) => {
-                    report("query".into(), e.code.as_str(), e.message);
-                    Compiled::Plain
-                }
-            }
-        }
-        Tool::Inline(inline) => {
-            // `inline` reports its own cell problems (`report` is not used on this path).
-            match super::inline::build(id, inline, problems) {
-                Some(df) => Compiled::Inline(df),
-                None => return None,
-            }
-        }
-        Tool::Formula(f) => {
-            if f.formulas.is_empty() {
-                report(
-                    "formulas".into(),
-                    "invalid_value",
-                    "at least one formula is needed".into(),
-                );
-            }
-            let mut exprs = Vec::with_capacity(f.formulas.len());
-            for (i, fc) in f.formulas.iter().enumerate() {
-                if fc.column.is_empty() {
-                    report(
-                        format!("formulas[{i}].column"),
-                        "invalid_value",
-                        "a column name is not empty".into(),
-                    );
-                }
-                if let Some(e) = expr(
-                    &fc.expression,
-                    format!("formulas[{i}].expression"),
-                    &mut report,
-                ) {
-                    exprs.push(e);
-                }
-            }
-            Compiled::Formula(exprs)
-        }
-        Tool::Filter(f) => match expr(&f.expression, "expression".into(), &mut report) {
-            Some(e) => Compiled::Filter(e),
-            None => Compiled::Plain,
-        },
-        Tool::Select(s) => {
-            for (from, to) in &s.rename {
-                if to.is_empty() {
-                    report(
-                        format!("rename.{from}"),
-                        "invalid_value",
-                        "a column name is not empty".into(),
-                    );
-                }
-            }
-            Compiled::Plain
-        }
-        Tool::Sort(s) => {
-            if s.by.is_empty() {
-                report(
-                    "by".into(),
-                    "invalid_value",
-                    "at least one sort key is needed".into(),
-                );
-            }
-            Compiled::Plain
-        }
-        Tool::Join(j) => {
-            match (j.how, j.on.is_empty()) {
-                (JoinHow::Cross, false) => report(
-                    "on".into(),
-                    "invalid_value",
-                    "a cross join takes no keys".into(),
-                ),
-                (how, true) if how != JoinHow::Cross => report(
-                    "on".into(),
-                    "invalid_value",
-                    "at least one key pair is needed".into(),
-                ),
-                _ => {}
-            }
-            Compiled::Plain
-        }
-        Tool::Union(u) => {
-            if u.inputs.len() < 2 {
-                report(
-                    "inputs".into(),
-                    "invalid_value",
-                    "a union needs at least two inputs".into(),
-                );
-            }
-            Compiled::Plain
-        }
-        Tool::Summarize(s) => {
-            if s.aggregations.is_empty() {
-                report(
-                    "aggregations".into(),
-                    "invalid_value",
-                    "at least one aggregation is needed".into(),
-                );
-            }
-            for (i, a) in s.aggregations.iter().enumerate() {
-                if a.column.is_none() && a.op != AggOp::Count {
-                    report(
-                        format!("aggregations[{i}].column"),
-                        "missing_field",
-                        format!("`{}` needs a column", a.op.name()),
-                    );
-                }
-                if a.separator.is_some() && a.op != AggOp::Concat {
-                    report(
-                        format!("aggregations[{i}].separator"),
-                        "invalid_value",
-                        "only `concat` takes a separator".into(),
-                    );
-                }
-            }
-            Compiled::Plain
-        }
-        Tool::Unique(u) => {
-            if u.columns.as_ref().is_some_and(Vec::is_empty) {
-                report(
-                    "columns".into(),
-                    "invalid_value",
-                    "omit `columns` to compare whole rows".into(),
-                );
-            }
-            Compiled::Plain
-        }
-        Tool::Sample(s) => {
-            match (s.n, s.fraction) {
-                (Some(_), Some(_)) | (None, None) => report(
-                    "n".into(),
-                    "invalid_value",
-                    "give exactly one of `n` and `fraction`".into(),
-                ),
-                (None, Some(f))
-                    if !(f.is_finite() && f >= 0.0 && (f <= 1.0 || s.with_replacement)) =>
-                {
-                    report(
-                        "fraction".into(),
-                        "invalid_value",
-                        format!(
-                            "fraction {f} must be between 0 and 1 (or above 1 with replacement)"
-                        ),
-                    );
-                }
-                _ => {}
-            }
-            Compiled::Plain
-        }
-        Tool::Limit(_) => Compiled::Plain,
-        Tool::Output(o) => {
-            if !parse::is_valid_name(&o.name) {
-                report(
-                    "name".into(),
-                    "bad_name",
-                    format!(
-                        "result name {:?} must be 1 to 64 of letters, digits, `_` and `-`",
-                        o.name
-                    ),
-                );
-            }
-            Compiled::Plain
-        }
-    };
-    (problems.len() == before).then_some(compiled)
+    let mut report = Report::new(&node.id, problems);
+    let compiled = node.tool.kind().check(&mut report);
+    report.is_clean().then_some(compiled)
 }
 
 /// Resolves a node's input references. `None` if any is wrong.
@@ -385,7 +192,7 @@ fn resolve(
 ) -> Option<Vec<Port>> {
     let mut ports = Vec::new();
     let mut ok = true;
-    for (field, reference) in node.tool.inputs() {
+    for (field, reference) in node.tool.kind().inputs() {
         let (target, branch) = match reference.rsplit_once('.') {
             Some((t, b)) => (t, Some(b)),
             None => (reference, None),
@@ -393,7 +200,10 @@ fn resolve(
         let Some(&step) = index.get(target) else {
             ok = false;
             if !broken.contains(target) {
-                let hint = parse::did_you_mean(target, index.keys().copied())
+                // Candidates in document order, not the index's (hash) order: between equally
+                // close ids the hint must not change from one run to the next.
+                let ids = nodes.iter().map(|n| n.id.as_str());
+                let hint = parse::did_you_mean(target, ids)
                     .map(|s| format!("; did you mean {s:?}?"))
                     .unwrap_or_default();
                 problems.push(Problem::new(
@@ -405,9 +215,10 @@ fn resolve(
             }
             continue;
         };
-        let is_filter = matches!(nodes[step].tool, Tool::Filter(_));
+        let role = nodes[step].tool.kind().role();
+        let is_filter = role == Role::Split;
         let rejected = match branch {
-            None | Some("true") if !matches!(nodes[step].tool, Tool::Output(_)) => false,
+            None | Some("true") if !matches!(role, Role::Output { .. }) => false,
             None | Some("true") => {
                 ok = false;
                 problems.push(Problem::new(
@@ -542,14 +353,14 @@ fn check_outputs(nodes: &[Node], problems: &mut Vec<Problem>) {
     let mut names = HashSet::new();
     let mut any = false;
     for n in nodes {
-        if let Tool::Output(o) = &n.tool {
+        if let Role::Output { name } = n.tool.kind().role() {
             any = true;
-            if !names.insert(o.name.as_str()) {
+            if !names.insert(name) {
                 problems.push(Problem::new(
                     Some(&n.id),
                     "name",
                     "duplicate_output",
-                    format!("another output is also named {:?}", o.name),
+                    format!("another output is also named {name:?}"),
                 ));
             }
         }

@@ -1,92 +1,138 @@
-//! The `inline` tool's rows: JSON values → a typed DataFrame, checked cell by cell. Every bad
-//! cell is reported with its row and column; nothing is coerced silently (a float is not
-//! truncated into an integer column, an out-of-range integer is not wrapped).
+//! The `inline` tool (the Text Input tool): typed rows in the document, JSON values → a typed
+//! DataFrame, checked cell by cell. Every bad cell is reported with its row and column; nothing
+//! is coerced silently (a float is not truncated into an integer column, an out-of-range
+//! integer is not wrapped). Never reads anything but the document.
 
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use polars::prelude::*;
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::Value;
 
-use super::model::{ColumnType, Inline};
-use super::problem::Problem;
+use super::{Role, ToolKind};
+use crate::workflow::model::ColumnType;
+use crate::workflow::plan::{self, Built, Compiled, Input};
+use crate::workflow::problem::Report;
+
+/// Rows typed in the workflow itself (the Text Input tool).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Inline {
+    /// Column names and types, in order.
+    pub(crate) columns: Vec<InlineColumn>,
+    /// Rows, each an array with one JSON value (or null) per column.
+    pub(crate) rows: Vec<Vec<serde_json::Value>>,
+}
+
+/// One column of an `inline` node.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InlineColumn {
+    /// Column name.
+    pub(crate) name: String,
+    /// Column type.
+    #[serde(rename = "type")]
+    pub(crate) dtype: ColumnType,
+}
+
+/// The fields of a valid node of this tool (an input, if any, is `src`: columns `k: Int64` and
+/// `v: String`); the registry's tests run every tool through the dispatch with it.
+#[cfg(test)]
+pub(super) const SAMPLE: &str = r#"{"columns": [{"name": "k", "type": "Int64"}], "rows": [[1], [2]]}"#;
+
+impl ToolKind for Inline {
+    fn inputs(&self) -> Vec<(String, &str)> {
+        Vec::new()
+    }
+
+    fn role(&self) -> Role<'_> {
+        Role::Rows
+    }
+
+    fn check(&self, report: &mut Report<'_>) -> Compiled {
+        build(self, report).map_or(Compiled::Plain, Compiled::Frame)
+    }
+
+    fn predict(
+        &self,
+        compiled: &Compiled,
+        _inputs: &[SchemaRef],
+        _report: &mut Report<'_>,
+    ) -> Option<SchemaRef> {
+        compiled.frame().map(|df| df.schema().clone())
+    }
+
+    fn plan(&self, compiled: &Compiled, _inputs: Vec<Input>) -> PolarsResult<Built> {
+        let df = compiled.frame().ok_or_else(|| plan::not_built("inline"))?;
+        Ok(Built::main(df.clone().lazy()))
+    }
+}
 
 /// Most problems reported for one `inline` node (a wrong type in a 10k-row paste would
 /// otherwise bury everything else).
 const MAX_CELL_PROBLEMS: usize = 20;
 
 /// Builds the frame, or reports every problem (up to a cap).
-pub(crate) fn build(id: &str, node: &Inline, problems: &mut Vec<Problem>) -> Option<DataFrame> {
-    let before = problems.len();
+fn build(node: &Inline, report: &mut Report<'_>) -> Option<DataFrame> {
     let mut names = std::collections::HashSet::new();
     for (j, c) in node.columns.iter().enumerate() {
         if c.name.is_empty() {
-            problems.push(Problem::new(
-                Some(id),
-                format!("columns[{j}].name"),
+            report.push(format!("columns[{j}].name"),
                 "invalid_value",
                 "a column name is not empty",
-            ));
+            );
         } else if !names.insert(c.name.as_str()) {
-            problems.push(Problem::new(
-                Some(id),
-                format!("columns[{j}].name"),
+            report.push(format!("columns[{j}].name"),
                 "duplicate_column",
                 format!("column {:?} is named twice", c.name),
-            ));
+            );
         }
     }
     let width = node.columns.len();
     for (i, row) in node.rows.iter().enumerate() {
         if row.len() != width {
-            problems.push(Problem::new(
-                Some(id),
-                format!("rows[{i}]"),
+            report.push(format!("rows[{i}]"),
                 "invalid_value",
                 format!("row has {} values; there are {width} columns", row.len()),
-            ));
+            );
         }
     }
-    if problems.len() > before {
+    if !report.is_clean() {
         return None;
     }
     let mut columns = Vec::with_capacity(width);
     let mut bad = 0usize;
     for (j, c) in node.columns.iter().enumerate() {
         let cells = node.rows.iter().map(|r| &r[j]);
-        let mut report = |i: usize, why: String| {
+        let mut bad_cell = |i: usize, why: String| {
             bad += 1;
             if bad <= MAX_CELL_PROBLEMS {
-                problems.push(Problem::new(
-                    Some(id),
-                    format!("rows[{i}][{j}]"),
+                report.push(format!("rows[{i}][{j}]"),
                     "invalid_value",
                     format!("column {:?} ({:?}): {why}", c.name, c.dtype),
-                ));
+                );
             }
         };
         let name = PlSmallStr::from_str(&c.name);
-        let series = column(name, c.dtype, cells, &mut report);
+        let series = column(name, c.dtype, cells, &mut bad_cell);
         columns.push(series.into_column());
     }
     if bad > MAX_CELL_PROBLEMS {
-        problems.push(Problem::new(
-            Some(id),
-            "rows",
+        report.push("rows",
             "invalid_value",
             format!("{} more bad values not listed", bad - MAX_CELL_PROBLEMS),
-        ));
+        );
     }
-    if problems.len() > before {
+    if !report.is_clean() {
         return None;
     }
     match DataFrame::new(node.rows.len(), columns) {
         Ok(df) => Some(df),
         Err(e) => {
-            problems.push(Problem::new(
-                Some(id),
-                "rows",
+            report.push("rows",
                 "invalid_value",
                 e.to_string(),
-            ));
+            );
             None
         }
     }
@@ -98,7 +144,6 @@ fn column<'a>(
     cells: impl Iterator<Item = &'a Value>,
     report: &mut dyn FnMut(usize, String),
 ) -> Series {
-    let dtype = ty.dtype();
     let mut ints: Vec<Option<i128>> = Vec::new();
     let mut floats: Vec<Option<f64>> = Vec::new();
     let mut strs: Vec<Option<&str>> = Vec::new();
@@ -163,6 +208,20 @@ fn column<'a>(
             (_, other) => report(i, format!("{} is not a value of this type", kind(other))),
         }
     }
+    series(name, ty, ints, floats, strs, bools)
+}
+
+/// The column from the cells read (only the vector of the column's type holds values; every
+/// value in it was checked).
+fn series(
+    name: PlSmallStr,
+    ty: ColumnType,
+    ints: Vec<Option<i128>>,
+    floats: Vec<Option<f64>>,
+    strs: Vec<Option<&str>>,
+    bools: Vec<Option<bool>>,
+) -> Series {
+    let dtype = ty.dtype();
     let built = match ty {
         ColumnType::Boolean => Ok(Series::new(name, bools)),
         ColumnType::Float32 | ColumnType::Float64 => Series::new(name, floats).cast(&dtype),
