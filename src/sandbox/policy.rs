@@ -286,6 +286,21 @@ pub fn database_phase() -> Result<Vec<BpfProgram>, FilterError> {
     {
         rules.insert(*nr, Vec::new());
     }
+    argument_rules(&mut rules)?;
+    let allow = compile(rules, SeccompAction::KillProcess, SeccompAction::Allow)?;
+
+    let mut clone3 = BTreeMap::new();
+    clone3.insert(libc::SYS_clone3, Vec::new());
+    let no_clone3 = compile(
+        clone3,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+    )?;
+    Ok(vec![allow, no_clone3])
+}
+
+/// The database phase's syscalls that are allowed only with certain arguments.
+fn argument_rules(rules: &mut BTreeMap<i64, Vec<SeccompRule>>) -> Result<(), FilterError> {
     // clone: threads only (CLONE_THREAD set), and never a new namespace.
     rules.insert(
         libc::SYS_clone,
@@ -370,16 +385,7 @@ pub fn database_phase() -> Result<Vec<BpfProgram>, FilterError> {
         .map(|option| rule(vec![cond(0, SeccompCmpOp::Eq, option)?]))
         .collect::<Result<_, _>>()?,
     );
-    let allow = compile(rules, SeccompAction::KillProcess, SeccompAction::Allow)?;
-
-    let mut clone3 = BTreeMap::new();
-    clone3.insert(libc::SYS_clone3, Vec::new());
-    let no_clone3 = compile(
-        clone3,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-    )?;
-    Ok(vec![allow, no_clone3])
+    Ok(())
 }
 
 /// The compute-phase filter, stacked on the database phase's: kills on making sockets and
