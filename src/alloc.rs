@@ -1,5 +1,5 @@
 //! The process's allocator: mimalloc, with one change: an allocation that fails ends the
-//! process at once with [`crate::sandbox::exit::MEMORY`] instead of aborting.
+//! process at once with `crate::sandbox::exit::MEMORY` instead of aborting.
 //!
 //! In a run child an allocation fails exactly when the address-space limit (`RLIMIT_AS`) is
 //! reached, so this exit code is how the daemon tells `memory_limit` from a crash (an abort

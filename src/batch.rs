@@ -14,7 +14,7 @@ use crate::expr::{ExprCache, ExprError};
 use crate::frames;
 
 /// Longest accepted request line; longer lines are answered with `bad_request`.
-pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
 /// How an expression is applied to a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
@@ -150,7 +150,7 @@ fn checked(cache: &ExprCache, src: &str) -> crate::expr::Checked {
 }
 
 /// `hubworker check expr --jsonl`: answers whether each expression passes the checker.
-pub fn check_jsonl(
+pub(crate) fn check_jsonl(
     input: impl BufRead,
     mut out: impl Write,
     cache: &ExprCache,
@@ -171,7 +171,7 @@ pub fn check_jsonl(
 }
 
 /// `hubworker check sql --dialect D --jsonl`: answers whether each query passes the SQL guard.
-pub fn check_sql_jsonl(
+pub(crate) fn check_sql_jsonl(
     input: impl BufRead,
     mut out: impl Write,
     dialect: crate::sql::Dialect,
@@ -222,7 +222,7 @@ pub fn apply(df: &DataFrame, expr: Expr, mode: Mode) -> polars::prelude::PolarsR
 
 /// Runs `apply` and turns a panic inside the engine into an error, so one bad case costs one
 /// answer, not the batch.
-pub fn apply_guarded(df: &DataFrame, expr: Expr, mode: Mode) -> Result<DataFrame, String> {
+pub(crate) fn apply_guarded(df: &DataFrame, expr: Expr, mode: Mode) -> Result<DataFrame, String> {
     match catch_unwind(AssertUnwindSafe(|| apply(df, expr, mode))) {
         Ok(Ok(df)) => Ok(df),
         Ok(Err(e)) => Err(e.to_string()),
@@ -233,7 +233,7 @@ pub fn apply_guarded(df: &DataFrame, expr: Expr, mode: Mode) -> Result<DataFrame
 /// The frame as a printed table. Formatting converts every date and time to chrono, which
 /// panics on values outside its calendar (a date offset past year 262142, say); that becomes
 /// an error instead of a crash.
-pub fn render_guarded(df: &DataFrame) -> Result<String, String> {
+pub(crate) fn render_guarded(df: &DataFrame) -> Result<String, String> {
     catch_unwind(AssertUnwindSafe(|| df.to_string()))
         .map_err(|_| "the result cannot be printed: a value is outside the calendar".into())
 }
@@ -255,7 +255,7 @@ fn safe_stem(id: &Value) -> Option<String> {
 }
 
 /// `hubworker eval --jsonl`: evaluates each expression on `df`, writing `DIR/<id>.parquet`.
-pub fn eval_jsonl(
+pub(crate) fn eval_jsonl(
     df: &DataFrame,
     out_dir: &Path,
     input: impl BufRead,

@@ -24,7 +24,7 @@ use crate::creds::Credential;
 
 /// How one run uses the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CacheMode {
+pub(crate) enum CacheMode {
     /// Read a fresh entry if there is one, else query and store.
     #[default]
     Normal,
@@ -36,7 +36,7 @@ pub enum CacheMode {
 
 /// A cache key. The fingerprint is an HMAC, so the key reveals nothing about the credential.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CacheKey {
+pub(crate) struct CacheKey {
     fingerprint: [u8; 32],
     connection: String,
     query: String,
@@ -44,7 +44,7 @@ pub struct CacheKey {
 
 impl CacheKey {
     /// A key from a credential fingerprint (see [`fingerprint`]), a connection and a query.
-    pub fn new(fingerprint: [u8; 32], connection: &str, query: &str) -> CacheKey {
+    pub(crate) fn new(fingerprint: [u8; 32], connection: &str, query: &str) -> CacheKey {
         CacheKey {
             fingerprint,
             connection: connection.to_owned(),
@@ -56,7 +56,7 @@ impl CacheKey {
 /// HMAC-SHA256 of a credential under `key`. The credential's full JSON (host, database, user,
 /// secret, role...) is the material: any difference in what the database sees as "who" gives
 /// another fingerprint, and the fingerprint reveals nothing about the secret.
-pub fn fingerprint(key: &[u8], credential: &Credential) -> [u8; 32] {
+pub(crate) fn fingerprint(key: &[u8], credential: &Credential) -> [u8; 32] {
     let material = Zeroizing::new(serde_json::to_vec(credential).unwrap_or_default());
     let mut mac =
         <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC-SHA256 accepts keys of any length");
@@ -68,7 +68,7 @@ pub fn fingerprint(key: &[u8], credential: &Credential) -> [u8; 32] {
 
 /// Cached rows: one Arrow IPC stream and its row count.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rows {
+pub(crate) struct Rows {
     /// The Arrow IPC stream.
     pub ipc: Bytes,
     /// Its rows.
@@ -77,7 +77,7 @@ pub struct Rows {
 
 impl Rows {
     /// A frame's rows.
-    pub fn encode(frame: &mut DataFrame) -> PolarsResult<Rows> {
+    pub(crate) fn encode(frame: &mut DataFrame) -> PolarsResult<Rows> {
         let mut ipc = Vec::new();
         IpcStreamWriter::new(&mut ipc).finish(frame)?;
         Ok(Rows {
@@ -87,7 +87,7 @@ impl Rows {
     }
 
     /// The rows as a frame.
-    pub fn decode(&self) -> PolarsResult<DataFrame> {
+    pub(crate) fn decode(&self) -> PolarsResult<DataFrame> {
         IpcStreamReader::new(std::io::Cursor::new(&self.ipc[..])).finish()
     }
 }
@@ -120,7 +120,7 @@ impl moka::Expiry<CacheKey, Arc<Entry>> for PerEntryTtl {
 }
 
 /// The cache.
-pub struct ResultCache {
+pub(crate) struct ResultCache {
     inner: moka::future::Cache<CacheKey, Arc<Entry>>,
     hmac_key: Zeroizing<[u8; 32]>,
 }
@@ -136,7 +136,7 @@ impl std::fmt::Debug for ResultCache {
 
 /// Whether a result came from the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// Served from the cache.
     Hit,
     /// Queried (and stored, unless bypassed or uncacheable).
@@ -145,7 +145,7 @@ pub enum Source {
 
 impl ResultCache {
     /// A cache holding at most `max_bytes` of rows, with a fresh random HMAC key.
-    pub fn new(max_bytes: u64) -> ResultCache {
+    pub(crate) fn new(max_bytes: u64) -> ResultCache {
         use rand::RngCore;
         let mut key = Zeroizing::new([0u8; 32]);
         rand::rngs::OsRng.fill_bytes(key.as_mut());
@@ -162,7 +162,8 @@ impl ResultCache {
     }
 
     /// The key for running `query` (normalised) with `credential`.
-    pub fn key(&self, credential: &Credential, query: &str) -> CacheKey {
+    #[cfg(test)]
+    pub(crate) fn key(&self, credential: &Credential, query: &str) -> CacheKey {
         CacheKey::new(
             fingerprint(self.hmac_key.as_ref(), credential),
             &credential.connection,
@@ -172,13 +173,13 @@ impl ResultCache {
 
     /// This process's fingerprint key, for a sandboxed run child that holds the credential
     /// the daemon never sees (it computes [`fingerprint`] and sends only the result).
-    pub fn fingerprint_key(&self) -> &[u8] {
+    pub(crate) fn fingerprint_key(&self) -> &[u8] {
         self.hmac_key.as_ref()
     }
 
     /// The result for `key`: cached, or loaded by `load` (once, however many callers ask at
     /// the same moment) and kept for `ttl` (`0`: not cached).
-    pub async fn get_or_load<E, F>(
+    pub(crate) async fn get_or_load<E, F>(
         &self,
         key: CacheKey,
         ttl: Duration,
@@ -218,13 +219,7 @@ impl ResultCache {
     }
 
     /// Entries and bytes held, as of the last maintenance (no waiting).
-    pub fn stats_now(&self) -> (u64, u64) {
-        (self.inner.entry_count(), self.inner.weighted_size())
-    }
-
-    /// Entries and bytes held (after pending maintenance).
-    pub async fn stats(&self) -> (u64, u64) {
-        self.inner.run_pending_tasks().await;
+    pub(crate) fn stats_now(&self) -> (u64, u64) {
         (self.inner.entry_count(), self.inner.weighted_size())
     }
 }

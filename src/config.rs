@@ -10,12 +10,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod sandbox;
-pub use sandbox::{Isolation, SandboxSection};
+pub(crate) use sandbox::{Isolation, SandboxSection};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub(crate) struct Config {
     /// This worker.
     pub worker: WorkerSection,
     /// The Hub it serves.
@@ -47,7 +47,7 @@ pub struct Config {
 /// present a certificate signed by that CA).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TlsSection {
+pub(crate) struct TlsSection {
     /// Server certificate chain, PEM.
     pub cert_file: PathBuf,
     /// Server private key, PEM (a secret: keep it 0600).
@@ -60,7 +60,7 @@ pub struct TlsSection {
 /// `[worker]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WorkerSection {
+pub(crate) struct WorkerSection {
     /// Worker id (1-128 of `A-Z a-z 0-9 . _ - @ :`).
     pub id: String,
     /// Address the gRPC server binds (`127.0.0.1:7200`; port 0 picks one).
@@ -99,7 +99,7 @@ fn default_drain_grace() -> u64 {
 /// `[metrics]`: the Prometheus endpoint.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MetricsSection {
+pub(crate) struct MetricsSection {
     /// Serve `GET /metrics` (default true).
     #[serde(default = "default_true")]
     pub enabled: bool,
@@ -127,7 +127,7 @@ impl Default for MetricsSection {
 /// `mode`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ModeSetting {
+pub(crate) enum ModeSetting {
     /// Development.
     #[default]
     Dev,
@@ -138,7 +138,7 @@ pub enum ModeSetting {
 /// `[hub]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HubSection {
+pub(crate) struct HubSection {
     /// The Hub's gRPC address (`http://127.0.0.1:7100`).
     pub url: String,
     /// The Hub's id: the tokens' `iss`.
@@ -157,7 +157,7 @@ pub struct HubSection {
 /// `[secrets]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SecretsSection {
+pub(crate) struct SecretsSection {
     /// Directory with `transport.key`, `registration.secret` and optionally
     /// `token-keys.jwks` (else `$CREDENTIALS_DIRECTORY`).
     #[serde(default)]
@@ -167,7 +167,7 @@ pub struct SecretsSection {
 /// `[tokens]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TokensSection {
+pub(crate) struct TokensSection {
     /// Longest token lifetime accepted, seconds.
     #[serde(default = "default_lifetime")]
     pub max_lifetime_secs: u64,
@@ -212,7 +212,7 @@ impl Default for TokensSection {
 /// `[limits]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LimitsSection {
+pub(crate) struct LimitsSection {
     /// Longest run, seconds (a shorter gRPC deadline wins).
     #[serde(default = "default_run_timeout")]
     pub run_timeout_secs: u64,
@@ -240,7 +240,7 @@ pub struct LimitsSection {
 impl LimitsSection {
     /// Bytes of a run's results that may wait for its client at each of the two hand-offs
     /// (run → forwarder, forwarder → gRPC stream): two chunks, plus room for small events.
-    pub fn event_budget(&self) -> usize {
+    pub(crate) fn event_budget(&self) -> usize {
         self.result_chunk_bytes
             .saturating_mul(2)
             .saturating_add(64 << 10)
@@ -286,7 +286,7 @@ impl Default for LimitsSection {
 /// `[cache]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CacheSection {
+pub(crate) struct CacheSection {
     /// Default time to live of a cached query result, seconds.
     #[serde(default = "default_cache_ttl")]
     pub ttl_secs: u64,
@@ -318,11 +318,11 @@ impl Default for CacheSection {
 /// Every problem with a config file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", .0.join("\n"))]
-pub struct ConfigProblems(pub Vec<String>);
+pub(crate) struct ConfigProblems(pub Vec<String>);
 
 impl Config {
     /// Parses and checks a config text; every problem at once.
-    pub fn parse(text: &str) -> Result<Config, ConfigProblems> {
+    pub(crate) fn parse(text: &str) -> Result<Config, ConfigProblems> {
         let config: Config = toml::from_str(text)
             .map_err(|e| ConfigProblems(vec![e.to_string().trim().to_owned()]))?;
         let mut problems = Vec::new();
@@ -479,7 +479,7 @@ impl Config {
     }
 
     /// Reads and checks a config file.
-    pub fn load(path: &Path) -> Result<Config, ConfigProblems> {
+    pub(crate) fn load(path: &Path) -> Result<Config, ConfigProblems> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigProblems(vec![format!("{}: {e}", path.display())]))?;
         Config::parse(&text)
@@ -488,7 +488,10 @@ impl Config {
     /// Reads a config file for slot `instance` of a fleet (systemd `hubworker@N`): the worker
     /// id gets `@N`, and the listen, advertised and metrics ports move up by N, so one file
     /// serves every slot of a host.
-    pub fn load_instance(path: &Path, instance: Option<u32>) -> Result<Config, ConfigProblems> {
+    pub(crate) fn load_instance(
+        path: &Path,
+        instance: Option<u32>,
+    ) -> Result<Config, ConfigProblems> {
         let config = Config::load(path)?;
         match instance {
             None => Ok(config),
@@ -497,7 +500,7 @@ impl Config {
     }
 
     /// This config for slot `n` (see [`load_instance`](Self::load_instance)).
-    pub fn for_instance(mut self, n: u32) -> Result<Config, ConfigProblems> {
+    pub(crate) fn for_instance(mut self, n: u32) -> Result<Config, ConfigProblems> {
         let shift = |port: u16, what: &str| {
             if port == 0 {
                 return Ok(0);
@@ -534,7 +537,7 @@ impl Config {
 
     /// The token audiences this worker accepts: `tokens.audiences`, else its pool
     /// (`worker.audience`) and its own id (`worker.id`, instance suffix included).
-    pub fn token_audiences(&self) -> Vec<String> {
+    pub(crate) fn token_audiences(&self) -> Vec<String> {
         match &self.tokens.audiences {
             Some(list) => list.clone(),
             None if self.worker.id == self.worker.audience => vec![self.worker.audience.clone()],
@@ -543,17 +546,17 @@ impl Config {
     }
 
     /// The run time limit.
-    pub fn run_timeout(&self) -> Duration {
+    pub(crate) fn run_timeout(&self) -> Duration {
         Duration::from_secs(self.limits.run_timeout_secs)
     }
 
     /// How long a run waits for its client to take an event.
-    pub fn send_timeout(&self) -> Duration {
+    pub(crate) fn send_timeout(&self) -> Duration {
         Duration::from_secs(self.limits.send_timeout_secs)
     }
 
     /// The cache TTL for `connection`.
-    pub fn cache_ttl(&self, connection: &str) -> Duration {
+    pub(crate) fn cache_ttl(&self, connection: &str) -> Duration {
         Duration::from_secs(
             self.cache
                 .connection_ttl_secs

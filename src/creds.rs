@@ -15,9 +15,10 @@ use crate::secret::Secret;
 use crate::sql::Dialect;
 
 /// How long a sealed credential stays openable after the Hub sealed it.
-pub const DEFAULT_OPEN_TTL: Duration = Duration::from_secs(60);
+#[cfg(test)]
+pub(crate) const DEFAULT_OPEN_TTL: Duration = Duration::from_secs(60);
 /// Largest sealed credential accepted (checked before decrypting).
-pub const MAX_SEALED_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_SEALED_BYTES: usize = 64 * 1024;
 
 /// Why a credential could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -251,7 +252,7 @@ impl TransportKey {
     }
 
     /// From the key's text, borrowed.
-    pub fn from_text(key: &str) -> Result<TransportKey, CredError> {
+    pub(crate) fn from_text(key: &str) -> Result<TransportKey, CredError> {
         let text = key.trim();
         fernet::Fernet::new(text).ok_or(CredError::BadKey)?;
         Ok(TransportKey {
@@ -260,13 +261,8 @@ impl TransportKey {
     }
 
     /// The key's text, to hand to a sandboxed run child (over its pipe, never env or argv).
-    pub fn text(&self) -> &[u8] {
+    pub(crate) fn text(&self) -> &[u8] {
         self.text.expose()
-    }
-
-    /// Whether the key's memory is locked against swapping.
-    pub fn is_locked(&self) -> bool {
-        self.text.is_locked()
     }
 
     fn fernet(&self) -> fernet::Fernet {
@@ -282,12 +278,16 @@ impl TransportKey {
     }
 
     /// Seals `plaintext` (the Hub side; also used to encrypt credentials at rest).
-    pub fn seal(&self, plaintext: &[u8]) -> String {
+    pub(crate) fn seal(&self, plaintext: &[u8]) -> String {
         self.fernet().encrypt(plaintext)
     }
 
     /// Opens a sealed blob sealed at most `ttl` ago; the plaintext is zeroized on drop.
-    pub fn open_bytes(&self, sealed: &str, ttl: Duration) -> Result<Zeroizing<Vec<u8>>, CredError> {
+    pub(crate) fn open_bytes(
+        &self,
+        sealed: &str,
+        ttl: Duration,
+    ) -> Result<Zeroizing<Vec<u8>>, CredError> {
         if sealed.len() > MAX_SEALED_BYTES {
             return Err(CredError::Unseal);
         }
@@ -298,7 +298,7 @@ impl TransportKey {
     }
 
     /// Opens a sealed blob without a TTL (credentials at rest in the Hub's store).
-    pub fn open_at_rest(&self, sealed: &str) -> Result<Zeroizing<Vec<u8>>, CredError> {
+    pub(crate) fn open_at_rest(&self, sealed: &str) -> Result<Zeroizing<Vec<u8>>, CredError> {
         self.fernet()
             .decrypt(sealed)
             .map(Zeroizing::new)
@@ -307,7 +307,7 @@ impl TransportKey {
 
     /// Opens a sealed credential for `connection`. The plaintext is moved into a locked buffer
     /// (never swapped out) that is wiped when this returns.
-    pub fn open(
+    pub(crate) fn open(
         &self,
         connection: &str,
         sealed: &str,
@@ -326,7 +326,7 @@ impl TransportKey {
 }
 
 /// Seals `cred` for a worker (the Hub side).
-pub fn seal(key: &TransportKey, cred: &Credential) -> Result<String, CredError> {
+pub(crate) fn seal(key: &TransportKey, cred: &Credential) -> Result<String, CredError> {
     let plain =
         Zeroizing::new(serde_json::to_vec(cred).map_err(|e| CredError::Invalid(e.to_string()))?);
     Ok(key.seal(&plain))

@@ -59,7 +59,7 @@ fn fail(what: &str) -> impl Fn(String) -> Error + '_ {
 }
 
 /// Runs the demo; prints as it goes.
-pub fn run() -> Result<u8, Error> {
+pub(crate) fn run() -> Result<u8, Error> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

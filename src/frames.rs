@@ -24,7 +24,7 @@ pub enum FrameError {
 
 /// File formats we read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// Apache Parquet.
     Parquet,
     /// Comma-separated values with a header row.
@@ -35,7 +35,7 @@ pub enum Format {
 
 impl Format {
     /// The format for a path, by extension.
-    pub fn of(path: &Path) -> Option<Format> {
+    pub(crate) fn of(path: &Path) -> Option<Format> {
         let ext = path.extension()?.to_str()?.to_ascii_lowercase();
         match ext.as_str() {
             "parquet" | "pq" => Some(Format::Parquet),
@@ -47,7 +47,7 @@ impl Format {
 }
 
 /// Reads a whole file into a DataFrame.
-pub fn read(path: &Path) -> Result<DataFrame, FrameError> {
+pub(crate) fn read(path: &Path) -> Result<DataFrame, FrameError> {
     let format = Format::of(path).ok_or(FrameError::UnsupportedType)?;
     let df = match format {
         Format::Parquet => ParquetReader::new(File::open(path)?).finish()?,
@@ -61,7 +61,7 @@ pub fn read(path: &Path) -> Result<DataFrame, FrameError> {
 }
 
 /// Writes `df` as Parquet (zstd) to `path`, replacing it atomically via a temporary sibling.
-pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<(), FrameError> {
+pub(crate) fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<(), FrameError> {
     let tmp = path.with_extension("parquet.tmp");
     {
         let file = File::create(&tmp)?;

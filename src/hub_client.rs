@@ -186,7 +186,7 @@ impl HubClient {
     }
 
     /// [`connect`](Self::connect) with a TLS client configuration (CA, client identity).
-    pub async fn connect_tls(
+    pub(crate) async fn connect_tls(
         endpoint: String,
         tls: Option<tonic::transport::ClientTlsConfig>,
         identity: Identity,
@@ -320,7 +320,7 @@ impl HubClient {
     }
 
     /// The transport key, to hand to a run child over its pipe.
-    pub fn transport_key(&self) -> &TransportKey {
+    pub(crate) fn transport_key(&self) -> &TransportKey {
         &self.transport
     }
 

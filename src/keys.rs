@@ -17,16 +17,16 @@ use sha2::{Digest, Sha256};
 use crate::secret::Secret;
 
 /// The placeholder shipped in example configs; never accepted in production.
-pub const DEFAULT_SECRET: &str = "CHANGE_ME_IN_PRODUCTION";
+pub(crate) const DEFAULT_SECRET: &str = "CHANGE_ME_IN_PRODUCTION";
 /// Shortest secret accepted in production (characters).
-pub const MIN_SECRET_LEN: usize = 32;
+pub(crate) const MIN_SECRET_LEN: usize = 32;
 /// Largest secret file read.
 const MAX_SECRET_FILE: u64 = 64 * 1024;
 
 /// File names `keygen` writes and the loaders look for.
 pub mod files {
     /// The Hub's token-signing key (Ed25519, PKCS#8 PEM). Hub only.
-    pub const SIGNING_KEY: &str = "token-signing.pem";
+    pub(crate) const SIGNING_KEY: &str = "token-signing.pem";
     /// The public token keys (JWKS). Workers.
     pub const KEY_SET: &str = "token-keys.jwks";
     /// A worker's Fernet transport key. Worker only (sent to the Hub at registration).
@@ -34,12 +34,12 @@ pub mod files {
     /// Shared registration secret. Hub and workers.
     pub const REGISTRATION_SECRET: &str = "registration.secret";
     /// The Hub's Fernet key for credentials at rest (`CONNECTION_ENCRYPTION_KEY`). Hub only.
-    pub const CONNECTION_KEY: &str = "connection-encryption.key";
+    pub(crate) const CONNECTION_KEY: &str = "connection-encryption.key";
 }
 
 /// Dev or production: production refuses weak secrets, dev warns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Development: warnings only; environment variables may carry secrets.
     Dev,
     /// Production: every secret must be present and strong.
@@ -48,7 +48,7 @@ pub enum Mode {
 
 impl Mode {
     /// `HUBWORKER_ENV=production` (or `prod`) selects production.
-    pub fn from_env(env: &dyn Env) -> Mode {
+    pub(crate) fn from_env(env: &dyn Env) -> Mode {
         match env.var("HUBWORKER_ENV").as_deref() {
             Some("production" | "prod") => Mode::Production,
             _ => Mode::Dev,
@@ -58,14 +58,14 @@ impl Mode {
 
 /// Where settings come from: the process environment, or a map in tests (so tests never touch
 /// the real environment).
-pub trait Env {
+pub(crate) trait Env {
     /// The variable's value, if set.
     fn var(&self, name: &str) -> Option<String>;
 }
 
 /// The real process environment.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessEnv;
+pub(crate) struct ProcessEnv;
 
 impl Env for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
@@ -74,7 +74,8 @@ impl Env for ProcessEnv {
 }
 
 /// An environment from `(name, value)` pairs (tests: never the real process environment).
-pub fn env_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+#[cfg(test)]
+pub(crate) fn env_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -100,7 +101,7 @@ pub struct SecretProblem {
 /// Reads secret files from a directory, then `$CREDENTIALS_DIRECTORY`, then (dev only) an
 /// environment variable.
 #[derive(Debug, Clone)]
-pub struct SecretSource {
+pub(crate) struct SecretSource {
     dir: Option<PathBuf>,
     credentials_dir: Option<PathBuf>,
     mode: Mode,
@@ -108,7 +109,7 @@ pub struct SecretSource {
 
 impl SecretSource {
     /// A source reading `dir` (if given) and systemd's credentials directory from `env`.
-    pub fn new(dir: Option<PathBuf>, env: &dyn Env) -> SecretSource {
+    pub(crate) fn new(dir: Option<PathBuf>, env: &dyn Env) -> SecretSource {
         SecretSource {
             dir,
             credentials_dir: env.var("CREDENTIALS_DIRECTORY").map(PathBuf::from),
@@ -117,12 +118,12 @@ impl SecretSource {
     }
 
     /// The mode this source enforces.
-    pub fn mode(&self) -> Mode {
+    pub(crate) fn mode(&self) -> Mode {
         self.mode
     }
 
     /// Loads `file` (or, in dev mode only, the environment variable `var`).
-    pub fn load(
+    pub(crate) fn load(
         &self,
         file: &str,
         var: &str,
@@ -152,7 +153,7 @@ impl SecretSource {
 
 impl SecretSource {
     /// [`load`](Self::load), with a problem pushed onto `problems` (and `None`) on failure.
-    pub fn load_or_report(
+    pub(crate) fn load_or_report(
         &self,
         file: &str,
         var: &str,
@@ -179,7 +180,7 @@ pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
 
 /// Strength checks for one secret. `None` is a missing secret. Returns the problems (empty
 /// when fine); the caller refuses to start on any in production and warns in dev.
-pub fn check_strength(setting: &str, value: Option<&Secret>) -> Vec<SecretProblem> {
+pub(crate) fn check_strength(setting: &str, value: Option<&Secret>) -> Vec<SecretProblem> {
     let problem = |why: &str| SecretProblem {
         setting: setting.to_owned(),
         why: why.to_owned(),
@@ -212,7 +213,7 @@ pub fn check_strength(setting: &str, value: Option<&Secret>) -> Vec<SecretProble
 
 /// Runs [`check_strength`] on each secret: in production the findings are fatal (`problems`),
 /// in dev they are `warnings`.
-pub fn classify(
+pub(crate) fn classify(
     mode: Mode,
     secrets: &[(&str, Option<&Secret>)],
     problems: &mut Vec<SecretProblem>,
@@ -283,7 +284,7 @@ pub fn generate_signing_pair() -> Result<SigningPair, String> {
 }
 
 /// The public key of a PKCS#8 PEM private key, and its kid.
-pub fn public_of(private_pem: &Secret) -> Result<(String, [u8; 32]), String> {
+pub(crate) fn public_of(private_pem: &Secret) -> Result<(String, [u8; 32]), String> {
     use ed25519_dalek::pkcs8::DecodePrivateKey;
     let key = SigningKey::from_pkcs8_pem(private_pem.expose())
         .map_err(|_| "not an Ed25519 PKCS#8 PEM private key".to_owned())?;
@@ -292,7 +293,7 @@ pub fn public_of(private_pem: &Secret) -> Result<(String, [u8; 32]), String> {
 }
 
 /// A JWKS document for Ed25519 public keys.
-pub fn jwks_for(keys: &[(String, [u8; 32])]) -> String {
+pub(crate) fn jwks_for(keys: &[(String, [u8; 32])]) -> String {
     let keys: Vec<serde_json::Value> = keys
         .iter()
         .map(|(kid, x)| {
@@ -306,7 +307,7 @@ pub fn jwks_for(keys: &[(String, [u8; 32])]) -> String {
 }
 
 /// Writes `contents` to a new file with mode 0600 (never overwrites).
-pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -320,7 +321,7 @@ pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 
 /// `hubworker keygen --out DIR`: every key a Hub and a worker need, in new 0600 files.
 /// Returns the files written.
-pub fn keygen(dir: &Path) -> Result<Vec<PathBuf>, String> {
+pub(crate) fn keygen(dir: &Path) -> Result<Vec<PathBuf>, String> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -363,7 +364,7 @@ pub fn keygen(dir: &Path) -> Result<Vec<PathBuf>, String> {
 
 /// Environment lookups that try one source, then another.
 #[derive(Clone, Copy)]
-pub struct Layered<'a> {
+pub(crate) struct Layered<'a> {
     /// Asked first.
     pub first: &'a dyn Env,
     /// Asked when `first` has nothing.
@@ -383,12 +384,12 @@ impl Env for Layered<'_> {
 }
 
 /// Environment variable for the worker's transport key (dev only).
-pub const ENV_TRANSPORT_KEY: &str = "HUBWORKER_TRANSPORT_KEY";
+pub(crate) const ENV_TRANSPORT_KEY: &str = "HUBWORKER_TRANSPORT_KEY";
 /// Environment variable for the registration secret (dev only).
-pub const ENV_REGISTRATION_SECRET: &str = "HUBWORKER_REGISTRATION_SECRET";
+pub(crate) const ENV_REGISTRATION_SECRET: &str = "HUBWORKER_REGISTRATION_SECRET";
 
 /// A worker's own secrets.
-pub struct WorkerSecrets {
+pub(crate) struct WorkerSecrets {
     /// Fernet transport key (the Hub seals credentials under it).
     pub transport_key: Secret,
     /// Registration secret (may be empty in dev: open registration).
@@ -407,7 +408,7 @@ impl std::fmt::Debug for WorkerSecrets {
 
 /// Loads a worker's secrets from `dir` / `$CREDENTIALS_DIRECTORY` (env vars in dev only) and
 /// checks them: in production every problem is fatal; in dev they are returned as warnings.
-pub fn load_worker_secrets(
+pub(crate) fn load_worker_secrets(
     dir: Option<PathBuf>,
     env: &dyn Env,
 ) -> Result<(WorkerSecrets, Vec<SecretProblem>), Vec<SecretProblem>> {

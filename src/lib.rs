@@ -4,55 +4,73 @@
 //! behind the `hubworker` binary; every subcommand is a thin shell over a module here.
 //!
 //! # Layout
+//! From the top (what a command calls) down; each layer uses only the ones below it, and no
+//! two top-level modules import each other. Modules the binary, the tests and the benches do
+//! not name are `pub(crate)`; the rest show only what those need.
+//!
+//! **Commands.**
+//! - [`cli`]: the command line (clap); `error`: the top-level error and the one map to exit
+//!   codes (0 ok, 1 runtime failure, 2 usage or configuration).
+//! - [`demo`]: `hubworker demo` and the local stack (Hub, worker) it, `bench dispatch` and the
+//!   end-to-end tests run on; [`bench`](mod@bench): the benchmarks behind `hubworker bench`.
+//! - `workflow_cli`: `hubworker validate` and `hubworker run`; [`batch`]: the JSONL commands
+//!   (`check expr`, `eval`), one line in, one line out.
+//!
+//! **The daemon and the reference Hub.**
+//! - [`worker`]: admission (slots, draining, the cancel registry), each run's one snapshot of
+//!   the configuration, the run starter and its forwarding to the client under every limit;
+//!   `service.rs` only converts proto ↔ domain and maps failures to `Status` in one place.
+//!   Never imports the reference Hub.
+//! - [`sandbox`]: process supervision only: one confined child per task (spawner thread,
+//!   pool, pipes, limits, kill, exit classes) and the child's side (jail, syscall policy as
+//!   data, the pipe as the run's input source and event sink). Depends on `run`, never on
+//!   `worker`.
+//! - [`hub`]: the reference Hub (store, token issuing, the `Hub` gRPC service, its CLI);
+//!   [`hub_client`]: the worker's side of the `Hub` service, whose reasons it parses into an
+//!   enum.
+//! - `config`: the worker's TOML configuration, checked once, every problem at once;
+//!   `metrics`: the Prometheus series; [`telemetry`]: tracing setup.
+//!
+//! **One task, for every caller.**
+//! - `run`: a task (run, inspect, preview), its events and timings, a narrow failure type, and
+//!   `run::execute`, which `hubworker run`, inline isolation and the sandbox child all call;
+//!   the place it runs in supplies an `InputSource` (cache first, then fetch) and an event
+//!   sink. Knows nothing of gRPC or processes.
+//! - `cache`: the per-credential query-result cache (HMAC-keyed, TTL, byte budget,
+//!   single-flight), holding rows as the child consumes them (Arrow IPC).
+//! - [`workflow`]: the JSON model, one file per tool (`workflow/tools/`), validation, the
+//!   canonical hash, one lazy plan per run.
+//! - [`connector`]: read-only database sessions (PostgreSQL, MySQL/MariaDB, SQLite), the
+//!   run-time catalog check, rows → DataFrames.
+//!
+//! **Leaves.**
 //! - [`expr`]: py-polars expression source → checked → native Polars `Expr`; no eval, ever.
 //! - [`sql`]: the read-only SQL guard (parsed with sqlparser, never string-scanned).
-//! - [`connector`]: read-only database sessions (PostgreSQL, MySQL/MariaDB, SQLite) → DataFrames.
-//! - [`secret`]: the `Secret` type for credentials (redacted, zeroized, explicit expose).
-//! - [`frames`]: reading input files into DataFrames and writing results.
-//! - [`batch`]: the JSONL batch commands (`check expr`, `eval`): one line in, one line out.
-//! - [`bench`](mod@bench): the expression benchmarks shared by `benches/` and `hubworker bench expr`.
-//! - [`workflow`]: workflows: the JSON model, one file per tool (`workflow/tools/`), validation,
-//!   the canonical hash, one lazy plan per run.
-//! - [`workflow_cli`]: `hubworker validate` and `hubworker run`.
-//! - [`sample`]: the deterministic sample shop database (SQLite) behind `examples/`.
-//! - [`token`]: server-token verification in the worker (EdDSA, kid, claims, replay).
-//! - [`creds`]: just-in-time credentials: Fernet-sealed by the Hub, opened into zeroizing secrets.
-//! - [`keys`]: `hubworker keygen`, secret files, production strength checks.
-//! - [`proto`]: the generated gRPC contract (`proto/hubworker/v1/hubworker.proto`).
-//! - [`hub`]: the reference Hub (store, token issuing, the `Hub` gRPC service, its CLI).
-//! - [`hub_client`]: the worker's side of the `Hub` service (register, redeem, heartbeat).
-//! - [`config`]: the worker's TOML configuration, checked once, every problem at once.
-//! - [`cache`]: the per-credential query-result cache (HMAC-keyed, TTL, byte budget, single-flight).
-//! - [`worker`]: the daemon: the `Worker` gRPC service, the run lifecycle, health, reflection.
-//! - [`sandbox`]: one confined child process per run (rlimits, seccomp, namespaces), sealed
-//!   credentials opened only there, exits classified.
-//! - [`locked`]: key material in locked (never swapped), zeroizing memory.
-//! - [`alloc`]: the allocator (mimalloc; out of memory is a distinct exit code).
-//! - [`metrics`]: the Prometheus series (names in one place, closed label sets).
-//! - [`demo`]: `hubworker demo`, the whole security model end to end on loopback.
-//! - [`cli`]: the command line (clap).
-//! - [`error`]: the top-level error and its exit codes.
-//! - [`telemetry`]: tracing setup; span fields never carry secrets.
+//! - [`token`], [`creds`], [`keys`], [`secret`], `locked`: trust material: verify, hold, open,
+//!   wipe.
+//! - [`proto`]: the generated gRPC contract; `frames`: input files; [`sample`]: the sample
+//!   shop database behind `examples/`; [`alloc`]: the allocator (out of memory is a distinct
+//!   exit code).
 
 pub mod alloc;
 pub mod batch;
 pub mod bench;
-pub mod cache;
+pub(crate) mod cache;
 pub mod cli;
-pub mod config;
+pub(crate) mod config;
 pub mod connector;
 pub mod creds;
 pub mod demo;
-pub mod error;
+pub(crate) mod error;
 pub mod expr;
-pub mod frames;
+pub(crate) mod frames;
 pub mod hub;
 pub mod hub_client;
 pub mod keys;
-pub mod locked;
-pub mod metrics;
+pub(crate) mod locked;
+pub(crate) mod metrics;
 pub mod proto;
-pub mod run;
+pub(crate) mod run;
 pub mod sample;
 pub mod sandbox;
 pub mod secret;
@@ -61,6 +79,6 @@ pub mod telemetry;
 pub mod token;
 pub mod worker;
 pub mod workflow;
-pub mod workflow_cli;
+pub(crate) mod workflow_cli;
 
 pub use error::Error;

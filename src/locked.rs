@@ -3,31 +3,39 @@
 //! [`LockedBytes`] owns a fixed heap buffer, `mlock`s its pages (so the kernel never writes the
 //! bytes to swap) and zeroizes then unlocks it on drop. The buffer never reallocates, so no
 //! stray copy is left behind by growth. Locking can fail where `RLIMIT_MEMLOCK` is tiny; the
-//! bytes are still zeroized, and [`LockedBytes::is_locked`] says which happened so callers can
-//! report it (the daemon logs it once at start).
+//! bytes are still zeroized (the tests check which happened).
 
 use std::ptr::NonNull;
 
 use zeroize::Zeroize;
 
 /// A zeroizing, memory-locked byte buffer of fixed length.
-pub struct LockedBytes {
+pub(crate) struct LockedBytes {
     bytes: Box<[u8]>,
+    /// Whether `mlock` succeeded (the tests check it).
+    #[cfg(test)]
     locked: bool,
 }
 
 impl LockedBytes {
     /// Moves `source` into a locked buffer and wipes `source`.
-    pub fn take(source: &mut [u8]) -> LockedBytes {
+    pub(crate) fn take(source: &mut [u8]) -> LockedBytes {
         let mut bytes = vec![0u8; source.len()].into_boxed_slice();
         let locked = lock(&bytes);
         bytes.copy_from_slice(source);
         source.zeroize();
-        LockedBytes { bytes, locked }
+        #[cfg(not(test))]
+        let _ = locked;
+        LockedBytes {
+            bytes,
+            #[cfg(test)]
+            locked,
+        }
     }
 
     /// Moves a string's bytes into a locked buffer and wipes the string.
-    pub fn take_string(mut source: String) -> LockedBytes {
+    #[cfg(test)]
+    pub(crate) fn take_string(mut source: String) -> LockedBytes {
         // The temporary copy is wiped by `take`, the string's own buffer right after.
         let out = LockedBytes::take(&mut source.as_bytes().to_vec());
         source.zeroize();
@@ -35,23 +43,20 @@ impl LockedBytes {
     }
 
     /// The bytes. Never log them.
-    pub fn expose(&self) -> &[u8] {
+    pub(crate) fn expose(&self) -> &[u8] {
         &self.bytes
     }
 
     /// Whether `mlock` succeeded (the pages cannot be swapped out).
-    pub fn is_locked(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_locked(&self) -> bool {
         self.locked
     }
 
     /// Length in bytes.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.bytes.len()
-    }
-
-    /// Whether the buffer is empty.
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
     }
 }
 
@@ -78,7 +83,7 @@ impl std::fmt::Debug for LockedBytes {
 /// Pins the pages holding `bytes` in RAM (best effort; false if the kernel refused). The pages
 /// stay pinned after the bytes are freed: unlocking could unpin a neighbour that shares the
 /// page, and a pinned page is harmless.
-pub fn pin(bytes: &[u8]) -> bool {
+pub(crate) fn pin(bytes: &[u8]) -> bool {
     lock(bytes)
 }
 
@@ -101,7 +106,7 @@ fn lock(bytes: &[u8]) -> bool {
 /// Makes this process non-dumpable: no core file, and `/proc/<pid>/mem` and ptrace are closed
 /// to other processes of the same user. The daemon holds the transport key, so it does this
 /// first thing; the sandbox child does it as one of its confinement steps.
-pub fn set_non_dumpable() -> std::io::Result<()> {
+pub(crate) fn set_non_dumpable() -> std::io::Result<()> {
     nix::sys::prctl::set_dumpable(false).map_err(std::io::Error::from)
 }
 

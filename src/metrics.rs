@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 
 /// A `reason` or `code` label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Reason {
+pub(crate) struct Reason {
     /// The value (from a closed set).
     pub reason: &'static str,
 }
@@ -26,20 +26,20 @@ pub struct Reason {
 /// The `outcome` label of finished runs: `ok`, [`CLIENT_STALLED`], or the gRPC status the run
 /// failed with.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// The value.
     pub outcome: &'static str,
 }
 
 /// The `code` label of rejections.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Code {
+pub(crate) struct Code {
     /// The value.
     pub code: &'static str,
 }
 
 /// The worker's series.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// Runs accepted (token, workflow and slot all fine).
     pub runs_started: Counter,
@@ -87,7 +87,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Every series, registered.
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("hubworker");
         let m = Metrics {
             runs_started: Counter::default(),
@@ -180,7 +180,7 @@ impl Metrics {
     }
 
     /// The OpenMetrics text of every series.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -190,10 +190,10 @@ impl Metrics {
 
 /// The outcome of a run whose client stopped reading (it lost the run after
 /// `limits.send_timeout_secs`): told apart from the runs' own deadlines.
-pub const CLIENT_STALLED: &str = "client_stalled";
+pub(crate) const CLIENT_STALLED: &str = "client_stalled";
 
 /// The outcome label for a gRPC status code.
-pub fn outcome(code: tonic::Code) -> &'static str {
+pub(crate) fn outcome(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
     match code {
         Ok => "ok",
@@ -218,7 +218,7 @@ pub fn outcome(code: tonic::Code) -> &'static str {
 
 /// Serves `GET /metrics` on `listener` until `stop` resolves; `refresh` runs before each
 /// scrape to set the gauges.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     refresh: Arc<dyn Fn(&Metrics) + Send + Sync>,
@@ -247,7 +247,7 @@ pub async fn serve(
 }
 
 /// Binds the metrics listener.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await
 }
 

@@ -20,7 +20,7 @@ pub enum SampleError {
 }
 
 /// Regions customers live in.
-pub const REGIONS: [&str; 4] = ["north", "south", "east", "west"];
+pub(crate) const REGIONS: [&str; 4] = ["north", "south", "east", "west"];
 const SEGMENTS: [&str; 3] = ["consumer", "business", "public"];
 const STATUSES: [&str; 4] = ["shipped", "shipped", "shipped", "returned"];
 const PRODUCTS: [(&str, &str, f64); 8] = [
@@ -55,11 +55,11 @@ impl Default for SampleSize {
 /// A small deterministic generator (SplitMix64): reproducible data without a `rand`
 /// dependency and its version churn. Also feeds the benchmarks' generated frames.
 #[derive(Debug, Clone)]
-pub struct Mix(pub u64);
+pub(crate) struct Mix(pub u64);
 
 impl Mix {
     /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -47,7 +47,10 @@ impl<'de> serde::Deserialize<'de> for Secret {
 
 /// Serializes a secret's plaintext. Only for sealing it (Fernet) right away; `Secret` itself
 /// has no `Serialize`, so a secret never ends up in JSON by accident.
-pub fn serialize_exposed<S: serde::Serializer>(s: &Secret, ser: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_exposed<S: serde::Serializer>(
+    s: &Secret,
+    ser: S,
+) -> Result<S::Ok, S::Error> {
     ser.serialize_str(s.expose())
 }
 
@@ -59,7 +62,7 @@ impl From<String> for Secret {
 
 /// `scheme://user:password@host/db` with the password (and any query string) replaced, for
 /// messages that must name the target. Works on anything URL-shaped; never fails.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "<redacted>".into();
     };

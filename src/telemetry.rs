@@ -4,7 +4,7 @@
 use tracing_subscriber::EnvFilter;
 
 /// Environment variable that sets the log filter (falls back to `RUST_LOG`, then `warn`).
-pub const ENV_LOG: &str = "HUBWORKER_LOG";
+pub(crate) const ENV_LOG: &str = "HUBWORKER_LOG";
 
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

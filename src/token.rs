@@ -16,13 +16,13 @@ use subtle::ConstantTimeEq;
 use crate::secret::Secret;
 
 /// Largest token accepted, checked before any decoding.
-pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Longest lifetime (`exp - iat`) accepted by default, whatever `exp` says.
 pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(300);
 /// Clock skew tolerated between Hub and worker.
-pub const LEEWAY_SECS: i64 = 5;
+pub(crate) const LEEWAY_SECS: i64 = 5;
 /// Roles that never run anything: admins manage, auditors read.
-pub const NEVER_RUN_ROLES: [&str; 2] = ["admin", "auditor"];
+pub(crate) const NEVER_RUN_ROLES: [&str; 2] = ["admin", "auditor"];
 /// Roles allowed to run workflows unless configured otherwise: the Hub's security model names
 /// three roles (admin, user, auditor), and only `user` runs.
 pub const DEFAULT_RUN_ROLES: [&str; 1] = ["user"];
@@ -33,7 +33,7 @@ pub const MAX_ID_CLAIM_BYTES: usize = 128;
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
-    /// Over [`MAX_TOKEN_BYTES`].
+    /// Over `MAX_TOKEN_BYTES`.
     TooLarge,
     /// Not three base64url parts, the header or claims are not the contract's JSON, or `jti` or
     /// `sub` is empty or longer than [`MAX_ID_CLAIM_BYTES`].
@@ -107,7 +107,7 @@ pub struct TokenError {
 }
 
 /// Unix time now, whole seconds: what token claims and credential expiry are measured in.
-pub fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -324,7 +324,7 @@ impl KeySet {
     }
 
     /// The key ids, sorted.
-    pub fn kids(&self) -> Vec<&str> {
+    pub(crate) fn kids(&self) -> Vec<&str> {
         let mut kids: Vec<&str> = self.keys.keys().map(String::as_str).collect();
         kids.sort_unstable();
         kids
@@ -341,7 +341,7 @@ pub struct Policy {
     pub audiences: Vec<String>,
     /// Longest accepted `exp - iat`.
     pub max_lifetime: Duration,
-    /// Roles that may run workflows ([`NEVER_RUN_ROLES`] never may).
+    /// Roles that may run workflows (`NEVER_RUN_ROLES` never may).
     pub run_roles: Vec<String>,
     /// HS256 shared secret: only when explicitly configured; EdDSA otherwise.
     pub hs256_secret: Option<Secret>,
@@ -374,7 +374,7 @@ pub struct Verified {
 }
 
 impl Verifier {
-    /// A verifier with `keys` (replace them later with [`set_keys`](Self::set_keys)).
+    /// A verifier with `keys` (replace them later with `set_keys`).
     pub fn new(policy: Policy, keys: KeySet) -> Verifier {
         // Replay entries only need to outlive the longest token they could match.
         let ttl = policy.max_lifetime + Duration::from_secs(2 * LEEWAY_SECS as u64);
@@ -389,7 +389,7 @@ impl Verifier {
     }
 
     /// Rotates the key set (tokens signed with removed kids stop verifying at once).
-    pub fn set_keys(&self, keys: KeySet) {
+    pub(crate) fn set_keys(&self, keys: KeySet) {
         if let Ok(mut k) = self.keys.write() {
             *k = Arc::new(keys);
         }

@@ -19,7 +19,7 @@ use crate::workflow::{self, RunControl};
 
 /// What `hubworker run` was asked to do.
 #[derive(Debug)]
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     /// The workflow file (`-`: stdin).
     pub workflow: PathBuf,
     /// `NAME=URL` or `NAME=@FILE`.
@@ -50,7 +50,7 @@ fn read_doc(path: &Path) -> Result<String, Error> {
 }
 
 /// `hubworker validate`: exit 0 and the hash as the last line, or exit 1 and every problem.
-pub fn validate(path: &Path, as_json: bool) -> Result<u8, Error> {
+pub(crate) fn validate(path: &Path, as_json: bool) -> Result<u8, Error> {
     let doc = read_doc(path)?;
     let result = workflow::validate(&doc);
     let mut out = std::io::stdout().lock();
@@ -139,7 +139,7 @@ fn connections(args: &[String]) -> Result<HashMap<String, Target>, Error> {
 }
 
 /// `hubworker run`.
-pub fn run(opts: &RunOptions) -> Result<u8, Error> {
+pub(crate) fn run(opts: &RunOptions) -> Result<u8, Error> {
     let doc = read_doc(&opts.workflow)?;
     let wf = match workflow::validate(&doc) {
         Ok(wf) => wf,

@@ -15,7 +15,7 @@ use crate::proto::{ExecuteRequest, Finished};
 
 /// `hubworker bench dispatch` options.
 #[derive(Debug, Clone, clap::Args)]
-pub struct DispatchBenchArgs {
+pub(crate) struct DispatchBenchArgs {
     /// Sequential runs for the latency figures.
     #[arg(long, default_value_t = 300)]
     pub runs: usize,
@@ -31,7 +31,7 @@ pub struct DispatchBenchArgs {
 }
 
 /// The tiny workflow: one query, one formula, one output.
-pub const TINY: &str = r#"{"version": 1, "nodes": [
+pub(crate) const TINY: &str = r#"{"version": 1, "nodes": [
   {"id": "q", "tool": "sql", "connection": "shop", "dialect": "sqlite", "query": "SELECT id, name, unit_price FROM products"},
   {"id": "f", "tool": "formula", "input": "q", "formulas": [{"column": "with_vat", "expression": "(pl.col(\"unit_price\") * 1.2).round(2)"}]},
   {"id": "o", "tool": "output", "input": "f", "name": "prices"}]}"#;
@@ -163,7 +163,7 @@ fn render(out: &mut String, name: &str, m: &Measured, concurrency: usize, per_cl
 }
 
 /// Runs the benchmark (sandboxed and inline, in the same run) and renders the report.
-pub fn run(args: &DispatchBenchArgs) -> Result<String, Error> {
+pub(crate) fn run(args: &DispatchBenchArgs) -> Result<String, Error> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -19,11 +19,11 @@ use crate::error::Error;
 use crate::expr::{self, ExprCache};
 
 /// The Python reference implementation's median per expression on this machine (issue #2).
-pub const PYTHON_REFERENCE_NS: f64 = 62_000.0;
+pub(crate) const PYTHON_REFERENCE_NS: f64 = 62_000.0;
 
 /// Options of `hubworker bench expr`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ExprBenchArgs {
+pub(crate) struct ExprBenchArgs {
     /// Rows of generated data for the execution benchmark.
     #[arg(long, default_value_t = 10_000_000)]
     pub rows: usize,
@@ -90,7 +90,7 @@ pub fn corpus(size: Size, n: usize) -> Vec<String> {
 
 /// Per-expression timings of one size class, in nanoseconds.
 #[derive(Debug, Clone, Copy)]
-pub struct FrontEnd {
+pub(crate) struct FrontEnd {
     /// Average source length in bytes.
     pub chars: usize,
     /// rustpython-parser alone.
@@ -112,7 +112,7 @@ pub const WARM_WORKING_SET: usize = 64;
 /// Measures one size class; each measurement is the best of `rounds` passes over the texts
 /// (best-of filters out scheduler noise on a shared 2-core machine). Cold and bare parse use
 /// every text; warm cycles over the first [`WARM_WORKING_SET`] of them as many times.
-pub fn measure_front_end(texts: &[String], rounds: usize) -> FrontEnd {
+pub(crate) fn measure_front_end(texts: &[String], rounds: usize) -> FrontEnd {
     let mut bare = f64::MAX;
     let mut cold = f64::MAX;
     let mut warm = f64::MAX;
@@ -182,7 +182,7 @@ pub fn generate_frame(rows: usize, seed: u64) -> DataFrame {
 }
 
 /// The benchmark plan's expressions as users write them.
-pub const PLAN_SOURCES: [&str; 3] = [
+pub(crate) const PLAN_SOURCES: [&str; 3] = [
     r#"pl.col("price") * pl.col("qty")"#,
     r#"pl.when(pl.col("amount") > 1000).then(pl.col("amount") * 0.9).otherwise(pl.col("amount"))"#,
     r#"(pl.col("net") > 50) & pl.col("grp").is_in(["g01", "g02", "g03", "g10", "g20", "g30", "g40"]).not_()"#,
@@ -236,7 +236,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Runs both benchmarks and renders the report.
-pub fn run_expr_bench(args: &ExprBenchArgs) -> Result<String, Error> {
+pub(crate) fn run_expr_bench(args: &ExprBenchArgs) -> Result<String, Error> {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -309,7 +309,7 @@ pub fn run_expr_bench(args: &ExprBenchArgs) -> Result<String, Error> {
 
 /// Options of `hubworker bench load`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct LoadBenchArgs {
+pub(crate) struct LoadBenchArgs {
     /// File with the PostgreSQL URL (`-` for stdin); default: the local test database.
     #[arg(long)]
     pub url_file: Option<std::path::PathBuf>,
@@ -334,7 +334,10 @@ pub fn load_query(rows: usize) -> String {
 
 /// Loads [`load_query`] into a DataFrame through the connector's COPY path and drains the same
 /// `COPY ... (FORMAT binary)` to nothing, on one connection, interleaved.
-pub fn run_load_bench(args: &LoadBenchArgs, url: crate::secret::Secret) -> Result<String, Error> {
+pub(crate) fn run_load_bench(
+    args: &LoadBenchArgs,
+    url: crate::secret::Secret,
+) -> Result<String, Error> {
     use futures_util::TryStreamExt;
     use sqlx::Executor;
     let target = crate::connector::Target::from_url(url)?;

@@ -15,7 +15,7 @@ use crate::workflow::{self, RunControl};
 
 /// `hubworker bench workflow` options.
 #[derive(Debug, Clone, clap::Args)]
-pub struct WorkflowBenchArgs {
+pub(crate) struct WorkflowBenchArgs {
     /// Rows of the fact table.
     #[arg(long, default_value_t = 10_000_000)]
     pub rows: usize,
@@ -29,7 +29,7 @@ const PRODUCTS: usize = 1_000;
 
 /// The benchmark workflow: the fact table arrives as `sql` node `sales`, the dimension
 /// table as `sql` node `products`.
-pub const WORKFLOW: &str = r#"{
+pub(crate) const WORKFLOW: &str = r#"{
   "version": 1,
   "nodes": [
     {"id": "sales", "tool": "sql", "connection": "dw", "dialect": "postgres",
@@ -90,7 +90,7 @@ pub fn generate(rows: usize) -> (DataFrame, DataFrame) {
     (sales, products)
 }
 
-/// The same plan as [`WORKFLOW`], written by hand, with the same semantics (join keeping
+/// The same plan as `WORKFLOW`, written by hand, with the same semantics (join keeping
 /// left order, groups in first-appearance order).
 pub fn handwritten(sales: &DataFrame, products: &DataFrame) -> PolarsResult<DataFrame> {
     let mut args = JoinArgs::new(JoinType::Inner).with_suffix(Some("_right".into()));
@@ -157,7 +157,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Runs the comparison and renders the report.
-pub fn run(args: &WorkflowBenchArgs) -> Result<String, Error> {
+pub(crate) fn run(args: &WorkflowBenchArgs) -> Result<String, Error> {
     let (sales, products) = generate(args.rows);
     let want = handwritten(&sales, &products)?;
     let got = engine(&sales, &products)?;

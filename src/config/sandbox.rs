@@ -10,7 +10,7 @@ use serde::Deserialize;
 /// `[sandbox]`: one confined child process per run (the default), or none (`inline`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SandboxSection {
+pub(crate) struct SandboxSection {
     /// `process` (default; required in production) or `inline` (same process, not sandboxed:
     /// for development and profiling only).
     #[serde(default)]
@@ -45,7 +45,7 @@ fn default_pool() -> usize {
 /// How runs are isolated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Isolation {
+pub(crate) enum Isolation {
     /// One confined child process per run.
     #[default]
     Process,
@@ -55,7 +55,7 @@ pub enum Isolation {
 
 impl Isolation {
     /// Its name in config and `Status`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Isolation::Process => "process",
             Isolation::Inline => "inline",
@@ -96,7 +96,7 @@ impl Default for SandboxSection {
 
 impl SandboxSection {
     /// The sandbox settings these keys describe.
-    pub fn settings(&self) -> crate::sandbox::Settings {
+    pub(crate) fn settings(&self) -> crate::sandbox::Settings {
         let defaults = crate::sandbox::Settings::default();
         crate::sandbox::Settings {
             program: self.program.clone().unwrap_or(defaults.program),

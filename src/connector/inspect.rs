@@ -10,7 +10,7 @@ use crate::sql::{Dialect, guard};
 
 /// A table, optionally schema-qualified.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableRef {
+pub(crate) struct TableRef {
     /// Schema (PostgreSQL) or database (MySQL); `None` for the connection's default.
     pub schema: Option<String>,
     /// The table or view name.
@@ -18,7 +18,7 @@ pub struct TableRef {
 }
 
 /// Most rows a preview returns.
-pub const MAX_PREVIEW_ROWS: usize = 10_000;
+pub(crate) const MAX_PREVIEW_ROWS: usize = 10_000;
 
 /// An identifier quoted for the dialect (quote characters doubled, so any name is safe).
 fn ident(dialect: Dialect, name: &str) -> String {
@@ -49,8 +49,12 @@ async fn run(
     query(target, &checked, options).await
 }
 
+#[cfg(test)]
 /// Schemas (PostgreSQL), databases (MySQL) or attached databases (SQLite): column `schema`.
-pub async fn schemas(target: &Target, options: QueryOptions) -> Result<DataFrame, ConnectorError> {
+pub(crate) async fn schemas(
+    target: &Target,
+    options: QueryOptions,
+) -> Result<DataFrame, ConnectorError> {
     let sql = match target.dialect {
         Dialect::Postgres => {
             "SELECT schema_name::text AS schema FROM information_schema.schemata \
@@ -68,7 +72,10 @@ pub async fn schemas(target: &Target, options: QueryOptions) -> Result<DataFrame
 }
 
 /// Tables and views: columns `schema`, `table`, `kind`.
-pub async fn tables(target: &Target, options: QueryOptions) -> Result<DataFrame, ConnectorError> {
+pub(crate) async fn tables(
+    target: &Target,
+    options: QueryOptions,
+) -> Result<DataFrame, ConnectorError> {
     let sql = match target.dialect {
         Dialect::Postgres => {
             "SELECT table_schema::text AS schema, table_name::text AS \"table\", \
@@ -89,7 +96,7 @@ pub async fn tables(target: &Target, options: QueryOptions) -> Result<DataFrame,
 }
 
 /// A table's columns in order: `column`, `type` (the database's name), `nullable`.
-pub async fn columns(
+pub(crate) async fn columns(
     target: &Target,
     table: &TableRef,
     options: QueryOptions,
@@ -128,7 +135,7 @@ pub async fn columns(
 }
 
 /// The first `n` rows of a table (at most [`MAX_PREVIEW_ROWS`]).
-pub async fn preview(
+pub(crate) async fn preview(
     target: &Target,
     table: &TableRef,
     n: usize,

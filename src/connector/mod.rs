@@ -8,7 +8,7 @@
 mod catalog;
 mod decode;
 mod frame;
-pub mod inspect;
+pub(crate) mod inspect;
 mod mysql;
 mod pg_copy;
 pub(crate) mod postgres;
@@ -19,7 +19,7 @@ use std::time::Duration;
 use polars::prelude::DataFrame;
 
 pub use frame::ResultLimits;
-pub use inspect::TableRef;
+pub(crate) use inspect::TableRef;
 
 use crate::secret::{Secret, redact_url};
 use crate::sql::{Dialect, ReadOnlyQuery};
@@ -99,7 +99,7 @@ impl Target {
     }
 
     /// The URL with its password removed, for messages.
-    pub fn redacted(&self) -> String {
+    pub(crate) fn redacted(&self) -> String {
         redact_url(self.url.expose())
     }
 }
@@ -196,50 +196,6 @@ pub(crate) fn query_error(e: sqlx::Error) -> ConnectorError {
         }
         _ => ConnectorError::Query("driver error".into()),
     }
-}
-
-/// A boxed, `Send` query future that owns its inputs: what spawned tasks (the worker's runs)
-/// hold. The borrowing futures above are not provably `Send` through sqlx's executor traits
-/// (a higher-ranked lifetime limitation), so these drive them on a blocking-pool thread with
-/// the current runtime's handle instead.
-pub type BoxedQuery =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<DataFrame, ConnectorError>> + Send>>;
-
-fn on_blocking_thread<F>(f: F) -> BoxedQuery
-where
-    F: FnOnce(&tokio::runtime::Handle) -> Result<DataFrame, ConnectorError> + Send + 'static,
-{
-    Box::pin(async move {
-        let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || f(&handle))
-            .await
-            .unwrap_or_else(|_| Err(ConnectorError::Query("the query task ended early".into())))
-    })
-}
-
-/// [`query`], owning its inputs, boxed.
-pub fn query_owned(target: Target, checked: ReadOnlyQuery, options: QueryOptions) -> BoxedQuery {
-    on_blocking_thread(move |rt| rt.block_on(query(&target, &checked, options)))
-}
-
-/// [`inspect::tables`], owning its inputs, boxed.
-pub fn tables_owned(target: Target, options: QueryOptions) -> BoxedQuery {
-    on_blocking_thread(move |rt| rt.block_on(inspect::tables(&target, options)))
-}
-
-/// [`inspect::columns`], owning its inputs, boxed.
-pub fn columns_owned(target: Target, table: TableRef, options: QueryOptions) -> BoxedQuery {
-    on_blocking_thread(move |rt| rt.block_on(inspect::columns(&target, &table, options)))
-}
-
-/// [`inspect::preview`], owning its inputs, boxed.
-pub fn preview_owned(
-    target: Target,
-    table: TableRef,
-    n: usize,
-    options: QueryOptions,
-) -> BoxedQuery {
-    on_blocking_thread(move |rt| rt.block_on(inspect::preview(&target, &table, n, options)))
 }
 
 /// Runs one guarded query on `target` in a read-only session and returns its rows.

@@ -16,7 +16,7 @@ use moka::sync::Cache;
 use super::{Checked, check};
 
 /// Default budget: bytes of source text kept (plus a fixed per-entry overhead).
-pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+pub(crate) const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Per-entry overhead counted by the weigher: the compiled `Expr` tree and bookkeeping.
 const ENTRY_OVERHEAD: u32 = 512;
@@ -228,11 +228,6 @@ impl ExprCache {
         self.inner
             .insert(key.clone(), (key.clone(), checked.clone()));
         (key, checked)
-    }
-
-    /// Number of entries in the shared level (approximate while writes are pending).
-    pub fn entry_count(&self) -> u64 {
-        self.inner.entry_count()
     }
 }
 

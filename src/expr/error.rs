@@ -82,7 +82,7 @@ impl fmt::Display for ErrorCode {
 }
 
 /// Byte range `[start, end)` into the expression source.
-pub type Span = (u32, u32);
+pub(crate) type Span = (u32, u32);
 
 /// Why an expression was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -28,8 +28,8 @@ use polars::prelude::{Expr, NULL, lit};
 use rustpython_parser::text_size::TextSize;
 use rustpython_parser::{Parse, ast};
 
-pub use cache::{DEFAULT_CACHE_BYTES, ExprCache, global as global_cache};
-pub use error::{ErrorCode, ExprError, Span};
+pub use cache::{ExprCache, global as global_cache};
+pub use error::{ErrorCode, ExprError};
 pub use funcs::reference_markdown;
 
 use limits::{DEEP_TREE_SOURCE_BYTES, MAX_BRACKET_DEPTH, MAX_SOURCE_BYTES};
@@ -198,4 +198,4 @@ fn check_bracket_nesting(src: &str, len: u32) -> Result<(), ExprError> {
 }
 
 /// A shareable result of [`check`], as cached by [`ExprCache`].
-pub type Checked = Result<Arc<CheckedExpr>, ExprError>;
+pub(crate) type Checked = Result<Arc<CheckedExpr>, ExprError>;

@@ -16,7 +16,7 @@ use crate::keys::ProcessEnv;
 
 /// `hubworker hub` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum HubCommand {
+pub(crate) enum HubCommand {
     /// Serve the Hub gRPC service (Register, Redeem, Heartbeat, Deregister).
     Serve {
         /// Database, secrets, hub id.
@@ -62,7 +62,7 @@ pub enum HubCommand {
 
 /// Settings every Hub command takes.
 #[derive(Debug, Args)]
-pub struct Common {
+pub(crate) struct Common {
     /// The Hub's SQLite database (created if missing).
     #[arg(long, default_value = "hub.db")]
     db: PathBuf,
@@ -76,7 +76,7 @@ pub struct Common {
 
 /// `issue-token` / `dispatch` arguments.
 #[derive(Debug, Args)]
-pub struct IssueArgs {
+pub(crate) struct IssueArgs {
     #[command(flatten)]
     common: Common,
     /// The user the run is for.
@@ -130,7 +130,7 @@ async fn store(path: &Path) -> Result<Store, Error> {
 }
 
 /// Runs a Hub command.
-pub fn run(cmd: HubCommand) -> Result<u8, Error> {
+pub(crate) fn run(cmd: HubCommand) -> Result<u8, Error> {
     let rt = rt()?;
     rt.block_on(async move {
         match cmd {

@@ -9,15 +9,15 @@ use super::HubKeys;
 use crate::keys::{Env, SecretProblem, SecretSource, files};
 
 /// Environment variable for the signing key (dev only).
-pub const ENV_SIGNING_KEY: &str = "HUBWORKER_TOKEN_SIGNING_KEY";
+pub(crate) const ENV_SIGNING_KEY: &str = "HUBWORKER_TOKEN_SIGNING_KEY";
 /// Environment variable for the at-rest key (dev only).
-pub const ENV_CONNECTION_KEY: &str = "CONNECTION_ENCRYPTION_KEY";
+pub(crate) const ENV_CONNECTION_KEY: &str = "CONNECTION_ENCRYPTION_KEY";
 /// Environment variable for the registration secret (dev only).
-pub const ENV_REGISTRATION_SECRET: &str = "HUBWORKER_REGISTRATION_SECRET";
+pub(crate) const ENV_REGISTRATION_SECRET: &str = "HUBWORKER_REGISTRATION_SECRET";
 
 /// What loading found: the keys, and warnings to log (dev mode).
 #[derive(Debug)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// The keys.
     pub keys: HubKeys,
     /// Problems tolerated in dev mode (each names a setting).
@@ -26,7 +26,7 @@ pub struct Loaded {
 
 /// Loads and checks the Hub's secrets. In production every problem is fatal; in dev they come
 /// back as warnings (an absent registration secret means open registration).
-pub fn load(
+pub(crate) fn load(
     dir: Option<PathBuf>,
     hub_id: String,
     env: &dyn Env,

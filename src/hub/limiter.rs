@@ -13,15 +13,15 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Failures a peer may make at once.
-pub const DEFAULT_BURST: u32 = 5;
+pub(crate) const DEFAULT_BURST: u32 = 5;
 /// Then one more failure per this interval.
-pub const DEFAULT_REFILL: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_REFILL: Duration = Duration::from_secs(1);
 /// Peers tracked separately; beyond, they share one bucket.
 const MAX_PEERS: usize = 4_096;
 
 /// The outcome of one guarded check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attempt {
+pub(crate) enum Attempt {
     /// The check passed.
     Passed,
     /// The check failed; it cost the peer one token.
@@ -38,7 +38,7 @@ struct Bucket {
 
 /// A per-peer failure limiter (see the module docs).
 #[derive(Debug)]
-pub struct Limiter {
+pub(crate) struct Limiter {
     burst: f64,
     refill: Duration,
     peers: Mutex<HashMap<Option<IpAddr>, Bucket>>,
@@ -68,7 +68,7 @@ const OVERFLOW: Option<IpAddr> = Some(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED
 
 impl Limiter {
     /// `burst` failures at once (at least 1), then one per `refill` (at least 1 ms).
-    pub fn new(burst: u32, refill: Duration) -> Limiter {
+    pub(crate) fn new(burst: u32, refill: Duration) -> Limiter {
         Limiter {
             burst: f64::from(burst.max(1)),
             refill: refill.max(Duration::from_millis(1)),
@@ -85,7 +85,7 @@ impl Limiter {
     /// check runs under the limiter's lock, so concurrent guesses from one peer cannot all
     /// slip through before their failures are recorded: keep it short and synchronous (a
     /// constant-time comparison).
-    pub fn attempt(&self, peer: Option<IpAddr>, check: impl FnOnce() -> bool) -> Attempt {
+    pub(crate) fn attempt(&self, peer: Option<IpAddr>, check: impl FnOnce() -> bool) -> Attempt {
         let now = Instant::now();
         // The table holds only counts, so one left behind by a panic is still usable.
         let mut peers = self

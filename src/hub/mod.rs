@@ -7,11 +7,11 @@
 //! secret back off per peer (`limiter.rs`).
 
 pub mod commands;
-pub mod config;
-pub mod limiter;
+pub(crate) mod config;
+pub(crate) mod limiter;
 pub mod service;
-pub mod store;
-pub mod workers;
+pub(crate) mod store;
+pub(crate) mod workers;
 
 use std::time::Duration;
 
@@ -22,10 +22,8 @@ use crate::secret::Secret;
 use crate::token::{Audience, Claims};
 pub use store::{Store, StoreError};
 
-/// Default token lifetime.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
 /// Heartbeat interval asked of workers.
-pub const HEARTBEAT_SECS: u32 = 15;
+pub(crate) const HEARTBEAT_SECS: u32 = 15;
 
 /// Why the Hub refused something; each has a stable reason code.
 #[derive(Debug, thiserror::Error)]

@@ -39,8 +39,8 @@ pub struct HubService {
 
 impl HubService {
     /// A service over `store` with `keys`, and the default backoff for wrong registration
-    /// secrets ([`limiter::DEFAULT_BURST`](super::limiter::DEFAULT_BURST) failures at once,
-    /// then one per [`limiter::DEFAULT_REFILL`](super::limiter::DEFAULT_REFILL) per peer).
+    /// secrets (`limiter::DEFAULT_BURST` failures at once,
+    /// then one per `limiter::DEFAULT_REFILL` per peer).
     pub fn new(store: Store, keys: Arc<HubKeys>) -> HubService {
         HubService {
             store,
@@ -63,7 +63,7 @@ impl HubService {
     }
 
     /// The tonic server for this service.
-    pub fn server(self) -> crate::proto::hub_server::HubServer<HubService> {
+    pub(crate) fn server(self) -> crate::proto::hub_server::HubServer<HubService> {
         crate::proto::hub_server::HubServer::new(self)
     }
 
@@ -122,7 +122,7 @@ fn verify_own(token: &str, hub: &HubKeys, audiences: &[&str]) -> Result<Claims, 
 }
 
 /// The one map from Hub refusals to gRPC statuses.
-pub fn status(e: &HubError) -> Status {
+pub(crate) fn status(e: &HubError) -> Status {
     use tonic::Code;
     let code = match e {
         HubError::BadRegistrationSecret

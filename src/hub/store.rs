@@ -17,9 +17,9 @@ use crate::secret::Secret;
 
 /// Roles users can have (the Hub's security model). Admins manage and auditors read; neither
 /// runs workflows: only `user`s get run and inspect tokens.
-pub const ROLES: [&str; 3] = ["admin", "user", "auditor"];
+pub(crate) const ROLES: [&str; 3] = ["admin", "user", "auditor"];
 /// Longest user name, bytes (it becomes the tokens' `sub`, which workers bound the same way).
-pub const MAX_USER_NAME_BYTES: usize = crate::token::MAX_ID_CLAIM_BYTES;
+pub(crate) const MAX_USER_NAME_BYTES: usize = crate::token::MAX_ID_CLAIM_BYTES;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +69,7 @@ pub struct WorkerRecord {
 
 /// What a worker registers with (everything but its key and secret).
 #[derive(Debug, Clone, Copy)]
-pub struct WorkerFields<'a> {
+pub(crate) struct WorkerFields<'a> {
     /// Worker id.
     pub id: &'a str,
     /// Where its Worker service listens.
@@ -229,7 +229,7 @@ impl Store {
         Ok(Store { pool })
     }
 
-    /// Adds a user with one of [`ROLES`].
+    /// Adds a user with one of `ROLES`.
     pub async fn add_user(&self, name: &str, role: &str, now: i64) -> Result<(), StoreError> {
         if name.is_empty() || name.len() > MAX_USER_NAME_BYTES {
             return Err(StoreError::Invalid(format!(
@@ -300,7 +300,10 @@ impl Store {
     }
 
     /// Which of `names` are not stored connections.
-    pub async fn missing_connections(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
+    pub(crate) async fn missing_connections(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<String>, StoreError> {
         let mut missing = Vec::new();
         for n in names {
             let found: Option<String> =
@@ -316,7 +319,7 @@ impl Store {
     }
 
     /// A connection's credential, decrypted (plaintext only inside the returned value).
-    pub async fn credential(
+    pub(crate) async fn credential(
         &self,
         name: &str,
         at_rest: &TransportKey,
@@ -357,7 +360,12 @@ impl Store {
 
     /// Marks the token consumed by `worker`, atomically. `Ok(true)` for the one redemption
     /// that wins; `Ok(false)` if it was already redeemed or has expired.
-    pub async fn consume(&self, jti: &str, worker: &str, now: i64) -> Result<bool, StoreError> {
+    pub(crate) async fn consume(
+        &self,
+        jti: &str,
+        worker: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE tokens SET redeemed_at = ?, redeemed_by = ?
              WHERE jti = ? AND redeemed_at IS NULL AND expires_at > ?",
@@ -395,7 +403,7 @@ impl Store {
 
     /// Adds a worker that is not registered yet; its transport key is encrypted at rest.
     /// `false` (nothing written) if the id is taken.
-    pub async fn insert_worker(
+    pub(crate) async fn insert_worker(
         &self,
         w: &WorkerFields<'_>,
         transport_key: &Secret,
@@ -424,7 +432,7 @@ impl Store {
     /// Re-registers a worker whose current secret digest is `expected` (compare-and-swap):
     /// new fields, transport key and secret digest. `false` (nothing written) if the row has
     /// changed since `expected` was read, or is gone.
-    pub async fn replace_worker(
+    pub(crate) async fn replace_worker(
         &self,
         w: &WorkerFields<'_>,
         transport_key: &Secret,
@@ -491,7 +499,7 @@ impl Store {
 
     /// The digest of a worker's current secret: `None` if the worker is not registered,
     /// `Some(None)` for a row from before worker secrets.
-    pub async fn worker_secret_sha256(
+    pub(crate) async fn worker_secret_sha256(
         &self,
         id: &str,
     ) -> Result<Option<Option<String>>, StoreError> {
@@ -505,7 +513,7 @@ impl Store {
 
     /// Records a heartbeat of the worker whose secret digest is `secret_sha256`; `false`
     /// (nothing written) if there is no such worker (unknown, or registered again since).
-    pub async fn heartbeat(
+    pub(crate) async fn heartbeat(
         &self,
         id: &str,
         secret_sha256: &str,
@@ -530,7 +538,11 @@ impl Store {
     }
 
     /// Removes the worker whose secret digest is `secret_sha256`; `false` if there is none.
-    pub async fn remove_worker(&self, id: &str, secret_sha256: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn remove_worker(
+        &self,
+        id: &str,
+        secret_sha256: &str,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM workers WHERE id = ? AND secret_sha256 = ?")
             .bind(id)
             .bind(secret_sha256)

@@ -9,7 +9,7 @@ use crate::workflow::{Problems, RunError};
 
 /// What kind of failure a [`TaskFailure`] is, for mapping it to a protocol's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureClass {
+pub(crate) enum FailureClass {
     /// The request itself is wrong (an invalid workflow, a plan Polars refuses).
     Invalid,
     /// Something the task depends on is not as required (a connection, a credential, a
@@ -31,7 +31,7 @@ pub enum FailureClass {
 
 /// Why a task did not finish.
 #[derive(Debug, thiserror::Error)]
-pub enum TaskFailure {
+pub(crate) enum TaskFailure {
     /// The workflow is invalid (a run child validates it again).
     #[error("the workflow is invalid: {0}")]
     InvalidWorkflow(Problems),

@@ -1,11 +1,11 @@
 //! The run child: `hubworker __sandbox-child`, started by the daemon for exactly one task.
 //!
-//! Order of business: confine ([`super::jail::enter`]) before reading a byte of input → say
+//! Order of business: confine (`super::jail::enter`) before reading a byte of input → say
 //! `Ready` → read `Setup` → open the sealed credentials into locked, zeroizing buffers → load
 //! the inputs (asking the daemon's cache first) → drop the credentials and every key → install
 //! the compute-phase filter (no sockets, no files) → compute → send the outputs → exit.
 //!
-//! The task itself is [`crate::run::execute`], as everywhere: this file only turns the pipe
+//! The task itself is `crate::run::execute`, as everywhere: this file only turns the pipe
 //! into its input source and event sink (`pipe.rs`) and the `Setup` into its task
 //! (`message.rs`). Failures that belong to the task (a query error, an invalid workflow)
 //! travel as a `Failure` frame and the child exits 0; everything else is an exit code or a
@@ -30,7 +30,7 @@ use crate::workflow::{self, RunControl};
 
 /// The child's command line (all of it public: limits and the daemon's pid).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChildArgs {
+pub(crate) struct ChildArgs {
     /// The daemon's pid.
     pub parent: u32,
     /// Resource limits.
@@ -41,7 +41,7 @@ pub struct ChildArgs {
 
 impl ChildArgs {
     /// The arguments after the hidden subcommand's name.
-    pub fn to_args(&self) -> Vec<String> {
+    pub(crate) fn to_args(&self) -> Vec<String> {
         let mut v = vec![
             "--parent".to_owned(),
             self.parent.to_string(),
@@ -60,7 +60,7 @@ impl ChildArgs {
     }
 
     /// Parses what [`to_args`](Self::to_args) wrote.
-    pub fn parse(args: &[OsString]) -> Result<ChildArgs, String> {
+    pub(crate) fn parse(args: &[OsString]) -> Result<ChildArgs, String> {
         let mut out = ChildArgs {
             parent: 0,
             limits: Limits::default(),

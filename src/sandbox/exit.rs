@@ -6,34 +6,34 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
 /// The task ran (or failed in an ordinary way, reported in a `Failure` frame).
-pub const OK: i32 = 0;
+pub(crate) const OK: i32 = 0;
 /// Bad arguments.
-pub const USAGE: i32 = 2;
+pub(crate) const USAGE: i32 = 2;
 /// Descriptors other than stdio could not be closed.
-pub const DESCRIPTORS: i32 = 70;
+pub(crate) const DESCRIPTORS: i32 = 70;
 /// The environment was not empty.
 pub const ENVIRONMENT: i32 = 71;
 /// The working directory was not an empty private directory.
 pub const WORKDIR: i32 = 72;
 /// An rlimit could not be set.
-pub const RLIMITS: i32 = 73;
+pub(crate) const RLIMITS: i32 = 73;
 /// `oom_score_adj` could not be raised.
-pub const OOM_SCORE: i32 = 74;
+pub(crate) const OOM_SCORE: i32 = 74;
 /// no_new_privs could not be set.
-pub const NO_NEW_PRIVS: i32 = 75;
+pub(crate) const NO_NEW_PRIVS: i32 = 75;
 /// The process could not be made non-dumpable.
-pub const DUMPABLE: i32 = 76;
+pub(crate) const DUMPABLE: i32 = 76;
 /// The parent-death signal could not be armed, or the daemon was already gone.
 pub const PARENT_DEATH: i32 = 77;
 /// A seccomp filter could not be built or installed.
-pub const SECCOMP: i32 = 78;
+pub(crate) const SECCOMP: i32 = 78;
 /// The pipe to the daemon broke or carried something unexpected.
-pub const PROTOCOL: i32 = 79;
+pub(crate) const PROTOCOL: i32 = 79;
 /// An allocation failed: the address-space limit was reached.
-pub const MEMORY: i32 = 86;
+pub(crate) const MEMORY: i32 = 86;
 
 /// Whether `code` is one of the confinement steps'.
-pub fn is_setup(code: i32) -> bool {
+pub(crate) fn is_setup(code: i32) -> bool {
     (DESCRIPTORS..=SECCOMP).contains(&code)
 }
 
@@ -97,7 +97,7 @@ impl Exit {
 }
 
 /// Classifies a child's exit status; `None` for a clean exit (0).
-pub fn classify(status: ExitStatus) -> Option<Exit> {
+pub(crate) fn classify(status: ExitStatus) -> Option<Exit> {
     if let Some(signal) = status.signal() {
         return Some(match signal {
             nix::libc::SIGSYS => Exit::SandboxViolation,

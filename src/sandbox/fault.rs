@@ -114,7 +114,7 @@ mod built {
 
     impl Fault {
         /// Its command-line name (there is none).
-        pub fn as_str(self) -> &'static str {
+        pub(crate) fn as_str(self) -> &'static str {
             match self {}
         }
     }

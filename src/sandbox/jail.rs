@@ -14,7 +14,7 @@ use super::policy::{self, Limits};
 
 /// A confinement step that failed, with the exit code the child leaves with.
 #[derive(Debug)]
-pub struct StepFailed {
+pub(crate) struct StepFailed {
     /// Exit code (see [`super::exit`]).
     pub code: i32,
     /// Which step, for the daemon's log (the child writes it to stderr).
@@ -34,7 +34,7 @@ fn fail(code: i32, step: &'static str, why: impl std::fmt::Display) -> StepFaile
 /// Confines the calling process (which must still be single-threaded) and returns the names
 /// of the confinements in force. `parent` is the daemon's pid, to catch a daemon that died
 /// before the parent-death signal was armed.
-pub fn enter(limits: &Limits, parent: u32) -> Result<Vec<&'static str>, StepFailed> {
+pub(crate) fn enter(limits: &Limits, parent: u32) -> Result<Vec<&'static str>, StepFailed> {
     let mut active = Vec::with_capacity(12);
 
     // 1. Only stdin, stdout and stderr.
@@ -131,7 +131,7 @@ pub fn enter(limits: &Limits, parent: u32) -> Result<Vec<&'static str>, StepFail
 }
 
 /// Installs the compute-phase filter on every thread of the process.
-pub fn enter_compute_phase() -> Result<(), StepFailed> {
+pub(crate) fn enter_compute_phase() -> Result<(), StepFailed> {
     let filter = policy::compute_phase().map_err(|e| fail(exit::SECCOMP, "seccomp_compute", e))?;
     seccompiler::apply_filter_all_threads(&filter)
         .map_err(|e| fail(exit::SECCOMP, "seccomp_compute", e))

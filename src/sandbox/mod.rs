@@ -1,7 +1,7 @@
 //! Sandboxed runs: one confined child process per task, and credentials that do not outlive it.
 //!
-//! The daemon's side lives here; the child's in [`child`] (with its confinement in [`jail`]
-//! and its limits and syscall filters, as data, in [`policy`]). For each run the daemon:
+//! The daemon's side lives here; the child's in [`child`] (with its confinement in `jail`
+//! and its limits and syscall filters, as data, in `policy`). For each run the daemon:
 //!
 //! 1. starts `hubworker __sandbox-child` (the binary re-executed: setup runs single-threaded in
 //!    a fresh process, never in a `pre_exec` closure of the multi-threaded daemon) with an
@@ -24,12 +24,12 @@ pub mod child;
 mod conversation;
 pub mod exit;
 mod fault;
-pub mod jail;
+pub(crate) mod jail;
 mod message;
 mod pipe;
-pub mod policy;
+pub(crate) mod policy;
 mod spawner;
-pub mod wire;
+pub(crate) mod wire;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -46,10 +46,10 @@ use crate::proto::sandbox::{Setup, from_child};
 use crate::run::{RunEvent, RunTimings, Task, TaskFailure, channel};
 use crate::workflow::RunControl;
 use conversation::{Context, End, Frames, converse, next, read_capped, read_frames, stop_reason};
-pub use exit::{Exit, classify};
+pub(crate) use exit::{Exit, classify};
 pub use fault::Fault;
 pub(crate) use message::Provisions;
-pub use policy::Limits;
+pub(crate) use policy::Limits;
 use spawner::Spawner;
 
 /// The hidden subcommand that turns the binary into a run child.
@@ -57,7 +57,7 @@ pub const CHILD_COMMAND: &str = "__sandbox-child";
 
 /// How the daemon runs children.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The executable to start (default `/proc/self/exe`: the daemon's own binary, even if the
     /// file on disk was replaced by an upgrade since).
     pub program: PathBuf,
@@ -167,7 +167,7 @@ type Pool = Arc<Mutex<Vec<Spawned>>>;
 
 impl Sandbox {
     /// A sandbox with `settings` (and its spawner thread).
-    pub fn new(settings: Settings) -> Sandbox {
+    pub(crate) fn new(settings: Settings) -> Sandbox {
         Sandbox {
             settings,
             faults: Mutex::new(HashMap::new()),
@@ -175,11 +175,6 @@ impl Sandbox {
             pending: Arc::new(AtomicUsize::new(0)),
             spawner: Spawner::new(),
         }
-    }
-
-    /// The settings.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
     }
 
     /// Plants a fault for the next task whose fault key (workflow hash) is `key`. For the
@@ -262,7 +257,7 @@ impl Sandbox {
 
     /// Reaps pooled children that died while waiting (so none lingers as a zombie), then
     /// starts children in the background until the pool holds `settings.pool`.
-    pub fn refill(&self) {
+    pub(crate) fn refill(&self) {
         if let Ok(mut pool) = self.pool.lock() {
             pool.retain_mut(|s| matches!(s.child.try_wait(), Ok(None)));
         }
@@ -292,7 +287,7 @@ impl Sandbox {
 
     /// Starts one child, waits until it is confined, and lets it go: proves the sandbox works
     /// on this host and returns the confinements in force.
-    pub async fn probe(&self) -> Result<Vec<String>, Exit> {
+    pub(crate) async fn probe(&self) -> Result<Vec<String>, Exit> {
         let spawned = Self::spawn_with(&self.spawner, &self.settings, None)
             .await
             .map_err(|_| Exit::Crashed("the run child could not be started".into()))?;

@@ -24,7 +24,7 @@ use seccompiler::{
 
 /// Resource limits for one run child (hard = soft unless said otherwise).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Address-space limit, bytes (`RLIMIT_AS`): an allocation past it fails and the child
     /// exits with [`super::exit::MEMORY`].
     pub memory_bytes: u64,
@@ -245,7 +245,7 @@ const CLONE_NAMESPACES: u64 = (libc::CLONE_NEWNS
 /// Why a filter could not be built (a bug in this table; the child fails closed).
 #[derive(Debug, thiserror::Error)]
 #[error("seccomp filter: {0}")]
-pub struct FilterError(String);
+pub(crate) struct FilterError(String);
 
 fn arch() -> Result<TargetArch, FilterError> {
     TargetArch::try_from(std::env::consts::ARCH).map_err(|e| FilterError(e.to_string()))
@@ -276,7 +276,7 @@ fn compile(
 /// that answers `clone3` with `ENOSYS`, because its flags sit behind a pointer a filter cannot
 /// read; glibc then falls back to `clone`, whose flags the allowlist checks.
 /// Call it in the process it will confine (its `tgkill` rule names this process's id).
-pub fn database_phase() -> Result<Vec<BpfProgram>, FilterError> {
+pub(crate) fn database_phase() -> Result<Vec<BpfProgram>, FilterError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     for (nr, _why) in ALWAYS
         .iter()
@@ -390,7 +390,7 @@ fn argument_rules(rules: &mut BTreeMap<i64, Vec<SeccompRule>>) -> Result<(), Fil
 
 /// The compute-phase filter, stacked on the database phase's: kills on making sockets and
 /// opening files.
-pub fn compute_phase() -> Result<BpfProgram, FilterError> {
+pub(crate) fn compute_phase() -> Result<BpfProgram, FilterError> {
     let rules = COMPUTE_FORBIDS
         .iter()
         .chain(COMPUTE_FORBIDS_X86_64)

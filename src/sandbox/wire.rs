@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 /// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
-pub enum WireError {
+pub(crate) enum WireError {
     /// The pipe failed.
     #[error("pipe: {0}")]
     Io(#[from] std::io::Error),
@@ -25,7 +25,7 @@ pub enum WireError {
 
 /// Encodes `msg` as one frame into a buffer that is wiped when dropped (frames can carry the
 /// transport key).
-pub fn encode<M: Message>(msg: &M) -> Zeroizing<Vec<u8>> {
+pub(crate) fn encode<M: Message>(msg: &M) -> Zeroizing<Vec<u8>> {
     let len = msg.encoded_len();
     let mut buf = Zeroizing::new(Vec::with_capacity(4 + len));
     buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
@@ -35,14 +35,17 @@ pub fn encode<M: Message>(msg: &M) -> Zeroizing<Vec<u8>> {
 }
 
 /// Writes one frame (blocking).
-pub fn write<M: Message, W: Write>(w: &mut W, msg: &M) -> Result<(), WireError> {
+pub(crate) fn write<M: Message, W: Write>(w: &mut W, msg: &M) -> Result<(), WireError> {
     w.write_all(&encode(msg))?;
     w.flush()?;
     Ok(())
 }
 
 /// Reads one frame (blocking); `None` at a clean end of stream.
-pub fn read<M: Message + Default, R: Read>(r: &mut R, cap: usize) -> Result<Option<M>, WireError> {
+pub(crate) fn read<M: Message + Default, R: Read>(
+    r: &mut R,
+    cap: usize,
+) -> Result<Option<M>, WireError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len) {
         Ok(()) => {}
@@ -59,7 +62,7 @@ pub fn read<M: Message + Default, R: Read>(r: &mut R, cap: usize) -> Result<Opti
 }
 
 /// Writes one frame (async).
-pub async fn write_async<M: Message, W: AsyncWrite + Unpin>(
+pub(crate) async fn write_async<M: Message, W: AsyncWrite + Unpin>(
     w: &mut W,
     msg: &M,
 ) -> Result<(), WireError> {
@@ -69,7 +72,7 @@ pub async fn write_async<M: Message, W: AsyncWrite + Unpin>(
 }
 
 /// Reads one frame (async); `None` at a clean end of stream. Also returns the frame's size.
-pub async fn read_async<M: Message + Default, R: AsyncRead + Unpin>(
+pub(crate) async fn read_async<M: Message + Default, R: AsyncRead + Unpin>(
     r: &mut R,
     cap: usize,
 ) -> Result<Option<(M, usize)>, WireError> {

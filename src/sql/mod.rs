@@ -38,10 +38,10 @@ use sqlparser::dialect::{
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
-pub use error::{ErrorCode, SqlError};
+pub(crate) use error::{ErrorCode, SqlError};
 
 /// Inputs larger than this are rejected before any parsing.
-pub const MAX_SQL_BYTES: usize = 1 << 20;
+pub(crate) const MAX_SQL_BYTES: usize = 1 << 20;
 
 /// sqlparser's recursion limit (parenthesised expressions, subqueries, table
 /// factors, data types). Real analytic queries stay far below; the parser's
@@ -87,7 +87,7 @@ pub enum Dialect {
 
 impl Dialect {
     /// Canonical lowercase name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Dialect::Postgres => "postgres",
             Dialect::Mysql => "mysql",
@@ -133,7 +133,7 @@ impl FromStr for Dialect {
 /// MySQL/MariaDB and SQLite names are kept as written (those servers compare function and
 /// schema names case-insensitively).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ObjectRef {
+pub(crate) struct ObjectRef {
     /// The schema it is qualified with, if any (the part before the name).
     pub schema: Option<String>,
     /// The object's own name.
@@ -155,34 +155,29 @@ impl ReadOnlyQuery {
     /// The text to send to the server, and the cache key: the checked statement as the guard
     /// renders it (no comments, normalized layout), which parses back to exactly the tree the
     /// guard checked. The caller's original text is never sent.
-    pub fn sql(&self) -> &str {
+    pub(crate) fn sql(&self) -> &str {
         &self.sql
     }
 
-    /// Consumes the query, returning the text to send.
-    pub fn into_sql(self) -> String {
-        self.sql
-    }
-
     /// The dialect it was vetted for.
-    pub fn dialect(&self) -> Dialect {
+    pub(crate) fn dialect(&self) -> Dialect {
         self.dialect
     }
 
     /// Whether the statement is a plain `EXPLAIN` (it cannot be wrapped in `COPY`, for example).
-    pub fn is_explain(&self) -> bool {
+    pub(crate) fn is_explain(&self) -> bool {
         self.explain
     }
 
     /// Every function the statement calls (scalar, aggregate, window and table functions),
     /// for the connector's catalog check.
-    pub fn functions(&self) -> &[ObjectRef] {
+    pub(crate) fn functions(&self) -> &[ObjectRef] {
         &self.functions
     }
 
     /// Every relation named in a FROM clause, `TABLE t` or `IN t` (CTE names included: the
     /// guard does not resolve them), for the connector's catalog check.
-    pub fn relations(&self) -> &[ObjectRef] {
+    pub(crate) fn relations(&self) -> &[ObjectRef] {
         &self.relations
     }
 }

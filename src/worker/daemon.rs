@@ -40,7 +40,7 @@ fn status_line(running: &Running) -> String {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT; exit code 0 after a clean drain.
-pub fn serve(config_path: &Path, instance: Option<u32>) -> Result<u8, Error> {
+pub(crate) fn serve(config_path: &Path, instance: Option<u32>) -> Result<u8, Error> {
     let config =
         Config::load_instance(config_path, instance).map_err(|e| Error::Config(e.to_string()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()

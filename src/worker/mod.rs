@@ -4,14 +4,14 @@
 //! → open credentials → load inputs (guard, cache) → one plan → stream results → drop the
 //! credentials. `service.rs` only translates proto to these calls and back.
 
-pub mod daemon;
+pub(crate) mod daemon;
 mod events;
 mod forward;
 mod inline;
 mod runs;
-pub mod server;
-pub mod service;
-pub mod status;
+pub(crate) mod server;
+pub(crate) mod service;
+pub(crate) mod status;
 mod validate_gate;
 
 use std::collections::HashMap;
@@ -31,9 +31,9 @@ pub(crate) use crate::run::{RunEvent, RunTimings};
 use crate::sandbox::{Job, Provisions, Sandbox, SandboxFailure};
 use crate::token::{Expect, Scope, Verified, Verifier};
 use crate::workflow::{self, RunControl, Workflow};
-pub use runs::{CancelSecret, Registration};
-pub use status::RunFailure;
-pub use validate_gate::Validated;
+
+pub(crate) use status::RunFailure;
+pub(crate) use validate_gate::Validated;
 
 /// Where a run's progress, inputs and output pieces go: bounded in bytes.
 pub(crate) type EventSender = channel::Sender<RunEvent>;
@@ -64,11 +64,11 @@ impl std::fmt::Debug for Worker {
 
 /// A run slot; the run holds it until it ends.
 #[derive(Debug)]
-pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+pub(crate) struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
 
 impl Worker {
     /// A worker from its parts.
-    pub fn new(config: Config, verifier: Verifier, hub: HubClient) -> Worker {
+    pub(crate) fn new(config: Config, verifier: Verifier, hub: HubClient) -> Worker {
         let capacity = config.worker.capacity as usize;
         Worker {
             cache: Arc::new(ResultCache::new(config.cache.max_bytes)),
@@ -87,7 +87,7 @@ impl Worker {
     }
 
     /// The configuration in force (a reload swaps it; runs keep the one they started with).
-    pub fn config(&self) -> Arc<Config> {
+    pub(crate) fn config(&self) -> Arc<Config> {
         match self.config.read() {
             Ok(c) => c.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -98,7 +98,7 @@ impl Worker {
     /// for the next run; sections that shape the process (worker identity, capacity, listen
     /// address, hub, TLS, secrets, token policy, sandbox, metrics) need a restart: they are
     /// kept, and the returned notes name them. The key set is reloaded separately.
-    pub fn reload(&self, new: Config) -> Vec<String> {
+    pub(crate) fn reload(&self, new: Config) -> Vec<String> {
         let old = self.config();
         let mut notes = Vec::new();
         let mut applied = (*old).clone();
@@ -131,7 +131,7 @@ impl Worker {
     }
 
     /// Cancels every run in flight (the end of a drain's grace period).
-    pub fn cancel_all(&self) -> usize {
+    pub(crate) fn cancel_all(&self) -> usize {
         let runs = self.runs.controls();
         for r in &runs {
             r.cancel();
@@ -140,23 +140,18 @@ impl Worker {
     }
 
     /// Metrics.
-    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+    pub(crate) fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         &self.metrics
     }
 
-    /// Cache entries and bytes.
-    pub async fn cache_stats(&self) -> (u64, u64) {
-        self.cache.stats().await
-    }
-
     /// Cache entries and bytes as last maintained (no waiting; for scrapes).
-    pub fn cache_stats_now(&self) -> (u64, u64) {
+    pub(crate) fn cache_stats_now(&self) -> (u64, u64) {
         self.cache.stats_now()
     }
 
     /// Reloads the token key set: the secrets directory's `token-keys.jwks` when there is
     /// one (pinned keys), else the Hub's current set (by registering again). Returns the kids.
-    pub async fn reload_keys(&self, config: &Config) -> Result<Vec<String>, String> {
+    pub(crate) async fn reload_keys(&self, config: &Config) -> Result<Vec<String>, String> {
         let mut env = HashMap::new();
         if config.worker.mode == crate::config::ModeSetting::Production {
             env.insert("HUBWORKER_ENV".to_owned(), "production".to_owned());
@@ -200,12 +195,12 @@ impl Worker {
     }
 
     /// `process` or `inline`.
-    pub fn isolation(&self) -> Isolation {
+    pub(crate) fn isolation(&self) -> Isolation {
         self.config().sandbox.isolation
     }
 
     /// The confinements run children reported most recently (empty when inline).
-    pub fn confinements(&self) -> Vec<String> {
+    pub(crate) fn confinements(&self) -> Vec<String> {
         self.confinements
             .lock()
             .map(|c| c.clone())
@@ -214,7 +209,7 @@ impl Worker {
 
     /// Starts one child that confines itself and stops: proves the sandbox works on this host
     /// before the worker accepts runs, and learns which confinements are in force.
-    pub async fn probe_sandbox(&self) -> Result<Vec<String>, crate::sandbox::Exit> {
+    pub(crate) async fn probe_sandbox(&self) -> Result<Vec<String>, crate::sandbox::Exit> {
         let Some(sandbox) = &self.sandbox else {
             return Ok(Vec::new());
         };
@@ -227,28 +222,28 @@ impl Worker {
     }
 
     /// The token verifier (its key set can be rotated).
-    pub fn verifier(&self) -> &Verifier {
+    pub(crate) fn verifier(&self) -> &Verifier {
         &self.verifier
     }
 
     /// Runs in flight.
-    pub fn in_flight(&self) -> u32 {
+    pub(crate) fn in_flight(&self) -> u32 {
         let capacity = self.config().worker.capacity as usize;
         u32::try_from(capacity - self.slots.available_permits().min(capacity)).unwrap_or(u32::MAX)
     }
 
     /// Whether the worker is draining (no new runs).
-    pub fn draining(&self) -> bool {
+    pub(crate) fn draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
 
     /// Stop accepting runs (runs in flight continue).
-    pub fn drain(&self) {
+    pub(crate) fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }
 
     /// Takes a run slot now, or refuses: never queues.
-    pub fn slot(&self) -> Result<Slot, RunFailure> {
+    pub(crate) fn slot(&self) -> Result<Slot, RunFailure> {
         if self.draining() {
             return Err(RunFailure::Draining);
         }
@@ -262,7 +257,7 @@ impl Worker {
     /// Checks a token and a workflow for a run without redeeming anything: the token
     /// (signature, time, audience, issuer, role, scope, hash), then the workflow, then the
     /// token's connection scope. `consume` marks the token used (Execute) or not (Validate).
-    pub fn check(
+    pub(crate) fn check(
         &self,
         token: &str,
         doc: &str,
@@ -277,7 +272,7 @@ impl Worker {
 
     /// [`check`](Self::check) on a blocking thread: a full validation (large documents,
     /// Polars building plans) never occupies one of the runtime's worker threads.
-    pub async fn check_off_runtime(
+    pub(crate) async fn check_off_runtime(
         self: &Arc<Self>,
         token: String,
         doc: String,
@@ -352,7 +347,10 @@ impl Worker {
     }
 
     /// Redeems a verified token with the Hub; the credentials stay sealed.
-    pub async fn redeem(&self, token: &Verified) -> Result<Vec<SealedCredential>, RunFailure> {
+    pub(crate) async fn redeem(
+        &self,
+        token: &Verified,
+    ) -> Result<Vec<SealedCredential>, RunFailure> {
         self.hub
             .clone()
             .redeem_sealed(token)

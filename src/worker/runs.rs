@@ -15,7 +15,7 @@ use super::{RunFailure, Worker};
 use crate::workflow::RunControl;
 
 /// A run's cancel secret as the client gets it (64 hex digits); wiped when dropped.
-pub struct CancelSecret(Zeroizing<String>);
+pub(crate) struct CancelSecret(Zeroizing<String>);
 
 impl CancelSecret {
     fn random() -> CancelSecret {
@@ -25,7 +25,7 @@ impl CancelSecret {
     }
 
     /// The text, for the `Accepted` event only.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -78,7 +78,7 @@ impl Runs {
 
 /// A run's entry in the worker's table of cancellable runs; dropping it removes the entry.
 #[derive(Debug)]
-pub struct Registration {
+pub(crate) struct Registration {
     worker: Arc<Worker>,
     run_id: String,
 }
@@ -95,7 +95,7 @@ impl Worker {
     /// Makes a run cancellable from the moment it is accepted (before its token is redeemed,
     /// while it runs, until it ends) by whoever holds the returned secret: Cancel finds it
     /// until the registration is dropped.
-    pub fn register(
+    pub(crate) fn register(
         self: &Arc<Self>,
         run_id: &str,
         control: &RunControl,
@@ -119,7 +119,7 @@ impl Worker {
 
     /// Cancels a run in flight: `Ok(false)` if there is none with that id, `Ok(true)` once
     /// told to stop, and [`RunFailure::CancelNotAuthorized`] for a missing or wrong secret.
-    pub fn cancel(&self, run_id: &str, secret: &str) -> Result<bool, RunFailure> {
+    pub(crate) fn cancel(&self, run_id: &str, secret: &str) -> Result<bool, RunFailure> {
         let found = self.runs.entries.lock().ok().and_then(|r| {
             r.get(run_id).map(|e| {
                 (

@@ -18,7 +18,7 @@ use crate::token::{Policy, Verifier};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub(crate) enum StartError {
     /// Secrets missing or weak (names the settings, never values).
     #[error("refusing to start:\n{}", .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
     Secrets(Vec<SecretProblem>),
@@ -39,7 +39,7 @@ pub enum StartError {
 impl StartError {
     /// Whether the configuration (or its secrets) is at fault, not the moment: a usage error
     /// (exit 2) rather than a failure to retry (exit 1).
-    pub fn is_config(&self) -> bool {
+    pub(crate) fn is_config(&self) -> bool {
         matches!(self, StartError::Secrets(_) | StartError::Tls(_))
     }
 }
@@ -58,8 +58,6 @@ impl From<StartError> for crate::Error {
 pub struct Running {
     /// The bound address.
     pub addr: SocketAddr,
-    /// The metrics endpoint's address, if enabled.
-    pub metrics_addr: Option<SocketAddr>,
     /// The shared state.
     pub worker: Arc<Worker>,
     health: tonic_health::server::HealthReporter,
@@ -72,16 +70,16 @@ pub struct Running {
 
 /// How a drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Drained {
+pub(crate) struct Drained {
     /// Runs still in flight when the grace period ended, cancelled then.
-    pub cancelled: usize,
+    pub(crate) cancelled: usize,
 }
 
 impl Running {
     /// Stops taking runs and lets those in flight finish: new `Execute`s get UNAVAILABLE
     /// (`draining`), health says NOT_SERVING, the Hub hears it at once; after `grace` the runs
     /// left are cancelled. The server keeps answering (Status, health, the runs' streams).
-    pub async fn drain(&self, grace: Duration) -> Drained {
+    pub(crate) async fn drain(&self, grace: Duration) -> Drained {
         self.worker.drain();
         self.health
             .set_not_serving::<WorkerServer<WorkerService>>()
@@ -109,12 +107,12 @@ impl Running {
     }
 
     /// Whether the gRPC server task is still running (the watchdog asks).
-    pub fn server_alive(&self) -> bool {
+    pub(crate) fn server_alive(&self) -> bool {
         !self.server.is_finished()
     }
 
     /// Stops accepting, lets the server finish, and returns.
-    pub async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         self.worker.drain();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -128,19 +126,10 @@ impl Running {
             let _ = m.await;
         }
     }
-
-    /// Waits until the server ends (it runs until [`shutdown`](Self::shutdown) or an error).
-    pub async fn wait(&mut self) -> Result<(), String> {
-        match (&mut self.server).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
 }
 
 /// Starts the daemon: loads secrets, binds, registers with the Hub, serves.
-pub async fn start(config: Config, env: &dyn Env) -> Result<Running, StartError> {
+pub(crate) async fn start(config: Config, env: &dyn Env) -> Result<Running, StartError> {
     // The daemon holds the transport key: no core dumps, no /proc/<pid>/mem for same-user
     // processes (run children included).
     if let Err(e) = crate::locked::set_non_dumpable() {
@@ -218,7 +207,7 @@ pub async fn start(config: Config, env: &dyn Env) -> Result<Running, StartError>
             }),
     );
     let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
-    let (metrics_addr, metrics) = serve_metrics(&worker, async move {
+    let metrics = serve_metrics(&worker, async move {
         let _ = metrics_stopped.await;
     })
     .await?;
@@ -226,7 +215,6 @@ pub async fn start(config: Config, env: &dyn Env) -> Result<Running, StartError>
     announce(&worker, addr, &confinements);
     Ok(Running {
         addr,
-        metrics_addr,
         worker,
         health,
         stop: Some(stop),
@@ -256,13 +244,13 @@ fn secrets(config: &Config, env: &dyn Env) -> Result<crate::keys::WorkerSecrets,
     Ok(secrets)
 }
 
-/// The metrics endpoint, when enabled: its address and its task.
+/// The metrics endpoint, when enabled: its task.
 async fn serve_metrics(
     worker: &Arc<Worker>,
     stopped: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<MetricsServer, StartError> {
+) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>, StartError> {
     if !worker.config().metrics.enabled {
-        return Ok((None, None));
+        return Ok(None);
     }
     let listen = worker.config().metrics.listen;
     let listener = crate::metrics::bind(listen)
@@ -288,14 +276,9 @@ async fn serve_metrics(
         refresh,
         stopped,
     ));
-    Ok((Some(bound), Some(task)))
+    tracing::info!(addr = %bound, "metrics endpoint listening");
+    Ok(Some(task))
 }
-
-/// The metrics endpoint's address and task, if any.
-type MetricsServer = (
-    Option<SocketAddr>,
-    Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-);
 
 /// Reports load to the Hub every `every`, for the daemon's life.
 fn heartbeat_task(worker: Arc<Worker>, every: Duration) -> tokio::task::JoinHandle<()> {

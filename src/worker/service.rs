@@ -25,13 +25,13 @@ use crate::workflow::RunControl;
 
 /// The service over a shared [`Worker`].
 #[derive(Debug, Clone)]
-pub struct WorkerService {
+pub(crate) struct WorkerService {
     worker: Arc<Worker>,
 }
 
 impl WorkerService {
     /// A service for `worker`.
-    pub fn new(worker: Arc<Worker>) -> WorkerService {
+    pub(crate) fn new(worker: Arc<Worker>) -> WorkerService {
         WorkerService { worker }
     }
 }

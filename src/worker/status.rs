@@ -12,7 +12,7 @@ use crate::workflow::{Problems, RunControl, RunError};
 
 /// Why a run or call failed.
 #[derive(Debug, thiserror::Error)]
-pub enum RunFailure {
+pub(crate) enum RunFailure {
     /// All run slots are taken: try another worker.
     #[error("the worker is at capacity")]
     OverCapacity,
@@ -57,7 +57,7 @@ pub enum RunFailure {
 
 impl RunFailure {
     /// Stable reason code.
-    pub fn code(&self) -> String {
+    pub(crate) fn code(&self) -> String {
         match self {
             RunFailure::OverCapacity => "over_capacity".into(),
             RunFailure::Draining => "draining".into(),
@@ -81,7 +81,7 @@ impl RunFailure {
 
     /// The `outcome` label of a run that ended this way: `client_stalled`, or the gRPC
     /// status name (a closed set either way).
-    pub fn outcome(&self) -> &'static str {
+    pub(crate) fn outcome(&self) -> &'static str {
         match self {
             RunFailure::ClientStalled => crate::metrics::CLIENT_STALLED,
             other => crate::metrics::outcome(other.grpc_code()),
@@ -89,7 +89,7 @@ impl RunFailure {
     }
 
     /// The gRPC status code.
-    pub fn grpc_code(&self) -> Code {
+    pub(crate) fn grpc_code(&self) -> Code {
         match self {
             RunFailure::OverCapacity => Code::ResourceExhausted,
             RunFailure::Draining => Code::Unavailable,
@@ -133,7 +133,7 @@ impl RunFailure {
     }
 
     /// A message safe to send.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             // Hub and query failures: only the code; their details can hold host names.
             RunFailure::Hub(e) => format!("the hub call failed ({})", e.code()),
@@ -151,7 +151,7 @@ impl RunFailure {
 }
 
 /// The one map from failures to gRPC statuses.
-pub fn to_status(f: &RunFailure) -> Status {
+pub(crate) fn to_status(f: &RunFailure) -> Status {
     let code = f.code();
     let mut status = Status::new(f.grpc_code(), format!("[{code}] {}", f.message()));
     if let Ok(v) = code.parse() {

@@ -91,7 +91,7 @@ impl ValidateGate {
 
 /// What a validation found.
 #[derive(Debug)]
-pub enum Validated {
+pub(crate) enum Validated {
     /// A valid workflow (its node schemas predicted).
     Valid(Box<Workflow>),
     /// Problems, with the document's canonical hash.
@@ -108,7 +108,7 @@ impl Worker {
     /// predicted schemas. The token's signature, time, audience, issuer, scope and role are
     /// checked first, cheaply, and the validation charged to its id; the full check (hash,
     /// workflow, connection scope) then runs on a blocking thread behind the gate's permits.
-    pub async fn validate(
+    pub(crate) async fn validate(
         self: &Arc<Self>,
         token: String,
         doc: String,

@@ -27,7 +27,7 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(5);
 
 /// A progress event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// A node started (for tools fused into the plan: when the plan starts running).
     Started {
         /// Node id.
@@ -48,14 +48,14 @@ pub enum Event {
 
 /// Cooperative cancellation and the wall-clock limit of one run. Clones share the flag.
 #[derive(Debug, Clone, Default)]
-pub struct RunControl {
+pub(crate) struct RunControl {
     cancel: Arc<AtomicBool>,
     deadline: Option<Instant>,
 }
 
 impl RunControl {
     /// A control that stops the run `limit` after now.
-    pub fn with_timeout(limit: Duration) -> Self {
+    pub(crate) fn with_timeout(limit: Duration) -> Self {
         RunControl {
             cancel: Arc::default(),
             deadline: Instant::now().checked_add(limit),
@@ -63,17 +63,17 @@ impl RunControl {
     }
 
     /// Asks the run to stop at the next operator boundary.
-    pub fn cancel(&self) {
+    pub(crate) fn cancel(&self) {
         self.cancel.store(true, Ordering::SeqCst);
     }
 
     /// Whether [`cancel`](Self::cancel) was called.
-    pub fn is_cancelled(&self) -> bool {
+    pub(crate) fn is_cancelled(&self) -> bool {
         self.cancel.load(Ordering::SeqCst)
     }
 
     /// Why the run must stop now, if it must.
-    pub fn check(&self) -> Result<(), RunError> {
+    pub(crate) fn check(&self) -> Result<(), RunError> {
         if self.is_cancelled() {
             return Err(RunError::Cancelled);
         }
@@ -86,7 +86,7 @@ impl RunControl {
 
 /// Why a run did not produce its results.
 #[derive(Debug, thiserror::Error)]
-pub enum RunError {
+pub(crate) enum RunError {
     /// The loaded inputs do not fit the workflow (e.g. a query's columns are not the ones
     /// later tools use).
     #[error("{0}")]
@@ -107,7 +107,7 @@ pub enum RunError {
 
 impl RunError {
     /// Stable error code.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             RunError::Invalid(_) => "invalid_workflow",
             RunError::MissingInput(_) => "missing_input",
@@ -120,13 +120,11 @@ impl RunError {
 
 /// One named result.
 #[derive(Debug, Clone)]
-pub struct Output {
+pub(crate) struct Output {
     /// The output node's `name`.
-    pub name: String,
-    /// The output node's id.
-    pub node: String,
+    pub(crate) name: String,
     /// The rows.
-    pub frame: DataFrame,
+    pub(crate) frame: DataFrame,
 }
 
 /// Runs `workflow` over `inputs` (one frame per `sql` node id). Events arrive in order on
@@ -137,7 +135,7 @@ pub struct Output {
 /// [`RunError::Failed`] (`execution_failed`), never a crash. Nothing shared is left behind
 /// half-changed: the plan, its frames and its thread belong to this call, and the only state
 /// it touches outside (Polars' thread pool and caches) takes no poisoning locks.
-pub fn execute(
+pub(crate) fn execute(
     workflow: &Workflow,
     inputs: HashMap<String, DataFrame>,
     control: &RunControl,
@@ -203,7 +201,6 @@ fn execute_unguarded(
         if let Role::Output { name } = step.tool.kind().role() {
             results.push(Output {
                 name: name.to_owned(),
-                node: step.id.clone(),
                 frame: df,
             });
         }

@@ -19,12 +19,12 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 /// Largest workflow document accepted, in bytes.
-pub const MAX_WORKFLOW_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_WORKFLOW_BYTES: usize = 16 * 1024 * 1024;
 
 /// Why a document cannot be hashed.
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
-    /// Over [`MAX_WORKFLOW_BYTES`].
+    /// Over `MAX_WORKFLOW_BYTES`.
     #[error("workflow is {0} bytes; the limit is {MAX_WORKFLOW_BYTES}")]
     TooLarge(usize),
     /// Not JSON, nested too deeply, or a duplicate key.
@@ -37,7 +37,7 @@ pub enum HashError {
 
 impl HashError {
     /// Stable error code.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             HashError::TooLarge(_) => "too_large",
             HashError::Json(_) => "invalid_json",
@@ -106,7 +106,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
 }
 
 /// Parses `doc` (strictly: no duplicate keys, size-capped) into a JSON value.
-pub fn parse_strict(doc: &str) -> Result<Value, HashError> {
+pub(crate) fn parse_strict(doc: &str) -> Result<Value, HashError> {
     if doc.len() > MAX_WORKFLOW_BYTES {
         return Err(HashError::TooLarge(doc.len()));
     }
@@ -116,7 +116,7 @@ pub fn parse_strict(doc: &str) -> Result<Value, HashError> {
 }
 
 /// Largest integer magnitude I-JSON calls interoperable: 2^53 - 1.
-pub const MAX_EXACT_INTEGER: u64 = (1 << 53) - 1;
+pub(crate) const MAX_EXACT_INTEGER: u64 = (1 << 53) - 1;
 
 /// Refuses the numbers of `doc` the canonical form cannot represent exactly (see the module
 /// docs). `doc` is valid JSON already, so outside strings a `-` or a digit starts a number
@@ -190,7 +190,7 @@ fn out_of_range(doc: &str, at: usize, text: &str, why: &str) -> String {
 }
 
 /// The RFC 8785 canonical form of `doc`.
-pub fn canonical_json(doc: &str) -> Result<String, HashError> {
+pub(crate) fn canonical_json(doc: &str) -> Result<String, HashError> {
     let value = parse_strict(doc)?;
     Ok(serde_json_canonicalizer::to_string(&value)?)
 }

@@ -16,21 +16,23 @@
 //! - `exec`: one plan, one run, progress events, cancellation and a time limit;
 //! - `hash`: the canonical hash.
 
-pub mod exec;
-pub mod hash;
-pub mod model;
-pub mod parse;
+pub(crate) mod exec;
+pub(crate) mod hash;
+pub(crate) mod model;
+pub(crate) mod parse;
 mod plan;
 mod predict;
-pub mod problem;
+pub(crate) mod problem;
 mod size;
 mod tools;
-pub mod validate;
+pub(crate) mod validate;
 
-pub use exec::{Event, Output, RunControl, RunError, execute};
-pub use hash::{HashError, canonical_json, workflow_sha256};
-pub use problem::{Problem, Problems};
-pub use validate::{Workflow, validate};
+#[cfg(test)]
+use exec::Output;
+pub(crate) use exec::{Event, RunControl, RunError, execute};
+pub use hash::{HashError, workflow_sha256};
+pub(crate) use problem::Problems;
+pub(crate) use validate::{Workflow, validate};
 
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::tools::Tool;
 
 /// The only format version this worker runs.
-pub const VERSION: u64 = 1;
+pub(crate) const VERSION: u64 = 1;
 
 /// Column types for `inline` and `select.cast`, spelled as py-polars spells them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -105,7 +105,7 @@ pub(crate) struct NodeDoc {
 }
 
 /// The JSON Schema (draft 2020-12) of the workflow format, pretty-printed.
-pub fn json_schema() -> String {
+pub(crate) fn json_schema() -> String {
     let schema = schemars::schema_for!(Document);
     let mut value = serde_json::to_value(&schema).unwrap_or_default();
     // `id` is flattened beside each tool's fields, which schemars cannot close; 2020-12's

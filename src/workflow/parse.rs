@@ -13,13 +13,13 @@ use super::tools::Tool;
 
 /// Most nodes in one workflow. Canvases people build have tens to a few hundred tools; the
 /// limit keeps validation and plan optimisation bounded.
-pub const MAX_NODES: usize = 2_000;
+pub(crate) const MAX_NODES: usize = 2_000;
 
 /// Longest chain of nodes (the plan's depth).
-pub const MAX_DEPTH: usize = 500;
+pub(crate) const MAX_DEPTH: usize = 500;
 
 /// Longest node id or result name.
-pub const MAX_ID_LEN: usize = 64;
+pub(crate) const MAX_ID_LEN: usize = 64;
 
 /// One parsed node.
 #[derive(Debug, Clone)]
@@ -31,7 +31,7 @@ pub(crate) struct Node {
 }
 
 /// Whether `s` is a valid node id or result name: 1 to 64 of `[A-Za-z0-9_-]`.
-pub fn is_valid_name(s: &str) -> bool {
+pub(crate) fn is_valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_ID_LEN
         && s.bytes()

@@ -21,7 +21,7 @@ pub(crate) enum ProblemSource {
 
 /// One finding of validation (or of the schema check at run time).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// The node's id; `None` for document-level problems.
     pub node: Option<String>,
     /// The field inside the node (`formulas[1].expression`), or the document key.
@@ -38,7 +38,7 @@ pub struct Problem {
 
 impl Problem {
     /// A problem of node `node` (or of the document when `None`).
-    pub fn new(
+    pub(crate) fn new(
         node: Option<&str>,
         field: impl Into<String>,
         code: &'static str,
@@ -75,7 +75,7 @@ impl fmt::Display for Problem {
 
 /// Every problem found; never empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problems(pub Vec<Problem>);
+pub(crate) struct Problems(pub Vec<Problem>);
 
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

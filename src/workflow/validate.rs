@@ -18,7 +18,7 @@ const MAX_CYCLE_PROBLEMS: usize = 10;
 
 /// A workflow that passed validation: nodes in an order where inputs come first.
 #[derive(Debug)]
-pub struct Workflow {
+pub(crate) struct Workflow {
     pub(crate) steps: Vec<Step>,
     sha256: String,
     predicted: Vec<Option<SchemaRef>>,
@@ -43,18 +43,18 @@ pub(crate) struct Port {
 
 impl Workflow {
     /// The canonical hash (64 lowercase hex digits) server tokens are bound to.
-    pub fn sha256(&self) -> &str {
+    pub(crate) fn sha256(&self) -> &str {
         &self.sha256
     }
 
     /// The document it was validated from (a sandboxed run child validates it again).
-    pub fn source_json(&self) -> &str {
+    pub(crate) fn source_json(&self) -> &str {
         &self.source
     }
 
     /// Each node's id, tool and predicted output schema (`None` where it depends on a
     /// query's result), in execution order.
-    pub fn schemas(&self) -> impl Iterator<Item = (&str, &'static str, Option<&SchemaRef>)> {
+    pub(crate) fn schemas(&self) -> impl Iterator<Item = (&str, &'static str, Option<&SchemaRef>)> {
         self.steps
             .iter()
             .zip(&self.predicted)
@@ -62,7 +62,7 @@ impl Workflow {
     }
 
     /// The `sql` nodes: (node id, connection name, guarded query).
-    pub fn queries(&self) -> impl Iterator<Item = (&str, &str, &crate::sql::ReadOnlyQuery)> {
+    pub(crate) fn queries(&self) -> impl Iterator<Item = (&str, &str, &crate::sql::ReadOnlyQuery)> {
         self.steps
             .iter()
             .filter_map(|s| match (s.tool.kind().role(), &s.compiled) {
@@ -74,26 +74,16 @@ impl Workflow {
     }
 
     /// The connection names the workflow uses, sorted, without duplicates.
-    pub fn connections(&self) -> Vec<&str> {
+    pub(crate) fn connections(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.queries().map(|(_, c, _)| c).collect();
         names.sort_unstable();
         names.dedup();
         names
     }
-
-    /// Result names, in execution order.
-    pub fn output_names(&self) -> impl Iterator<Item = &str> {
-        self.steps
-            .iter()
-            .filter_map(|s| match s.tool.kind().role() {
-                Role::Output { name } => Some(name),
-                _ => None,
-            })
-    }
 }
 
 /// Validates a workflow document completely.
-pub fn validate(doc: &str) -> Result<Workflow, Problems> {
+pub(crate) fn validate(doc: &str) -> Result<Workflow, Problems> {
     let (nodes, mut problems) = parse::parse(doc);
     if nodes.is_empty() && !problems.is_empty() {
         return Err(Problems(problems));
