@@ -29,7 +29,8 @@
 //!   [`hub_client`]: the worker's side of the `Hub` service, whose reasons it parses into an
 //!   enum.
 //! - `config`: the worker's TOML configuration, checked once, every problem at once;
-//!   `metrics`: the Prometheus series; [`telemetry`]: tracing setup.
+//!   `metrics`: the Prometheus series; [`telemetry`]: tracing setup; `introspection`: the
+//!   standard health and reflection (v1, v1alpha) services both gRPC servers add.
 //!
 //! **One task, for every caller.**
 //! - `run`: a task (run, inspect, preview), its events and timings, a narrow failure type, and
@@ -66,6 +67,7 @@ pub mod expr;
 pub(crate) mod frames;
 pub mod hub;
 pub mod hub_client;
+pub(crate) mod introspection;
 pub mod keys;
 pub(crate) mod locked;
 pub(crate) mod metrics;

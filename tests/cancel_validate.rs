@@ -110,9 +110,16 @@ async fn cancel_needs_the_runs_secret_and_the_secret_is_never_logged() {
         while let Some(e) = stream.message().await.unwrap() {
             if let Some(Event::Error(e)) = e.event {
                 code = Some(e.code);
+                break;
             }
         }
         assert_eq!(code.as_deref(), Some("cancelled"));
+        // The RunError is the last event; the status that ends the stream has the same code.
+        let end = stream.message().await.unwrap_err();
+        assert_eq!(
+            (end.code(), reason(&end).as_str()),
+            (tonic::Code::Cancelled, "cancelled")
+        );
     }
     // The log has the runs (their ids) but never their secrets.
     let log = daemon.log();

@@ -98,6 +98,11 @@ impl Daemon {
         self.process.0.id()
     }
 
+    /// The process itself (to signal it and wait for its exit).
+    pub(crate) fn process(&mut self) -> &mut std::process::Child {
+        &mut self.process.0
+    }
+
     /// A client on a connection of its own (HTTP/2 flow control is per connection too).
     pub(crate) async fn client(&self) -> WorkerClient<Channel> {
         WorkerClient::connect(self.url()).await.unwrap()

@@ -309,18 +309,22 @@ async fn a_fleet_member_notifies_systemd_rotates_keys_on_sighup_and_drains_on_si
         .await
         .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let serving = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "hubworker.v1.Worker".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status;
-    assert_eq!(
-        serving,
-        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
-    );
+    // Both standard probes follow the drain: the server ("") and the Worker service.
+    for service in ["", "hubworker.v1.Worker"] {
+        let serving = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(
+            serving,
+            tonic_health::pb::health_check_response::ServingStatus::NotServing as i32,
+            "{service:?}"
+        );
+    }
     let mut finished = false;
     while let Some(e) = running.message().await.unwrap() {
         match e.event {

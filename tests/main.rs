@@ -61,3 +61,10 @@ mod cancel_validate;
 /// Issue 17: the CLI, inline and process isolation run one path (same outputs, progress,
 /// error codes, cache hits).
 mod one_path;
+
+/// Issue 18 point 2: SIGTERM drains visibly to standard health probes; no open stream holds
+/// the process.
+mod health_drain;
+
+/// Issue 18 point 11: the Hub contract as a conformance suite against the reference Hub.
+mod hub_conformance;

@@ -75,7 +75,11 @@ async fn via_worker(stack: &Stack, doc: &str) -> Seen {
                 Some((_, b)) => b.extend_from_slice(&r.arrow_ipc),
                 None => ipc.push((r.output, r.arrow_ipc)),
             },
-            Some(Event::Error(e)) => seen.error = Some(e.code),
+            Some(Event::Error(e)) => {
+                // The last event; the stream's status carries the same code.
+                seen.error = Some(e.code);
+                break;
+            }
             _ => {}
         }
     }

@@ -1,7 +1,7 @@
 //! The worker daemon end to end over real gRPC on loopback with the reference Hub: SQLite and
 //! PostgreSQL workflows, cancellation, deadlines, client disconnects, over-capacity refusal,
 //! 50 concurrent runs, cache sharing and isolation, Validate/Inspect/Preview/Status, and the
-//! standard health and reflection services.
+//! standard health and reflection (v1 and v1alpha) services of the worker and the Hub.
 
 // Test helpers (not only #[test] fns) unwrap: a failed setup should fail the test loudly.
 #![allow(clippy::unwrap_used)]
@@ -64,7 +64,13 @@ async fn run(stack: &Stack, request: ExecuteRequest) -> Result<Outcome, tonic::S
                 None => ipc.push((r.output, r.arrow_ipc)),
             },
             Some(Event::Finished(_)) => out.finished = true,
-            Some(Event::Error(e)) => out.error = Some(e.code),
+            Some(Event::Error(e)) => {
+                // The last event: the status that ends the stream carries the same code.
+                let end = stream.message().await.unwrap_err();
+                assert_eq!(reason(&end), e.code, "{end:?}");
+                out.error = Some(e.code);
+                break;
+            }
             None => {}
         }
     }
@@ -265,6 +271,7 @@ async fn cancel_deadline_disconnect_and_capacity() {
     while let Some(e) = stream.message().await.unwrap() {
         if let Some(Event::Error(e)) = e.event {
             code = Some(e.code);
+            break;
         }
     }
     assert_eq!(code.as_deref(), Some("cancelled"));
@@ -487,18 +494,67 @@ async fn validate_inspect_preview_status_health_and_reflection() {
             "{service:?}"
         );
     }
-    // Reflection lists the services, so grpcurl works without proto files.
+    // Reflection, v1 and v1alpha (grpcurl before 1.9 asks v1alpha), lists exactly what this
+    // server serves: not the Hub service, whose definition shares the proto file.
+    let reflected = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "hubworker.v1.Worker",
+    ];
+    assert_eq!(reflection_v1(channel.clone()).await, reflected);
+    assert_eq!(reflection_v1alpha(channel).await, reflected);
+    // The reference Hub serves health and reflection too, for its own service.
+    let hub = tonic::transport::Endpoint::from_shared(stack.hub_url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(hub.clone());
+    for service in ["", "hubworker.v1.Hub"] {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.status(),
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+            "{service:?}"
+        );
+    }
+    let unknown = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "hubworker.v1.Worker".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    let reflected = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "hubworker.v1.Hub",
+    ];
+    assert_eq!(reflection_v1(hub.clone()).await, reflected);
+    assert_eq!(reflection_v1alpha(hub).await, reflected);
+    stack.shutdown().await;
+}
+
+/// The services a server lists over reflection v1, sorted.
+async fn reflection_v1(channel: tonic::transport::Channel) -> Vec<String> {
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_request::MessageRequest,
         server_reflection_response::MessageResponse,
     };
-    let mut reflection = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut responses = reflection
+    let mut responses = ServerReflectionClient::new(channel)
         .server_reflection_info(tokio_stream::iter(vec![request]))
         .await
         .unwrap()
@@ -508,12 +564,35 @@ async fn validate_inspect_preview_status_health_and_reflection() {
     else {
         panic!("list")
     };
-    let services: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
-    assert!(
-        services.contains(&"hubworker.v1.Worker") && services.contains(&"grpc.health.v1.Health"),
-        "{services:?}"
-    );
-    stack.shutdown().await;
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    names
+}
+
+/// The services a server lists over reflection v1alpha, sorted.
+async fn reflection_v1alpha(channel: tonic::transport::Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::{
+        ServerReflectionRequest, server_reflection_request::MessageRequest,
+        server_reflection_response::MessageResponse,
+    };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("list")
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    names
 }
 
 /// Runs openssl (test fixtures only: a throwaway CA, a server and a client certificate).

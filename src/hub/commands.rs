@@ -215,17 +215,29 @@ pub async fn serve(
 }
 
 /// Serves `service` (keep a clone to read its [`auth_stats`](HubService::auth_stats)) on
-/// `listener` until `shutdown` completes.
+/// `listener` until `shutdown` completes, with the standard health service (`""` and
+/// `hubworker.v1.Hub`; NOT_SERVING and every `Watch` ended at shutdown) and server reflection
+/// v1 and v1alpha advertising only what this server serves.
 pub async fn serve_service(
     service: HubService,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
+    use crate::proto::hub_server::SERVICE_NAME as HUB;
+    let (mut health, health_service) = crate::introspection::Health::new(&[HUB]).await;
+    let (reflection, reflection_v1alpha) = crate::introspection::reflection(&[HUB])
+        .map_err(|e| Error::Failed(format!("hub server: reflection: {e}")))?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .timeout(Duration::from_secs(30))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(service.server())
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            health.stop().await;
+        })
         .await
         .map_err(|e| Error::Failed(format!("hub server: {e}")))
 }
@@ -301,8 +313,10 @@ async fn dispatch(
                 println!("finished: run {} in {} ms", f.run_id, f.elapsed_ms)
             }
             Some(Event::Error(e)) => {
+                // The run's last event (the stream's status repeats its code).
                 println!("error [{}]: {}", e.code, e.message);
                 code = 1;
+                break;
             }
             None => {}
         }

@@ -9,8 +9,10 @@
 //! * SIGHUP: `RELOADING=1`, reload the config (an invalid one is logged and the old one kept)
 //!   and the token key set (the secrets directory's `token-keys.jwks`, else the Hub's current
 //!   set by registering again); runs in flight are untouched; then `READY=1`.
-//! * SIGTERM / SIGINT: `STOPPING=1`, drain (no new runs, health NOT_SERVING, runs in flight
-//!   get `drain_grace_secs`, then the rest are cancelled), deregister from the Hub, exit 0.
+//! * SIGTERM / SIGINT: `STOPPING=1`, drain (no new runs, health NOT_SERVING for `""` and the
+//!   Worker service, runs in flight get `drain_grace_secs`, then the rest are cancelled),
+//!   deregister from the Hub, end the health `Watch` streams, close what is still open within
+//!   `server::STOP_DEADLINE`, exit 0.
 
 use std::path::Path;
 use std::time::Duration;
@@ -46,7 +48,7 @@ pub(crate) fn serve(config_path: &Path, instance: Option<u32>) -> Result<u8, Err
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
+    let served = rt.block_on(async {
         // Handlers first: a signal during start-up is then handled, not fatal.
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -110,7 +112,10 @@ pub(crate) fn serve(config_path: &Path, instance: Option<u32>) -> Result<u8, Err
         }
         running.shutdown().await;
         Ok(0)
-    })
+    });
+    // Nothing left on the runtime (a blocking task included) holds the process past this.
+    rt.shutdown_timeout(super::server::STOP_DEADLINE);
+    served
 }
 
 /// The watchdog's checks: the server task runs, and the blocking pool answers in a second.

@@ -1,9 +1,12 @@
 //! One `Execute` from acceptance to its last event: redeem, run, and forward the run's events
-//! to the client through a byte-bounded outbox. Every wait on the client is bounded, by the
-//! run's control (`Cancel`, the deadline) and by `limits.send_timeout_secs`: a client that
-//! does not take an event within it loses its run (`client_stalled`: logged, counted), the run
-//! is stopped (its child killed), its slot freed, and whatever waited for the client dropped.
-//! Never logs the cancel secret; holds at most a few result chunks per run.
+//! to the client through a byte-bounded outbox. After `Accepted`, every failure (a refused
+//! Redeem included) ends the stream the same way: a `RunError` event with the failure's code,
+//! then the status `to_status` maps it to (same code, in the message and `hubworker-reason`).
+//! Every wait on the client is bounded, by the run's control (`Cancel`, the deadline) and by
+//! `limits.send_timeout_secs`: a client that does not take an event within it loses its run
+//! (`client_stalled`: logged, counted), the run is stopped (its child killed), its slot freed,
+//! and whatever waited for the client dropped. Never logs the cancel secret; holds at most a
+//! few result chunks per run.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -63,6 +66,8 @@ pub(crate) fn start(dispatch: Dispatch) -> ResponseStream {
 /// What waits for the client, shared by the run's side and the response stream.
 struct Shared {
     rx: Option<bounded::Receiver<Item>>,
+    /// A `RunError` to send once what waits is gone (when what waited was dropped with it).
+    tail_event: Option<ExecuteEvent>,
     /// The status to end the stream with once what waits is gone.
     tail: Option<Status>,
     waker: Option<Waker>,
@@ -97,6 +102,9 @@ impl Stream for ResponseStream {
                 }
             }
         }
+        if let Some(e) = shared.tail_event.take() {
+            return Poll::Ready(Some(Ok(e)));
+        }
         Poll::Ready(shared.tail.take().map(Err))
     }
 }
@@ -120,6 +128,7 @@ fn outbox(budget: usize) -> (Outbox, ResponseStream) {
     let (tx, rx) = bounded::channel(budget);
     let shared = Arc::new(Mutex::new(Shared {
         rx: Some(rx),
+        tail_event: None,
         tail: None,
         waker: None,
     }));
@@ -133,17 +142,33 @@ fn outbox(budget: usize) -> (Outbox, ResponseStream) {
 }
 
 impl Outbox {
+    /// The stream ends with `status` after what is queued (the `RunError` event).
+    fn end_with(&self, status: Status) {
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.tail = Some(status);
+        }
+    }
+
     /// Gives up on the client: what waits for it is dropped now, and the stream, should it be
-    /// read again, ends with `status`.
-    fn abandon(&self, status: Status) {
+    /// read again, ends as every failed run's does: `f`'s `RunError`, then its status.
+    fn abandon(&self, f: &RunFailure) {
         if let Ok(mut shared) = self.shared.lock() {
             shared.rx = None;
-            shared.tail = Some(status);
+            shared.tail_event = Some(run_error(f));
+            shared.tail = Some(to_status(f));
             if let Some(waker) = shared.waker.take() {
                 waker.wake();
             }
         }
     }
+}
+
+/// The `RunError` event that ends a failed run's stream.
+fn run_error(f: &RunFailure) -> ExecuteEvent {
+    event(execute_event::Event::Error(ProtoRunError {
+        code: f.code(),
+        message: f.message(),
+    }))
 }
 
 /// Why an event could not be handed to the client.
@@ -174,10 +199,10 @@ impl Link<'_> {
         }
     }
 
-    /// The last item, after the run ended (its control may well say stop by then).
-    async fn send_last(&self, item: Item) -> Result<(), Blocked> {
+    /// The last event, after the run ended (its control may well say stop by then).
+    async fn send_last(&self, event: ExecuteEvent) -> Result<(), Blocked> {
         tokio::select! {
-            sent = self.outbox.tx.send(item) => sent.map_err(|_| Blocked::Gone),
+            sent = self.outbox.tx.send(Ok(event)) => sent.map_err(|_| Blocked::Gone),
             () = tokio::time::sleep(self.timeout) => Err(Blocked::Stalled),
         }
     }
@@ -187,7 +212,7 @@ impl Link<'_> {
 struct Forwarded {
     result: Result<RunTimings, RunFailure>,
     redeem_us: u64,
-    /// The credentials were redeemed (else the stream ends with a status, not an event).
+    /// The credentials were redeemed (a failure before is logged as a failed redeem).
     redeemed: bool,
     /// Forwarding stopped while it waited on the client.
     blocked: Option<Blocked>,
@@ -267,7 +292,7 @@ async fn drive(dispatch: Dispatch, outbox: Outbox) {
                 compute_us: t.compute.as_micros() as u64,
                 encode_us: t.encode.as_micros() as u64,
             }));
-            match link.send_last(Ok(finished)).await {
+            match link.send_last(finished).await {
                 Err(Blocked::Stalled) => Err(RunFailure::ClientStalled),
                 _ => Ok(()),
             }
@@ -275,18 +300,15 @@ async fn drive(dispatch: Dispatch, outbox: Outbox) {
         Err(f) => Err(f),
     };
     if let Err(f) = &result {
-        let last = if redeemed {
-            Ok(event(execute_event::Event::Error(ProtoRunError {
-                code: f.code(),
-                message: f.message(),
-            })))
-        } else {
-            Err(to_status(f))
-        };
         // A client that was not reading gets nothing more: what waited for it is dropped now.
         let unread = blocked.is_some() || matches!(f, RunFailure::ClientStalled);
-        if unread || link.send_last(last).await.is_err() {
-            outbox.abandon(to_status(f));
+        if unread {
+            outbox.abandon(f);
+        } else {
+            outbox.end_with(to_status(f));
+            if link.send_last(run_error(f)).await.is_err() {
+                outbox.abandon(f);
+            }
         }
     }
     watcher.abort();

@@ -1,6 +1,7 @@
 //! Assembling the worker daemon: secrets, registration with the Hub, the `Worker` service with
-//! its limits, the standard health service and server reflection (so `grpcurl` works without
-//! proto files), the heartbeat task, and a shutdown that drains.
+//! its limits, the standard health service and server reflection v1 and v1alpha (so `grpcurl`
+//! works without proto files), the heartbeat task, and a shutdown that drains and then ends
+//! within [`STOP_DEADLINE`] whatever streams are still open.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,8 +14,13 @@ use super::service::WorkerService;
 use crate::config::{Config, ModeSetting};
 use crate::hub_client::{HubClient, Identity};
 use crate::keys::{Env, SecretProblem};
-use crate::proto::worker_server::WorkerServer;
+use crate::proto::worker_server::{SERVICE_NAME as WORKER, WorkerServer};
 use crate::token::{Policy, Verifier};
+
+/// How long the server gets, once told to stop (after the drain), to close its connections
+/// gracefully; then it is stopped hard, so no open stream (a health `Watch`, a client that
+/// never reads) holds the process.
+pub(crate) const STOP_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +66,7 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The shared state.
     pub worker: Arc<Worker>,
-    health: tonic_health::server::HealthReporter,
+    health: crate::introspection::Health,
     stop: Option<oneshot::Sender<()>>,
     stop_metrics: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
@@ -77,13 +83,12 @@ pub(crate) struct Drained {
 
 impl Running {
     /// Stops taking runs and lets those in flight finish: new `Execute`s get UNAVAILABLE
-    /// (`draining`), health says NOT_SERVING, the Hub hears it at once; after `grace` the runs
+    /// (`draining`), health says NOT_SERVING for the server (`""`) and `hubworker.v1.Worker`
+    /// (open `Watch` streams get the change), the Hub hears it at once; after `grace` the runs
     /// left are cancelled. The server keeps answering (Status, health, the runs' streams).
     pub(crate) async fn drain(&self, grace: Duration) -> Drained {
         self.worker.drain();
-        self.health
-            .set_not_serving::<WorkerServer<WorkerService>>()
-            .await;
+        self.health.not_serving().await;
         if let Err(e) = self.worker.heartbeat().await {
             tracing::warn!(reason = %e.code(), "could not tell the hub about the drain");
         }
@@ -111,7 +116,8 @@ impl Running {
         !self.server.is_finished()
     }
 
-    /// Stops accepting, lets the server finish, and returns.
+    /// Stops accepting, ends the health `Watch` streams, lets the server finish what is open
+    /// for at most [`STOP_DEADLINE`], then stops it hard, and returns.
     pub(crate) async fn shutdown(mut self) {
         self.worker.drain();
         if let Some(stop) = self.stop.take() {
@@ -121,9 +127,22 @@ impl Running {
             let _ = stop.send(());
         }
         self.heartbeat.abort();
-        let _ = (&mut self.server).await;
-        if let Some(m) = self.metrics.take() {
-            let _ = m.await;
+        self.health.stop().await;
+        let deadline = tokio::time::Instant::now() + STOP_DEADLINE;
+        if tokio::time::timeout_at(deadline, &mut self.server)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                deadline_secs = STOP_DEADLINE.as_secs(),
+                "streams still open at the stop deadline: closing them"
+            );
+            self.server.abort();
+        }
+        if let Some(mut m) = self.metrics.take()
+            && tokio::time::timeout_at(deadline, &mut m).await.is_err()
+        {
+            m.abort();
         }
     }
 }
@@ -175,12 +194,8 @@ pub(crate) async fn start(config: Config, env: &dyn Env) -> Result<Running, Star
     let worker = Arc::new(Worker::new(config, Verifier::new(policy, keys), hub));
     let confinements = worker.probe_sandbox().await.map_err(StartError::Sandbox)?;
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<WorkerServer<WorkerService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
+    let (health, health_service) = crate::introspection::Health::new(&[WORKER]).await;
+    let (reflection, reflection_v1alpha) = crate::introspection::reflection(&[WORKER])
         .map_err(|e| StartError::Listen(addr, std::io::Error::other(e.to_string())))?;
     let service = WorkerServer::new(WorkerService::new(worker.clone()))
         .max_decoding_message_size(max_message)
@@ -193,17 +208,14 @@ pub(crate) async fn start(config: Config, env: &dyn Env) -> Result<Running, Star
     }
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let reporter = health.clone();
     let server = tokio::spawn(
         builder
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stopped.await;
-                reporter
-                    .set_not_serving::<WorkerServer<WorkerService>>()
-                    .await;
             }),
     );
     let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
