@@ -61,3 +61,8 @@ mod cancel_validate;
 /// Issue 17: the CLI, inline and process isolation run one path (same outputs, progress,
 /// error codes, cache hits).
 mod one_path;
+
+/// Issue 18 points 4 and 8: serve waits for an unreachable Hub (backoff, STATUS=, watchdog,
+/// SIGTERM exits 0; config refusals exit 2); Hub key rotation reaches workers by heartbeat
+/// with no run refused.
+mod lifecycle;
