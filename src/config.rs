@@ -86,8 +86,10 @@ pub(crate) struct WorkerSection {
     pub validate_concurrency: usize,
 }
 
+/// 4 runs x `sandbox.memory_bytes` 2 GiB = 8 GiB: within the unit's `MemoryMax=9G`, which
+/// leaves 1 GiB for the daemon itself (its cache is 256 MiB by default).
 fn default_capacity() -> u32 {
-    8
+    4
 }
 fn default_validate_concurrency() -> usize {
     4
@@ -152,6 +154,21 @@ pub(crate) struct HubSection {
     /// Its private key (PEM).
     #[serde(default)]
     pub client_key_file: Option<PathBuf>,
+    /// While the Hub cannot be reached at start, the first wait between registration
+    /// attempts, milliseconds; it doubles per attempt (full jitter) up to
+    /// `register_backoff_max_ms`. Lower both only in tests.
+    #[serde(default = "default_backoff_initial_ms")]
+    pub register_backoff_initial_ms: u64,
+    /// The longest wait between registration attempts, milliseconds.
+    #[serde(default = "default_backoff_max_ms")]
+    pub register_backoff_max_ms: u64,
+}
+
+fn default_backoff_initial_ms() -> u64 {
+    500
+}
+fn default_backoff_max_ms() -> u64 {
+    30_000
 }
 
 /// `[secrets]`.
@@ -378,6 +395,16 @@ impl Config {
         if self.hub.issuer.is_empty() {
             problems.push("hub.issuer: must not be empty".to_owned());
         }
+        let (initial, max) = (
+            self.hub.register_backoff_initial_ms,
+            self.hub.register_backoff_max_ms,
+        );
+        if initial == 0 || max < initial || max > 3_600_000 {
+            problems.push(
+                "hub.register_backoff_initial_ms / register_backoff_max_ms: 1 <= initial <= max <= 3600000"
+                    .to_owned(),
+            );
+        }
         let t = &self.tokens;
         if t.max_lifetime_secs == 0 || t.max_lifetime_secs > 3_600 {
             problems.push("tokens.max_lifetime_secs: 1 to 3600".to_owned());
@@ -585,7 +612,7 @@ issuer = "hub"
     #[test]
     fn minimal_config_gets_documented_defaults() {
         let c = Config::parse(MINIMAL).unwrap();
-        assert_eq!(c.worker.capacity, 8);
+        assert_eq!(c.worker.capacity, 4);
         assert_eq!(c.tokens.max_lifetime_secs, 300);
         assert_eq!(c.cache.ttl_secs, 300);
         assert_eq!(c.cache_ttl("shop"), Duration::from_secs(300));
@@ -661,7 +688,7 @@ issuer = "hub"
     fn process_isolation_is_the_default_and_required_in_production() {
         let c = Config::parse(MINIMAL).unwrap();
         assert_eq!(c.sandbox.isolation, Isolation::Process);
-        assert_eq!(c.sandbox.settings().limits.memory_bytes, 4 << 30);
+        assert_eq!(c.sandbox.settings().limits.memory_bytes, 2 << 30);
         let inline = format!("{MINIMAL}\n[sandbox]\nisolation = \"inline\"\n");
         assert_eq!(
             Config::parse(&inline).unwrap().sandbox.isolation,

@@ -145,6 +145,7 @@ impl Stack {
         let worker = crate::worker::server::start(
             config,
             &std::collections::HashMap::<String, String>::new(),
+            &|_| {},
         )
         .await
         .map_err(|e| fail("worker")(e.to_string()))?;

@@ -29,20 +29,37 @@ pub struct Identity {
     pub capacity: u32,
 }
 
-/// Why a call to the Hub failed.
+/// Why a call to the Hub failed. Each message names the Hub's URL and the cause (the whole
+/// chain of sources: "tcp connect error: Connection refused (os error 111)", not only
+/// "transport error").
 #[derive(Debug, thiserror::Error)]
 pub enum HubCallError {
-    /// Cannot reach the Hub.
-    #[error("cannot reach the hub: {0}")]
-    Unreachable(String),
+    /// Cannot reach the Hub (nothing listens, no route, TLS handshake failed, timeout).
+    #[error("cannot reach the hub at {url}: {cause}")]
+    Unreachable {
+        /// The Hub's URL.
+        url: String,
+        /// What failed, with its sources.
+        cause: String,
+    },
+    /// The Hub's URL (or the TLS settings for it) is unusable: a configuration error.
+    #[error("the hub url {url:?} is unusable: {cause}")]
+    BadEndpoint {
+        /// The Hub's URL.
+        url: String,
+        /// Why.
+        cause: String,
+    },
     /// The Hub refused, with its reason.
-    #[error("the hub refused ({reason}): {message}")]
+    #[error("the hub at {url} refused ({reason}, {code:?}): {message}")]
     Refused {
+        /// The Hub's URL.
+        url: String,
         /// The Hub's reason, parsed.
         reason: HubReason,
         /// The gRPC status code.
         code: tonic::Code,
-        /// The Hub's message.
+        /// The Hub's message, with the status's sources if any.
         message: String,
     },
     /// The Hub's answer is unusable (bad key set, a credential that does not open).
@@ -57,12 +74,69 @@ impl HubCallError {
     /// Stable code.
     pub fn code(&self) -> String {
         match self {
-            HubCallError::Unreachable(_) => "hub_unreachable".into(),
+            HubCallError::Unreachable { .. } => "hub_unreachable".into(),
+            HubCallError::BadEndpoint { .. } => "hub_bad_endpoint".into(),
             HubCallError::Refused { reason, .. } => reason.as_str().to_owned(),
             HubCallError::BadAnswer(_) => "hub_bad_answer".into(),
             HubCallError::Credential(e) => e.code().into(),
         }
     }
+
+    /// Whether trying again later can succeed: the Hub is unreachable, busy, failing or asks
+    /// to back off. Refusals that only a change of configuration or secrets fixes are not.
+    pub fn is_transient(&self) -> bool {
+        use tonic::Code;
+        match self {
+            HubCallError::Unreachable { .. } | HubCallError::BadAnswer(_) => true,
+            HubCallError::BadEndpoint { .. } | HubCallError::Credential(_) => false,
+            HubCallError::Refused { reason, code, .. } => match reason {
+                HubReason::RegistrationBackoff => true,
+                HubReason::BadRegistrationSecret
+                | HubReason::WorkerKeyMismatch
+                | HubReason::BadWorkerSecret => false,
+                _ => matches!(
+                    code,
+                    Code::Unavailable
+                        | Code::DeadlineExceeded
+                        | Code::ResourceExhausted
+                        | Code::Aborted
+                        | Code::Internal
+                        | Code::Unknown
+                        | Code::Cancelled
+                ),
+            },
+        }
+    }
+
+    /// Whether this worker's configuration or secrets are at fault (a wrong URL, registration
+    /// secret or transport key, a worker id held by another key, fields the Hub refuses).
+    pub fn is_config(&self) -> bool {
+        match self {
+            HubCallError::BadEndpoint { .. } | HubCallError::Credential(_) => true,
+            HubCallError::Refused { reason, code, .. } => {
+                matches!(
+                    reason,
+                    HubReason::BadRegistrationSecret | HubReason::WorkerKeyMismatch
+                ) || *code == tonic::Code::InvalidArgument
+            }
+            HubCallError::Unreachable { .. } | HubCallError::BadAnswer(_) => false,
+        }
+    }
+}
+
+/// An error and its sources, joined with ": " (a source whose text the previous one already
+/// holds is skipped).
+pub(crate) fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !text.is_empty() && !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
 }
 
 /// Why the Hub refused a call: its `hubworker-reason`, parsed once at this boundary so that
@@ -127,17 +201,25 @@ impl std::fmt::Display for HubReason {
     }
 }
 
-fn refused(s: tonic::Status) -> HubCallError {
+fn refused(url: &str, s: tonic::Status) -> HubCallError {
     let reason = HubReason::parse(
         s.metadata()
             .get("hubworker-reason")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("hub_error"),
     );
+    let mut message = s.message().to_owned();
+    if let Some(source) = std::error::Error::source(&s) {
+        let chain = cause_chain(source);
+        if !message.contains(&chain) {
+            message = format!("{message}: {chain}");
+        }
+    }
     HubCallError::Refused {
+        url: url.to_owned(),
         reason,
         code: s.code(),
-        message: s.message().to_owned(),
+        message,
     }
 }
 
@@ -146,6 +228,7 @@ fn refused(s: tonic::Status) -> HubCallError {
 #[derive(Clone)]
 pub struct HubClient {
     client: Client<Channel>,
+    url: std::sync::Arc<str>,
     identity: Identity,
     transport_text: Secret,
     transport: std::sync::Arc<TransportKey>,
@@ -158,6 +241,7 @@ pub struct HubClient {
 impl std::fmt::Debug for HubClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HubClient")
+            .field("url", &self.url)
             .field("identity", &self.identity)
             .finish_non_exhaustive()
     }
@@ -194,21 +278,27 @@ impl HubClient {
         registration_secret: Secret,
     ) -> Result<HubClient, HubCallError> {
         let transport = TransportKey::new(&transport_key)?;
-        let mut endpoint = tonic::transport::Endpoint::from_shared(endpoint)
-            .map_err(|e| HubCallError::Unreachable(e.to_string()))?;
+        let url = endpoint;
+        let bad = |e: tonic::transport::Error| HubCallError::BadEndpoint {
+            url: url.clone(),
+            cause: cause_chain(&e),
+        };
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone()).map_err(bad)?;
         if let Some(tls) = tls {
-            endpoint = endpoint
-                .tls_config(tls)
-                .map_err(|e| HubCallError::Unreachable(e.to_string()))?;
+            endpoint = endpoint.tls_config(tls).map_err(bad)?;
         }
         let channel = endpoint
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .connect()
             .await
-            .map_err(|e| HubCallError::Unreachable(e.to_string()))?;
+            .map_err(|e| HubCallError::Unreachable {
+                url: url.clone(),
+                cause: cause_chain(&e),
+            })?;
         Ok(HubClient {
             client: Client::new(channel),
+            url: url.into(),
             identity,
             transport_text: transport_key,
             transport: std::sync::Arc::new(transport),
@@ -242,11 +332,12 @@ impl HubClient {
                 worker_secret: self.worker_secret(),
             })
             .await
-            .map_err(refused)?
+            .map_err(|s| refused(&self.url, s))?
             .into_inner();
         let issued = Secret::new(resp.worker_secret);
-        let keys = KeySet::from_jwks(&resp.jwks_json)
-            .map_err(|e| HubCallError::BadAnswer(e.to_string()))?;
+        let keys = KeySet::from_jwks(&resp.jwks_json).map_err(|e| {
+            HubCallError::BadAnswer(format!("the key set from the hub at {}: {e}", self.url))
+        })?;
         // A Hub without worker secrets sends none; then none is presented either.
         if let Ok(mut current) = self.worker_secret.write() {
             *current = issued;
@@ -283,7 +374,7 @@ impl HubClient {
                 worker_id: self.identity.id.clone(),
             })
             .await
-            .map_err(refused)?
+            .map_err(|s| refused(&self.url, s))?
             .into_inner();
         for sealed in &resp.credentials {
             if !token.claims.connections.contains(&sealed.connection) {
@@ -334,14 +425,25 @@ impl HubClient {
                 worker_secret: self.worker_secret(),
             })
             .await
-            .map_err(refused)?
+            .map_err(|s| refused(&self.url, s))?
             .into_inner();
         Ok(resp.known)
     }
 
-    /// Reports load.
-    pub async fn heartbeat(&mut self, in_flight: u32, draining: bool) -> Result<(), HubCallError> {
-        self.client
+    /// The Hub's URL, as configured.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Reports load. Returns the Hub's `jwks_json`: its current token key set when it sends
+    /// one (a rotation), empty when unchanged.
+    pub async fn heartbeat(
+        &mut self,
+        in_flight: u32,
+        draining: bool,
+    ) -> Result<String, HubCallError> {
+        let resp = self
+            .client
             .heartbeat(HeartbeatRequest {
                 worker_id: self.identity.id.clone(),
                 capacity: self.identity.capacity,
@@ -350,7 +452,8 @@ impl HubClient {
                 worker_secret: self.worker_secret(),
             })
             .await
-            .map_err(refused)?;
-        Ok(())
+            .map_err(|s| refused(&self.url, s))?
+            .into_inner();
+        Ok(resp.jwks_json)
     }
 }

@@ -68,3 +68,8 @@ mod health_drain;
 
 /// Issue 18 point 11: the Hub contract as a conformance suite against the reference Hub.
 mod hub_conformance;
+
+/// Issue 18 points 4 and 8: serve waits for an unreachable Hub (backoff, STATUS=, watchdog,
+/// SIGTERM exits 0; config refusals exit 2); Hub key rotation reaches workers by heartbeat
+/// with no run refused.
+mod lifecycle;

@@ -208,7 +208,7 @@ pub fn compiled_plan(df: &DataFrame) -> Result<LazyFrame, Error> {
     }
     let mut it = exprs.into_iter();
     let (Some(a), Some(n), Some(k)) = (it.next(), it.next(), it.next()) else {
-        return Err(Error::Usage("benchmark plan is incomplete".into()));
+        return Err(Error::Failed("benchmark plan is incomplete".into()));
     };
     Ok(finish(df.clone().lazy(), a, n, k))
 }
@@ -343,7 +343,7 @@ pub(crate) fn run_load_bench(
     let target = crate::connector::Target::from_url(url)?;
     let sql = load_query(args.rows);
     let checked = crate::sql::guard(&sql, target.dialect)
-        .map_err(|e| Error::Usage(format!("benchmark query rejected: {}", e.message)))?;
+        .map_err(|e| Error::Failed(format!("benchmark query rejected: {}", e.message)))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -118,16 +118,16 @@ pub fn handwritten(sales: &DataFrame, products: &DataFrame) -> PolarsResult<Data
 
 /// One run through the engine: validate the JSON, then execute over the loaded frames.
 pub fn engine(sales: &DataFrame, products: &DataFrame) -> Result<DataFrame, Error> {
-    let wf = workflow::validate(WORKFLOW).map_err(|p| Error::Usage(p.to_string()))?;
+    let wf = workflow::validate(WORKFLOW).map_err(|p| Error::Failed(p.to_string()))?;
     let inputs = HashMap::from([
         ("sales".to_owned(), sales.clone()),
         ("products".to_owned(), products.clone()),
     ]);
     let mut outs = workflow::execute(&wf, inputs, &RunControl::default(), &mut |_| {})
-        .map_err(|e| Error::Usage(e.to_string()))?;
+        .map_err(|e| Error::Failed(e.to_string()))?;
     outs.pop()
         .map(|o| o.frame)
-        .ok_or_else(|| Error::Usage("the benchmark workflow produced no output".into()))
+        .ok_or_else(|| Error::Failed("the benchmark workflow produced no output".into()))
 }
 
 /// Equal, except that float sums may differ in the last bits (parallel summation order).
@@ -162,7 +162,7 @@ pub(crate) fn run(args: &WorkflowBenchArgs) -> Result<String, Error> {
     let want = handwritten(&sales, &products)?;
     let got = engine(&sales, &products)?;
     if !same_result(&got, &want) {
-        return Err(Error::Usage(format!(
+        return Err(Error::Failed(format!(
             "the engine and the hand-written plan disagree:\n{got}\n{want}"
         )));
     }

@@ -1,6 +1,7 @@
 //! `hubworker hub ...`: the reference Hub's command line (serve, add a user or a connection,
-//! issue a token, dispatch a run to a worker). Parsing happens in `cli.rs`; secrets come from
-//! files, never argv.
+//! issue a token, dispatch a run to a worker, rotate the signing key). Parsing happens in
+//! `cli.rs`; secrets come from files, never argv. A broken store is a runtime failure (exit 1);
+//! input the store refuses (an unknown role, a duplicate name) is a usage error (exit 2).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::service::HubService;
-use super::{HubKeys, Store, TokenRequest, now};
+use super::{HubKeys, Store, StoreError, TokenRequest, now};
 use crate::error::Error;
 use crate::keys::ProcessEnv;
 
@@ -25,6 +26,18 @@ pub(crate) enum HubCommand {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:7100")]
         listen: SocketAddr,
+        /// How often workers are asked to heartbeat, seconds (each answer carries the key set,
+        /// so this bounds how long a rotation takes to reach every worker).
+        #[arg(long, default_value_t = super::HEARTBEAT_SECS, value_parser = clap::value_parser!(u32).range(1..=3600))]
+        heartbeat_secs: u32,
+    },
+    /// Rotate the token-signing key: a new current key signs from now on, the current one
+    /// becomes the previous one (its tokens still verify), the one before is dropped. Workers
+    /// get the new key set with their next heartbeat; no restart, reload or file to copy.
+    RotateKey {
+        /// Database, secrets, hub id.
+        #[command(flatten)]
+        common: Common,
     },
     /// Add a user with a role: admin, user or auditor (only users run workflows).
     AddUser {
@@ -124,9 +137,35 @@ fn rt() -> Result<tokio::runtime::Runtime, Error> {
 }
 
 async fn store(path: &Path) -> Result<Store, Error> {
-    Store::open(path)
+    Store::open(path).await.map_err(store_error)
+}
+
+/// A store failure: refused input is a usage error (exit 2), anything else (SQLite, a file
+/// that cannot be made private, a credential that does not decrypt) a runtime failure (1).
+fn store_error(e: StoreError) -> Error {
+    match e {
+        StoreError::Invalid(_) => Error::Usage(e.to_string()),
+        StoreError::Db(_) | StoreError::Decrypt(_) | StoreError::File { .. } => {
+            Error::Failed(e.to_string())
+        }
+    }
+}
+
+/// A Hub failure while issuing: the store's are mapped as [`store_error`]; a refusal (no such
+/// user, a role that may not run, an unknown connection) is a usage error.
+fn hub_error(e: super::HubError) -> Error {
+    match e {
+        super::HubError::Store(e) => store_error(e),
+        other => Error::Usage(format!("{other} [{}]", other.code())),
+    }
+}
+
+/// The signing keys in force: the store's rotation if it holds one, else the secrets' file.
+async fn keys_in_force(store: &Store, file: HubKeys) -> Result<HubKeys, Error> {
+    Ok(super::signing::resolve(store, &file)
         .await
-        .map_err(|e| Error::Usage(e.to_string()))
+        .map_err(hub_error)?
+        .unwrap_or(file))
 }
 
 /// Runs a Hub command.
@@ -134,13 +173,34 @@ pub(crate) fn run(cmd: HubCommand) -> Result<u8, Error> {
     let rt = rt()?;
     rt.block_on(async move {
         match cmd {
-            HubCommand::Serve { common, listen } => {
-                let keys = Arc::new(keys(&common)?);
+            HubCommand::Serve {
+                common,
+                listen,
+                heartbeat_secs,
+            } => {
+                let file_keys = Arc::new(keys(&common)?);
                 let store = store(&common.db).await?;
                 let listener = tokio::net::TcpListener::bind(listen).await?;
                 let local = listener.local_addr()?;
-                println!("hub {} listening on {local}", keys.hub_id);
-                serve(store, keys, listener, std::future::pending()).await?;
+                println!("hub {} listening on {local}", file_keys.hub_id);
+                let service = HubService::new(store, file_keys).with_heartbeat_secs(heartbeat_secs);
+                serve_service(service, listener, std::future::pending()).await?;
+                Ok(0)
+            }
+            HubCommand::RotateKey { common } => {
+                let store = store(&common.db).await?;
+                let keys = keys_in_force(&store, keys(&common)?).await?;
+                let r = super::signing::rotate(&store, &keys, now())
+                    .await
+                    .map_err(hub_error)?;
+                println!(
+                    "signing key rotated: current {}, previous {}",
+                    r.current, r.previous
+                );
+                match r.dropped {
+                    Some(kid) => println!("dropped {kid}: tokens signed with it no longer verify"),
+                    None => println!("no key dropped"),
+                }
                 Ok(0)
             }
             HubCommand::AddUser { common, name, role } => {
@@ -148,7 +208,7 @@ pub(crate) fn run(cmd: HubCommand) -> Result<u8, Error> {
                 store
                     .add_user(&name, &role, now())
                     .await
-                    .map_err(|e| Error::Usage(e.to_string()))?;
+                    .map_err(store_error)?;
                 println!("user {name} ({role}) added");
                 Ok(0)
             }
@@ -178,7 +238,7 @@ pub(crate) fn run(cmd: HubCommand) -> Result<u8, Error> {
                 store
                     .add_connection(&cred, &keys.at_rest, now())
                     .await
-                    .map_err(|e| Error::Usage(e.to_string()))?;
+                    .map_err(store_error)?;
                 println!(
                     "connection {} ({}) added, encrypted at rest",
                     cred.connection,
@@ -187,15 +247,15 @@ pub(crate) fn run(cmd: HubCommand) -> Result<u8, Error> {
                 Ok(0)
             }
             HubCommand::IssueToken(args) => {
-                let keys = keys(&args.common)?;
                 let store = store(&args.common.db).await?;
+                let keys = keys_in_force(&store, keys(&args.common)?).await?;
                 let token = issue_for(&store, &keys, &args).await?;
                 println!("{}", token.expose());
                 Ok(0)
             }
             HubCommand::Dispatch { issue, worker } => {
-                let keys = keys(&issue.common)?;
                 let store = store(&issue.common.db).await?;
+                let keys = keys_in_force(&store, keys(&issue.common)?).await?;
                 let token = issue_for(&store, &keys, &issue).await?;
                 let doc = std::fs::read_to_string(&issue.workflow)?;
                 dispatch(&worker, token, doc).await
@@ -266,7 +326,7 @@ async fn issue_for(
     super::issue(store, keys, &req, now())
         .await
         .map(crate::secret::Secret::new)
-        .map_err(|e| Error::Usage(format!("{e} [{}]", e.code())))
+        .map_err(hub_error)
 }
 
 /// Calls a worker's `Execute` and prints the events.

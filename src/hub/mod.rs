@@ -10,6 +10,7 @@ pub mod commands;
 pub(crate) mod config;
 pub(crate) mod limiter;
 pub mod service;
+pub(crate) mod signing;
 pub(crate) mod store;
 pub(crate) mod workers;
 
@@ -88,16 +89,20 @@ impl HubError {
     }
 }
 
-/// The Hub's keys and identity.
+/// The Hub's keys and identity. Tokens are signed with the current key; the previous one (after
+/// `hub rotate-key`) still verifies, and both are in the JWKS workers get.
 pub struct HubKeys {
     /// The tokens' `iss`.
     pub hub_id: String,
-    /// Signing key id.
+    /// Signing key id (the current key).
     pub kid: String,
     signing: EncodingKey,
+    signing_pem: Secret,
     /// The public key, base64url (the JWKS `x`).
     pub public_x: String,
-    /// Public keys (JWKS) workers verify with.
+    /// The previous key after a rotation: its kid and public key (base64url).
+    previous: Option<(String, String)>,
+    /// Public keys (JWKS) workers verify with: the current key, and the previous one.
     pub jwks: String,
     /// `CONNECTION_ENCRYPTION_KEY`: credentials and worker keys at rest.
     pub at_rest: TransportKey,
@@ -126,21 +131,88 @@ impl HubKeys {
         connection_key: &Secret,
         registration_secret: Option<Secret>,
     ) -> Result<HubKeys, String> {
+        let at_rest = TransportKey::new(connection_key)
+            .map_err(|_| "CONNECTION_ENCRYPTION_KEY is not a Fernet key".to_owned())?;
+        Self::assemble(
+            hub_id,
+            signing_pem,
+            None,
+            at_rest,
+            registration_secret.filter(|s| !s.expose().is_empty()),
+        )
+    }
+
+    /// The same Hub with another signing key (`current`) and, optionally, the key it replaced
+    /// (`previous`, still verifying): what a rotation stored in the Hub's database selects.
+    pub(crate) fn with_signing(
+        &self,
+        current: &Secret,
+        previous: Option<&Secret>,
+    ) -> Result<HubKeys, String> {
+        Self::assemble(
+            self.hub_id.clone(),
+            current,
+            previous,
+            self.at_rest.clone(),
+            self.registration_secret.clone(),
+        )
+    }
+
+    fn assemble(
+        hub_id: String,
+        signing_pem: &Secret,
+        previous_pem: Option<&Secret>,
+        at_rest: TransportKey,
+        registration_secret: Option<Secret>,
+    ) -> Result<HubKeys, String> {
+        use base64::Engine as _;
+        let b64 = |k: &[u8; 32]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k);
         let (kid, public) = crate::keys::public_of(signing_pem)?;
         let signing = EncodingKey::from_ed_pem(signing_pem.expose().as_bytes())
             .map_err(|_| "the signing key is not an Ed25519 PEM key".to_owned())?;
-        let at_rest = TransportKey::new(connection_key)
-            .map_err(|_| "CONNECTION_ENCRYPTION_KEY is not a Fernet key".to_owned())?;
-        use base64::Engine as _;
+        let mut published = vec![(kid.clone(), public)];
+        let previous = match previous_pem {
+            Some(pem) => {
+                let (old_kid, old_public) = crate::keys::public_of(pem)?;
+                if old_kid != kid {
+                    published.push((old_kid.clone(), old_public));
+                }
+                Some((old_kid, b64(&old_public)))
+            }
+            None => None,
+        };
         Ok(HubKeys {
-            public_x: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public),
+            public_x: b64(&public),
             hub_id,
-            jwks: crate::keys::jwks_for(&[(kid.clone(), public)]),
+            jwks: crate::keys::jwks_for(&published),
             kid,
             signing,
+            signing_pem: signing_pem.clone(),
+            previous,
             at_rest,
-            registration_secret: registration_secret.filter(|s| !s.expose().is_empty()),
+            registration_secret,
         })
+    }
+
+    /// The public key (base64url) of `kid` if it is this Hub's current or previous key.
+    pub(crate) fn public_key_of(&self, kid: &str) -> Option<&str> {
+        if kid == self.kid {
+            return Some(&self.public_x);
+        }
+        self.previous
+            .as_ref()
+            .filter(|(k, _)| k == kid)
+            .map(|(_, x)| x.as_str())
+    }
+
+    /// The kid of the previous key, if a rotation left one.
+    pub(crate) fn previous_kid(&self) -> Option<&str> {
+        self.previous.as_ref().map(|(k, _)| k.as_str())
+    }
+
+    /// The current signing key (PKCS#8 PEM), to store when it is rotated out.
+    pub(crate) fn signing_pem(&self) -> &Secret {
+        &self.signing_pem
     }
 
     /// Signs `claims` (EdDSA, with this Hub's kid). Generic so conformance tests can sign

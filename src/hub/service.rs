@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -27,12 +27,16 @@ use crate::proto::{
 use crate::secret::Secret;
 use crate::token::{Claims, MAX_TOKEN_BYTES};
 
-/// The `Hub` service over a store and the Hub's keys. Clones share the backoff state and the
-/// counters.
+/// The `Hub` service over a store and the Hub's keys. Clones share the backoff state, the
+/// counters and the keys in force (which follow rotations stored in the database).
 #[derive(Debug, Clone)]
 pub struct HubService {
     store: Store,
-    keys: Arc<HubKeys>,
+    /// The keys from the secrets (`token-signing.pem`): in force until a rotation.
+    file_keys: Arc<HubKeys>,
+    /// The keys in force.
+    keys: Arc<RwLock<Arc<HubKeys>>>,
+    heartbeat_secs: u32,
     limiter: Arc<Limiter>,
     counters: Arc<AuthCounters>,
 }
@@ -44,7 +48,9 @@ impl HubService {
     pub fn new(store: Store, keys: Arc<HubKeys>) -> HubService {
         HubService {
             store,
-            keys,
+            keys: Arc::new(RwLock::new(keys.clone())),
+            file_keys: keys,
+            heartbeat_secs: HEARTBEAT_SECS,
             limiter: Arc::new(Limiter::default()),
             counters: Arc::new(AuthCounters::default()),
         }
@@ -55,6 +61,53 @@ impl HubService {
     pub fn with_backoff(mut self, burst: u32, refill: Duration) -> HubService {
         self.limiter = Arc::new(Limiter::new(burst, refill));
         self
+    }
+
+    /// The same service asking workers for a heartbeat every `secs` seconds (default 15).
+    pub fn with_heartbeat_secs(mut self, secs: u32) -> HubService {
+        self.heartbeat_secs = secs.max(1);
+        self
+    }
+
+    /// The keys in force (as last looked up).
+    fn keys(&self) -> Arc<HubKeys> {
+        match self.keys.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The keys in force after looking at the database: a rotation made there since the last
+    /// look (`hub rotate-key`) is picked up. The look costs one small query; keys are only
+    /// decrypted when they changed. A failing database keeps the keys in force.
+    async fn current_keys(&self) -> Arc<HubKeys> {
+        let cached = self.keys();
+        let stored = match super::signing::stored_kids(&self.store).await {
+            Ok(stored) if super::signing::matches(&cached, &stored) => return cached,
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot look for rotated signing keys; keeping the current ones: {e}"
+                );
+                return cached;
+            }
+        };
+        let fresh = match super::signing::resolve(&self.store, &self.file_keys).await {
+            Ok(Some(keys)) => Arc::new(keys),
+            Ok(None) => self.file_keys.clone(),
+            Err(e) => {
+                tracing::warn!(
+                    ?stored,
+                    "cannot load rotated signing keys; keeping the current ones: {e}"
+                );
+                return cached;
+            }
+        };
+        tracing::info!(kid = %fresh.kid, previous_kid = fresh.previous_kid().unwrap_or(""), "signing keys rotated");
+        if let Ok(mut k) = self.keys.write() {
+            *k = fresh.clone();
+        }
+        fresh
     }
 
     /// Authentication failures so far.
@@ -73,24 +126,34 @@ impl HubService {
         }
         let worker = self
             .store
-            .worker(&req.worker_id, &self.keys.at_rest)
+            .worker(&req.worker_id, &self.file_keys.at_rest)
             .await?
             .ok_or(HubError::UnknownWorker)?;
-        // The Hub checks its own token too: signature, expiry, issuer, and that it was issued
-        // for the redeeming worker: its audience (pool) or its id.
-        let claims = verify_own(&req.token, &self.keys, &[&worker.audience, &worker.id])?;
+        // The Hub checks its own token too: signature (current or previous key), expiry,
+        // issuer, and that it was issued for the redeeming worker: its audience (pool) or its
+        // id. A kid not in force here may be a rotation this process has not seen yet.
+        let mut keys = self.keys();
+        let kid = jsonwebtoken::decode_header(&req.token)
+            .ok()
+            .and_then(|h| h.kid)
+            .unwrap_or_default();
+        if keys.public_key_of(&kid).is_none() {
+            keys = self.current_keys().await;
+        }
+        let claims = verify_own(&req.token, &keys, &[&worker.audience, &worker.id])?;
         if !self.store.consume(&claims.jti, &worker.id, now()).await? {
             return Err(match self.store.token(&claims.jti).await? {
                 None => HubError::UnknownToken,
                 Some(_) => HubError::AlreadyRedeemed,
             });
         }
+        let at_rest = &self.file_keys.at_rest;
         let transport = TransportKey::new(&worker.transport_key).map_err(|_| {
             HubError::BadRegistration("the worker's transport key is unusable".into())
         })?;
         let mut out = Vec::with_capacity(claims.connections.len());
         for name in &claims.connections {
-            let cred = self.store.credential(name, &self.keys.at_rest).await?;
+            let cred = self.store.credential(name, at_rest).await?;
             let sealed = crate::creds::seal(&transport, &cred)
                 .map_err(|e| HubError::Refused(e.to_string()))?;
             out.push(SealedCredential {
@@ -106,10 +169,12 @@ impl HubService {
 fn verify_own(token: &str, hub: &HubKeys, audiences: &[&str]) -> Result<Claims, HubError> {
     let header = jsonwebtoken::decode_header(token)
         .map_err(|_| HubError::InvalidToken("malformed".into()))?;
-    if header.alg != Algorithm::EdDSA || header.kid.as_deref() != Some(hub.kid.as_str()) {
-        return Err(HubError::InvalidToken("not signed by this Hub".into()));
+    let public = match (header.alg, header.kid.as_deref()) {
+        (Algorithm::EdDSA, Some(kid)) => hub.public_key_of(kid),
+        _ => None,
     }
-    let key = DecodingKey::from_ed_components(&hub.public_x)
+    .ok_or_else(|| HubError::InvalidToken("not signed by this Hub".into()))?;
+    let key = DecodingKey::from_ed_components(public)
         .map_err(|_| HubError::InvalidToken("no key".into()))?;
     let mut v = Validation::new(Algorithm::EdDSA);
     v.set_issuer(&[hub.hub_id.as_str()]);
@@ -164,7 +229,7 @@ impl HubService {
         worker_id: &str,
         peer: Option<IpAddr>,
     ) -> Result<(), Status> {
-        let Some(expected) = &self.keys.registration_secret else {
+        let Some(expected) = &self.file_keys.registration_secret else {
             return Ok(());
         };
         let attempt = self.limiter.attempt(peer, || {
@@ -241,7 +306,7 @@ impl Hub for HubService {
         };
         let secret = super::workers::register(
             &self.store,
-            &self.keys.at_rest,
+            &self.file_keys.at_rest,
             &fields,
             &transport,
             proof.expose(),
@@ -250,10 +315,11 @@ impl Hub for HubService {
         .await
         .map_err(|e| self.refuse_worker(e, "register", &req.worker_id))?;
         tracing::info!(worker_id = %req.worker_id, address = %req.address, capacity = req.capacity, "worker registered");
+        let keys = self.current_keys().await;
         Ok(Response::new(RegisterResponse {
-            hub_id: self.keys.hub_id.clone(),
-            jwks_json: self.keys.jwks.clone(),
-            heartbeat_interval_secs: HEARTBEAT_SECS,
+            hub_id: keys.hub_id.clone(),
+            jwks_json: keys.jwks.clone(),
+            heartbeat_interval_secs: self.heartbeat_secs,
             worker_secret: secret.expose().to_owned(),
         }))
     }
@@ -307,8 +373,10 @@ impl Hub for HubService {
         )
         .await
         .map_err(|e| self.refuse_worker(e, "heartbeat", &req.worker_id))?;
+        // The key set in force with every answer (non-empty replaces the worker's set), so a
+        // rotation reaches every worker within one heartbeat interval.
         Ok(Response::new(HeartbeatResponse {
-            jwks_json: String::new(),
+            jwks_json: self.current_keys().await.jwks.clone(),
         }))
     }
 }

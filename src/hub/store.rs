@@ -3,7 +3,8 @@
 //! their single redemption, registered workers (with the SHA-256 of each one's worker secret,
 //! never the secret). Redemption is one conditional `UPDATE`, so of any number of concurrent
 //! redemptions exactly one wins; a worker's row changes only by a compare-and-swap on its
-//! secret's digest, so a stale or concurrent caller changes nothing. The database and its
+//! secret's digest, so a stale or concurrent caller changes nothing. Rotated token-signing keys
+//! live here too (`signing.rs`), sealed like credentials. The database and its
 //! `-wal` and `-shm` files are private to the Hub's user (0600).
 
 use std::path::Path;
@@ -140,6 +141,12 @@ CREATE TABLE IF NOT EXISTS workers (
     draining INTEGER NOT NULL DEFAULT 0,
     secret_sha256 TEXT
 );
+CREATE TABLE IF NOT EXISTS signing_keys (
+    kid TEXT PRIMARY KEY,
+    role TEXT NOT NULL CHECK (role IN ('current', 'previous')),
+    sealed_pem TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
 ";
 
 /// Stores made before the roles followed the security model: `analyst` and `developer` become
@@ -227,6 +234,11 @@ impl Store {
                 .await?;
         }
         Ok(Store { pool })
+    }
+
+    /// The connection pool (for the signing keys' queries, `signing.rs`).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     /// Adds a user with one of `ROLES`.

@@ -1,7 +1,9 @@
 //! `hubworker serve`: the daemon's life, under systemd or not.
 //!
 //! * Start: load the config (for slot `--instance N`), start the server, register with the
-//!   Hub; only then `READY=1` (systemd `Type=notify`).
+//!   Hub; only then `READY=1` (systemd `Type=notify`). While the Hub cannot be reached the
+//!   daemon waits for it (`register.rs`: backoff with jitter), says so in `STATUS=` (with the
+//!   Hub's URL and the cause), keeps feeding the watchdog, and exits 0 on SIGTERM.
 //! * Watchdog: when systemd asks for one (`WatchdogSec=`), a tick at half the interval checks
 //!   that the gRPC server task is alive and that the runtime's blocking pool answers within a
 //!   second, and only then sends `WATCHDOG=1`. A hung worker stops pinging and is restarted.
@@ -53,15 +55,41 @@ pub(crate) fn serve(config_path: &Path, instance: Option<u32>) -> Result<u8, Err
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
-        let running = super::server::start(config, &crate::keys::ProcessEnv).await?;
+        let watchdog = sd_notify::watchdog_enabled();
+        let mut watchdog_tick =
+            tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |d| d / 2));
+        // Until the Hub answers, start-up waits (STATUS= says for what) while the watchdog is
+        // fed and SIGTERM / SIGINT end the wait cleanly (exit 0). READY=1 only after.
+        notify(&[NotifyState::Status(&format!(
+            "registering with the hub at {}",
+            config.hub.url
+        ))]);
+        let waiting = |w: &super::register::Waiting<'_>| {
+            // Room for the wait, the next attempt (connect 5 s, call 30 s) and the rest of
+            // the start, past the unit's TimeoutStartSec.
+            let extend = (w.retry_in + Duration::from_secs(60)).as_micros();
+            notify(&[
+                NotifyState::Status(&w.status_line()),
+                NotifyState::ExtendTimeoutUsec(u32::try_from(extend).unwrap_or(u32::MAX)),
+            ]);
+        };
+        let running = {
+            let start = super::server::start(config, &crate::keys::ProcessEnv, &waiting);
+            tokio::pin!(start);
+            loop {
+                tokio::select! {
+                    started = &mut start => break started?,
+                    _ = term.recv() => return Ok(stopped_while_waiting("SIGTERM")),
+                    _ = int.recv() => return Ok(stopped_while_waiting("SIGINT")),
+                    _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[NotifyState::Watchdog]),
+                }
+            }
+        };
         println!("worker listening on {}", running.addr);
         notify(&[
             NotifyState::Ready,
             NotifyState::Status(&status_line(&running)),
         ]);
-        let watchdog = sd_notify::watchdog_enabled();
-        let mut watchdog_tick =
-            tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |d| d / 2));
         let mut status_tick = tokio::time::interval(Duration::from_secs(2));
         let mut last_status = String::new();
         let why = loop {
@@ -108,7 +136,7 @@ pub(crate) fn serve(config_path: &Path, instance: Option<u32>) -> Result<u8, Err
         };
         match running.worker.deregister().await {
             Ok(_) => tracing::info!(cancelled = drained.cancelled, "drained and deregistered"),
-            Err(e) => tracing::warn!(reason = %e.code(), "drained; deregistering failed"),
+            Err(e) => tracing::warn!(reason = %e.code(), "drained; deregistering failed: {e}"),
         }
         running.shutdown().await;
         Ok(0)
@@ -116,6 +144,16 @@ pub(crate) fn serve(config_path: &Path, instance: Option<u32>) -> Result<u8, Err
     // Nothing left on the runtime (a blocking task included) holds the process past this.
     rt.shutdown_timeout(super::server::STOP_DEADLINE);
     served
+}
+
+/// A signal before registration succeeded: nothing runs yet, nothing to drain or deregister.
+fn stopped_while_waiting(signal: &str) -> u8 {
+    notify(&[NotifyState::Stopping]);
+    tracing::info!(
+        signal,
+        "stopping before registration with the hub succeeded"
+    );
+    0
 }
 
 /// The watchdog's checks: the server task runs, and the blocking pool answers in a second.

@@ -8,10 +8,12 @@ pub(crate) mod daemon;
 mod events;
 mod forward;
 mod inline;
+mod register;
 mod runs;
 pub(crate) mod server;
 pub(crate) mod service;
 pub(crate) mod status;
+mod token_keys;
 mod validate_gate;
 
 use std::collections::HashMap;
@@ -51,6 +53,7 @@ pub struct Worker {
     sandbox: Option<Sandbox>,
     confinements: Mutex<Vec<String>>,
     metrics: Arc<crate::metrics::Metrics>,
+    token_keys: token_keys::TokenKeys,
 }
 
 impl std::fmt::Debug for Worker {
@@ -82,6 +85,7 @@ impl Worker {
                 .then(|| Sandbox::new(config.sandbox.settings())),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             confinements: Mutex::new(Vec::new()),
+            token_keys: token_keys::TokenKeys::default(),
             config: std::sync::RwLock::new(Arc::new(config)),
         }
     }
@@ -168,6 +172,7 @@ impl Worker {
                 .collect::<Vec<_>>()
                 .join("; ")
         })?;
+        let pinned = secrets.key_set.is_some();
         let keys = match secrets.key_set {
             Some(keys) => keys,
             None => {
@@ -175,12 +180,13 @@ impl Worker {
                     .clone()
                     .register()
                     .await
-                    .map_err(|e| format!("registering again failed ({})", e.code()))?
+                    .map_err(|e| format!("registering again failed: {e}"))?
                     .keys
             }
         };
         let kids = keys.kids().into_iter().map(str::to_owned).collect();
         self.verifier.set_keys(keys);
+        self.pin_keys(pinned);
         Ok(kids)
     }
 
@@ -278,6 +284,7 @@ impl Worker {
         doc: String,
         consume: bool,
     ) -> Result<(Verified, Workflow), RunFailure> {
+        self.learn_kid_of(&token).await;
         let worker = self.clone();
         tokio::task::spawn_blocking(move || worker.check(&token, &doc, consume))
             .await
@@ -338,12 +345,9 @@ impl Worker {
         Ok((verified, wf))
     }
 
-    /// Reports load to the Hub.
+    /// Reports load to the Hub, and takes the key set its answer carries (rotation).
     pub async fn heartbeat(&self) -> Result<(), crate::hub_client::HubCallError> {
-        self.hub
-            .clone()
-            .heartbeat(self.in_flight(), self.draining())
-            .await
+        self.heartbeat_for_keys().await
     }
 
     /// Redeems a verified token with the Hub; the credentials stay sealed.

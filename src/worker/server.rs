@@ -34,7 +34,7 @@ pub(crate) enum StartError {
     /// TLS material is unusable.
     #[error("tls: {0}")]
     Tls(String),
-    /// Registration failed.
+    /// Registration failed in a way waiting cannot fix.
     #[error("registration with the hub failed: {0}")]
     Register(#[from] crate::hub_client::HubCallError),
     /// The sandbox does not work on this host (process isolation).
@@ -46,7 +46,11 @@ impl StartError {
     /// Whether the configuration (or its secrets) is at fault, not the moment: a usage error
     /// (exit 2) rather than a failure to retry (exit 1).
     pub(crate) fn is_config(&self) -> bool {
-        matches!(self, StartError::Secrets(_) | StartError::Tls(_))
+        match self {
+            StartError::Secrets(_) | StartError::Tls(_) => true,
+            StartError::Register(e) => e.is_config(),
+            StartError::Listen(..) | StartError::Sandbox(_) => false,
+        }
     }
 }
 
@@ -90,7 +94,7 @@ impl Running {
         self.worker.drain();
         self.health.not_serving().await;
         if let Err(e) = self.worker.heartbeat().await {
-            tracing::warn!(reason = %e.code(), "could not tell the hub about the drain");
+            tracing::warn!(reason = %e.code(), "could not tell the hub about the drain: {e}");
         }
         let until = tokio::time::Instant::now() + grace;
         while self.worker.in_flight() > 0 && tokio::time::Instant::now() < until {
@@ -147,8 +151,13 @@ impl Running {
     }
 }
 
-/// Starts the daemon: loads secrets, binds, registers with the Hub, serves.
-pub(crate) async fn start(config: Config, env: &dyn Env) -> Result<Running, StartError> {
+/// Starts the daemon: loads secrets, binds, registers with the Hub (waiting for it while it
+/// cannot be reached; `waiting` hears of each failed attempt), serves.
+pub(crate) async fn start(
+    config: Config,
+    env: &dyn Env,
+    waiting: &(dyn Fn(&super::register::Waiting<'_>) + Sync),
+) -> Result<Running, StartError> {
     // The daemon holds the transport key: no core dumps, no /proc/<pid>/mem for same-user
     // processes (run children included).
     if let Err(e) = crate::locked::set_non_dumpable() {
@@ -172,16 +181,28 @@ pub(crate) async fn start(config: Config, env: &dyn Env) -> Result<Running, Star
         capacity: config.worker.capacity,
     };
     let hub_tls = hub_tls(&config.hub)?;
-    let mut hub = HubClient::connect_tls(
-        config.hub.url.clone(),
-        hub_tls,
-        identity,
-        secrets.transport_key,
-        secrets.registration_secret,
+    // An unreachable Hub is waited for (backoff with jitter), never fatal: see `register.rs`.
+    let (hub, registration) = super::register::register(
+        &config.hub.url,
+        || {
+            HubClient::connect_tls(
+                config.hub.url.clone(),
+                hub_tls.clone(),
+                identity.clone(),
+                secrets.transport_key.clone(),
+                secrets.registration_secret.clone(),
+            )
+        },
+        super::register::Backoff::new(
+            Duration::from_millis(config.hub.register_backoff_initial_ms),
+            Duration::from_millis(config.hub.register_backoff_max_ms),
+        ),
+        waiting,
     )
     .await?;
-    let registration = hub.register().await?;
-    // A key set from a file wins over the one the Hub sends (pinning); else the Hub's.
+    // A key set from a file wins over the one the Hub sends (pinning); else the Hub's, which
+    // its heartbeats then keep current (rotation).
+    let pinned = secrets.key_set.is_some();
     let keys = secrets.key_set.unwrap_or(registration.keys);
     let policy = Policy {
         issuer: config.hub.issuer.clone(),
@@ -192,6 +213,7 @@ pub(crate) async fn start(config: Config, env: &dyn Env) -> Result<Running, Star
     };
     let max_message = config.limits.max_message_bytes;
     let worker = Arc::new(Worker::new(config, Verifier::new(policy, keys), hub));
+    worker.pin_keys(pinned);
     let confinements = worker.probe_sandbox().await.map_err(StartError::Sandbox)?;
 
     let (health, health_service) = crate::introspection::Health::new(&[WORKER]).await;
@@ -298,7 +320,7 @@ fn heartbeat_task(worker: Arc<Worker>, every: Duration) -> tokio::task::JoinHand
         loop {
             tokio::time::sleep(every).await;
             if let Err(e) = worker.heartbeat().await {
-                tracing::warn!(reason = %e.code(), "heartbeat failed");
+                tracing::warn!(reason = %e.code(), "heartbeat failed: {e}");
             }
         }
     })

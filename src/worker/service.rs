@@ -252,6 +252,7 @@ impl WorkerService {
             connections: &[connection],
             consume: true,
         };
+        self.worker.learn_kid_of(token).await;
         let verified = self
             .worker
             .verifier()

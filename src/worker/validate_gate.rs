@@ -113,6 +113,7 @@ impl Worker {
         token: String,
         doc: String,
     ) -> Result<Validated, RunFailure> {
+        self.learn_kid_of(&token).await;
         let now = crate::token::now();
         let who = Expect {
             scope: Scope::Run,
