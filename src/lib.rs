@@ -29,7 +29,8 @@
 //!   [`hub_client`]: the worker's side of the `Hub` service, whose reasons it parses into an
 //!   enum.
 //! - `config`: the worker's TOML configuration, checked once, every problem at once;
-//!   `metrics`: the Prometheus series; [`telemetry`]: tracing setup.
+//!   `metrics`: the Prometheus series, the `process_*` collector and the two exposition
+//!   formats chosen by `Accept`; [`telemetry`]: tracing setup and the log filter variable.
 //!
 //! **One task, for every caller.**
 //! - `run`: a task (run, inspect, preview), its events and timings, a narrow failure type, and

@@ -61,3 +61,7 @@ mod cancel_validate;
 /// Issue 17: the CLI, inline and process isolation run one path (same outputs, progress,
 /// error codes, cache hits).
 mod one_path;
+
+/// Issue 18 points 3 and 9: metrics in both exposition formats, refusals and Hub failures
+/// counted; lifecycle logs, no ANSI in pipes, pure JSON, the filter validated, refused tokens.
+mod observability;

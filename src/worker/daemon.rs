@@ -52,7 +52,7 @@ pub(crate) fn serve(config_path: &Path, instance: Option<u32>) -> Result<u8, Err
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
         let running = super::server::start(config, &crate::keys::ProcessEnv).await?;
-        println!("worker listening on {}", running.addr);
+        tracing::info!(addr = %running.addr, "worker listening");
         notify(&[
             NotifyState::Ready,
             NotifyState::Status(&status_line(&running)),
@@ -108,6 +108,7 @@ pub(crate) fn serve(config_path: &Path, instance: Option<u32>) -> Result<u8, Err
             Ok(_) => tracing::info!(cancelled = drained.cancelled, "drained and deregistered"),
             Err(e) => tracing::warn!(reason = %e.code(), "drained; deregistering failed"),
         }
+        tracing::info!("stopping");
         running.shutdown().await;
         Ok(0)
     })

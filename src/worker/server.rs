@@ -162,6 +162,7 @@ pub(crate) async fn start(config: Config, env: &dyn Env) -> Result<Running, Star
     )
     .await?;
     let registration = hub.register().await?;
+    tracing::info!(hub = %crate::secret::redact_url(&config.hub.url), worker_id = %config.worker.id, "registered with the hub");
     // A key set from a file wins over the one the Hub sends (pinning); else the Hub's.
     let keys = secrets.key_set.unwrap_or(registration.keys);
     let policy = Policy {
@@ -173,6 +174,7 @@ pub(crate) async fn start(config: Config, env: &dyn Env) -> Result<Running, Star
     };
     let max_message = config.limits.max_message_bytes;
     let worker = Arc::new(Worker::new(config, Verifier::new(policy, keys), hub));
+    worker.metrics().hub_contact_ok();
     let confinements = worker.probe_sandbox().await.map_err(StartError::Sandbox)?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
