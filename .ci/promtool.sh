@@ -10,12 +10,17 @@
 # which that parser reads as a second, untyped family without HELP ("x_total no help text"). So
 # the OpenMetrics body is checked twice: promtool on it with exactly those lines allowed, each
 # only for a family the same body declares as a counter with a HELP text; and promtool on the
-# 0.0.4 body of the same scrape, which must be clean.
+# 0.0.4 body of the same scrape, which must be clean. The OpenMetrics body is then parsed by a
+# strict OpenMetrics parser (Debian's python3-prometheus-client), which refuses the `_total`
+# family names that would have pleased promtool ("Clashing name").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="$(realpath "${1:?usage: promtool.sh PATH_TO_BUILT_HUBWORKER}")"
 command -v promtool >/dev/null || apt-get install -y prometheus >/dev/null
 command -v curl >/dev/null || apt-get install -y curl >/dev/null
+# A strict OpenMetrics parser (the Python client's), for what promtool cannot read.
+/usr/bin/python3 -c 'import prometheus_client' 2>/dev/null \
+    || apt-get install -y python3-prometheus-client >/dev/null
 
 dir="$(mktemp -d)"
 pids=()
@@ -157,4 +162,12 @@ if [ "$lint_code" -ne 0 ] && [ -z "$lint_out" ]; then
     exit 1
 fi
 echo "promtool: the OpenMetrics text is clean but for the counter naming its 0.0.4 parser cannot read"
+/usr/bin/python3 - om.txt <<'PY'
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+families = list(text_string_to_metric_families(open(sys.argv[1]).read()))
+counters = [f.name for f in families if f.type == "counter"]
+assert "hubworker_runs_refused" in counters and "process_cpu_seconds" in counters, counters
+print(f"OpenMetrics parser: {len(families)} families, {len(counters)} counters, all valid")
+PY
 echo "metrics: both formats pass promtool; content types right"

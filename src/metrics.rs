@@ -253,31 +253,32 @@ impl Metrics {
     /// Every known label value of every labelled family, at 0: a family is there (and
     /// `rate()` works) before its first event.
     fn preinit(&self) {
+        fn zero<L>(family: &Family<L, Counter>, labels: L)
+        where
+            L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync,
+        {
+            drop(family.get_or_create(&labels));
+        }
         let outcomes = (0..=16)
             .map(|c| outcome(tonic::Code::from_i32(c)))
             .chain([CLIENT_STALLED]);
-        for o in outcomes {
-            self.runs_finished.get_or_create(&Outcome { outcome: o });
+        for outcome in outcomes {
+            zero(&self.runs_finished, Outcome { outcome });
         }
         for reason in [OVER_CAPACITY, DRAINING] {
-            self.runs_refused.get_or_create(&Reason { reason });
+            zero(&self.runs_refused, Reason { reason });
         }
         for r in crate::token::Reason::ALL {
-            self.token_rejections
-                .get_or_create(&Reason { reason: r.code() });
+            zero(&self.token_rejections, Reason { reason: r.code() });
         }
-        for code in crate::sql::ErrorCode::ALL {
-            self.sql_rejections.get_or_create(&Code {
-                code: code.as_str(),
-            });
+        for c in crate::sql::ErrorCode::ALL {
+            zero(&self.sql_rejections, Code { code: c.as_str() });
         }
-        for code in crate::expr::ErrorCode::ALL {
-            self.expression_rejections.get_or_create(&Code {
-                code: code.as_str(),
-            });
+        for c in crate::expr::ErrorCode::ALL {
+            zero(&self.expression_rejections, Code { code: c.as_str() });
         }
         for reason in crate::sandbox::Exit::CODES {
-            self.sandbox_kills.get_or_create(&Reason { reason });
+            zero(&self.sandbox_kills, Reason { reason });
         }
     }
 
