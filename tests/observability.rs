@@ -154,7 +154,7 @@ async fn metrics_are_served_in_both_formats_and_count_refusals_and_hub_failures(
         let lines: Vec<&str> = body.lines().collect();
         for exact in [
             build.as_str(),
-            "hubworker_runs_started_total 1",
+            "hubworker_runs_started_total 2",
             "hubworker_runs_finished_total{outcome=\"ok\"} 1",
             "hubworker_runs_refused_total{reason=\"over_capacity\"} 1",
             "hubworker_runs_refused_total{reason=\"draining\"} 0",
