@@ -27,6 +27,15 @@ impl Cli {
             _ => crate::telemetry::LogFormat::Text,
         }
     }
+
+    /// Whether the command is a service (`serve`, `hub serve`): its lifecycle is logged at
+    /// INFO by default.
+    pub fn is_service(&self) -> bool {
+        matches!(
+            &self.command,
+            Command::Serve { .. } | Command::Hub(crate::hub::commands::HubCommand::Serve { .. })
+        )
+    }
 }
 
 #[derive(Debug, Subcommand)]

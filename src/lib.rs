@@ -29,8 +29,10 @@
 //!   [`hub_client`]: the worker's side of the `Hub` service, whose reasons it parses into an
 //!   enum.
 //! - `config`: the worker's TOML configuration, checked once, every problem at once;
-//!   `metrics`: the Prometheus series; [`telemetry`]: tracing setup; `introspection`: the
-//!   standard health and reflection (v1, v1alpha) services both gRPC servers add.
+//!   `metrics`: the Prometheus series, the `process_*` collector and the two exposition
+//!   formats chosen by `Accept`; [`telemetry`]: tracing setup and the log filter variable;
+//!   `introspection`: the standard health and reflection (v1, v1alpha) services both gRPC
+//!   servers add.
 //!
 //! **One task, for every caller.**
 //! - `run`: a task (run, inspect, preview), its events and timings, a narrow failure type, and

@@ -38,12 +38,33 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let cli = hubworker::cli::Cli::parse();
-    hubworker::telemetry::init(cli.log_format());
+    let json = cli.log_format() == hubworker::telemetry::LogFormat::Json;
+    if let Err(e) = hubworker::telemetry::init(cli.log_format(), cli.is_service()) {
+        // No subscriber: the line is written here, in the format asked for.
+        let e = hubworker::Error::Usage(e.to_string());
+        let message = format!("hubworker: {e}");
+        if json {
+            let line = serde_json::json!({"level": "ERROR", "message": message, "exit_code": e.exit_code()});
+            eprintln!("{line}");
+        } else {
+            eprintln!("{message}");
+        }
+        return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+    }
     match hubworker::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("hubworker: {e}");
-            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
-        }
+        Err(e) => fail(&e, json),
     }
+}
+
+/// Reports the error that ends the process (a log line in JSON mode, so that the log stream
+/// stays JSON) and its exit code.
+fn fail(e: &hubworker::Error, json: bool) -> ExitCode {
+    let code = e.exit_code();
+    if json {
+        tracing::error!(exit_code = code, "hubworker: {e}");
+    } else {
+        eprintln!("hubworker: {e}");
+    }
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

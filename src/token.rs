@@ -15,6 +15,9 @@ use subtle::ConstantTimeEq;
 
 use crate::secret::Secret;
 
+mod reason;
+pub use reason::Reason;
+
 /// Largest token accepted, checked before any decoding.
 pub(crate) const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Longest lifetime (`exp - iat`) accepted by default, whatever `exp` says.
@@ -29,72 +32,6 @@ pub const DEFAULT_RUN_ROLES: [&str; 1] = ["user"];
 /// Longest `jti` and `sub` accepted, bytes (both must also be non-empty): the `jti` keys the
 /// replay cache and the Hub's single use, the `sub` names the user in logs and records.
 pub const MAX_ID_CLAIM_BYTES: usize = 128;
-
-/// Why a token was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// Over `MAX_TOKEN_BYTES`.
-    TooLarge,
-    /// Not three base64url parts, the header or claims are not the contract's JSON, or `jti` or
-    /// `sub` is empty or longer than [`MAX_ID_CLAIM_BYTES`].
-    Malformed,
-    /// `alg: none`.
-    AlgNone,
-    /// An HMAC algorithm while only public keys are configured (e.g. HS256 "signed" with the
-    /// public key).
-    AlgorithmConfusion,
-    /// Any other algorithm than EdDSA (or HS256 where explicitly enabled).
-    AlgorithmNotAllowed,
-    /// No key with the header's `kid`.
-    UnknownKid,
-    /// The signature does not verify.
-    BadSignature,
-    /// `exp` has passed.
-    Expired,
-    /// `nbf` or `iat` is in the future.
-    NotYetValid,
-    /// `exp - iat` is over the configured maximum.
-    LifetimeTooLong,
-    /// `aud` names none of this worker's audiences (by default its pool and its id).
-    WrongAudience,
-    /// `iss` is not the configured Hub.
-    WrongIssuer,
-    /// `workflow_sha256` is not the dispatched workflow's hash.
-    WorkflowMismatch,
-    /// The workflow uses a connection the token does not grant.
-    ConnectionNotInScope,
-    /// `scope` does not allow this call (`run` vs `inspect`).
-    WrongScope,
-    /// The `role` may not run workflows.
-    RoleNotAllowed,
-    /// This `jti` was seen before.
-    Replayed,
-}
-
-impl Reason {
-    /// Stable reason code.
-    pub fn code(self) -> &'static str {
-        match self {
-            Reason::TooLarge => "token_too_large",
-            Reason::Malformed => "token_malformed",
-            Reason::AlgNone => "alg_none",
-            Reason::AlgorithmConfusion => "algorithm_confusion",
-            Reason::AlgorithmNotAllowed => "algorithm_not_allowed",
-            Reason::UnknownKid => "unknown_kid",
-            Reason::BadSignature => "bad_signature",
-            Reason::Expired => "token_expired",
-            Reason::NotYetValid => "token_not_yet_valid",
-            Reason::LifetimeTooLong => "lifetime_too_long",
-            Reason::WrongAudience => "wrong_audience",
-            Reason::WrongIssuer => "wrong_issuer",
-            Reason::WorkflowMismatch => "workflow_mismatch",
-            Reason::ConnectionNotInScope => "connection_not_in_scope",
-            Reason::WrongScope => "wrong_scope",
-            Reason::RoleNotAllowed => "role_not_allowed",
-            Reason::Replayed => "token_replayed",
-        }
-    }
-}
 
 /// A refused token: the reason and a message that never quotes the token.
 #[derive(Debug, Clone, thiserror::Error)]

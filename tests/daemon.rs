@@ -115,8 +115,14 @@ impl Daemon {
 
     /// The Prometheus text.
     pub(crate) fn scrape(&self) -> String {
+        self.scrape_as(None)
+    }
+
+    /// The whole HTTP response to `GET /metrics`, with `Accept: accept` when given.
+    pub(crate) fn scrape_as(&self, accept: Option<&str>) -> String {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
+        s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: localhost\r\n{accept}\r\n").as_bytes())
             .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();

@@ -73,3 +73,7 @@ mod hub_conformance;
 /// SIGTERM exits 0; config refusals exit 2); Hub key rotation reaches workers by heartbeat
 /// with no run refused.
 mod lifecycle;
+
+/// Issue 18 points 3 and 9: metrics in both exposition formats, refusals and Hub failures
+/// counted; lifecycle logs, no ANSI in pipes, pure JSON, the filter validated, refused tokens.
+mod observability;

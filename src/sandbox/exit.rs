@@ -67,6 +67,18 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// Every [`code`](Exit::code), in declaration order (the metrics start each at 0).
+    pub(crate) const CODES: [&'static str; 8] = [
+        "timeout",
+        "cancelled",
+        "memory_limit",
+        "cpu_limit",
+        "sandbox_violation",
+        "output_too_large",
+        "sandbox_failed",
+        "crashed",
+    ];
+
     /// Stable reason code.
     pub fn code(&self) -> &'static str {
         match self {
@@ -163,5 +175,34 @@ mod tests {
             classify(code(101)),
             Some(Exit::Crashed("exit code 101".into()))
         );
+    }
+
+    #[test]
+    fn codes_lists_every_exit_once() {
+        let every = [
+            Exit::Timeout,
+            Exit::Cancelled,
+            Exit::MemoryLimit,
+            Exit::CpuLimit,
+            Exit::SandboxViolation,
+            Exit::OutputTooLarge,
+            Exit::SetupFailed("x"),
+            Exit::Crashed("x".into()),
+        ];
+        // Fails to compile when a variant is added without a line above.
+        for e in &every {
+            match e {
+                Exit::Timeout
+                | Exit::Cancelled
+                | Exit::MemoryLimit
+                | Exit::CpuLimit
+                | Exit::SandboxViolation
+                | Exit::OutputTooLarge
+                | Exit::SetupFailed(_)
+                | Exit::Crashed(_) => {}
+            }
+        }
+        let codes: Vec<&str> = every.iter().map(Exit::code).collect();
+        assert_eq!(codes, Exit::CODES);
     }
 }

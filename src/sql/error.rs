@@ -54,6 +54,26 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order (the metrics start each at 0).
+    pub(crate) const ALL: [ErrorCode; 16] = [
+        ErrorCode::ParseError,
+        ErrorCode::Empty,
+        ErrorCode::MultipleStatements,
+        ErrorCode::NotReadOnly,
+        ErrorCode::SelectInto,
+        ErrorCode::LockingClause,
+        ErrorCode::DataModifyingCte,
+        ErrorCode::ExplainAnalyze,
+        ErrorCode::ForbiddenFunction,
+        ErrorCode::VariableAssignment,
+        ErrorCode::TooLarge,
+        ErrorCode::TooDeep,
+        ErrorCode::LexingMismatch,
+        ErrorCode::RenderMismatch,
+        ErrorCode::ForbiddenRelation,
+        ErrorCode::Unsupported,
+    ];
+
     /// The stable wire name of the code.
     pub fn as_str(self) -> &'static str {
         match self {

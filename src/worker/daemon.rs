@@ -85,7 +85,7 @@ pub(crate) fn serve(config_path: &Path, instance: Option<u32>) -> Result<u8, Err
                 }
             }
         };
-        println!("worker listening on {}", running.addr);
+        tracing::info!(addr = %running.addr, "worker listening");
         notify(&[
             NotifyState::Ready,
             NotifyState::Status(&status_line(&running)),
@@ -138,6 +138,7 @@ pub(crate) fn serve(config_path: &Path, instance: Option<u32>) -> Result<u8, Err
             Ok(_) => tracing::info!(cancelled = drained.cancelled, "drained and deregistered"),
             Err(e) => tracing::warn!(reason = %e.code(), "drained; deregistering failed: {e}"),
         }
+        tracing::info!("stopping");
         running.shutdown().await;
         Ok(0)
     });

@@ -8,6 +8,7 @@ pub(crate) mod daemon;
 mod events;
 mod forward;
 mod inline;
+mod refusal;
 mod register;
 mod runs;
 pub(crate) mod server;
@@ -250,14 +251,19 @@ impl Worker {
 
     /// Takes a run slot now, or refuses: never queues.
     pub(crate) fn slot(&self) -> Result<Slot, RunFailure> {
-        if self.draining() {
-            return Err(RunFailure::Draining);
+        let slot = if self.draining() {
+            Err(RunFailure::Draining)
+        } else {
+            self.slots
+                .clone()
+                .try_acquire_owned()
+                .map(Slot)
+                .map_err(|_| RunFailure::OverCapacity)
+        };
+        if let Err(f) = &slot {
+            self.record_admission_refusal(f);
         }
-        self.slots
-            .clone()
-            .try_acquire_owned()
-            .map(Slot)
-            .map_err(|_| RunFailure::OverCapacity)
+        slot
     }
 
     /// Checks a token and a workflow for a run without redeeming anything: the token
@@ -271,7 +277,7 @@ impl Worker {
     ) -> Result<(Verified, Workflow), RunFailure> {
         let checked = self.check_inner(token, doc, consume);
         if let Err(f) = &checked {
-            self.count_rejection(f);
+            self.record_refusal(f, token);
         }
         checked
     }
@@ -289,33 +295,6 @@ impl Worker {
         tokio::task::spawn_blocking(move || worker.check(&token, &doc, consume))
             .await
             .map_err(|_| RunFailure::Internal)?
-    }
-
-    /// Counts a refused token, SQL statement or expression in the metrics.
-    fn count_rejection(&self, f: &RunFailure) {
-        use crate::metrics::{Code, Reason};
-        use crate::workflow::problem::ProblemSource;
-        match f {
-            RunFailure::Token(e) => {
-                self.metrics
-                    .token_rejections
-                    .get_or_create(&Reason {
-                        reason: e.reason.code(),
-                    })
-                    .inc();
-            }
-            RunFailure::InvalidWorkflow(problems) => {
-                for p in &problems.0 {
-                    let family = match p.source {
-                        ProblemSource::Sql => &self.metrics.sql_rejections,
-                        ProblemSource::Expression => &self.metrics.expression_rejections,
-                        ProblemSource::Workflow => continue,
-                    };
-                    family.get_or_create(&Code { code: p.code }).inc();
-                }
-            }
-            _ => {}
-        }
     }
 
     fn check_inner(
@@ -347,7 +326,12 @@ impl Worker {
 
     /// Reports load to the Hub, and takes the key set its answer carries (rotation).
     pub async fn heartbeat(&self) -> Result<(), crate::hub_client::HubCallError> {
-        self.heartbeat_for_keys().await
+        let beat = self.heartbeat_for_keys().await;
+        match &beat {
+            Ok(()) => self.metrics.hub_contact_ok(),
+            Err(_) => self.metrics.hub_contact_failed(),
+        }
+        beat
     }
 
     /// Redeems a verified token with the Hub; the credentials stay sealed.

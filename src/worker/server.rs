@@ -200,6 +200,7 @@ pub(crate) async fn start(
         waiting,
     )
     .await?;
+    tracing::info!(hub = %crate::secret::redact_url(&config.hub.url), worker_id = %config.worker.id, "registered with the hub");
     // A key set from a file wins over the one the Hub sends (pinning); else the Hub's, which
     // its heartbeats then keep current (rotation).
     let pinned = secrets.key_set.is_some();
@@ -214,6 +215,7 @@ pub(crate) async fn start(
     let max_message = config.limits.max_message_bytes;
     let worker = Arc::new(Worker::new(config, Verifier::new(policy, keys), hub));
     worker.pin_keys(pinned);
+    worker.metrics().hub_contact_ok();
     let confinements = worker.probe_sandbox().await.map_err(StartError::Sandbox)?;
 
     let (health, health_service) = crate::introspection::Health::new(&[WORKER]).await;

@@ -256,7 +256,12 @@ impl WorkerService {
         let verified = self
             .worker
             .verifier()
-            .verify(token, &expect, crate::token::now())?;
+            .verify(token, &expect, crate::token::now())
+            .map_err(|e| {
+                let f = RunFailure::Token(e);
+                self.worker.record_refusal(&f, token);
+                f
+            })?;
         self.worker.redeem(&verified).await
     }
 }

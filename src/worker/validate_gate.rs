@@ -123,7 +123,7 @@ impl Worker {
         };
         let verified = self.verifier.verify(&token, &who, now).map_err(|e| {
             let f = RunFailure::Token(e);
-            self.count_rejection(&f);
+            self.record_refusal(&f, &token);
             f
         })?;
         let per_token = self.config().limits.validations_per_token;
