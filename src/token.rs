@@ -340,22 +340,6 @@ impl Verifier {
             .unwrap_or_default()
     }
 
-    /// The `kid` of an EdDSA token whose kid is not in the current key set (a key the worker
-    /// has not heard of yet, or a made-up one); `None` for anything else, including tokens
-    /// that will fail for another reason.
-    pub(crate) fn unknown_kid(&self, token: &str) -> Option<String> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return None;
-        }
-        let header = header(token).ok()?;
-        if header.alg != "EdDSA" {
-            return None;
-        }
-        let kid = header.kid?;
-        let keys = self.keys.read().map(|k| Arc::clone(&k)).ok()?;
-        (!keys.keys.contains_key(&kid)).then_some(kid)
-    }
-
     /// Verifies `token` for one call at time `now` (seconds since the epoch).
     pub fn verify(
         &self,

@@ -176,7 +176,7 @@ mod tests {
         assert_eq!(set.kids(), both);
         assert!(keys.public_key_of(&k0).is_some() && keys.public_key_of(&first.current).is_some());
         let header =
-            jsonwebtoken::decode_header(&keys.sign(&serde_json::json!({})).unwrap()).unwrap();
+            jsonwebtoken::decode_header(keys.sign(&serde_json::json!({})).unwrap()).unwrap();
         assert_eq!(header.kid.as_deref(), Some(first.current.as_str()));
 
         // Rotating with stale keys still rotates what the database holds.

@@ -113,12 +113,12 @@ impl Worker {
         if self.token_keys.pinned.load(Ordering::SeqCst) {
             return;
         }
-        let Some(kid) = self.verifier.unknown_kid(token) else {
+        let Some(kid) = unknown_kid(&self.verifier, token) else {
             return;
         };
         let mut last = self.token_keys.last_refresh.lock().await;
         // Another refresh may have brought the kid while this one waited for the lock.
-        if self.verifier.unknown_kid(token).is_none() {
+        if unknown_kid(&self.verifier, token).is_none() {
             return;
         }
         if last.is_some_and(|at| at.elapsed() < REFRESH_EVERY) {
@@ -138,5 +138,63 @@ impl Worker {
                 "a token names an unknown kid; asking the hub for its keys failed: {e}"
             ),
         }
+    }
+}
+
+/// The `kid` of an EdDSA token whose kid is not in the verifier's key set (a key the worker
+/// has not heard of yet, or a made-up one); `None` for anything else, including tokens that
+/// will fail for another reason.
+fn unknown_kid(verifier: &crate::token::Verifier, token: &str) -> Option<String> {
+    if token.len() > crate::token::MAX_TOKEN_BYTES {
+        return None;
+    }
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    let kid = header
+        .kid
+        .filter(|_| header.alg == jsonwebtoken::Algorithm::EdDSA)?;
+    (!verifier.kids().contains(&kid)).then_some(kid)
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+    use super::*;
+    use crate::token::{KeySet, Policy, Verifier};
+
+    #[test]
+    fn only_eddsa_tokens_with_a_kid_outside_the_set_are_unknown() {
+        let known = crate::keys::generate_signing_pair().unwrap();
+        let other = crate::keys::generate_signing_pair().unwrap();
+        let policy = Policy {
+            issuer: "hub".into(),
+            audiences: vec!["pool".into()],
+            max_lifetime: Duration::from_secs(300),
+            run_roles: vec!["user".into()],
+            hs256_secret: None,
+        };
+        let v = Verifier::new(policy, KeySet::from_jwks(&known.jwks).unwrap());
+        let claims = serde_json::json!({"sub": "x"});
+        let sign = |pair: &crate::keys::SigningPair| {
+            let mut h = Header::new(Algorithm::EdDSA);
+            h.kid = Some(pair.kid.clone());
+            let key = EncodingKey::from_ed_pem(pair.private_pem.expose().as_bytes()).unwrap();
+            jsonwebtoken::encode(&h, &claims, &key).unwrap()
+        };
+        assert_eq!(unknown_kid(&v, &sign(&known)), None);
+        assert_eq!(unknown_kid(&v, &sign(&other)), Some(other.kid.clone()));
+        // Not a key-set question: another algorithm, no kid, not a token.
+        let mut hs = Header::new(Algorithm::HS256);
+        hs.kid = Some("made-up".into());
+        let hs = jsonwebtoken::encode(&hs, &claims, &EncodingKey::from_secret(b"k")).unwrap();
+        assert_eq!(unknown_kid(&v, &hs), None);
+        let mut no_kid = sign(&other);
+        no_kid.replace_range(..no_kid.find('.').unwrap(), "eyJhbGciOiJFZERTQSJ9");
+        assert_eq!(unknown_kid(&v, &no_kid), None);
+        assert_eq!(unknown_kid(&v, "not a token"), None);
+        // Once the set has the key, it is known.
+        v.set_keys(KeySet::from_jwks(&other.jwks).unwrap());
+        assert_eq!(unknown_kid(&v, &sign(&other)), None);
+        assert_eq!(unknown_kid(&v, &sign(&known)), Some(known.kid.clone()));
     }
 }
