@@ -61,3 +61,7 @@ mod cancel_validate;
 /// Issue 17: the CLI, inline and process isolation run one path (same outputs, progress,
 /// error codes, cache hits).
 mod one_path;
+
+/// Issue 18 points 5, 6, 10: `validate-config`, the production switch, the sample config,
+/// `status`, `hub dispatch` tables, inspect tokens, completions, the man page, the LICENSE.
+mod operator_cli;
