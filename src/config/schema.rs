@@ -145,7 +145,7 @@ pub(super) fn read(text: &str) -> Result<(Config, Vec<String>), Vec<String>> {
     match serde_path_to_error::deserialize::<_, Config>(Value::Table(table)) {
         Ok(config) => Ok((config, problems)),
         Err(e) => {
-            problems.push(format!("{}: {}", e.path(), e.inner().to_string().trim()));
+            problems.push(format!("{}: {}", e.path(), e.inner().message().trim()));
             Err(problems)
         }
     }
@@ -179,7 +179,7 @@ fn read_section(s: &Section, body: &mut Table, problems: &mut Vec<String>) {
             return;
         };
         let path = e.path().to_string();
-        let why = e.inner().to_string().trim().to_owned();
+        let why = e.inner().message().trim().to_owned();
         let first = path.split('.').next().unwrap_or_default().to_owned();
         if first.is_empty() || first == "?" || !body.contains_key(&first) {
             problems.push(format!("{}: {why}", s.name));
