@@ -37,7 +37,17 @@ pub(crate) fn check_with(
     };
     let (secrets, secret_warnings) =
         crate::keys::load_worker_secrets(config.secrets.dir.clone(), &layered)?;
-    let mut warnings: Vec<String> = secret_warnings.iter().map(ToString::to_string).collect();
+    let secret_warnings: Vec<String> = secret_warnings.iter().map(ToString::to_string).collect();
+    // A finding another one repeats with more to say ("x: empty", "x: empty: why") goes.
+    let mut warnings: Vec<String> = secret_warnings
+        .iter()
+        .filter(|w| {
+            !secret_warnings
+                .iter()
+                .any(|longer| longer.len() > w.len() && longer.starts_with(w.as_str()))
+        })
+        .cloned()
+        .collect();
     warnings.extend(sizing_warnings(config, cgroup));
     Ok(Preflight { secrets, warnings })
 }
