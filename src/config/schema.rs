@@ -170,7 +170,7 @@ fn read_section(s: &Section, body: &mut Table, problems: &mut Vec<String>) {
     for (key, _) in s.required {
         if !body.contains_key(*key) {
             problems.push(format!("{}.{key}: missing (required)", s.name));
-            placeholder(body, *key);
+            placeholder(body, key);
         }
     }
     // Each round sets one refused value aside; a section has finitely many keys.
