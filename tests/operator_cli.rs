@@ -520,3 +520,29 @@ fn the_license_is_the_full_apache_2_text() {
     assert!(license.contains("APPENDIX: How to apply the Apache License to your work."));
     assert_eq!(license.lines().count(), 202);
 }
+
+/// Point 7: a worker host makes only its own transport key (the README's install step): no
+/// signing key, no registration secret that could never match the Hub's; never overwritten.
+#[test]
+fn keygen_worker_makes_only_the_transport_key() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let out = hw(&["keygen", "--worker", "--out", "credentials"], d, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "wrote credentials/transport.key\n");
+    let mut names: Vec<String> = std::fs::read_dir(d.join("credentials"))
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["transport.key"]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(d.join("credentials/transport.key"))
+        .expect("meta")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let again = hw(&["keygen", "--worker", "--out", "credentials"], d, &[]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(text(&again.stderr).contains("never overwrites"));
+}
