@@ -230,12 +230,9 @@ pub(crate) fn apply_guarded(df: &DataFrame, expr: Expr, mode: Mode) -> Result<Da
     }
 }
 
-/// The frame as a printed table. Formatting converts every date and time to chrono, which
-/// panics on values outside its calendar (a date offset past year 262142, say); that becomes
-/// an error instead of a crash.
+/// The frame as a printed table (see [`frames::render_guarded`]).
 pub(crate) fn render_guarded(df: &DataFrame) -> Result<String, String> {
-    catch_unwind(AssertUnwindSafe(|| df.to_string()))
-        .map_err(|_| "the result cannot be printed: a value is outside the calendar".into())
+    frames::render_guarded(df)
 }
 
 /// Whether `id` can name an output file: a plain file stem, nothing that walks directories.

@@ -4,7 +4,7 @@
 use std::io::{BufReader, Write};
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::batch::{self, Mode};
 use crate::error::Error;
@@ -88,6 +88,10 @@ enum Command {
         /// Directory to write them to (created 0700; existing key files are never overwritten).
         #[arg(long)]
         out: PathBuf,
+        /// Only a worker host's own transport key (`transport.key`): the registration secret
+        /// and the token key set are the Hub's and come from its operator.
+        #[arg(long)]
+        worker: bool,
     },
     /// The reference Hub.
     #[command(subcommand)]
@@ -103,6 +107,23 @@ enum Command {
     /// Run built-in benchmarks.
     #[command(subcommand)]
     Bench(Bench),
+    /// Ask a running worker its `Status` and health (`""` and `hubworker.v1.Worker`) and
+    /// print them as a table; exit 1 when it is not serving (draining, or unreachable).
+    Status {
+        /// The worker's address (`http://127.0.0.1:7200`, or `https://...` with --ca-file).
+        #[arg(long)]
+        worker: String,
+        /// TLS towards the worker.
+        #[command(flatten)]
+        tls: crate::client::ClientTls,
+    },
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `hubworker man > hubworker.1`.
+    Man,
     /// Print generated documentation (the README's reference sections).
     #[command(hide = true)]
     Doc {
@@ -247,14 +268,28 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             timeout: std::time::Duration::from_secs(args.timeout_secs),
             max_rows: args.max_rows,
         }),
-        Command::Keygen { out } => {
-            let written = crate::keys::keygen(&out).map_err(Error::Usage)?;
+        Command::Keygen { out, worker } => {
+            let written = if worker {
+                crate::keys::keygen_worker(&out)
+            } else {
+                crate::keys::keygen(&out)
+            }
+            .map_err(Error::Usage)?;
             for path in written {
                 println!("wrote {}", path.display());
             }
             Ok(0)
         }
         Command::Hub(cmd) => crate::hub::commands::run(cmd),
+        Command::Status { worker, tls } => crate::client::status(&worker, &tls),
+        Command::Completions { shell } => {
+            crate::manual::completions(shell, Cli::command(), &mut std::io::stdout().lock())?;
+            Ok(0)
+        }
+        Command::Man => {
+            crate::manual::man_page(Cli::command(), &mut std::io::stdout().lock())?;
+            Ok(0)
+        }
         Command::SampleDb { path, orders } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -411,20 +446,13 @@ fn eval(args: EvalArgs) -> Result<u8, Error> {
 
 fn validate_config(path: Option<PathBuf>, instance: Option<u32>) -> Result<u8, Error> {
     let path = path.ok_or_else(|| Error::Usage("a config file is required".into()))?;
-    let config = crate::config::Config::load_instance(&path, instance)
-        .map_err(|e| Error::Config(e.to_string()))?;
-    // The secrets too: the unit's ExecStartPre should fail before the daemon would.
-    let mut env = std::collections::HashMap::new();
-    if config.worker.mode == crate::config::ModeSetting::Production {
-        env.insert("HUBWORKER_ENV".to_owned(), "production".to_owned());
+    let report = crate::config::validate::report(&path, instance, &crate::keys::ProcessEnv);
+    let mut err = std::io::stderr().lock();
+    for w in &report.warnings {
+        writeln!(err, "warning: {w}")?;
     }
-    let layered = crate::keys::Layered {
-        first: &env,
-        then: &crate::keys::ProcessEnv,
-    };
-    if let Err(problems) = crate::keys::load_worker_secrets(config.secrets.dir.clone(), &layered) {
-        let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
-        return Err(Error::Config(format!("secrets:\n{}", lines.join("\n"))));
+    if !report.problems.is_empty() {
+        return Err(Error::Config(report.problems_text(&path)));
     }
     println!("ok");
     Ok(0)

@@ -275,7 +275,9 @@ fn worker_config(
          [hub]\nurl = \"{hub_url}\"\nissuer = \"demo-hub\"\n\n[secrets]\ndir = {:?}\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
         keys.display().to_string()
     );
-    crate::config::Config::parse(&text).map_err(|e| fail("worker config")(e.to_string()))
+    // The demo is a development setup whatever HUBWORKER_ENV says.
+    crate::config::Config::parse(&text, &std::collections::HashMap::new())
+        .map_err(|e| fail("worker config")(e.to_string()))
 }
 
 async fn issue(

@@ -70,3 +70,36 @@ pub(crate) fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<(), Frame
     std::fs::rename(&tmp, path)?;
     Ok(())
 }
+
+/// The frame as a printed table. Formatting converts every date and time to chrono, which
+/// panics on values outside its calendar (a date offset past year 262142, say); that becomes
+/// an error instead of a crash.
+pub(crate) fn render_guarded(df: &DataFrame) -> Result<String, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| df.to_string()))
+        .map_err(|_| "the result cannot be printed: a value is outside the calendar".into())
+}
+
+/// Prints named outputs as tables, `== NAME (N rows)` above each (`hubworker run`, `hub
+/// dispatch`). `Ok(false)` after saying so on stderr when one cannot be printed.
+pub(crate) fn print_tables(
+    outputs: &[(String, DataFrame)],
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<bool> {
+    for (name, frame) in outputs {
+        let Ok(table) = render_guarded(frame) else {
+            eprintln!(
+                "run failed: output {name:?} has a value outside the calendar and cannot \
+                 be printed; use --output DIR [execution_failed]"
+            );
+            return Ok(false);
+        };
+        writeln!(out, "== {} ({} rows)\n{table}", name, frame.height())?;
+    }
+    Ok(true)
+}
+
+/// An output's Arrow IPC stream (its result chunks, concatenated in order) as a frame.
+pub(crate) fn from_ipc_stream(bytes: Vec<u8>) -> Result<DataFrame, PolarsError> {
+    use polars::prelude::IpcStreamReader;
+    IpcStreamReader::new(std::io::Cursor::new(bytes)).finish()
+}

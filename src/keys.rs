@@ -362,6 +362,28 @@ pub(crate) fn keygen(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
+/// `hubworker keygen --worker --out DIR`: only a worker host's own transport key, a new 0600
+/// `transport.key` (the registration secret and the key set are the Hub's, from its
+/// operator; no signing key is ever made on a worker host). Returns the file written.
+pub(crate) fn keygen_worker(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(files::TRANSPORT_KEY);
+    if path.exists() {
+        return Err(format!(
+            "{} already exists; keygen never overwrites keys",
+            path.display()
+        ));
+    }
+    write_private(&path, crate::creds::TransportKey::generate().expose())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(vec![path])
+}
+
 /// Environment lookups that try one source, then another.
 #[derive(Clone, Copy)]
 pub(crate) struct Layered<'a> {

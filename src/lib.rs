@@ -15,6 +15,8 @@
 //!   end-to-end tests run on; [`bench`](mod@bench): the benchmarks behind `hubworker bench`.
 //! - `workflow_cli`: `hubworker validate` and `hubworker run`; [`batch`]: the JSONL commands
 //!   (`check expr`, `eval`), one line in, one line out.
+//! - `client`: the command line's side of the `Worker` service (`hubworker status`, the run
+//!   half of `hub dispatch`); `manual`: shell completions and the man page, from clap.
 //!
 //! **The daemon and the reference Hub.**
 //! - [`worker`]: admission (slots, draining, the cancel registry), each run's one snapshot of
@@ -60,6 +62,7 @@ pub mod batch;
 pub mod bench;
 pub(crate) mod cache;
 pub mod cli;
+pub(crate) mod client;
 pub(crate) mod config;
 pub mod connector;
 pub mod creds;
@@ -72,6 +75,7 @@ pub mod hub_client;
 pub(crate) mod introspection;
 pub mod keys;
 pub(crate) mod locked;
+pub(crate) mod manual;
 pub(crate) mod metrics;
 pub mod proto;
 pub(crate) mod run;

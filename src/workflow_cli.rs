@@ -263,15 +263,8 @@ fn write_outputs(opts: &RunOptions, outputs: Vec<(String, DataFrame)>) -> Result
             }
         }
         None => {
-            for (name, frame) in outputs {
-                let Ok(table) = crate::batch::render_guarded(&frame) else {
-                    eprintln!(
-                        "run failed: output {name:?} has a value outside the calendar and cannot \
-                         be printed; use --output DIR [execution_failed]"
-                    );
-                    return Ok(1);
-                };
-                writeln!(out, "== {} ({} rows)\n{table}", name, frame.height())?;
+            if !crate::frames::print_tables(&outputs, &mut out)? {
+                return Ok(1);
             }
         }
     }

@@ -77,3 +77,7 @@ mod lifecycle;
 /// Issue 18 points 3 and 9: metrics in both exposition formats, refusals and Hub failures
 /// counted; lifecycle logs, no ANSI in pipes, pure JSON, the filter validated, refused tokens.
 mod observability;
+
+/// Issue 18 points 5, 6, 10: `validate-config`, the production switch, the sample config,
+/// `status`, `hub dispatch` tables, inspect tokens, completions, the man page, the LICENSE.
+mod operator_cli;

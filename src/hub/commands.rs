@@ -62,7 +62,8 @@ pub(crate) enum HubCommand {
     },
     /// Issue a server token for a workflow and print it.
     IssueToken(IssueArgs),
-    /// Issue a token and run the workflow on a worker, printing progress and results.
+    /// Issue a token and run the workflow on a worker, printing progress and the result
+    /// tables.
     Dispatch {
         /// What to issue.
         #[command(flatten)]
@@ -95,18 +96,21 @@ pub(crate) struct IssueArgs {
     /// The user the run is for.
     #[arg(long)]
     user: String,
-    /// The workflow file; the token is bound to its canonical hash.
-    #[arg(long)]
-    workflow: PathBuf,
+    /// The workflow file; the token is bound to its canonical hash (required for `run`; an
+    /// `inspect` token names connections only).
+    #[arg(long, required_unless_present = "connections")]
+    workflow: Option<PathBuf>,
     /// Connections to grant (default: those the workflow's `sql` nodes use).
     #[arg(long = "connection")]
     connections: Vec<String>,
     /// `run` or `inspect`.
     #[arg(long, default_value = "run")]
     scope: String,
-    /// The worker pool or worker id the token is for.
-    #[arg(long, default_value = "hubworker")]
-    audience: String,
+    /// The worker pool or worker id the token is for (a worker accepts its
+    /// `worker.audience` and its own id). Default: `hub dispatch` asks the worker its id
+    /// (`Status`); `hub issue-token` uses `hubworker`.
+    #[arg(long)]
+    audience: Option<String>,
     /// Token lifetime in seconds.
     #[arg(long, default_value_t = 300)]
     ttl_secs: u64,
@@ -249,16 +253,27 @@ pub(crate) fn run(cmd: HubCommand) -> Result<u8, Error> {
             HubCommand::IssueToken(args) => {
                 let store = store(&args.common.db).await?;
                 let keys = keys_in_force(&store, keys(&args.common)?).await?;
-                let token = issue_for(&store, &keys, &args).await?;
+                let audience = args.audience.clone().unwrap_or_else(|| "hubworker".into());
+                let token = issue_for(&store, &keys, &args, audience).await?;
                 println!("{}", token.expose());
                 Ok(0)
             }
             HubCommand::Dispatch { issue, worker } => {
+                let Some(workflow) = &issue.workflow else {
+                    return Err(Error::Usage("hub dispatch needs --workflow".into()));
+                };
+                let doc = std::fs::read_to_string(workflow)?;
                 let store = store(&issue.common.db).await?;
                 let keys = keys_in_force(&store, keys(&issue.common)?).await?;
-                let token = issue_for(&store, &keys, &issue).await?;
-                let doc = std::fs::read_to_string(&issue.workflow)?;
-                dispatch(&worker, token, doc).await
+                let channel =
+                    crate::client::channel(&worker, &crate::client::ClientTls::default()).await?;
+                let mut client = crate::proto::worker_client::WorkerClient::new(channel);
+                let audience = match &issue.audience {
+                    Some(audience) => audience.clone(),
+                    None => crate::client::worker_id(&mut client, &worker).await?,
+                };
+                let token = issue_for(&store, &keys, &issue, audience).await?;
+                crate::client::execute(&mut client, &worker, token, doc).await
             }
         }
     })
@@ -306,80 +321,41 @@ async fn issue_for(
     store: &Store,
     keys: &HubKeys,
     args: &IssueArgs,
+    audience: String,
 ) -> Result<crate::secret::Secret, Error> {
-    let doc = std::fs::read_to_string(&args.workflow)?;
-    let wf = crate::workflow::validate(&doc)
-        .map_err(|p| Error::Usage(format!("the workflow is invalid: {p}")))?;
+    let (workflow_sha256, used) = match &args.workflow {
+        Some(path) => {
+            let doc = std::fs::read_to_string(path)?;
+            let wf = crate::workflow::validate(&doc)
+                .map_err(|p| Error::Usage(format!("the workflow is invalid: {p}")))?;
+            let used = wf.connections().into_iter().map(str::to_owned).collect();
+            (wf.sha256().to_owned(), used)
+        }
+        // An inspect token names connections, no workflow (the worker checks no hash for it).
+        None if args.scope == "inspect" => (String::new(), Vec::new()),
+        None => {
+            return Err(Error::Usage(
+                "a run token is bound to a workflow: give --workflow (only --scope inspect \
+                 goes without)"
+                    .into(),
+            ));
+        }
+    };
     let connections = if args.connections.is_empty() {
-        wf.connections().into_iter().map(str::to_owned).collect()
+        used
     } else {
         args.connections.clone()
     };
     let req = TokenRequest {
         user: args.user.clone(),
-        workflow_sha256: wf.sha256().to_owned(),
+        workflow_sha256,
         connections,
         scope: args.scope.clone(),
-        audience: args.audience.clone(),
+        audience,
         ttl: Duration::from_secs(args.ttl_secs),
     };
     super::issue(store, keys, &req, now())
         .await
         .map(crate::secret::Secret::new)
         .map_err(hub_error)
-}
-
-/// Calls a worker's `Execute` and prints the events.
-async fn dispatch(
-    worker: &str,
-    token: crate::secret::Secret,
-    workflow_json: String,
-) -> Result<u8, Error> {
-    use crate::proto::execute_event::Event;
-    let mut client = crate::proto::worker_client::WorkerClient::connect(worker.to_owned())
-        .await
-        .map_err(|e| Error::Failed(format!("cannot reach worker {worker}: {e}")))?;
-    let mut stream = client
-        .execute(crate::proto::ExecuteRequest {
-            token: token.expose().to_owned(),
-            workflow_json,
-            bypass_cache: false,
-            update_cache: false,
-        })
-        .await
-        .map_err(|s| Error::Failed(format!("worker refused: {} ({:?})", s.message(), s.code())))?
-        .into_inner();
-    let mut code = 0;
-    while let Some(event) = stream.message().await.map_err(|s| {
-        Error::Failed(format!(
-            "worker stream failed: {} ({:?})",
-            s.message(),
-            s.code()
-        ))
-    })? {
-        match event.event {
-            Some(Event::Accepted(a)) => println!("accepted: run {}", a.run_id),
-            Some(Event::Progress(p)) => match p.rows {
-                Some(rows) => println!("  {} ({}): {:?}, {rows} rows", p.node, p.tool, p.state()),
-                None => println!("  {} ({}): {:?}", p.node, p.tool, p.state()),
-            },
-            Some(Event::Result(r)) => println!(
-                "  result {}: chunk {} ({} bytes)",
-                r.output,
-                r.seq,
-                r.arrow_ipc.len()
-            ),
-            Some(Event::Finished(f)) => {
-                println!("finished: run {} in {} ms", f.run_id, f.elapsed_ms)
-            }
-            Some(Event::Error(e)) => {
-                // The run's last event (the stream's status repeats its code).
-                println!("error [{}]: {}", e.code, e.message);
-                code = 1;
-                break;
-            }
-            None => {}
-        }
-    }
-    Ok(code)
 }

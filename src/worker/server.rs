@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use super::Worker;
 use super::service::WorkerService;
-use crate::config::{Config, ModeSetting};
+use crate::config::Config;
 use crate::hub_client::{HubClient, Identity};
 use crate::keys::{Env, SecretProblem};
 use crate::proto::worker_server::{SERVICE_NAME as WORKER, WorkerServer};
@@ -261,23 +261,14 @@ pub(crate) async fn start(
     })
 }
 
-/// The worker's secrets, checked (production rules when the config says production).
+/// The worker's secrets, checked, and the warnings `validate-config` prints too (one function
+/// for both: [`crate::config::preflight`]).
 fn secrets(config: &Config, env: &dyn Env) -> Result<crate::keys::WorkerSecrets, StartError> {
-    let mut env_map = std::collections::HashMap::new();
-    if config.worker.mode == ModeSetting::Production {
-        env_map.insert("HUBWORKER_ENV".to_owned(), "production".to_owned());
+    let preflight = crate::config::preflight::check(config, env).map_err(StartError::Secrets)?;
+    for w in &preflight.warnings {
+        tracing::warn!("{w}");
     }
-    let layered = crate::keys::Layered {
-        first: &env_map,
-        then: env,
-    };
-    let (secrets, warnings) =
-        crate::keys::load_worker_secrets(config.secrets.dir.clone(), &layered)
-            .map_err(StartError::Secrets)?;
-    for w in &warnings {
-        tracing::warn!(setting = %w.setting, "{}", w.why);
-    }
-    Ok(secrets)
+    Ok(preflight.secrets)
 }
 
 /// The metrics endpoint, when enabled: its task.
