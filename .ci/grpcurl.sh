@@ -84,6 +84,7 @@ id = "ci-grpcurl"
 listen = "$worker"
 audience = "hubworker"
 capacity = 2
+drain_grace_secs = 120
 
 [hub]
 url = "http://$hub"
@@ -163,7 +164,7 @@ echo "Execute replayed: Unauthenticated [token_replayed]"
 # SIGTERM while a run is in flight: the probes follow the drain.
 python3 - "$dir/long.json" <<'EOF'
 import json, sys
-n = 6000
+n = 4000
 doc = {"version": 1, "nodes": [
     {"id": "a", "tool": "inline", "columns": [{"name": "x", "type": "Int64"}],
      "rows": [[i] for i in range(n)]},
@@ -181,6 +182,11 @@ execute_request "$dir/long.json" "$token" >"$dir/long-request.json"
     >"$dir/watch.out" 2>&1 &
 watch_pid=$!
 pids+=("$watch_pid")
+for _ in $(seq 1 300); do
+    grep -qF '"status": "SERVING"' "$dir/watch.out" && break
+    sleep 0.1
+done
+grep -qF '"status": "SERVING"' "$dir/watch.out" || fail "the Watch did not start: $(cat "$dir/watch.out")"
 "$grpcurl" -plaintext -max-time 300 -d @ "$worker" hubworker.v1.Worker/Execute \
     <"$dir/long-request.json" >"$dir/long.out" 2>&1 &
 long_pid=$!
@@ -191,7 +197,6 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 grep -qF '"runsInFlight": 1' <<<"$status" || fail "the long run did not start: $status"
-grep -qF '"status": "SERVING"' "$dir/watch.out" || fail "the Watch did not start: $(cat "$dir/watch.out")"
 kill -TERM "$worker_pid"
 drained=""
 for _ in $(seq 1 100); do
@@ -217,5 +222,5 @@ grep -qF '"finished": {' "$dir/long.out" || fail "the run in flight did not fini
 wait "$watch_pid" || fail "the Watch did not end cleanly: $(cat "$dir/watch.out")"
 [ "$(grep -o '"status": "[A-Z_]*"' "$dir/watch.out" | tr '\n' ' ')" = '"status": "SERVING" "status": "NOT_SERVING" ' ] ||
     fail "the Watch on \"\" saw: $(cat "$dir/watch.out")"
-echo "SIGTERM: the run finished, the Watch saw SERVING then NOT_SERVING and ended, the worker exited 0"
+echo "SIGTERM: the run finished ($(grep -o '"elapsedMs": "[0-9]*"' "$dir/long.out")), the Watch saw SERVING then NOT_SERVING and ended, the worker exited 0"
 echo "grpcurl: all checks passed"
