@@ -151,7 +151,7 @@ mod tests {
         use crate::config::Config;
         let base = "[worker]\nid = \"w\"\nlisten = \"127.0.0.1:0\"\naudience = \"a\"\n\n\
                     [hub]\nurl = \"http://127.0.0.1:1\"\nissuer = \"h\"\n";
-        let c = Config::parse(base).unwrap();
+        let c = Config::parse(base, &std::collections::HashMap::new()).unwrap();
         assert_eq!(
             (
                 c.hub.register_backoff_initial_ms,
@@ -162,7 +162,7 @@ mod tests {
         for (initial, max) in [(0, 10), (100, 50), (1, 3_600_001)] {
             let e = Config::parse(&format!(
                 "{base}register_backoff_initial_ms = {initial}\nregister_backoff_max_ms = {max}\n"
-            ))
+            ), &std::collections::HashMap::new())
             .unwrap_err();
             assert!(
                 e.0.iter().any(|p| p.starts_with("hub.register_backoff")),
