@@ -350,6 +350,19 @@ async fn a_fleet_member_notifies_systemd_rotates_keys_on_sighup_and_drains_on_si
         .find(|l| l.contains("\"run finished\""))
         .unwrap_or_else(|| panic!("no run log in\n{log}"));
     let v: serde_json::Value = serde_json::from_str(run_line).unwrap();
+    // The SIGHUP rotation and the lifecycle, at INFO in the default filter of a JSON daemon.
+    for message in [
+        "token keys rotated",
+        "reloaded the config and the token key set",
+        "draining",
+        "stopping",
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&format!("\"message\":\"{message}\""))),
+            "no {message:?} in\n{log}"
+        );
+    }
     assert_eq!(v["span"]["worker_id"], "fleet@1", "{run_line}");
     assert!(v["span"]["run_id"].as_str().is_some_and(|s| !s.is_empty()));
     let transport =
