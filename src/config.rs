@@ -86,10 +86,10 @@ pub(crate) struct WorkerSection {
     pub validate_concurrency: usize,
 }
 
-/// 4 runs x `sandbox.memory_bytes` 2 GiB = 8 GiB: within the unit's `MemoryMax=9G`, which
+/// 2 runs x `sandbox.memory_bytes` 4 GiB = 8 GiB: within the unit's `MemoryMax=9G`, which
 /// leaves 1 GiB for the daemon itself (its cache is 256 MiB by default).
 fn default_capacity() -> u32 {
-    4
+    2
 }
 fn default_validate_concurrency() -> usize {
     4
@@ -612,7 +612,7 @@ issuer = "hub"
     #[test]
     fn minimal_config_gets_documented_defaults() {
         let c = Config::parse(MINIMAL).unwrap();
-        assert_eq!(c.worker.capacity, 4);
+        assert_eq!(c.worker.capacity, 2);
         assert_eq!(c.tokens.max_lifetime_secs, 300);
         assert_eq!(c.cache.ttl_secs, 300);
         assert_eq!(c.cache_ttl("shop"), Duration::from_secs(300));
@@ -688,7 +688,7 @@ issuer = "hub"
     fn process_isolation_is_the_default_and_required_in_production() {
         let c = Config::parse(MINIMAL).unwrap();
         assert_eq!(c.sandbox.isolation, Isolation::Process);
-        assert_eq!(c.sandbox.settings().limits.memory_bytes, 2 << 30);
+        assert_eq!(c.sandbox.settings().limits.memory_bytes, 4 << 30);
         let inline = format!("{MINIMAL}\n[sandbox]\nisolation = \"inline\"\n");
         assert_eq!(
             Config::parse(&inline).unwrap().sandbox.isolation,
