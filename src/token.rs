@@ -329,10 +329,6 @@ impl Verifier {
     /// of kids is logged at INFO (kids only: public key ids).
     pub(crate) fn set_keys(&self, keys: KeySet) {
         if let Ok(mut k) = self.keys.write() {
-            let (before, after) = (k.kids().join(","), keys.kids().join(","));
-            if before != after {
-                tracing::info!(before = %before, after = %after, "token keys rotated");
-            }
             *k = Arc::new(keys);
         }
     }

@@ -399,9 +399,14 @@ async fn serve_waits_for_an_unreachable_hub_then_registers_and_serves() {
     .expect("write");
     let mut wrong = Daemon::spawn(&files, "wrong-secret", port, &config);
     assert_eq!(exit_code(&mut wrong.child.0, within), 2);
-    let logs = wrong.logs.all().join("\n");
-    assert!(logs.contains(&hub_url), "{logs}");
-    assert!(logs.contains("bad_registration_secret"), "{logs}");
+    // The last line (the reader thread may still be catching up): the Hub's URL and reason.
+    wrong.logs.wait("the refusal", 0, within, |l| {
+        l.starts_with("hubworker: registration with the hub failed")
+            && l.contains(&format!(
+                "the hub at {hub_url} refused (bad_registration_secret"
+            ))
+    });
+    assert!(!wrong.notes.all().iter().any(|l| l == "READY=1"));
 
     // SIGTERM: drained and deregistered, exit 0.
     signal(&daemon.child.0, nix::sys::signal::Signal::SIGTERM);

@@ -200,7 +200,7 @@ fn validate_config_warns_about_what_serve_warns_about() {
     let root = d.join("cgroup");
     let unit = root.join(own_cgroup().trim_start_matches('/'));
     std::fs::create_dir_all(&unit).expect("mkdir");
-    std::fs::write(unit.join("memory.max"), "8589934592\n").expect("write");
+    std::fs::write(unit.join("memory.max"), "4294967296\n").expect("write");
     let root_s = root.to_str().expect("utf-8");
     let env = [("HUBWORKER_TEST_CGROUP_ROOT", root_s)];
     let out = hw(&["validate-config", "dev.toml"], d, &env);
@@ -214,8 +214,8 @@ fn validate_config_warns_about_what_serve_warns_about() {
              registration is open"
                 .to_owned(),
             format!(
-                "warning: worker.capacity × sandbox.memory_bytes: 8 × 4294967296 = 34359738368 \
-                 bytes, above the cgroup's memory.max of 8589934592 bytes ({}): full load would \
+                "warning: worker.capacity × sandbox.memory_bytes: 2 × 4294967296 = 8589934592 \
+                 bytes, above the cgroup's memory.max of 4294967296 bytes ({}): full load would \
                  end in the OOM killer; lower one of them or raise the unit's MemoryMax=",
                 unit.join("memory.max").display()
             ),

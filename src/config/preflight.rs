@@ -89,7 +89,7 @@ mod tests {
         std::fs::write(dir.path().join("cgroup"), "0::/slot.service\n").unwrap();
         let unit = dir.path().join("fs/slot.service");
         std::fs::create_dir_all(&unit).unwrap();
-        std::fs::write(unit.join("memory.max"), "8589934592\n").unwrap();
+        std::fs::write(unit.join("memory.max"), "4294967296\n").unwrap();
         let fs = CgroupFs {
             membership: dir.path().join("cgroup"),
             root: dir.path().join("fs"),
@@ -102,8 +102,8 @@ mod tests {
         assert_eq!(
             sizing_warnings(&config, &fs),
             [format!(
-                "worker.capacity × sandbox.memory_bytes: 8 × 4294967296 = 34359738368 bytes, \
-                 above the cgroup's memory.max of 8589934592 bytes ({}): full load would end \
+                "worker.capacity × sandbox.memory_bytes: 2 × 4294967296 = 8589934592 bytes, \
+                 above the cgroup's memory.max of 4294967296 bytes ({}): full load would end \
                  in the OOM killer; lower one of them or raise the unit's MemoryMax=",
                 file.display()
             )]

@@ -54,10 +54,10 @@ pub(crate) struct WorkerSection {
     pub validate_concurrency: usize,
 }
 
-/// 4 runs x `sandbox.memory_bytes` 2 GiB = 8 GiB: within the unit's `MemoryMax=9G`, which
+/// 2 runs x `sandbox.memory_bytes` 4 GiB = 8 GiB: within the unit's `MemoryMax=9G`, which
 /// leaves 1 GiB for the daemon itself (its cache is 256 MiB by default).
 fn default_capacity() -> u32 {
-    4
+    2
 }
 fn default_validate_concurrency() -> usize {
     4

@@ -29,7 +29,7 @@ issuer = "hub"
 #[test]
 fn minimal_config_gets_documented_defaults() {
     let c = parse(MINIMAL).unwrap();
-    assert_eq!(c.worker.capacity, 4);
+    assert_eq!(c.worker.capacity, 2);
     assert_eq!(c.tokens.max_lifetime_secs, 300);
     assert_eq!(c.cache.ttl_secs, 300);
     assert_eq!(c.cache_ttl("shop"), Duration::from_secs(300));
@@ -105,7 +105,7 @@ fn token_audiences_default_to_pool_and_id_and_roles_to_user() {
 fn process_isolation_is_the_default_and_required_in_production() {
     let c = parse(MINIMAL).unwrap();
     assert_eq!(c.sandbox.isolation, Isolation::Process);
-    assert_eq!(c.sandbox.settings().limits.memory_bytes, 2 << 30);
+    assert_eq!(c.sandbox.settings().limits.memory_bytes, 4 << 30);
     let inline = format!("{MINIMAL}\n[sandbox]\nisolation = \"inline\"\n");
     assert_eq!(parse(&inline).unwrap().sandbox.isolation, Isolation::Inline);
     let production = inline.replace(

@@ -39,8 +39,7 @@ pub(crate) struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            // With the default capacity (4 runs) this fits the unit's MemoryMax=9G.
-            memory_bytes: 2 << 30,
+            memory_bytes: 4 << 30,
             cpu_secs: 600,
             open_files: 256,
             file_bytes: 0,

@@ -185,8 +185,17 @@ impl Worker {
                     .keys
             }
         };
-        let kids = keys.kids().into_iter().map(str::to_owned).collect();
+        let kids: Vec<String> = keys.kids().into_iter().map(str::to_owned).collect();
+        let before = self.verifier.kids();
         self.verifier.set_keys(keys);
+        if before != kids {
+            tracing::info!(
+                source = "reload",
+                kids = %kids.join(","),
+                previous_kids = %before.join(","),
+                "token keys rotated"
+            );
+        }
         self.pin_keys(pinned);
         Ok(kids)
     }
