@@ -384,8 +384,16 @@ async fn heartbeat_needs_the_current_worker_secret_and_records_the_load() {
         .await
         .unwrap()
         .into_inner();
-    // Empty: the key set is unchanged (a non-empty value would be the whole new set).
-    assert_eq!(beat.jwks_json, "");
+    // The reference Hub answers every heartbeat with its whole current key set (a non-empty
+    // value replaces the worker's set; an empty one would mean "unchanged").
+    let jwks: serde_json::Value = serde_json::from_str(&beat.jwks_json).unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, [env.keys.kid.as_str()]);
     let free = |list: Vec<(String, String, i64)>| {
         list.into_iter()
             .find(|(id, _, _)| id == "c4@1")

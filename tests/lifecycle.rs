@@ -399,9 +399,11 @@ async fn serve_waits_for_an_unreachable_hub_then_registers_and_serves() {
     .expect("write");
     let mut wrong = Daemon::spawn(&files, "wrong-secret", port, &config);
     assert_eq!(exit_code(&mut wrong.child.0, within), 2);
-    // The last line (the reader thread may still be catching up): the Hub's URL and reason.
+    // The last line (the reader thread may still be catching up; in JSON mode the error that
+    // ends the process is a JSON line too): the Hub's URL and reason.
     wrong.logs.wait("the refusal", 0, within, |l| {
-        l.starts_with("hubworker: registration with the hub failed")
+        field(l, "level").as_deref() == Some("ERROR")
+            && l.contains("hubworker: registration with the hub failed")
             && l.contains(&format!(
                 "the hub at {hub_url} refused (bad_registration_secret"
             ))

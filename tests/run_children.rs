@@ -126,8 +126,9 @@ async fn run_children_outlive_threads_and_their_deaths_are_crashes_without_zombi
     )
     .await;
 
-    // 1. A long run (4e8 rows counted: ~15 s here), and meanwhile other users' Validates.
-    let (a, b) = (20_000u64, 20_000u64);
+    // 1. A long run (9e8 rows counted: ~20 s on a quiet 2-core machine, more under load), and
+    //    meanwhile other users' Validates.
+    let (a, b) = (30_000u64, 30_000u64);
     let long = counting(a, b, 0);
     let token = stack.token("alice", &long, &["pg"]).await.unwrap();
     let started = Instant::now();

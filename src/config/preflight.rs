@@ -109,7 +109,7 @@ mod tests {
             )]
         );
         let fits = Config::parse(
-            &text.replace("audience = \"p\"", "audience = \"p\"\ncapacity = 2"),
+            &text.replace("audience = \"p\"", "audience = \"p\"\ncapacity = 1"),
             &env,
         )
         .unwrap();
