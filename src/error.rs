@@ -35,8 +35,10 @@ pub enum Error {
     /// A configuration file or its secrets are unusable.
     #[error("{0}")]
     Config(String),
-    /// The worker daemon could not start: its configuration is at fault (exit 2), or the
-    /// moment is (a Hub unreachable, a port taken: exit 1).
+    /// The worker daemon could not start: its configuration is at fault (exit 2: a bad
+    /// config or secret, a registration secret the Hub refuses), or the moment is (a port
+    /// taken, a sandbox that does not work here: exit 1). An unreachable Hub is waited for,
+    /// not an error.
     #[error("{message}")]
     Start {
         /// What failed (names settings, never values).

@@ -531,3 +531,39 @@ async fn rotating_the_hub_key_while_runs_are_dispatched_refuses_none() {
     assert_eq!(execute(&mut c, k1_token, &doc).await, Ok(()));
     assert_eq!(execute(&mut c, files.token(), &doc).await, Ok(()));
 }
+
+#[test]
+fn hub_store_failures_exit_1_and_refused_input_exits_2() {
+    let files = HubFiles::new();
+    // Refused input (a user that exists): a usage error.
+    let db = files.path("hub.db");
+    let dup = files.cli(&[
+        "hub",
+        "add-user",
+        "--db",
+        db.to_str().expect("utf-8"),
+        "--name",
+        "alice",
+        "--role",
+        "user",
+    ]);
+    assert_eq!(dup.status.code(), Some(2), "{dup:?}");
+    // A store that cannot be opened (the path is a directory): a runtime failure.
+    let dir = files.path("a-directory");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let broken = files.cli(&[
+        "hub",
+        "add-user",
+        "--db",
+        dir.to_str().expect("utf-8"),
+        "--name",
+        "bob",
+        "--role",
+        "user",
+    ]);
+    assert_eq!(broken.status.code(), Some(1), "{broken:?}");
+    assert!(
+        String::from_utf8_lossy(&broken.stderr).contains("hub store file"),
+        "{broken:?}"
+    );
+}
