@@ -29,6 +29,8 @@ mod message;
 mod pipe;
 pub(crate) mod policy;
 mod spawner;
+#[cfg(test)]
+mod tests_wire;
 pub(crate) mod wire;
 
 use std::collections::HashMap;

@@ -34,6 +34,14 @@ pub(crate) fn encode<M: Message>(msg: &M) -> Zeroizing<Vec<u8>> {
     buf
 }
 
+/// A stream that ended inside a frame's length: not a clean end.
+fn cut_short() -> WireError {
+    WireError::Io(std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "the stream ended inside a frame's length",
+    ))
+}
+
 /// Writes one frame (blocking).
 pub(crate) fn write<M: Message, W: Write>(w: &mut W, msg: &M) -> Result<(), WireError> {
     w.write_all(&encode(msg))?;
@@ -41,16 +49,22 @@ pub(crate) fn write<M: Message, W: Write>(w: &mut W, msg: &M) -> Result<(), Wire
     Ok(())
 }
 
-/// Reads one frame (blocking); `None` at a clean end of stream.
+/// Reads one frame (blocking); `None` at a clean end of stream (before a frame's first byte;
+/// an end anywhere inside a frame is an error).
 pub(crate) fn read<M: Message + Default, R: Read>(
     r: &mut R,
     cap: usize,
 ) -> Result<Option<M>, WireError> {
     let mut len = [0u8; 4];
-    match r.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
+    let mut got = 0;
+    while got < len.len() {
+        match r.read(&mut len[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(cut_short()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     let len = u32::from_be_bytes(len) as usize;
     if len > cap {
@@ -71,16 +85,22 @@ pub(crate) async fn write_async<M: Message, W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Reads one frame (async); `None` at a clean end of stream. Also returns the frame's size.
+/// Reads one frame (async); `None` at a clean end of stream (as `read`). Also returns the
+/// frame's size.
 pub(crate) async fn read_async<M: Message + Default, R: AsyncRead + Unpin>(
     r: &mut R,
     cap: usize,
 ) -> Result<Option<(M, usize)>, WireError> {
     let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
+    let mut got = 0;
+    while got < len.len() {
+        match r.read(&mut len[got..]).await {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(cut_short()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     let len = u32::from_be_bytes(len) as usize;
     if len > cap {
