@@ -97,31 +97,7 @@ async fn execute(
     connections: &[&str],
 ) -> Result<(), String> {
     let token = stack.token("alice", doc, connections).await.unwrap();
-    let req = ExecuteRequest {
-        token: token.expose().to_owned(),
-        workflow_json: doc.to_owned(),
-        bypass_cache: false,
-        update_cache: false,
-    };
-    let mut stream = match c.execute(req).await {
-        Ok(s) => s.into_inner(),
-        Err(s) => {
-            return Err(s
-                .metadata()
-                .get("hubworker-reason")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("?")
-                .to_owned());
-        }
-    };
-    while let Some(e) = stream.message().await.map_err(|s| s.message().to_owned())? {
-        match e.event {
-            Some(Event::Finished(_)) => return Ok(()),
-            Some(Event::Error(e)) => return Err(e.code),
-            _ => {}
-        }
-    }
-    Err("no end".into())
+    crate::util::run_to_end(c, token.expose(), doc).await
 }
 
 fn scrape(port: u16) -> String {

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hubworker::proto::worker_client::WorkerClient;
-use hubworker::proto::{ExecuteRequest, execute_event::Event};
 
 use crate::util::{KillOnDrop, bin};
 
@@ -291,31 +290,7 @@ async fn execute(
     token: String,
     doc: &str,
 ) -> Result<(), String> {
-    let req = ExecuteRequest {
-        token,
-        workflow_json: doc.to_owned(),
-        bypass_cache: false,
-        update_cache: false,
-    };
-    let mut stream = match c.execute(req).await {
-        Ok(s) => s.into_inner(),
-        Err(s) => {
-            return Err(s
-                .metadata()
-                .get("hubworker-reason")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("?")
-                .to_owned());
-        }
-    };
-    while let Some(e) = stream.message().await.map_err(|s| s.message().to_owned())? {
-        match e.event {
-            Some(Event::Finished(_)) => return Ok(()),
-            Some(Event::Error(e)) => return Err(e.code),
-            _ => {}
-        }
-    }
-    Err("no end".into())
+    crate::util::run_to_end(c, &token, doc).await
 }
 
 /// The "waiting for the hub" log lines: each names the Hub's URL and the cause.

@@ -38,25 +38,7 @@ fn request(token: &str, doc: &str) -> ExecuteRequest {
 
 /// Runs `doc` with `token` to its end: Ok(()) when Finished, Err(reason) otherwise.
 async fn execute(c: &mut WorkerClient<Channel>, token: &str, doc: &str) -> Result<(), String> {
-    let mut stream = match c.execute(request(token, doc)).await {
-        Ok(s) => s.into_inner(),
-        Err(s) => {
-            return Err(s
-                .metadata()
-                .get("hubworker-reason")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("?")
-                .to_owned());
-        }
-    };
-    while let Some(e) = stream.message().await.map_err(|s| s.message().to_owned())? {
-        match e.event {
-            Some(Event::Finished(_)) => return Ok(()),
-            Some(Event::Error(e)) => return Err(e.code),
-            _ => {}
-        }
-    }
-    Err("no end".into())
+    crate::util::run_to_end(c, token, doc).await
 }
 
 /// An HTTP response split into its `Content-Type` and body.

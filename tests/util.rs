@@ -98,3 +98,38 @@ pub(crate) fn cross_join(n: usize) -> String {
         rows.join(",")
     )
 }
+
+/// Runs `doc` with `token` on a worker to its end: Ok(()) once Finished, else the code of the
+/// refusal (its `hubworker-reason`) or of the run's error event.
+pub(crate) async fn run_to_end(
+    c: &mut hubworker::proto::worker_client::WorkerClient<tonic::transport::Channel>,
+    token: &str,
+    doc: &str,
+) -> Result<(), String> {
+    use hubworker::proto::execute_event::Event;
+    let req = hubworker::proto::ExecuteRequest {
+        token: token.to_owned(),
+        workflow_json: doc.to_owned(),
+        bypass_cache: false,
+        update_cache: false,
+    };
+    let mut stream = match c.execute(req).await {
+        Ok(s) => s.into_inner(),
+        Err(s) => {
+            return Err(s
+                .metadata()
+                .get("hubworker-reason")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("?")
+                .to_owned());
+        }
+    };
+    while let Some(e) = stream.message().await.map_err(|s| s.message().to_owned())? {
+        match e.event {
+            Some(Event::Finished(_)) => return Ok(()),
+            Some(Event::Error(e)) => return Err(e.code),
+            _ => {}
+        }
+    }
+    Err("no end".into())
+}
