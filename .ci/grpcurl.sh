@@ -24,18 +24,7 @@ if ! "$grpcurl" -version >/dev/null 2>&1; then
 fi
 "$grpcurl" -version 2>&1
 
-dir="$(mktemp -d)"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$dir"
-}
-trap cleanup EXIT
+source .ci/stack.sh
 
 fail() {
     echo "grpcurl check failed: $*" >&2
@@ -43,9 +32,6 @@ fail() {
         [ -f "$log" ] && { echo "--- $log" >&2; tail -n 40 "$log" >&2; }
     done
     exit 1
-}
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 # Runs grpcurl (plaintext, loopback) and keeps its output in $out; fails on a non-zero exit.
 call() {
@@ -55,27 +41,9 @@ call() {
 expect() {
     grep -qF -- "$1" <<<"$out" || fail "expected '$1' in: $out"
 }
-# Waits until something accepts connections on $1 (host:port; at most 60 s). A server that
-# has bound but is still starting (registering with the Hub) holds the first call a moment.
-wait_listening() {
-    for _ in $(seq 1 600); do
-        (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    fail "nothing listens on $1"
-}
 
 # The stack, with the CLI only.
-"$bin" keygen --out "$dir/keys" >/dev/null
-"$bin" sample-db "$dir/shop.db" >/dev/null
-printf '{"connection": "shop", "dialect": "sqlite", "database": "%s", "auth": {"kind": "none"}}\n' \
-    "$dir/shop.db" >"$dir/shop.json"
-"$bin" hub add-user --db "$dir/hub.db" --name alice --role user >/dev/null
-"$bin" hub add-connection --db "$dir/hub.db" --secrets "$dir/keys" --credential-file "$dir/shop.json" >/dev/null
-hub="127.0.0.1:$(free_port)"
-"$bin" hub serve --db "$dir/hub.db" --secrets "$dir/keys" --listen "$hub" >"$dir/hub.log" 2>&1 &
-pids+=($!)
-wait_listening "$hub"
+start_hub
 
 worker="127.0.0.1:$(free_port)"
 cat >"$dir/worker.toml" <<EOF
@@ -99,7 +67,7 @@ EOF
 "$bin" serve --config "$dir/worker.toml" >"$dir/worker.log" 2>&1 &
 worker_pid=$!
 pids+=("$worker_pid")
-wait_listening "$worker"
+wait_listening "$worker" || fail "nothing listens on $worker"
 
 # list: exactly what each process serves (the worker does not advertise the Hub service).
 call "$worker" list

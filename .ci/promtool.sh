@@ -22,34 +22,13 @@ command -v curl >/dev/null || apt-get install -y curl >/dev/null
 /usr/bin/python3 -c 'import prometheus_client' 2>/dev/null \
     || apt-get install -y python3-prometheus-client >/dev/null
 
-dir="$(mktemp -d)"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-hub_port="$(free_port)"
+source .ci/stack.sh
+start_hub
+hub_port="${hub##*:}"
 worker_port="$(free_port)"
 metrics_port="$(free_port)"
 
 cd "$dir"
-"$bin" keygen --out keys >/dev/null
-"$bin" sample-db shop.db >/dev/null
-cat > shop.json <<EOF
-{"connection": "shop", "dialect": "sqlite", "database": "$dir/shop.db", "auth": {"kind": "none"}}
-EOF
-"$bin" hub add-user --db hub.db --name alice --role user >/dev/null
-"$bin" hub add-connection --db hub.db --secrets keys --credential-file shop.json >/dev/null
-"$bin" hub serve --db hub.db --secrets keys --listen "127.0.0.1:$hub_port" >hub.out 2>hub.log &
-pids+=($!)
 cat > worker.toml <<EOF
 [worker]
 id = "promtool-worker"
@@ -67,11 +46,6 @@ dir = "$dir/keys"
 [metrics]
 listen = "127.0.0.1:$metrics_port"
 EOF
-# The Hub must listen before the worker registers.
-for _ in $(seq 1 100); do
-    grep -q "listening" hub.out 2>/dev/null && break
-    sleep 0.1
-done
 "$bin" serve --config worker.toml 2>worker.log &
 pids+=($!)
 for _ in $(seq 1 300); do
