@@ -105,6 +105,14 @@ impl Stack {
         crate::sample::create(&db, crate::sample::SampleSize::default())
             .await
             .map_err(|e| fail("sample database")(e.to_string()))?;
+        // Run children read the sample database as an unprivileged user when the daemon runs
+        // as root (`[sandbox] uid`): the directory may be passed through, the file read. The
+        // keys beside it stay in their own 0700 directory.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711))?;
+            std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644))?;
+        }
         let keys_dir = d.join("keys");
         crate::keys::keygen(&keys_dir).map_err(fail("keygen"))?;
         let read = |f: &str| crate::keys::read_secret_file(&keys_dir.join(f)).map_err(fail("keys"));

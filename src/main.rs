@@ -31,10 +31,10 @@ fn main() -> ExitCode {
     let mut args = std::env::args_os();
     if args
         .nth(1)
-        .is_some_and(|a| a == hubworker::sandbox::CHILD_COMMAND)
+        .is_some_and(|a| a == hubworker::sandbox::TEMPLATE_COMMAND)
     {
         let rest: Vec<_> = args.collect();
-        let code = hubworker::sandbox::child::main(&rest);
+        let code = hubworker::sandbox::template::main(&rest);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let cli = hubworker::cli::Cli::parse();

@@ -147,9 +147,13 @@ impl Daemon {
             .unwrap()
     }
 
-    /// Its child processes: (pid, state letter), zombies (`Z`) included.
+    /// The daemon's run children: the children of its fork server's template (the daemon's
+    /// own child), with their state letters (a zombie would show as 'Z').
     pub(crate) fn children(&self) -> Vec<(i32, char)> {
         children_of(self.pid())
+            .into_iter()
+            .flat_map(|(template, _)| children_of(u32::try_from(template).unwrap_or(0)))
+            .collect()
     }
 }
 

@@ -75,6 +75,34 @@ async fn execute(mut client: WorkerClient<Channel>, token: String, doc: String) 
     panic!("the stream ended without Finished or Error")
 }
 
+/// A run child in its database phase, seen from the host: not root (65534, the default
+/// `[sandbox] uid`, when the daemon is root; the daemon's own uid otherwise) in every uid
+/// field, every capability set empty, no_new_privs, seccomp filtering.
+fn assert_unprivileged(pid: i32) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> Vec<String> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("{name} missing from {status}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    let want_uid = if nix::unistd::geteuid().is_root() {
+        "65534".to_owned()
+    } else {
+        nix::unistd::geteuid().as_raw().to_string()
+    };
+    assert_eq!(field("Uid"), vec![want_uid.clone(); 4], "{status}");
+    assert_ne!(want_uid, "0");
+    for caps in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(field(caps), vec!["0000000000000000"], "{caps}: {status}");
+    }
+    assert_eq!(field("NoNewPrivs"), vec!["1"]);
+    assert_eq!(field("Seccomp"), vec!["2"]);
+}
+
 fn count(ended: Ended) -> i64 {
     match ended {
         Ended::Finished(df) => df.column("n").unwrap().i64().unwrap().get(0).unwrap(),
@@ -137,7 +165,8 @@ async fn run_children_outlive_threads_and_their_deaths_are_crashes_without_zombi
         token.expose().to_owned(),
         long,
     ));
-    wait_children(&daemon, 1).await;
+    let running = wait_children(&daemon, 1).await;
+    assert_unprivileged(running[0]);
     let mut validated = 0;
     for round in 0..10 {
         let mut calls = Vec::new();

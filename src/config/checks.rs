@@ -146,8 +146,16 @@ impl Config {
         if !(16..=65_536).contains(&sb.open_files) {
             problems.push("sandbox.open_files: 16 to 65536".to_owned());
         }
-        if sb.pool > 64 {
-            problems.push("sandbox.pool: 0 to 64".to_owned());
+        if sb.uid == 0 {
+            problems.push("sandbox.uid: must not be 0 (run children never keep root)".to_owned());
+        }
+        for name in &sb.require {
+            if !crate::sandbox::isolate::ALL.contains(&name.as_str()) {
+                problems.push(format!(
+                    "sandbox.require: unknown confinement {name:?} (known: {})",
+                    crate::sandbox::isolate::ALL.join(", ")
+                ));
+            }
         }
         if sb.max_output_bytes == 0 {
             problems.push("sandbox.max_output_bytes: at least 1".to_owned());

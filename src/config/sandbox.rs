@@ -33,13 +33,28 @@ pub(crate) struct SandboxSection {
     /// The executable started for each run (default: the daemon's own binary).
     #[serde(default)]
     pub program: Option<PathBuf>,
-    /// Children kept started and confined ahead of need (0: start each on demand).
-    #[serde(default = "default_pool")]
-    pub pool: usize,
+    /// No longer used (children are forked by the fork server on demand, which costs less
+    /// than keeping a pool did); accepted so that existing files still load.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub pool: Option<usize>,
+    /// The host user id run children take when the daemon runs as root (never 0).
+    #[serde(default = "default_uid")]
+    pub uid: u32,
+    /// The host group id run children take when the daemon runs as root.
+    #[serde(default = "default_gid")]
+    pub gid: u32,
+    /// Confinements the worker refuses to start (and run) without, by their names in
+    /// `Status`, e.g. `["mount_namespace", "landlock_filesystem", "landlock_network"]`.
+    #[serde(default)]
+    pub require: Vec<String>,
 }
 
-fn default_pool() -> usize {
-    crate::sandbox::Settings::default().pool
+fn default_uid() -> u32 {
+    crate::sandbox::Identity::default().uid
+}
+fn default_gid() -> u32 {
+    crate::sandbox::Identity::default().gid
 }
 
 /// How runs are isolated.
@@ -89,7 +104,10 @@ impl Default for SandboxSection {
             max_output_bytes: default_output_bytes(),
             kill_grace_ms: default_kill_grace_ms(),
             program: None,
-            pool: default_pool(),
+            pool: None,
+            uid: default_uid(),
+            gid: default_gid(),
+            require: Vec::new(),
         }
     }
 }
@@ -108,7 +126,11 @@ impl SandboxSection {
             },
             kill_grace: Duration::from_millis(self.kill_grace_ms),
             max_output_bytes: self.max_output_bytes,
-            pool: self.pool,
+            identity: crate::sandbox::Identity {
+                uid: self.uid,
+                gid: self.gid,
+            },
+            require: self.require.clone(),
         }
     }
 }

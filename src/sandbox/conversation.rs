@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
-use tokio::process::ChildStdin;
+use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
 use super::{Exit, ZeroizeAll, message, wire};
@@ -45,6 +45,8 @@ pub(super) enum End {
     OutputTooLarge,
     /// The run must stop (deadline or cancel).
     Stop(Exit),
+    /// The child lacks a confinement `[sandbox] require` lists.
+    Refused,
 }
 
 pub(super) type Frames = mpsc::Receiver<Result<(FromChild, usize), wire::WireError>>;
@@ -52,7 +54,7 @@ pub(super) type Frames = mpsc::Receiver<Result<(FromChild, usize), wire::WireErr
 /// Reads frames from the child's stdout on a task of its own, so that the conversation can
 /// wait on them alongside everything else. The cap bounds any one frame; one frame waits at
 /// most, so a daemon that stops taking frames stops the child (its pipe fills).
-pub(super) fn read_frames(mut stdout: tokio::process::ChildStdout, cap: u64) -> Frames {
+pub(super) fn read_frames(mut stdout: pipe::Receiver, cap: u64) -> Frames {
     let (tx, rx) = mpsc::channel(1);
     let cap = usize::try_from(cap)
         .unwrap_or(usize::MAX)
@@ -76,7 +78,7 @@ pub(super) fn read_frames(mut stdout: tokio::process::ChildStdout, cap: u64) -> 
     rx
 }
 
-pub(super) async fn read_capped(mut stderr: tokio::process::ChildStderr, cap: usize) -> String {
+pub(super) async fn read_capped(mut stderr: pipe::Receiver, cap: usize) -> String {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     while let Ok(n) = stderr.read(&mut chunk).await {
@@ -99,20 +101,22 @@ pub(super) async fn next(frames: &mut Frames) -> Result<from_child::Msg, End> {
     }
 }
 
-async fn send(stdin: &mut ChildStdin, msg: to_child::Msg) -> Result<(), End> {
+async fn send(stdin: &mut pipe::Sender, msg: to_child::Msg) -> Result<(), End> {
     wire::write_async(stdin, &ToChild { msg: Some(msg) })
         .await
         .map_err(|_| End::Gone)
 }
 
 /// The daemon's half of the conversation (see the protocol file for its shape). The setup
-/// frame is wiped once written.
+/// frame is wiped once written. The child's `Ready` goes to `ready`, which says whether the
+/// child may go on (it has every confinement required).
 pub(super) async fn converse(
-    stdin: &mut ChildStdin,
+    stdin: &mut pipe::Sender,
     mut frames: Frames,
     setup: Setup,
     task: &Context<'_>,
     max_output: u64,
+    ready: &mut (dyn FnMut(crate::proto::sandbox::Ready) -> bool + Send),
 ) -> Result<RunTimings, End> {
     let frame = ToChild {
         msg: Some(to_child::Msg::Setup(setup)),
@@ -122,6 +126,14 @@ pub(super) async fn converse(
         s.zeroize_all();
     }
     sent.map_err(|_| End::Gone)?;
+    match next(&mut frames).await? {
+        from_child::Msg::Ready(r) => {
+            if !ready(r) {
+                return Err(End::Refused);
+            }
+        }
+        _ => return Err(End::Protocol("no Ready first".into())),
+    }
 
     let mut output_bytes: u64 = 0;
     loop {
@@ -154,7 +166,7 @@ pub(super) async fn converse(
 
 /// Has the child run a query; its `Loaded` answer (rows only if `send_back`).
 async fn fetch(
-    stdin: &mut ChildStdin,
+    stdin: &mut pipe::Sender,
     frames: &mut Frames,
     node: &str,
     send_back: bool,
@@ -199,7 +211,7 @@ pub(super) fn stop_reason(control: &RunControl) -> Exit {
 /// that only waited on another run's load, which failed (that child crashed, was killed, hit
 /// a limit), loads for itself instead of inheriting a failure that is not its own.
 async fn answer_need(
-    stdin: &mut ChildStdin,
+    stdin: &mut pipe::Sender,
     frames: &mut Frames,
     task: &Context<'_>,
     need: crate::proto::sandbox::Need,
@@ -257,7 +269,11 @@ async fn answer_need(
 struct LoadFailed;
 
 /// Has the child run a query and send the rows back, as the cache keeps them.
-async fn fetch_rows(stdin: &mut ChildStdin, frames: &mut Frames, node: &str) -> Result<Rows, End> {
+async fn fetch_rows(
+    stdin: &mut pipe::Sender,
+    frames: &mut Frames,
+    node: &str,
+) -> Result<Rows, End> {
     let loaded = fetch(stdin, frames, node, true).await?;
     Ok(Rows {
         ipc: loaded.arrow_ipc,

@@ -29,12 +29,32 @@ pub const PARENT_DEATH: i32 = 77;
 pub(crate) const SECCOMP: i32 = 78;
 /// The pipe to the daemon broke or carried something unexpected.
 pub(crate) const PROTOCOL: i32 = 79;
+/// The unprivileged host identity could not be taken.
+pub(crate) const IDENTITY: i32 = 80;
+/// The child's namespaces could not be entered or mapped.
+pub(crate) const NAMESPACES: i32 = 81;
+/// The child's empty root could not be built or entered.
+pub(crate) const ROOT: i32 = 82;
+/// The capability sets could not be cleared.
+pub(crate) const CAPABILITIES: i32 = 83;
+/// A Landlock ruleset could not be built or enforced.
+pub(crate) const LANDLOCK: i32 = 84;
+/// A confinement `[sandbox] require` lists is not available on this host.
+pub const REQUIRED: i32 = 85;
 /// An allocation failed: the address-space limit was reached.
 pub(crate) const MEMORY: i32 = 86;
+/// A planted test fault's attempt was refused by a confinement (test builds only).
+pub const FAULT_DENIED: i32 = 88;
+/// A planted test fault's attempt succeeded: a confinement failed (test builds only).
+pub const FAULT_ESCAPED: i32 = 89;
+/// The fork server's template could not serve (not single-threaded, no signalfd).
+pub(crate) const TEMPLATE: i32 = 87;
 
 /// Whether `code` is one of the confinement steps'.
 pub(crate) fn is_setup(code: i32) -> bool {
     (DESCRIPTORS..=SECCOMP).contains(&code)
+        || (IDENTITY..=REQUIRED).contains(&code)
+        || code == TEMPLATE
 }
 
 /// How a child ended when it did not finish its task.
@@ -120,6 +140,7 @@ pub(crate) fn classify(status: ExitStatus) -> Option<Exit> {
     match status.code() {
         Some(OK) => None,
         Some(MEMORY) => Some(Exit::MemoryLimit),
+        Some(FAULT_DENIED) if cfg!(feature = "testing") => Some(Exit::SandboxViolation),
         Some(c) if is_setup(c) => Some(Exit::SetupFailed(setup_step(c))),
         Some(c) => Some(Exit::Crashed(format!("exit code {c}"))),
         None => Some(Exit::Crashed("unknown exit".into())),
@@ -136,6 +157,13 @@ fn setup_step(code: i32) -> &'static str {
         NO_NEW_PRIVS => "no_new_privs",
         DUMPABLE => "non-dumpable",
         PARENT_DEATH => "parent-death signal",
+        IDENTITY => "unprivileged identity",
+        NAMESPACES => "namespaces",
+        ROOT => "empty root",
+        CAPABILITIES => "capabilities",
+        LANDLOCK => "landlock",
+        REQUIRED => "a required confinement is not available",
+        TEMPLATE => "the fork server's template",
         _ => "seccomp",
     }
 }

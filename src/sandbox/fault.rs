@@ -14,6 +14,16 @@ mod built {
         Execve,
         /// `ptrace(PTRACE_ATTACH, daemon)` in the database phase.
         Ptrace,
+        /// Reading [`SECRET_FILE`] (a root-only 0600 file the tests plant) in the database
+        /// phase.
+        ReadRootFile,
+        /// Listing `/` in the database phase.
+        ListRoot,
+        /// A TCP connection to 127.0.0.1:5432 (a port the task does not use) in the database
+        /// phase.
+        ConnectOtherPort,
+        /// `kill(daemon, 0)` in the database phase.
+        SignalDaemon,
         /// Opening a TCP socket in the compute phase.
         SocketAfterLoad,
         /// Opening a file in the compute phase.
@@ -26,9 +36,13 @@ mod built {
         Crash,
     }
 
-    const ALL: [Fault; 7] = [
+    const ALL: [Fault; 11] = [
         Fault::Execve,
         Fault::Ptrace,
+        Fault::ReadRootFile,
+        Fault::ListRoot,
+        Fault::ConnectOtherPort,
+        Fault::SignalDaemon,
         Fault::SocketAfterLoad,
         Fault::OpenAfterLoad,
         Fault::Spin,
@@ -42,6 +56,10 @@ mod built {
             match self {
                 Fault::Execve => "execve",
                 Fault::Ptrace => "ptrace",
+                Fault::ReadRootFile => "read-root-file",
+                Fault::ListRoot => "list-root",
+                Fault::ConnectOtherPort => "connect-other-port",
+                Fault::SignalDaemon => "signal-daemon",
                 Fault::SocketAfterLoad => "socket-after-load",
                 Fault::OpenAfterLoad => "open-after-load",
                 Fault::Spin => "spin",
@@ -71,8 +89,49 @@ mod built {
                 let parent = nix::unistd::Pid::from_raw(i32::try_from(parent).unwrap_or(1));
                 let _ = nix::sys::ptrace::attach(parent);
             }
+            Some(Fault::ReadRootFile) => denied(std::fs::read(SECRET_FILE).map(drop)),
+            Some(Fault::ListRoot) => {
+                // An empty root that can be listed proves nothing was reached; any host
+                // directory in it is an escape.
+                let listed = std::fs::read_dir("/").map(|d| {
+                    d.filter_map(Result::ok)
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                });
+                match listed {
+                    Ok(names) if names.iter().any(|n| n == "etc" || n == "root") => {
+                        std::process::exit(super::super::exit::FAULT_ESCAPED)
+                    }
+                    Ok(_) => std::process::exit(super::super::exit::FAULT_DENIED),
+                    Err(e) => denied::<()>(Err(e)),
+                }
+            }
+            Some(Fault::ConnectOtherPort) => {
+                denied(std::net::TcpStream::connect(("127.0.0.1", 5432)).map(drop));
+            }
+            Some(Fault::SignalDaemon) => {
+                let parent = nix::unistd::Pid::from_raw(i32::try_from(parent).unwrap_or(1));
+                denied(nix::sys::signal::kill(parent, None).map_err(std::io::Error::from));
+            }
             _ => {}
         }
+    }
+
+    /// The root-only file [`Fault::ReadRootFile`] tries to read.
+    pub const SECRET_FILE: &str = "/root/.hubworker-fault-secret";
+
+    /// Ends the child after an attempt: [`FAULT_DENIED`](super::super::exit::FAULT_DENIED)
+    /// when a confinement refused it (permission denied, or nothing there to reach), else
+    /// [`FAULT_ESCAPED`](super::super::exit::FAULT_ESCAPED).
+    fn denied<T>(attempt: std::io::Result<T>) -> ! {
+        use std::io::ErrorKind;
+        let code = match attempt {
+            Err(e) if matches!(e.kind(), ErrorKind::PermissionDenied | ErrorKind::NotFound) => {
+                super::super::exit::FAULT_DENIED
+            }
+            _ => super::super::exit::FAULT_ESCAPED,
+        };
+        std::process::exit(code)
     }
 
     /// The fault to run in the compute phase, once confined: each must be stopped by the
@@ -136,4 +195,6 @@ mod built {
 }
 
 pub use built::Fault;
+#[cfg(feature = "testing")]
+pub use built::SECRET_FILE;
 pub(super) use built::{compute_phase, database_phase};

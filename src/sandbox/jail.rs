@@ -1,8 +1,9 @@
-//! The child's confinement, first thing in its `main`, in the order the style guide fixes:
-//! only stdio descriptors, an empty environment, an empty private working directory →
-//! namespaces where the host allows → rlimits → no_new_privs → non-dumpable → parent-death
-//! signal → seccomp last. Every step but the namespaces is required: a failed step returns
-//! its own exit code and the child runs nothing (fail closed; there is no switch to skip one).
+//! The process-level confinement steps of the fork server's template and of each run child:
+//! only stdio descriptors, an empty environment, an empty private working directory,
+//! rlimits, no_new_privs, non-dumpable, the parent-death signal, seccomp. Every step is
+//! required: a failed step returns its own exit code and nothing runs (fail closed; there is
+//! no switch to skip one). What isolates a child from the host (identity, namespaces, root,
+//! capabilities, Landlock) is in `isolate`; the order of all of it is in `child`.
 
 use std::path::Path;
 
@@ -10,7 +11,7 @@ use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::Signal;
 
 use super::exit;
-use super::policy::{self, Limits};
+use super::policy::Limits;
 
 /// A confinement step that failed, with the exit code the child leaves with.
 #[derive(Debug)]
@@ -23,7 +24,7 @@ pub(crate) struct StepFailed {
     pub why: String,
 }
 
-fn fail(code: i32, step: &'static str, why: impl std::fmt::Display) -> StepFailed {
+pub(crate) fn fail(code: i32, step: &'static str, why: impl std::fmt::Display) -> StepFailed {
     StepFailed {
         code,
         step,
@@ -31,49 +32,48 @@ fn fail(code: i32, step: &'static str, why: impl std::fmt::Display) -> StepFaile
     }
 }
 
-/// Confines the calling process (which must still be single-threaded) and returns the names
-/// of the confinements in force. `parent` is the daemon's pid, to catch a daemon that died
-/// before the parent-death signal was armed.
-pub(crate) fn enter(limits: &Limits, parent: u32) -> Result<Vec<&'static str>, StepFailed> {
-    let mut active = Vec::with_capacity(12);
-
-    // 1. Only stdin, stdout and stderr.
+/// Confines the fork server's template process, first thing in its `main` (it is still
+/// single-threaded and stays so): only stdio, an empty environment, an empty private working
+/// directory, no_new_privs, non-dumpable, the parent-death signal (`parent` is the daemon's
+/// pid). As root it keeps only `CAP_SETUID` and `CAP_SETGID` (a child needs them to take its
+/// unprivileged identity), in every set, the bounding set included. Returns what is in force.
+pub(crate) fn enter_template(parent: u32) -> Result<Vec<&'static str>, StepFailed> {
     close_inherited_descriptors()?;
-    active.push("stdio_only");
-
-    // 2. An empty environment: the daemon clears it; refuse to run if anything leaked in.
-    if let Some((name, _)) = std::env::vars_os().next() {
-        return Err(fail(
-            exit::ENVIRONMENT,
-            "environment",
-            format!("the environment is not empty ({name:?} is set)"),
-        ));
-    }
-    active.push("empty_environment");
-
-    // 3. The working directory: empty, private, ours.
+    check_empty_environment()?;
     check_private_empty_cwd()?;
-    active.push("private_tmpdir");
-
-    // 4. Namespaces, where the host allows unprivileged user namespaces: the child's
-    //    capabilities then mean nothing outside, and it gets its own IPC and host name.
-    if nix::sched::unshare(
-        nix::sched::CloneFlags::CLONE_NEWUSER
-            | nix::sched::CloneFlags::CLONE_NEWIPC
-            | nix::sched::CloneFlags::CLONE_NEWUTS,
-    )
-    .is_ok()
-    {
-        active.push("user_namespace");
-        active.push("ipc_namespace");
+    no_new_privs()?;
+    non_dumpable()?;
+    parent_death(parent)?;
+    let mut active = vec![
+        "stdio_only",
+        "empty_environment",
+        "private_tmpdir",
+        "no_new_privs",
+        "non_dumpable",
+        "parent_death_signal",
+    ];
+    if nix::unistd::geteuid().is_root() {
+        keep_only_identity_capabilities()?;
+        active.push("capabilities_setuid_setgid_only");
     }
+    Ok(active)
+}
 
+/// The steps every forked child takes first, still as the template's copy: die with the
+/// template (and refuse to start if it is gone), only its own three pipes as descriptors,
+/// first in line for the OOM killer, its resource limits.
+pub(crate) fn enter_child(limits: &Limits, template: u32) -> Result<(), StepFailed> {
+    parent_death(template)?;
+    close_inherited_descriptors()?;
     // The kernel's OOM killer should pick a run child before the daemon. Raising one's own
     // score needs no privilege. (Before the rlimits: RLIMIT_FSIZE 0 forbids this write too.)
     std::fs::write("/proc/self/oom_score_adj", "1000")
         .map_err(|e| fail(exit::OOM_SCORE, "oom_score_adj", e))?;
+    set_limits(limits)
+}
 
-    // 5. Resource limits (hard = soft: the child cannot raise them back).
+/// Resource limits (hard = soft: the child cannot raise them back).
+fn set_limits(limits: &Limits) -> Result<(), StepFailed> {
     let limit = |resource, soft: u64, hard: u64| {
         setrlimit(resource, soft, hard).map_err(|e| fail(exit::RLIMITS, "rlimits", e))
     };
@@ -95,20 +95,36 @@ pub(crate) fn enter(limits: &Limits, parent: u32) -> Result<Vec<&'static str>, S
         limits.open_files,
     )?;
     limit(Resource::RLIMIT_FSIZE, limits.file_bytes, limits.file_bytes)?;
-    limit(Resource::RLIMIT_CORE, 0, 0)?;
-    active.push("rlimits");
+    limit(Resource::RLIMIT_CORE, 0, 0)
+}
 
-    // 6. No privilege gains through exec (not that exec is allowed) or setuid files.
-    nix::sys::prctl::set_no_new_privs().map_err(|e| fail(exit::NO_NEW_PRIVS, "no_new_privs", e))?;
-    active.push("no_new_privs");
+/// The environment must be empty: the daemon clears it; refuse to run if anything leaked in.
+fn check_empty_environment() -> Result<(), StepFailed> {
+    match std::env::vars_os().next() {
+        Some((name, _)) => Err(fail(
+            exit::ENVIRONMENT,
+            "environment",
+            format!("the environment is not empty ({name:?} is set)"),
+        )),
+        None => Ok(()),
+    }
+}
 
-    // 7. Non-dumpable: no core file, no /proc/<pid>/mem or ptrace by same-user processes.
-    crate::locked::set_non_dumpable().map_err(|e| fail(exit::DUMPABLE, "non_dumpable", e))?;
-    active.push("non_dumpable");
+/// No privilege gains through exec (not that exec is allowed) or setuid files.
+fn no_new_privs() -> Result<(), StepFailed> {
+    nix::sys::prctl::set_no_new_privs().map_err(|e| fail(exit::NO_NEW_PRIVS, "no_new_privs", e))
+}
 
-    // 8. Die with the daemon; and if it is already gone, stop now. The signal is tied to the
-    //    thread that forked us, which is the daemon's spawner thread: it lives as long as the
-    //    daemon (see `spawner.rs`), so this means the daemon process, not a passing thread.
+/// Non-dumpable: no core file, no /proc/<pid>/mem or ptrace by same-user processes. Taken
+/// again by each child after its change of identity (which resets it).
+pub(crate) fn non_dumpable() -> Result<(), StepFailed> {
+    crate::locked::set_non_dumpable().map_err(|e| fail(exit::DUMPABLE, "non_dumpable", e))
+}
+
+/// Die with the parent; and if it is already gone, stop now. The signal is tied to the thread
+/// that forked us: for the template the daemon's spawner thread, which lives as long as the
+/// daemon (see `spawner.rs`); for a child the template, which is single-threaded.
+fn parent_death(parent: u32) -> Result<(), StepFailed> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| fail(exit::PARENT_DEATH, "parent_death_signal", e))?;
     let ppid = nix::unistd::getppid().as_raw();
@@ -116,24 +132,42 @@ pub(crate) fn enter(limits: &Limits, parent: u32) -> Result<Vec<&'static str>, S
         return Err(fail(
             exit::PARENT_DEATH,
             "parent_death_signal",
-            "the daemon is gone",
+            "the parent is gone",
         ));
     }
-    active.push("parent_death_signal");
+    Ok(())
+}
 
-    // 9. Seccomp, last: from here on the allowlist decides every syscall.
-    let filters = policy::database_phase().map_err(|e| fail(exit::SECCOMP, "seccomp", e))?;
-    for filter in &filters {
+/// As root, keeps only `CAP_SETUID` and `CAP_SETGID`, in every set.
+fn keep_only_identity_capabilities() -> Result<(), StepFailed> {
+    use caps::{CapSet, Capability};
+    let step = |e: caps::errors::CapsError| fail(exit::CAPABILITIES, "capabilities", e);
+    let keep: caps::CapsHashSet = [Capability::CAP_SETUID, Capability::CAP_SETGID]
+        .into_iter()
+        .collect();
+    for cap in caps::all() {
+        if !keep.contains(&cap) {
+            caps::drop(None, CapSet::Bounding, cap).map_err(step)?;
+        }
+    }
+    caps::clear(None, CapSet::Ambient).map_err(step)?;
+    caps::clear(None, CapSet::Inheritable).map_err(step)?;
+    caps::set(None, CapSet::Effective, &keep).map_err(step)?;
+    caps::set(None, CapSet::Permitted, &keep).map_err(step)?;
+    Ok(())
+}
+
+/// Installs the database phase's filters (built once by the template).
+pub(crate) fn seccomp_database(filters: &[seccompiler::BpfProgram]) -> Result<(), StepFailed> {
+    for filter in filters {
         seccompiler::apply_filter(filter).map_err(|e| fail(exit::SECCOMP, "seccomp", e))?;
     }
-    active.push("seccomp");
-    Ok(active)
+    Ok(())
 }
 
 /// Installs the compute-phase filter on every thread of the process.
-pub(crate) fn enter_compute_phase() -> Result<(), StepFailed> {
-    let filter = policy::compute_phase().map_err(|e| fail(exit::SECCOMP, "seccomp_compute", e))?;
-    seccompiler::apply_filter_all_threads(&filter)
+pub(crate) fn enter_compute_phase(filter: &seccompiler::BpfProgram) -> Result<(), StepFailed> {
+    seccompiler::apply_filter_all_threads(filter)
         .map_err(|e| fail(exit::SECCOMP, "seccomp_compute", e))
 }
 

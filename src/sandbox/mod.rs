@@ -1,61 +1,62 @@
 //! Sandboxed runs: one confined child process per task, and credentials that do not outlive it.
 //!
-//! The daemon's side lives here; the child's in [`child`] (with its confinement in `jail`
-//! and its limits and syscall filters, as data, in `policy`). For each run the daemon:
+//! The daemon's side lives here; the child's in [`child`] (its process-level confinement in
+//! `jail`, its isolation from the host in `isolate`, its limits and syscall filters, as data,
+//! in `policy`). For each run the daemon:
 //!
-//! 1. starts `hubworker __sandbox-child` (the binary re-executed: setup runs single-threaded in
-//!    a fresh process, never in a `pre_exec` closure of the multi-threaded daemon) with an
-//!    empty environment, only stdio, and an empty private working directory;
-//! 2. waits for `Ready` (the child confines itself before reading any input), then sends the
-//!    task with the credentials **still sealed**: their plaintext never exists in the daemon;
+//! 1. asks the fork server (`forkserver.rs`) for a child: a template process, started once
+//!    from the re-executed binary (`hubworker __sandbox-template`, with an empty environment,
+//!    only stdio and an empty private directory; setup runs single-threaded in a fresh
+//!    process, never in a `pre_exec` closure of the multi-threaded daemon), forks one child
+//!    per task with fresh pipes as its stdio;
+//! 2. sends the task with the credentials **still sealed**: their plaintext never exists in
+//!    the daemon; the child confines itself for exactly that task and says `Ready`;
 //! 3. answers the child's `Need`s from its per-credential result cache (the child computes the
 //!    fingerprints; the daemon never sees what they are made of), and caches what it loads;
 //! 4. forwards progress and outputs, counting output bytes against a cap;
 //! 5. supervises in one `select!`: the run's deadline and `Cancel` end the child with SIGTERM,
 //!    then SIGKILL after a short grace; the child's own end is classified ([`Exit`]).
 //!
-//! A child is used for exactly one task. Starting and confining one costs several milliseconds
-//! (measured by `hubworker bench dispatch`; see the README), so the daemon keeps a small pool
-//! of children already started and confined, waiting on their stdin for a task; a planted
-//! test fault always gets a fresh child. Every child is started from one long-lived thread
-//! (`spawner.rs`), so that its parent-death signal follows the daemon, not a passing thread.
+//! A child is used for exactly one task.
 
-pub mod child;
+pub(crate) mod child;
 mod conversation;
 pub mod exit;
 mod fault;
+mod forkserver;
+pub(crate) mod isolate;
 pub(crate) mod jail;
 mod message;
+mod needs;
 mod pipe;
 pub(crate) mod policy;
 mod spawner;
+pub mod template;
 #[cfg(test)]
 mod tests_wire;
 pub(crate) mod wire;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::process::{Child, ChildStdin, Command};
 use zeroize::Zeroize;
 
 use crate::cache::{CacheMode, ResultCache};
 use crate::proto::sandbox::{Setup, from_child};
 use crate::run::{RunEvent, RunTimings, Task, TaskFailure, channel};
 use crate::workflow::RunControl;
-use conversation::{Context, End, Frames, converse, next, read_capped, read_frames, stop_reason};
+use conversation::{Context, End, converse, next, read_capped, read_frames, stop_reason};
 pub(crate) use exit::{Exit, classify};
 pub use fault::Fault;
+#[cfg(feature = "testing")]
+pub use fault::SECRET_FILE;
+use forkserver::{ForkServer, Forked, RunChild};
+pub(crate) use isolate::Identity;
 pub(crate) use message::Provisions;
 pub(crate) use policy::Limits;
-use spawner::Spawner;
-
-/// The hidden subcommand that turns the binary into a run child.
-pub const CHILD_COMMAND: &str = "__sandbox-child";
+pub use template::TEMPLATE_COMMAND;
 
 /// How the daemon runs children.
 #[derive(Debug, Clone)]
@@ -69,8 +70,10 @@ pub(crate) struct Settings {
     pub kill_grace: Duration,
     /// Most bytes of outputs one run may produce.
     pub max_output_bytes: u64,
-    /// Children kept started and confined ahead of need (each still serves one task).
-    pub pool: usize,
+    /// The host identity children take when the daemon runs as root.
+    pub identity: Identity,
+    /// Confinements the daemon refuses to run without (names from [`isolate::ALL`]).
+    pub require: Vec<String>,
 }
 
 impl Default for Settings {
@@ -80,26 +83,23 @@ impl Default for Settings {
             limits: Limits::default(),
             kill_grace: Duration::from_millis(500),
             max_output_bytes: 1 << 30,
-            pool: 2,
+            identity: Identity::default(),
+            require: Vec::new(),
         }
     }
 }
 
-/// The daemon's sandbox: settings, the pool of pre-started children, the thread that starts
-/// them, faults planted by tests.
+/// The daemon's sandbox: settings, the fork server, faults planted by tests.
 pub struct Sandbox {
     settings: Settings,
     faults: Mutex<HashMap<String, Fault>>,
-    pool: Pool,
-    pending: Arc<AtomicUsize>,
-    spawner: Spawner,
+    forks: ForkServer,
 }
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sandbox")
             .field("settings", &self.settings)
-            .field("pooled", &self.pool.lock().map(|p| p.len()).unwrap_or(0))
             .finish_non_exhaustive()
     }
 }
@@ -145,37 +145,67 @@ pub(crate) enum SandboxFailure {
     Exit(#[from] Exit),
 }
 
+/// One confinement's state, as a child reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Confinement {
+    /// Its name.
+    pub(crate) name: String,
+    /// In force.
+    pub(crate) active: bool,
+    /// What it amounts to, or why it is absent.
+    pub(crate) detail: String,
+}
+
+/// Every confinement's state in one child, and the Landlock ABI it found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Confinements {
+    /// In the order applied.
+    pub(crate) states: Vec<Confinement>,
+    /// The kernel's Landlock ABI (0: none).
+    pub(crate) landlock_abi: u32,
+}
+
+impl Confinements {
+    /// The names of those in force.
+    pub(crate) fn active(&self) -> Vec<String> {
+        self.states
+            .iter()
+            .filter(|c| c.active)
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    /// The first of `required` not in force here.
+    fn missing<'r>(&self, required: &'r [String]) -> Option<&'r str> {
+        required
+            .iter()
+            .find(|r| !self.states.iter().any(|c| c.active && c.name == **r))
+            .map(String::as_str)
+    }
+}
+
 /// What a finished task reports.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Finished {
     /// Where the time went, as the child measured it.
     pub(crate) timings: RunTimings,
     /// The confinements the child reported.
-    pub(crate) confinements: Vec<String>,
+    pub(crate) confinements: Confinements,
 }
-
-/// A started child and its pipes; `confinements` once it said `Ready`.
-struct Spawned {
-    child: Child,
-    stdin: ChildStdin,
-    frames: Frames,
-    diagnostics: tokio::task::JoinHandle<String>,
-    confinements: Vec<String>,
-    _workdir: tempfile::TempDir,
-}
-
-/// Children started ahead of need, already confined and waiting for their task.
-type Pool = Arc<Mutex<Vec<Spawned>>>;
 
 impl Sandbox {
-    /// A sandbox with `settings` (and its spawner thread).
+    /// A sandbox with `settings` (its fork server starts with the first child).
     pub(crate) fn new(settings: Settings) -> Sandbox {
+        let args = child::ChildArgs {
+            parent: std::process::id(),
+            limits: settings.limits,
+            identity: settings.identity,
+            fault: None,
+        };
         Sandbox {
+            forks: ForkServer::new(settings.program.clone(), args),
             settings,
             faults: Mutex::new(HashMap::new()),
-            pool: Arc::new(Mutex::new(Vec::new())),
-            pending: Arc::new(AtomicUsize::new(0)),
-            spawner: Spawner::new(),
         }
     }
 
@@ -188,147 +218,78 @@ impl Sandbox {
         }
     }
 
-    /// Starts a child from the spawner thread: the binary re-executed in its hidden mode, with
-    /// an empty environment, only stdio, an empty private working directory, and pipes for the
-    /// conversation.
-    async fn spawn_with(
-        spawner: &Spawner,
-        settings: &Settings,
-        fault: Option<Fault>,
-    ) -> Result<Spawned, SandboxFailure> {
-        let workdir = tempfile::Builder::new()
-            .prefix("hubworker-run-")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir()
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot create a run directory");
-                TaskFailure::Internal("creating a run directory")
-            })?;
-        let args = child::ChildArgs {
-            parent: std::process::id(),
-            limits: settings.limits,
-            fault,
-        };
-        let mut command = Command::new(&settings.program);
-        command
-            .arg(CHILD_COMMAND)
-            .args(args.to_args())
-            .env_clear()
-            .current_dir(workdir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = spawner.spawn(command).await.map_err(|e| {
-            tracing::error!(error = %e, program = %settings.program.display(), "cannot start a run child");
-            TaskFailure::Internal("starting a run child")
-        })?;
-        let (Some(stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            return Err(TaskFailure::Internal("a run child without pipes").into());
-        };
-        Ok(Spawned {
-            child,
-            stdin,
-            frames: read_frames(stdout, settings.max_output_bytes),
-            diagnostics: tokio::spawn(read_capped(stderr, 16 << 10)),
-            confinements: Vec::new(),
-            _workdir: workdir,
+    /// Forks a child for one task.
+    async fn fork(&self, fault: Option<Fault>) -> Result<Forked, SandboxFailure> {
+        self.forks.fork(fault).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot start a run child");
+            SandboxFailure::Task(TaskFailure::Internal("starting a run child"))
         })
     }
 
-    /// A confined child for one task: a pre-started one when the pool has one (and no fault
-    /// is planted), else a fresh one. The pool is topped up when the task ends (starting
-    /// children while the task runs would take CPU from it).
-    async fn take(&self, fault: Option<Fault>) -> Result<Spawned, SandboxFailure> {
-        if fault.is_none() {
-            loop {
-                let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
-                let Some(mut s) = pooled else { break };
-                // A pooled child that died meanwhile (the OOM killer, an operator) is reaped
-                // (`try_wait`) and skipped.
-                if matches!(s.child.try_wait(), Ok(None)) {
-                    return Ok(s);
-                }
-            }
-        }
-        let spawned = Self::spawn_with(&self.spawner, &self.settings, fault).await?;
-        Ok(ready(spawned).await?)
-    }
-
-    /// Reaps pooled children that died while waiting (so none lingers as a zombie), then
-    /// starts children in the background until the pool holds `settings.pool`.
-    pub(crate) fn refill(&self) {
-        if let Ok(mut pool) = self.pool.lock() {
-            pool.retain_mut(|s| matches!(s.child.try_wait(), Ok(None)));
-        }
-        let have = self.pool.lock().map(|p| p.len()).unwrap_or(usize::MAX);
-        let pending = self.pending.load(Ordering::SeqCst);
-        let want = self.settings.pool.saturating_sub(have + pending);
-        for _ in 0..want {
-            self.pending.fetch_add(1, Ordering::SeqCst);
-            let (spawner, settings, pool, pending) = (
-                self.spawner.clone(),
-                self.settings.clone(),
-                self.pool.clone(),
-                self.pending.clone(),
-            );
-            tokio::spawn(async move {
-                let started = match Self::spawn_with(&spawner, &settings, None).await {
-                    Ok(s) => ready(s).await.ok(),
-                    Err(_) => None,
-                };
-                if let (Some(s), Ok(mut p)) = (started, pool.lock()) {
-                    p.push(s);
-                }
-                pending.fetch_sub(1, Ordering::SeqCst);
-            });
-        }
-    }
-
-    /// Starts one child, waits until it is confined, and lets it go: proves the sandbox works
-    /// on this host and returns the confinements in force.
-    pub(crate) async fn probe(&self) -> Result<Vec<String>, Exit> {
-        let spawned = Self::spawn_with(&self.spawner, &self.settings, None)
+    /// Forks one child with no task (it confines itself as for a task with nothing to hold,
+    /// says `Ready` and exits): proves the sandbox works on this host and returns the
+    /// confinements in force. Fails when one that `[sandbox] require` lists is absent.
+    pub(crate) async fn probe(&self) -> Result<Confinements, Exit> {
+        let Forked {
+            mut child,
+            stdin,
+            stdout,
+            stderr,
+        } = self
+            .fork(None)
             .await
             .map_err(|_| Exit::Crashed("the run child could not be started".into()))?;
-        let mut spawned = ready(spawned).await?;
-        drop(spawned.stdin);
-        let status = tokio::time::timeout(Duration::from_secs(10), spawned.child.wait()).await;
-        let stderr = spawned.diagnostics.await.unwrap_or_default();
+        drop(stdin);
+        let diagnostics = tokio::spawn(read_capped(stderr, 16 << 10));
+        let mut frames = read_frames(stdout, self.settings.max_output_bytes);
+        let ready = tokio::time::timeout(Duration::from_secs(10), next(&mut frames)).await;
+        let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+        let stderr = diagnostics.await.unwrap_or_default();
         let exit = match status {
-            Ok(Ok(status)) => classify(status),
-            _ => {
-                let _ = spawned.child.kill().await;
+            Ok(Some(status)) => classify(status),
+            Ok(None) => Some(Exit::Crashed("the fork server ended".into())),
+            Err(_) => {
+                child.kill().await;
                 Some(Exit::Crashed("did not stop when told".into()))
             }
         };
-        match exit {
-            None => Ok(spawned.confinements),
-            Some(exit) => {
+        let found = match (exit, ready) {
+            (None, Ok(Ok(from_child::Msg::Ready(r)))) => confinements_of(r),
+            (Some(exit), _) => {
                 tracing::error!(reason = exit.code(), child_stderr = %stderr.trim_end(), "the sandbox probe failed");
-                Err(exit)
+                return Err(exit);
             }
+            (None, _) => return Err(Exit::Crashed("no Ready from the probe".into())),
+        };
+        if let Some(missing) = found.missing(&self.settings.require) {
+            let why = found
+                .states
+                .iter()
+                .find(|c| c.name == missing)
+                .map(|c| c.detail.clone())
+                .unwrap_or_else(|| "unknown".into());
+            tracing::error!(confinement = missing, why = %why, "[sandbox] require lists a confinement this host does not give");
+            return Err(Exit::SetupFailed("a required confinement is not available"));
         }
+        Ok(found)
     }
 
     /// Runs one task in a fresh child and supervises it to the end. Every way out reaps the
-    /// child (waits for it, or kills and then waits): none is left behind as a zombie.
+    /// child (waits for it, or kills and then waits): none is left behind.
     pub(crate) async fn run(&self, job: Job<'_>) -> Result<Finished, SandboxFailure> {
         let fault = self
             .faults
             .lock()
             .ok()
             .and_then(|mut f| f.remove(job.fault_key));
-        let Spawned {
+        let Forked {
             mut child,
             mut stdin,
-            frames,
-            diagnostics,
-            confinements,
-            _workdir: workdir,
-        } = self.take(fault).await?;
+            stdout,
+            stderr,
+        } = self.fork(fault).await?;
+        let diagnostics = tokio::spawn(read_capped(stderr, 16 << 10));
+        let frames = read_frames(stdout, self.settings.max_output_bytes);
         let control = job.control;
         let context = Context {
             cache: job.cache,
@@ -338,6 +299,12 @@ impl Sandbox {
             events: job.events,
         };
         let setup = message::setup(job.task, job.provisions);
+        let mut found = Confinements::default();
+        let require = &self.settings.require;
+        let mut on_ready = |ready| {
+            found = confinements_of(ready);
+            found.missing(require).is_none()
+        };
         let end = {
             let conversation = converse(
                 &mut stdin,
@@ -345,6 +312,7 @@ impl Sandbox {
                 setup,
                 &context,
                 self.settings.max_output_bytes,
+                &mut on_ready,
             );
             tokio::pin!(conversation);
             tokio::select! {
@@ -354,20 +322,18 @@ impl Sandbox {
         };
         drop(stdin);
         let grace = self.settings.kill_grace;
+        let finished = |timings| Finished {
+            timings,
+            confinements: found.clone(),
+        };
         let result = match end {
             // The child exits right after `Done` (or a `Failure`); give it the grace period.
             Ok(timings) => match exited(&mut child, grace).await {
                 Some(status) => match classify(status) {
-                    None => Ok(Finished {
-                        timings,
-                        confinements,
-                    }),
+                    None => Ok(finished(timings)),
                     Some(exit) => Err(exit.into()),
                 },
-                None => Ok(Finished {
-                    timings,
-                    confinements,
-                }),
+                None => Ok(finished(timings)),
             },
             Err(End::Failed(f)) => {
                 let _ = exited(&mut child, grace).await;
@@ -385,6 +351,10 @@ impl Sandbox {
                 terminate(&mut child, Duration::ZERO).await;
                 Err(Exit::Crashed(what).into())
             }
+            Err(End::Refused) => {
+                terminate(&mut child, Duration::ZERO).await;
+                Err(Exit::SetupFailed("a required confinement is not available").into())
+            }
             Err(End::OutputTooLarge) => {
                 terminate(&mut child, Duration::ZERO).await;
                 Err(Exit::OutputTooLarge.into())
@@ -400,9 +370,23 @@ impl Sandbox {
         } else {
             diagnostics.abort();
         }
-        drop(workdir);
-        self.refill();
         result
+    }
+}
+
+/// A child's `Ready` as the daemon keeps it.
+fn confinements_of(ready: crate::proto::sandbox::Ready) -> Confinements {
+    Confinements {
+        states: ready
+            .confinements
+            .into_iter()
+            .map(|c| Confinement {
+                name: c.name,
+                active: c.active,
+                detail: c.detail,
+            })
+            .collect(),
+        landlock_abi: ready.landlock_abi,
     }
 }
 
@@ -423,34 +407,12 @@ impl ZeroizeAll for Setup {
     }
 }
 
-/// Waits (10 s at most) for a new child's `Ready`: it is confined and waits for its task. A
-/// child that dies instead is classified (a confinement step failed, or a fault fired).
-async fn ready(mut spawned: Spawned) -> Result<Spawned, Exit> {
-    match tokio::time::timeout(Duration::from_secs(10), next(&mut spawned.frames)).await {
-        Ok(Ok(from_child::Msg::Ready(r))) => {
-            spawned.confinements = r.confinements;
-            Ok(spawned)
-        }
-        Ok(Ok(_)) => Err(Exit::Crashed("no Ready first".into())),
-        Ok(Err(_)) => {
-            let status = tokio::time::timeout(Duration::from_secs(2), spawned.child.wait()).await;
-            Err(match status {
-                Ok(Ok(status)) => {
-                    classify(status).unwrap_or_else(|| Exit::Crashed("exited before Ready".into()))
-                }
-                _ => Exit::Crashed("closed its output before Ready".into()),
-            })
-        }
-        Err(_) => Err(Exit::Crashed("no Ready within 10 s".into())),
-    }
-}
-
 /// Waits up to `grace` for the child to exit on its own; if it does not, kills it. Either
 /// way the child is reaped. The status, if it exited by itself.
-async fn exited(child: &mut Child, grace: Duration) -> Option<std::process::ExitStatus> {
+async fn exited(child: &mut RunChild, grace: Duration) -> Option<std::process::ExitStatus> {
     match tokio::time::timeout(grace, child.wait()).await {
-        Ok(Ok(status)) => Some(status),
-        _ => {
+        Ok(status) => status,
+        Err(_) => {
             terminate(child, Duration::ZERO).await;
             None
         }
@@ -458,17 +420,12 @@ async fn exited(child: &mut Child, grace: Duration) -> Option<std::process::Exit
 }
 
 /// SIGTERM, up to `grace` to exit, then SIGKILL; always reaps.
-async fn terminate(child: &mut Child, grace: Duration) {
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        if !grace.is_zero() && tokio::time::timeout(grace, child.wait()).await.is_ok() {
-            return;
-        }
+async fn terminate(child: &mut RunChild, grace: Duration) {
+    child.signal(nix::sys::signal::Signal::SIGTERM);
+    if !grace.is_zero() && tokio::time::timeout(grace, child.wait()).await.is_ok() {
+        return;
     }
-    let _ = child.kill().await;
+    child.kill().await;
 }
 
 /// Resolves once the run must stop (cancelled or out of time).
@@ -488,6 +445,10 @@ mod tests {
         for f in [
             Fault::Execve,
             Fault::Ptrace,
+            Fault::ReadRootFile,
+            Fault::ListRoot,
+            Fault::ConnectOtherPort,
+            Fault::SignalDaemon,
             Fault::SocketAfterLoad,
             Fault::OpenAfterLoad,
             Fault::Spin,
@@ -508,6 +469,10 @@ mod tests {
                 cpu_secs: 7,
                 open_files: 64,
                 file_bytes: 0,
+            },
+            identity: Identity {
+                uid: 1234,
+                gid: 5678,
             },
             fault: Some(Fault::Spin),
         };

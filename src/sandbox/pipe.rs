@@ -11,7 +11,7 @@ use std::rc::Rc;
 use polars::prelude::DataFrame;
 use prost::bytes::Bytes;
 
-use super::{exit, jail, message, wire};
+use super::{exit, message, wire};
 use crate::connector;
 use crate::proto::sandbox::{FromChild, Loaded, Need as NeedFrame, ToChild, answer, from_child};
 use crate::run::{
@@ -83,6 +83,8 @@ pub(super) struct PipeSource<R: Read> {
     pub(super) runtime: Option<tokio::runtime::Runtime>,
     /// Runs in the compute phase, once confined (the sandbox's own tests).
     pub(super) compute_fault: fn(),
+    /// The compute phase's seccomp filter (built once by the template).
+    pub(super) compute_filter: seccompiler::BpfProgram,
 }
 
 impl<R: Read> PipeSource<R> {
@@ -162,7 +164,7 @@ impl<R: Read> InputSource for PipeSource<R> {
     /// already).
     fn close(&mut self) -> Result<(), TaskFailure> {
         drop(self.runtime.take());
-        if let Err(f) = jail::enter_compute_phase() {
+        if let Err(f) = super::child::enter_compute_phase(&self.compute_filter) {
             eprintln!("hubworker sandbox child: {} failed: {}", f.step, f.why);
             self.pipe.borrow_mut().exit.get_or_insert(f.code);
             return Err(TaskFailure::Internal(

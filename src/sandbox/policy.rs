@@ -194,6 +194,20 @@ const DATABASE: &[Allowed] = &[
         "listing a directory (certificate dirs)",
     ),
     (libc::SYS_pipe2, "the runtime's blocking pool"),
+    // Landlock: the compute phase's domain is stacked at the end of this phase. A new domain
+    // can only take more away.
+    (
+        libc::SYS_landlock_create_ruleset,
+        "the compute phase's Landlock domain",
+    ),
+    (
+        libc::SYS_landlock_add_rule,
+        "the compute phase's Landlock domain",
+    ),
+    (
+        libc::SYS_landlock_restrict_self,
+        "the compute phase's Landlock domain",
+    ),
 ];
 
 #[cfg(target_arch = "x86_64")]

@@ -14,8 +14,21 @@ fn from_child_msg() -> impl Strategy<Value = from_child::Msg> {
     let text = || ".{0,40}";
     let bytes = || proptest::collection::vec(any::<u8>(), 0..300);
     prop_oneof![
-        proptest::collection::vec(text(), 0..4)
-            .prop_map(|confinements| from_child::Msg::Ready(pb::Ready { confinements })),
+        (
+            proptest::collection::vec((text(), any::<bool>(), text()), 0..4),
+            any::<u32>()
+        )
+            .prop_map(|(states, landlock_abi)| from_child::Msg::Ready(pb::Ready {
+                confinements: states
+                    .into_iter()
+                    .map(|(name, active, detail)| pb::Confinement {
+                        name,
+                        active,
+                        detail
+                    })
+                    .collect(),
+                landlock_abi,
+            })),
         (text(), bytes(), text(), text()).prop_map(|(node, fingerprint, connection, query)| {
             from_child::Msg::Need(pb::Need {
                 node,

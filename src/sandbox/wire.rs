@@ -119,7 +119,12 @@ mod tests {
     fn ready() -> FromChild {
         FromChild {
             msg: Some(from_child::Msg::Ready(Ready {
-                confinements: vec!["seccomp".into()],
+                confinements: vec![crate::proto::sandbox::Confinement {
+                    name: "seccomp".into(),
+                    active: true,
+                    detail: String::new(),
+                }],
+                landlock_abi: 6,
             })),
         }
     }

@@ -52,7 +52,7 @@ pub struct Worker {
     validations: validate_gate::ValidateGate,
     draining: AtomicBool,
     sandbox: Option<Sandbox>,
-    confinements: Mutex<Vec<String>>,
+    confinements: Mutex<crate::sandbox::Confinements>,
     metrics: Arc<crate::metrics::Metrics>,
     token_keys: token_keys::TokenKeys,
 }
@@ -85,7 +85,7 @@ impl Worker {
             sandbox: (config.sandbox.isolation == Isolation::Process)
                 .then(|| Sandbox::new(config.sandbox.settings())),
             metrics: Arc::new(crate::metrics::Metrics::new()),
-            confinements: Mutex::new(Vec::new()),
+            confinements: Mutex::new(crate::sandbox::Confinements::default()),
             token_keys: token_keys::TokenKeys::default(),
             config: std::sync::RwLock::new(Arc::new(config)),
         }
@@ -216,7 +216,7 @@ impl Worker {
     }
 
     /// The confinements run children reported most recently (empty when inline).
-    pub(crate) fn confinements(&self) -> Vec<String> {
+    pub(crate) fn confinements(&self) -> crate::sandbox::Confinements {
         self.confinements
             .lock()
             .map(|c| c.clone())
@@ -225,12 +225,13 @@ impl Worker {
 
     /// Starts one child that confines itself and stops: proves the sandbox works on this host
     /// before the worker accepts runs, and learns which confinements are in force.
-    pub(crate) async fn probe_sandbox(&self) -> Result<Vec<String>, crate::sandbox::Exit> {
+    pub(crate) async fn probe_sandbox(
+        &self,
+    ) -> Result<crate::sandbox::Confinements, crate::sandbox::Exit> {
         let Some(sandbox) = &self.sandbox else {
-            return Ok(Vec::new());
+            return Ok(crate::sandbox::Confinements::default());
         };
         let found = sandbox.probe().await?;
-        sandbox.refill();
         if let Ok(mut c) = self.confinements.lock() {
             c.clone_from(&found);
         }
@@ -502,7 +503,7 @@ impl Worker {
         Ok(answer)
     }
 
-    fn note_confinements(&self, found: Vec<String>) {
+    fn note_confinements(&self, found: crate::sandbox::Confinements) {
         if let Ok(mut c) = self.confinements.lock()
             && *c != found
         {

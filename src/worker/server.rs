@@ -320,14 +320,15 @@ fn heartbeat_task(worker: Arc<Worker>, every: Duration) -> tokio::task::JoinHand
 }
 
 /// Says how the worker serves (loudly when runs are not sandboxed).
-fn announce(worker: &Worker, addr: SocketAddr, confinements: &[String]) {
+fn announce(worker: &Worker, addr: SocketAddr, confinements: &crate::sandbox::Confinements) {
     let config = worker.config();
     match worker.isolation() {
         crate::config::Isolation::Process => tracing::info!(
             worker_id = %config.worker.id,
             %addr,
             capacity = config.worker.capacity,
-            confinements = %confinements.join(","),
+            confinements = %confinements.active().join(","),
+            landlock_abi = confinements.landlock_abi,
             "worker serving; each run in a sandboxed process"
         ),
         crate::config::Isolation::Inline => tracing::warn!(

@@ -227,6 +227,7 @@ impl WorkerApi for WorkerService {
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let w = &self.worker;
+        let found = w.confinements();
         Ok(Response::new(StatusResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             worker_id: w.config().worker.id.clone(),
@@ -234,7 +235,17 @@ impl WorkerApi for WorkerService {
             runs_in_flight: w.in_flight(),
             draining: w.draining(),
             isolation: w.isolation().as_str().to_owned(),
-            confinements: w.confinements(),
+            confinements: found.active(),
+            confinement_states: found
+                .states
+                .into_iter()
+                .map(|c| crate::proto::ConfinementState {
+                    name: c.name,
+                    active: c.active,
+                    detail: c.detail,
+                })
+                .collect(),
+            landlock_abi: found.landlock_abi,
         }))
     }
 }

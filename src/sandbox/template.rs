@@ -1,0 +1,280 @@
+//! The fork server's template: `hubworker __sandbox-template`, started once by the daemon (and
+//! again if it ever dies). It confines itself (`jail::enter_template`), builds the seccomp
+//! filters once, pays the process's first-use costs once (a workflow validated, the parser and
+//! allocator warmed), checks that it is single-threaded, and then only forks: one child per
+//! task, copy-on-write, no exec, no re-initialisation. It never sees a task or a credential:
+//! the daemon talks to each child over the child's own pipes.
+//!
+//! Its stdin is the control socket (see `TemplateRequest`/`TemplateEvent` in the protocol
+//! file): a `Fork` arrives with the child's three pipe ends; the template forks, the child
+//! takes them as its stdio and goes on in [`super::child::forked`]; the template answers with
+//! the pid and, since it is the parent, reaps every child and reports its wait status. A
+//! `Kill` is only ever sent to a child the template has not reaped, so a pid is never reused
+//! under the daemon's signal.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::io::IoSliceMut;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use prost::Message;
+
+use super::child::{self, ChildArgs, Compiled};
+use super::{Fault, exit, jail, policy};
+use crate::proto::sandbox::{
+    Exited, Forked, TemplateEvent, TemplateReady, TemplateRequest, template_event, template_request,
+};
+
+/// The hidden subcommand that turns the binary into the fork server's template.
+pub const TEMPLATE_COMMAND: &str = "__sandbox-template";
+
+/// The largest control message (a `Fork` or a `Kill` is a few bytes).
+const MAX_REQUEST: usize = 4096;
+
+/// Runs the template and returns its exit code. `args` are the arguments after the hidden
+/// subcommand's name.
+pub fn main(args: &[OsString]) -> i32 {
+    let args = match ChildArgs::parse(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("hubworker sandbox template: {e}");
+            return exit::USAGE;
+        }
+    };
+    let own = match jail::enter_template(args.parent) {
+        Ok(c) => c,
+        Err(f) => {
+            eprintln!("hubworker sandbox template: {} failed: {}", f.step, f.why);
+            return f.code;
+        }
+    };
+    let compiled = match (policy::database_phase(), policy::compute_phase()) {
+        (Ok(database), Ok(compute)) => Compiled { database, compute },
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("hubworker sandbox template: building the seccomp filters failed: {e}");
+            return exit::SECCOMP;
+        }
+    };
+    child::warm_up_single_threaded();
+    // fork() copies only the calling thread: a template with a second thread would hand its
+    // children locks held by a thread that does not exist in them.
+    match threads() {
+        Some(1) => {}
+        n => {
+            eprintln!("hubworker sandbox template: not single-threaded ({n:?} threads)");
+            return exit::TEMPLATE;
+        }
+    }
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    if mask.thread_block().is_err() {
+        return exit::TEMPLATE;
+    }
+    let Ok(reaper) = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+    else {
+        return exit::TEMPLATE;
+    };
+    let control = std::io::stdin();
+    let control = control.as_fd();
+    let ready = template_event::Msg::Ready(TemplateReady {
+        confinements: own.iter().map(|c| (*c).to_owned()).collect(),
+    });
+    if send(control, ready).is_err() {
+        return exit::PROTOCOL;
+    }
+    serve(control, &reaper, &args, &compiled)
+}
+
+/// The loop: requests from the daemon, children's ends from the signalfd. Ends when the daemon
+/// closes the socket (the children then die with the template: their parent-death signal).
+fn serve(control: BorrowedFd<'_>, reaper: &SignalFd, args: &ChildArgs, compiled: &Compiled) -> i32 {
+    let mut live: HashSet<i32> = HashSet::new();
+    loop {
+        let mut fds = [
+            PollFd::new(control, PollFlags::POLLIN),
+            PollFd::new(reaper.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(_) => return exit::PROTOCOL,
+        }
+        let control_ready = fds[0].any().unwrap_or(false);
+        let reaper_ready = fds[1].any().unwrap_or(false);
+        if reaper_ready {
+            while let Ok(Some(_)) = reaper.read_signal() {}
+            if reap(control, &mut live).is_err() {
+                return exit::PROTOCOL;
+            }
+        }
+        if control_ready {
+            match receive(control) {
+                Ok(None) => return exit::OK,
+                Ok(Some((request, passed))) => {
+                    if handle(control, request, passed, &mut live, args, compiled).is_err() {
+                        return exit::PROTOCOL;
+                    }
+                }
+                Err(()) => return exit::PROTOCOL,
+            }
+        }
+    }
+}
+
+/// Reaps every child that ended and reports each.
+fn reap(control: BorrowedFd<'_>, live: &mut HashSet<i32>) -> Result<(), ()> {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(nix::Error::ECHILD) => return Ok(()),
+            Ok(status) => {
+                let Some(pid) = status.pid() else { continue };
+                live.remove(&pid.as_raw());
+                let wait_status = raw_status(status);
+                send(
+                    control,
+                    template_event::Msg::Exited(Exited {
+                        pid: u32::try_from(pid.as_raw()).unwrap_or(0),
+                        wait_status,
+                    }),
+                )?;
+            }
+            Err(nix::Error::EINTR) => {}
+            Err(_) => return Ok(()),
+        }
+    }
+}
+
+/// The wait status as `waitpid(2)` encodes it (what `ExitStatus::from_raw` takes).
+fn raw_status(status: WaitStatus) -> i32 {
+    match status {
+        WaitStatus::Exited(_, code) => (code & 0xff) << 8,
+        WaitStatus::Signaled(_, signal, core) => signal as i32 | if core { 0x80 } else { 0 },
+        _ => 0x7f,
+    }
+}
+
+/// One request and the descriptors that came with it (`None`: the daemon closed the socket).
+fn receive(control: BorrowedFd<'_>) -> Result<Option<(TemplateRequest, Vec<OwnedFd>)>, ()> {
+    let mut buf = vec![0u8; MAX_REQUEST];
+    let mut space = nix::cmsg_space!([RawFd; 3]);
+    let (len, passed) = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = match recvmsg::<()>(
+            control.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => m,
+            Err(nix::Error::EINTR | nix::Error::EAGAIN) => return Ok(Some(empty())),
+            Err(_) => return Err(()),
+        };
+        let mut passed = Vec::new();
+        for cmsg in msg.cmsgs().map_err(|_| ())? {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                for fd in fds {
+                    // SAFETY: the kernel just installed this descriptor in our table for us
+                    // (SCM_RIGHTS); nothing else refers to it, so this is its one owner.
+                    #[allow(unsafe_code)]
+                    passed.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        (msg.bytes, passed)
+    };
+    if len == 0 && passed.is_empty() {
+        return Ok(None);
+    }
+    let request = TemplateRequest::decode(&buf[..len]).map_err(|_| ())?;
+    Ok(Some((request, passed)))
+}
+
+fn empty() -> (TemplateRequest, Vec<OwnedFd>) {
+    (TemplateRequest { msg: None }, Vec::new())
+}
+
+fn handle(
+    control: BorrowedFd<'_>,
+    request: TemplateRequest,
+    passed: Vec<OwnedFd>,
+    live: &mut HashSet<i32>,
+    args: &ChildArgs,
+    compiled: &Compiled,
+) -> Result<(), ()> {
+    match request.msg {
+        Some(template_request::Msg::Fork(f)) => {
+            let answer = |pid: u32, error: &str| {
+                template_event::Msg::Forked(Forked {
+                    id: f.id,
+                    pid,
+                    error: error.to_owned(),
+                })
+            };
+            let Ok(stdio) = <[OwnedFd; 3]>::try_from(passed) else {
+                return send(control, answer(0, "a fork needs exactly three descriptors"));
+            };
+            let fault = if f.fault.is_empty() {
+                args.fault
+            } else {
+                match f.fault.parse::<Fault>() {
+                    Ok(fault) => Some(fault),
+                    Err(e) => return send(control, answer(0, &e)),
+                }
+            };
+            // SAFETY: the template is single-threaded (checked before it serves; it starts no
+            // thread), so the child is a complete copy of the only thread and may run any
+            // code, allocator included.
+            #[allow(unsafe_code)]
+            match unsafe { nix::unistd::fork() } {
+                Ok(nix::unistd::ForkResult::Child) => {
+                    let code = child::forked(stdio, args, fault, compiled);
+                    std::process::exit(code);
+                }
+                Ok(nix::unistd::ForkResult::Parent { child }) => {
+                    drop(stdio);
+                    live.insert(child.as_raw());
+                    send(
+                        control,
+                        answer(u32::try_from(child.as_raw()).unwrap_or(0), ""),
+                    )
+                }
+                Err(e) => send(control, answer(0, &format!("fork: {e}"))),
+            }
+        }
+        Some(template_request::Msg::Kill(k)) => {
+            let pid = i32::try_from(k.pid).unwrap_or(0);
+            if pid > 0 && live.contains(&pid) {
+                if let Ok(signal) = Signal::try_from(k.signal) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+                }
+            }
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// Sends one event to the daemon (one packet).
+fn send(control: BorrowedFd<'_>, msg: template_event::Msg) -> Result<(), ()> {
+    let bytes = TemplateEvent { msg: Some(msg) }.encode_to_vec();
+    loop {
+        match nix::sys::socket::send(control.as_raw_fd(), &bytes, MsgFlags::empty()) {
+            Ok(_) => return Ok(()),
+            Err(nix::Error::EINTR) => {}
+            Err(_) => return Err(()),
+        }
+    }
+}
+
+/// The number of threads of this process (`/proc/self/status`).
+fn threads() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+}
