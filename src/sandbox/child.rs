@@ -430,10 +430,21 @@ const WARM_UP: [&str; 3] = [
 /// the template checks).
 pub(super) fn warm_up_single_threaded() {
     for source in WARM_UP {
-        if let Ok(checked) = crate::expr::check(source) {
-            let _ = crate::expr::compile(&checked);
-        }
+        // Through the expression cache, as a task's validation goes: its per-thread table is
+        // then the template's, inherited, not allocated and faulted in by every child.
+        crate::expr::global_cache().with(source, |checked| {
+            if let Ok(checked) = checked.as_deref() {
+                let _ = crate::expr::compile(checked);
+            }
+        });
     }
+    // Polars' shared all-zero buffer (8 MiB, behind every all-null column, built on first
+    // use): the children share the template's pages instead of each zeroing its own.
+    let _ = polars::prelude::Series::full_null(
+        "warm".into(),
+        1,
+        &polars::prelude::DataType::Int64,
+    );
 }
 
 #[cfg(test)]
