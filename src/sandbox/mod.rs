@@ -327,16 +327,16 @@ impl Sandbox {
             confinements: found.clone(),
         };
         let result = match end {
-            // The child exits right after `Done` (or a `Failure`); give it the grace period.
-            Ok(timings) => match exited(&mut child, grace).await {
-                Some(status) => match classify(status) {
-                    None => Ok(finished(timings)),
-                    Some(exit) => Err(exit.into()),
-                },
-                None => Ok(finished(timings)),
-            },
+            // The child exits right after `Done` (or a `Failure`): everything it had to say is
+            // said, so the run ends now and the child is reaped in the background (the grace
+            // period, then SIGKILL), its end logged if it was not clean. Tearing a process
+            // down takes most of a millisecond nobody has to wait for.
+            Ok(timings) => {
+                reap_later(child, grace);
+                Ok(finished(timings))
+            }
             Err(End::Failed(f)) => {
-                let _ = exited(&mut child, grace).await;
+                reap_later(child, grace);
                 Err(f.into())
             }
             // The pipe closed: how the child ended says why (a signal from outside is a crash,
@@ -417,6 +417,15 @@ async fn exited(child: &mut RunChild, grace: Duration) -> Option<std::process::E
             None
         }
     }
+}
+
+/// Waits for a child that finished its task (see [`exited`]) on a task of its own.
+fn reap_later(mut child: RunChild, grace: Duration) {
+    tokio::spawn(async move {
+        if let Some(exit) = exited(&mut child, grace).await.and_then(classify) {
+            tracing::warn!(reason = exit.code(), detail = %exit, "run child ended abnormally after finishing its task");
+        }
+    });
 }
 
 /// SIGTERM, up to `grace` to exit, then SIGKILL; always reaps.
