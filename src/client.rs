@@ -103,6 +103,8 @@ pub(crate) fn status(url: &str, tls: &ClientTls) -> Result<u8, Error> {
             ("isolation", s.isolation),
             ("confinements", s.confinements.join(", ")),
         ];
+        let states = s.confinement_states;
+        let landlock_abi = s.landlock_abi;
         for (label, service) in [
             ("health", ""),
             ("health hubworker.v1.Worker", "hubworker.v1.Worker"),
@@ -129,6 +131,14 @@ pub(crate) fn status(url: &str, tls: &ClientTls) -> Result<u8, Error> {
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (k, v) in rows {
             println!("{k:<width$}  {v}");
+        }
+        if !states.is_empty() {
+            println!("run sandbox (Landlock ABI {landlock_abi}):");
+            let width = states.iter().map(|c| c.name.len()).max().unwrap_or(0);
+            for c in states {
+                let on = if c.active { "on " } else { "off" };
+                println!("  {:<width$}  {on}  {}", c.name, c.detail);
+            }
         }
         Ok(u8::from(!serving))
     })

@@ -200,7 +200,16 @@ async fn run_children_outlive_threads_and_their_deaths_are_crashes_without_zombi
     );
 
     // 2. A child killed from outside: `crashed` with the signal; a run that waited on its
-    //    single-flight load loads for itself and returns the exact count.
+    //    single-flight load loads for itself and returns the exact count. (First the last
+    //    run's child is gone: it is reaped in the background once its run finished.)
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            daemon.children().is_empty()
+        })
+        .await,
+        "the first run's child is still there: {:?}",
+        daemon.children()
+    );
     let (a, b) = (12_000u64, 12_000u64);
     let shared = counting(a, b, 1);
     let loader = tokio::spawn(execute(

@@ -100,11 +100,10 @@ impl ChildArgs {
     }
 }
 
-/// The seccomp filters, built once by the template and applied by every child.
+/// The compute phase's seccomp filter, built once by the template and applied by every child
+/// (the database phase's names the child's own pid, so each child builds its own).
 #[derive(Debug)]
 pub(crate) struct Compiled {
-    /// The database phase's filters.
-    pub database: Vec<seccompiler::BpfProgram>,
     /// The compute phase's filter.
     pub compute: seccompiler::BpfProgram,
 }
@@ -282,7 +281,11 @@ pub(crate) fn forked(
             no_landlock("needs ABI 6")
         },
     ));
-    if let Err(f) = jail::seccomp_database(&compiled.database) {
+    let database = match super::policy::database_phase() {
+        Ok(d) => d,
+        Err(e) => return failed(jail::fail(exit::SECCOMP, "seccomp", e)),
+    };
+    if let Err(f) = jail::seccomp_database(&database) {
         return failed(f);
     }
     states.push(state(
@@ -440,11 +443,7 @@ pub(super) fn warm_up_single_threaded() {
     }
     // Polars' shared all-zero buffer (8 MiB, behind every all-null column, built on first
     // use): the children share the template's pages instead of each zeroing its own.
-    let _ = polars::prelude::Series::full_null(
-        "warm".into(),
-        1,
-        &polars::prelude::DataType::Int64,
-    );
+    let _ = polars::prelude::Series::full_null("warm".into(), 1, &polars::prelude::DataType::Int64);
 }
 
 #[cfg(test)]

@@ -36,7 +36,8 @@ pub(crate) fn fail(code: i32, step: &'static str, why: impl std::fmt::Display) -
 /// single-threaded and stays so): only stdio, an empty environment, an empty private working
 /// directory, no_new_privs, non-dumpable, the parent-death signal (`parent` is the daemon's
 /// pid). As root it keeps only `CAP_SETUID` and `CAP_SETGID` (a child needs them to take its
-/// unprivileged identity), in every set, the bounding set included. Returns what is in force.
+/// unprivileged identity) and `CAP_KILL` (to stop its children, which are then another user),
+/// in every set, the bounding set included. Returns what is in force.
 pub(crate) fn enter_template(parent: u32) -> Result<Vec<&'static str>, StepFailed> {
     close_inherited_descriptors()?;
     check_empty_environment()?;
@@ -54,7 +55,7 @@ pub(crate) fn enter_template(parent: u32) -> Result<Vec<&'static str>, StepFaile
     ];
     if nix::unistd::geteuid().is_root() {
         keep_only_identity_capabilities()?;
-        active.push("capabilities_setuid_setgid_only");
+        active.push("capabilities_setuid_setgid_kill_only");
     }
     Ok(active)
 }
@@ -138,13 +139,17 @@ fn parent_death(parent: u32) -> Result<(), StepFailed> {
     Ok(())
 }
 
-/// As root, keeps only `CAP_SETUID` and `CAP_SETGID`, in every set.
+/// As root, keeps only `CAP_SETUID`, `CAP_SETGID` and `CAP_KILL`, in every set.
 fn keep_only_identity_capabilities() -> Result<(), StepFailed> {
     use caps::{CapSet, Capability};
     let step = |e: caps::errors::CapsError| fail(exit::CAPABILITIES, "capabilities", e);
-    let keep: caps::CapsHashSet = [Capability::CAP_SETUID, Capability::CAP_SETGID]
-        .into_iter()
-        .collect();
+    let keep: caps::CapsHashSet = [
+        Capability::CAP_SETUID,
+        Capability::CAP_SETGID,
+        Capability::CAP_KILL,
+    ]
+    .into_iter()
+    .collect();
     for cap in caps::all() {
         if !keep.contains(&cap) {
             caps::drop(None, CapSet::Bounding, cap).map_err(step)?;

@@ -53,9 +53,9 @@ pub fn main(args: &[OsString]) -> i32 {
             return f.code;
         }
     };
-    let compiled = match (policy::database_phase(), policy::compute_phase()) {
-        (Ok(database), Ok(compute)) => Compiled { database, compute },
-        (Err(e), _) | (_, Err(e)) => {
+    let compiled = match policy::compute_phase() {
+        Ok(compute) => Compiled { compute },
+        Err(e) => {
             eprintln!("hubworker sandbox template: building the seccomp filters failed: {e}");
             return exit::SECCOMP;
         }
@@ -255,8 +255,10 @@ fn handle(
         Some(template_request::Msg::Kill(k)) => {
             let pid = i32::try_from(k.pid).unwrap_or(0);
             if pid > 0 && live.contains(&pid) {
-                if let Ok(signal) = Signal::try_from(k.signal) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+                if let Ok(signal) = Signal::try_from(k.signal)
+                    && let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+                {
+                    eprintln!("hubworker sandbox template: {signal} to child {pid}: {e}");
                 }
             }
             Ok(())
