@@ -254,12 +254,12 @@ fn handle(
         }
         Some(template_request::Msg::Kill(k)) => {
             let pid = i32::try_from(k.pid).unwrap_or(0);
-            if pid > 0 && live.contains(&pid) {
-                if let Ok(signal) = Signal::try_from(k.signal)
-                    && let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
-                {
-                    eprintln!("hubworker sandbox template: {signal} to child {pid}: {e}");
-                }
+            if pid > 0
+                && live.contains(&pid)
+                && let Ok(signal) = Signal::try_from(k.signal)
+                && let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+            {
+                eprintln!("hubworker sandbox template: {signal} to child {pid}: {e}");
             }
             Ok(())
         }
