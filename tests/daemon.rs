@@ -148,11 +148,16 @@ impl Daemon {
     }
 
     /// The daemon's run children: the children of its fork server's template (the daemon's
-    /// own child), with their state letters (a zombie would show as 'Z').
+    /// own child) but the spare waiting for a task, with their state letters (a zombie would
+    /// show as 'Z').
     pub(crate) fn children(&self) -> Vec<(i32, char)> {
         children_of(self.pid())
             .into_iter()
             .flat_map(|(template, _)| children_of(u32::try_from(template).unwrap_or(0)))
+            .filter(|(pid, _)| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim_end() != "hubworker-spare")
+            })
             .collect()
     }
 }

@@ -131,18 +131,90 @@ pub(crate) fn forked(
 ) -> i32 {
     // The template blocks SIGCHLD for its signalfd; a child starts with nothing blocked.
     let _ = nix::sys::signal::SigSet::all().thread_unblock();
-    let [stdin, stdout, stderr] = stdio;
-    let redirected = nix::unistd::dup2_stdin(&stdin)
-        .and_then(|()| nix::unistd::dup2_stdout(&stdout))
-        .and_then(|()| nix::unistd::dup2_stderr(&stderr));
-    drop((stdin, stdout, stderr));
-    if redirected.is_err() {
+    name(c"hubworker-run");
+    if redirect(stdio).is_err() {
         return exit::DESCRIPTORS;
     }
     let template = u32::try_from(nix::unistd::getppid().as_raw()).unwrap_or(0);
-    if let Err(f) = jail::enter_child(&args.limits, template) {
+    if let Err(f) = jail::enter_child(&args.limits, template, true) {
         return failed(f);
     }
+    match isolated(args) {
+        Ok(isolated) => task(isolated, args, fault, compiled),
+        Err(code) => code,
+    }
+}
+
+/// A spare child: forked ahead of need, it takes every step that needs no task (parent-death
+/// signal, limits, identity, namespaces), then waits on `channel` for a task's pipes (and a
+/// planted test fault's name) from the template, and goes on as [`forked`] would. A closed
+/// channel (the template ending) ends it.
+pub(crate) fn spare(channel: OwnedFd, args: &ChildArgs, compiled: &Compiled) -> i32 {
+    let _ = nix::sys::signal::SigSet::all().thread_unblock();
+    name(c"hubworker-spare");
+    if jail::close_all_but(&channel).is_err() {
+        return exit::DESCRIPTORS;
+    }
+    let template = u32::try_from(nix::unistd::getppid().as_raw()).unwrap_or(0);
+    if let Err(f) = jail::enter_child(&args.limits, template, false) {
+        return failed(f);
+    }
+    let isolated = match isolated(args) {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
+    let (fault, stdio) = match super::template::receive_stdio(&channel) {
+        Ok(Some(handed)) => handed,
+        Ok(None) => return exit::OK,
+        Err(()) => return exit::PROTOCOL,
+    };
+    name(c"hubworker-run");
+    if redirect(stdio).is_err() {
+        return exit::DESCRIPTORS;
+    }
+    drop(channel);
+    if let Err(f) = jail::enter_child_descriptors() {
+        return failed(f);
+    }
+    task(isolated, args, fault, compiled)
+}
+
+/// The process's name in `ps` and `/proc/<pid>/stat` (what it is doing, for operators).
+pub(super) fn name(name: &std::ffi::CStr) {
+    let _ = nix::sys::prctl::set_name(name);
+}
+
+/// The task's pipes as stdin, stdout and stderr. A pipe that already has its number (a spare
+/// closed 0-2, so the kernel hands the received pipes out as exactly those) stays as it is:
+/// closing the original after `dup2` would close the very descriptor.
+fn redirect(stdio: [OwnedFd; 3]) -> nix::Result<()> {
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    let [stdin, stdout, stderr] = stdio;
+    let targets: [(OwnedFd, i32, fn(&OwnedFd) -> nix::Result<()>); 3] = [
+        (stdin, 0, |fd| nix::unistd::dup2_stdin(fd)),
+        (stdout, 1, |fd| nix::unistd::dup2_stdout(fd)),
+        (stderr, 2, |fd| nix::unistd::dup2_stderr(fd)),
+    ];
+    for (fd, number, dup) in targets {
+        if fd.as_raw_fd() == number {
+            // Ours as stdio from now on: not closed here.
+            let _ = fd.into_raw_fd();
+        } else {
+            dup(&fd)?;
+        }
+    }
+    Ok(())
+}
+
+/// A child once it has its identity and namespaces.
+struct Isolated {
+    states: Vec<State>,
+    namespaced: bool,
+    host_uid: u32,
+}
+
+/// The unprivileged identity and the namespaces.
+fn isolated(args: &ChildArgs) -> Result<Isolated, i32> {
     let mut states = vec![
         state(
             "stdio_only",
@@ -153,13 +225,10 @@ pub(crate) fn forked(
     ];
     match isolate::unprivileged(args.identity) {
         Ok(detail) => states.push(state("unprivileged_identity", true, detail)),
-        Err(f) => return failed(f),
+        Err(f) => return Err(failed(f)),
     }
     let host_uid = nix::unistd::getuid().as_raw();
-    let namespaced = match isolate::namespaces() {
-        Ok(n) => n,
-        Err(f) => return failed(f),
-    };
+    let namespaced = isolate::namespaces().map_err(failed)?;
     let why_not = "the host allows no user namespace to this process";
     for name in [
         "user_namespace",
@@ -173,7 +242,21 @@ pub(crate) fn forked(
             if namespaced { "" } else { why_not },
         ));
     }
+    Ok(Isolated {
+        states,
+        namespaced,
+        host_uid,
+    })
+}
 
+/// The rest of a child's life, with its task's pipes as stdio: the task read, the root built
+/// for it, the last confinements, `Ready`, the task, the exit code.
+fn task(isolated: Isolated, args: &ChildArgs, fault: Option<Fault>, compiled: &Compiled) -> i32 {
+    let Isolated {
+        mut states,
+        namespaced,
+        host_uid,
+    } = isolated;
     let pipe = Rc::new(RefCell::new(Pipe::new(
         std::io::stdin().lock(),
         Out(std::io::stdout()),

@@ -63,14 +63,52 @@ pub(crate) fn enter_template(parent: u32) -> Result<Vec<&'static str>, StepFaile
 /// The steps every forked child takes first, still as the template's copy: die with the
 /// template (and refuse to start if it is gone), only its own three pipes as descriptors,
 /// first in line for the OOM killer, its resource limits.
-pub(crate) fn enter_child(limits: &Limits, template: u32) -> Result<(), StepFailed> {
+pub(crate) fn enter_child(
+    limits: &Limits,
+    template: u32,
+    descriptors: bool,
+) -> Result<(), StepFailed> {
     parent_death(template)?;
-    close_inherited_descriptors()?;
+    if descriptors {
+        close_inherited_descriptors()?;
+    }
     // The kernel's OOM killer should pick a run child before the daemon. Raising one's own
     // score needs no privilege. (Before the rlimits: RLIMIT_FSIZE 0 forbids this write too.)
     std::fs::write("/proc/self/oom_score_adj", "1000")
         .map_err(|e| fail(exit::OOM_SCORE, "oom_score_adj", e))?;
     set_limits(limits)
+}
+
+/// A spare child's descriptor step, once its task's pipes are its stdio.
+pub(crate) fn enter_child_descriptors() -> Result<(), StepFailed> {
+    close_inherited_descriptors()
+}
+
+/// Closes every descriptor but `keep` (a spare child's channel to the template, until its
+/// task's pipes arrive).
+pub(crate) fn close_all_but(keep: &std::os::fd::OwnedFd) -> Result<(), StepFailed> {
+    use std::os::fd::AsRawFd;
+    let keep = u32::try_from(keep.as_raw_fd()).unwrap_or(0);
+    let close = |first: u32, last: u32| {
+        // SAFETY: called first thing in a freshly forked, single-threaded child, before any
+        // Rust object of its own opened a descriptor; the only descriptor it owns is `keep`,
+        // which is left open. close_range takes plain integers and touches no memory.
+        #[allow(unsafe_code)]
+        let r = unsafe { nix::libc::syscall(nix::libc::SYS_close_range, first, last, 0u32) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(fail(
+                exit::DESCRIPTORS,
+                "stdio_only",
+                std::io::Error::last_os_error(),
+            ))
+        }
+    };
+    if keep > 0 {
+        close(0, keep - 1)?;
+    }
+    close(keep.saturating_add(1), u32::MAX)
 }
 
 /// Resource limits (hard = soft: the child cannot raise them back).

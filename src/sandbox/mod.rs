@@ -1,6 +1,6 @@
 //! Sandboxed runs: one confined child process per task, and credentials that do not outlive it.
 //!
-//! The daemon's side lives here; the child's in [`child`] (its process-level confinement in
+//! The daemon's side lives here; the child's in `child` (its process-level confinement in
 //! `jail`, its isolation from the host in `isolate`, its limits and syscall filters, as data,
 //! in `policy`). For each run the daemon:
 //!

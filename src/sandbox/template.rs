@@ -7,7 +7,7 @@
 //!
 //! Its stdin is the control socket (see `TemplateRequest`/`TemplateEvent` in the protocol
 //! file): a `Fork` arrives with the child's three pipe ends; the template forks, the child
-//! takes them as its stdio and goes on in [`super::child::forked`]; the template answers with
+//! takes them as its stdio and goes on in `child::forked`; the template answers with
 //! the pid and, since it is the parent, reaps every child and reports its wait status. A
 //! `Kill` is only ever sent to a child the template has not reaped, so a pid is never reused
 //! under the daemon's signal.
@@ -46,6 +46,7 @@ pub fn main(args: &[OsString]) -> i32 {
             return exit::USAGE;
         }
     };
+    child::name(c"hubworker-forks");
     let own = match jail::enter_template(args.parent) {
         Ok(c) => c,
         Err(f) => {
@@ -101,6 +102,7 @@ pub fn main(args: &[OsString]) -> i32 {
 /// closes the socket (the children then die with the template: their parent-death signal).
 fn serve(control: BorrowedFd<'_>, reaper: &SignalFd, args: &ChildArgs, compiled: &Compiled) -> i32 {
     let mut live: HashSet<i32> = HashSet::new();
+    let mut spare = fork_spare(args, compiled, &mut live);
     loop {
         let mut fds = [
             PollFd::new(control, PollFlags::POLLIN),
@@ -114,7 +116,7 @@ fn serve(control: BorrowedFd<'_>, reaper: &SignalFd, args: &ChildArgs, compiled:
         let reaper_ready = fds[1].any().unwrap_or(false);
         if reaper_ready {
             while let Ok(Some(_)) = reaper.read_signal() {}
-            if reap(control, &mut live).is_err() {
+            if reap(control, &mut live, &mut spare).is_err() {
                 return exit::PROTOCOL;
             }
         }
@@ -122,7 +124,11 @@ fn serve(control: BorrowedFd<'_>, reaper: &SignalFd, args: &ChildArgs, compiled:
             match receive(control) {
                 Ok(None) => return exit::OK,
                 Ok(Some((request, passed))) => {
-                    if handle(control, request, passed, &mut live, args, compiled).is_err() {
+                    let mut children = Children {
+                        live: &mut live,
+                        spare: &mut spare,
+                    };
+                    if handle(control, request, passed, &mut children, args, compiled).is_err() {
                         return exit::PROTOCOL;
                     }
                 }
@@ -132,14 +138,85 @@ fn serve(control: BorrowedFd<'_>, reaper: &SignalFd, args: &ChildArgs, compiled:
     }
 }
 
-/// Reaps every child that ended and reports each.
-fn reap(control: BorrowedFd<'_>, live: &mut HashSet<i32>) -> Result<(), ()> {
+/// A child forked ahead of need, in its namespaces, waiting on `channel` for a task's pipes.
+struct Spare {
+    pid: i32,
+    channel: OwnedFd,
+}
+
+/// The template's children: those it has not reaped, and the spare among them.
+struct Children<'a> {
+    live: &'a mut HashSet<i32>,
+    spare: &'a mut Option<Spare>,
+}
+
+/// Forks the next spare child (see [`child::spare`]); `None` if the host would not.
+fn fork_spare(args: &ChildArgs, compiled: &Compiled, live: &mut HashSet<i32>) -> Option<Spare> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .ok()?;
+    // SAFETY: as for every fork here: the template is single-threaded.
+    #[allow(unsafe_code)]
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(ours);
+            std::process::exit(child::spare(theirs, args, compiled));
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            drop(theirs);
+            live.insert(child.as_raw());
+            Some(Spare {
+                pid: child.as_raw(),
+                channel: ours,
+            })
+        }
+        Err(_) => None,
+    }
+}
+
+/// Hands a task's pipes (and a planted fault's name, `-` for none) to the spare.
+fn hand_over(spare: &Spare, fault: Option<Fault>, stdio: &[OwnedFd; 3]) -> Result<(), ()> {
+    use nix::sys::socket::{ControlMessage, sendmsg};
+    let name = fault.map(Fault::as_str).unwrap_or("-");
+    let fds = [
+        stdio[0].as_raw_fd(),
+        stdio[1].as_raw_fd(),
+        stdio[2].as_raw_fd(),
+    ];
+    let iov = [std::io::IoSlice::new(name.as_bytes())];
+    sendmsg::<()>(
+        spare.channel.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map(drop)
+    .map_err(drop)
+}
+
+/// Reaps every child that ended and reports each (a spare that ended unused is not news to
+/// the daemon, which never heard of it).
+fn reap(
+    control: BorrowedFd<'_>,
+    live: &mut HashSet<i32>,
+    spare: &mut Option<Spare>,
+) -> Result<(), ()> {
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) | Err(nix::Error::ECHILD) => return Ok(()),
             Ok(status) => {
                 let Some(pid) = status.pid() else { continue };
                 live.remove(&pid.as_raw());
+                if spare.as_ref().is_some_and(|s| s.pid == pid.as_raw()) {
+                    *spare = None;
+                    continue;
+                }
                 let wait_status = raw_status(status);
                 send(
                     control,
@@ -167,17 +244,54 @@ fn raw_status(status: WaitStatus) -> i32 {
 /// One request and the descriptors that came with it (`None`: the daemon closed the socket).
 fn receive(control: BorrowedFd<'_>) -> Result<Option<(TemplateRequest, Vec<OwnedFd>)>, ()> {
     let mut buf = vec![0u8; MAX_REQUEST];
+    let Some((len, passed)) = receive_packet(control, &mut buf)? else {
+        return Ok(None);
+    };
+    if len == 0 && passed.is_empty() {
+        return Ok(Some(empty()));
+    }
+    let request = TemplateRequest::decode(&buf[..len]).map_err(|_| ())?;
+    Ok(Some((request, passed)))
+}
+
+/// What a spare child is handed: a planted fault (tests) and its task's stdin, stdout, stderr.
+pub(super) type Handed = (Option<Fault>, [OwnedFd; 3]);
+
+/// A spare child's wait for its task: the pipes the template hands over (and a planted test
+/// fault's name, `-` for none). `None`: the template closed the channel.
+pub(super) fn receive_stdio(channel: &OwnedFd) -> Result<Option<Handed>, ()> {
+    let mut buf = vec![0u8; 64];
+    loop {
+        let Some((len, passed)) = receive_packet(channel.as_fd(), &mut buf)? else {
+            return Ok(None);
+        };
+        if len == 0 && passed.is_empty() {
+            continue;
+        }
+        let name = std::str::from_utf8(&buf[..len]).map_err(|_| ())?;
+        let fault = match name {
+            "-" => None,
+            other => Some(other.parse::<Fault>().map_err(|_| ())?),
+        };
+        let stdio = <[OwnedFd; 3]>::try_from(passed).map_err(|_| ())?;
+        return Ok(Some((fault, stdio)));
+    }
+}
+
+/// One packet and its descriptors; `None` at the end of the stream; an interrupted call is an
+/// empty packet.
+fn receive_packet(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Option<(usize, Vec<OwnedFd>)>, ()> {
     let mut space = nix::cmsg_space!([RawFd; 3]);
     let (len, passed) = {
-        let mut iov = [IoSliceMut::new(&mut buf)];
+        let mut iov = [IoSliceMut::new(buf)];
         let msg = match recvmsg::<()>(
-            control.as_raw_fd(),
+            fd.as_raw_fd(),
             &mut iov,
             Some(&mut space),
             MsgFlags::MSG_CMSG_CLOEXEC,
         ) {
             Ok(m) => m,
-            Err(nix::Error::EINTR | nix::Error::EAGAIN) => return Ok(Some(empty())),
+            Err(nix::Error::EINTR | nix::Error::EAGAIN) => return Ok(Some((0, Vec::new()))),
             Err(_) => return Err(()),
         };
         let mut passed = Vec::new();
@@ -196,8 +310,7 @@ fn receive(control: BorrowedFd<'_>) -> Result<Option<(TemplateRequest, Vec<Owned
     if len == 0 && passed.is_empty() {
         return Ok(None);
     }
-    let request = TemplateRequest::decode(&buf[..len]).map_err(|_| ())?;
-    Ok(Some((request, passed)))
+    Ok(Some((len, passed)))
 }
 
 fn empty() -> (TemplateRequest, Vec<OwnedFd>) {
@@ -208,7 +321,7 @@ fn handle(
     control: BorrowedFd<'_>,
     request: TemplateRequest,
     passed: Vec<OwnedFd>,
-    live: &mut HashSet<i32>,
+    children: &mut Children<'_>,
     args: &ChildArgs,
     compiled: &Compiled,
 ) -> Result<(), ()> {
@@ -232,6 +345,17 @@ fn handle(
                     Err(e) => return send(control, answer(0, &e)),
                 }
             };
+            // The spare, if there is one, takes the task; a new spare is forked once the
+            // daemon has its answer.
+            if let Some(spare) = children.spare.take()
+                && hand_over(&spare, fault, &stdio).is_ok()
+            {
+                drop(stdio);
+                let sent = send(control, answer(u32::try_from(spare.pid).unwrap_or(0), ""));
+                *children.spare = fork_spare(args, compiled, children.live);
+                return sent;
+            }
+            // No spare, or it is gone or going (reaped at the next SIGCHLD): a child of its own.
             // SAFETY: the template is single-threaded (checked before it serves; it starts no
             // thread), so the child is a complete copy of the only thread and may run any
             // code, allocator included.
@@ -243,7 +367,7 @@ fn handle(
                 }
                 Ok(nix::unistd::ForkResult::Parent { child }) => {
                     drop(stdio);
-                    live.insert(child.as_raw());
+                    children.live.insert(child.as_raw());
                     send(
                         control,
                         answer(u32::try_from(child.as_raw()).unwrap_or(0), ""),
@@ -255,7 +379,7 @@ fn handle(
         Some(template_request::Msg::Kill(k)) => {
             let pid = i32::try_from(k.pid).unwrap_or(0);
             if pid > 0
-                && live.contains(&pid)
+                && children.live.contains(&pid)
                 && let Ok(signal) = Signal::try_from(k.signal)
                 && let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
             {
