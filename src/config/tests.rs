@@ -123,6 +123,29 @@ fn process_isolation_is_the_default_and_required_in_production() {
     ))
     .unwrap_err();
     assert_eq!(e.0.len(), 3, "{e}");
+    // Run children never keep root; `require` names confinements Status knows.
+    let e = parse(&format!(
+        "{MINIMAL}\n[sandbox]\nuid = 0\nrequire = [\"mount_namespace\", \"chroot\"]\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.0.len(), 2, "{e}");
+    assert!(
+        e.0.iter()
+            .any(|p| p.starts_with("sandbox.uid: must not be 0")),
+        "{e}"
+    );
+    assert!(
+        e.0.iter()
+            .any(|p| p.starts_with("sandbox.require: unknown confinement \"chroot\"")),
+        "{e}"
+    );
+    let ok = parse(&format!(
+        "{MINIMAL}\n[sandbox]\nuid = 1234\ngid = 5678\nrequire = [\"empty_root\", \"landlock_network\"]\npool = 2\n"
+    ))
+    .unwrap();
+    let settings = ok.sandbox.settings();
+    assert_eq!((settings.identity.uid, settings.identity.gid), (1234, 5678));
+    assert_eq!(settings.require, ["empty_root", "landlock_network"]);
 }
 
 #[test]

@@ -190,7 +190,8 @@ pub(super) fn name(name: &std::ffi::CStr) {
 fn redirect(stdio: [OwnedFd; 3]) -> nix::Result<()> {
     use std::os::fd::{AsRawFd, IntoRawFd};
     let [stdin, stdout, stderr] = stdio;
-    let targets: [(OwnedFd, i32, fn(&OwnedFd) -> nix::Result<()>); 3] = [
+    type Dup = fn(&OwnedFd) -> nix::Result<()>;
+    let targets: [(OwnedFd, i32, Dup); 3] = [
         (stdin, 0, |fd| nix::unistd::dup2_stdin(fd)),
         (stdout, 1, |fd| nix::unistd::dup2_stdout(fd)),
         (stderr, 2, |fd| nix::unistd::dup2_stderr(fd)),

@@ -470,6 +470,31 @@ mod tests {
     }
 
     #[test]
+    fn a_required_confinement_must_be_in_force() {
+        let state = |name: &str, active: bool| Confinement {
+            name: name.to_owned(),
+            active,
+            detail: String::new(),
+        };
+        let found = Confinements {
+            states: vec![state("seccomp", true), state("empty_root", false)],
+            landlock_abi: 0,
+        };
+        let require = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        assert_eq!(found.missing(&require(&[])), None);
+        assert_eq!(found.missing(&require(&["seccomp"])), None);
+        assert_eq!(
+            found.missing(&require(&["seccomp", "empty_root"])),
+            Some("empty_root")
+        );
+        assert_eq!(
+            found.missing(&require(&["landlock_network"])),
+            Some("landlock_network")
+        );
+        assert_eq!(found.active(), ["seccomp"]);
+    }
+
+    #[test]
     fn child_arguments_round_trip() {
         let a = child::ChildArgs {
             parent: 42,
