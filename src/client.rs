@@ -137,7 +137,8 @@ pub(crate) fn status(url: &str, tls: &ClientTls) -> Result<u8, Error> {
             let width = states.iter().map(|c| c.name.len()).max().unwrap_or(0);
             for c in states {
                 let on = if c.active { "on " } else { "off" };
-                println!("  {:<width$}  {on}  {}", c.name, c.detail);
+                let line = format!("  {:<width$}  {on}  {}", c.name, c.detail);
+                println!("{}", line.trim_end());
             }
         }
         Ok(u8::from(!serving))

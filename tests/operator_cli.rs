@@ -296,6 +296,25 @@ fn status_table_and_dispatch_tables_on_a_live_stack() {
     });
     let out = hw(&["status", "--worker", &url], &d, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Then every confinement of the run sandbox, on or off, with what it amounts to.
+    let width = status
+        .confinement_states
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(0);
+    let sandbox: Vec<String> = std::iter::once(format!(
+        "run sandbox (Landlock ABI {}):",
+        status.landlock_abi
+    ))
+    .chain(status.confinement_states.iter().map(|c| {
+        let on = if c.active { "on " } else { "off" };
+        format!("  {:<width$}  {on}  {}", c.name, c.detail)
+            .trim_end()
+            .to_owned()
+    }))
+    .collect();
+    assert_eq!(sandbox.len(), 18);
     assert_eq!(
         lines(&out.stdout),
         [
@@ -312,6 +331,9 @@ fn status_table_and_dispatch_tables_on_a_live_stack() {
             "health                      SERVING".to_owned(),
             "health hubworker.v1.Worker  SERVING".to_owned(),
         ]
+        .into_iter()
+        .chain(sandbox)
+        .collect::<Vec<_>>()
     );
     let unreachable = hw(&["status", "--worker", "http://127.0.0.1:1"], &d, &[]);
     assert_eq!(unreachable.status.code(), Some(1));

@@ -229,19 +229,21 @@ fn isolated(args: &ChildArgs) -> Result<Isolated, i32> {
         Err(f) => return Err(failed(f)),
     }
     let host_uid = nix::unistd::getuid().as_raw();
-    let namespaced = isolate::namespaces().map_err(failed)?;
+    let entered = isolate::namespaces().map_err(failed)?;
+    let namespaced = entered.isolated;
     let why_not = "the host allows no user namespace to this process";
-    for name in [
-        "user_namespace",
-        "ipc_namespace",
-        "uts_namespace",
-        "mount_namespace",
+    for (name, active) in [
+        ("user_namespace", namespaced),
+        ("ipc_namespace", entered.ipc),
+        ("uts_namespace", entered.uts),
+        ("mount_namespace", namespaced),
     ] {
-        states.push(state(
-            name,
-            namespaced,
-            if namespaced { "" } else { why_not },
-        ));
+        let detail = match (active, namespaced) {
+            (true, _) => "",
+            (false, true) => "forbidden here (a service manager's namespace restriction)",
+            (false, false) => why_not,
+        };
+        states.push(state(name, active, detail));
     }
     Ok(Isolated {
         states,

@@ -100,24 +100,54 @@ pub(crate) fn unprivileged(identity: Identity) -> Result<String, StepFailed> {
     Ok(format!("uid {}, gid {}", identity.uid, identity.gid))
 }
 
-/// Enters new user, mount, IPC and UTS namespaces, mapping the child's own host uid and gid
-/// to 0 inside (so it may build its root), `setgroups` denied. `false` when the host does not
-/// allow an unprivileged user namespace (nothing changed then).
-pub(crate) fn namespaces() -> Result<bool, StepFailed> {
+/// Which namespaces a child entered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Namespaces {
+    /// User and mount: both or neither.
+    pub isolated: bool,
+    /// IPC (SysV and POSIX message queues of its own; the seccomp filters allow none of their
+    /// calls anyway) and UTS (a host name of its own): a service manager may forbid them
+    /// alone, and the unit does (they add nothing once the rest holds).
+    pub ipc: bool,
+    /// See `ipc`.
+    pub uts: bool,
+}
+
+/// Enters new user, mount, IPC and (where allowed) UTS namespaces, mapping the child's own
+/// host uid and gid to 0 inside (so it may build its root), `setgroups` denied. Nothing
+/// changes when the host allows no unprivileged user namespace.
+pub(crate) fn namespaces() -> Result<Namespaces, StepFailed> {
     use nix::sched::{CloneFlags, unshare};
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
-    let flags = CloneFlags::CLONE_NEWUSER
-        | CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWUTS;
-    match unshare(flags) {
-        Ok(()) => {}
-        Err(nix::Error::EPERM | nix::Error::EINVAL | nix::Error::ENOSPC | nix::Error::EUSERS) => {
-            return Ok(false);
+    let base = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS;
+    let refused = |e: &nix::Error| {
+        matches!(
+            e,
+            nix::Error::EPERM | nix::Error::EINVAL | nix::Error::ENOSPC | nix::Error::EUSERS
+        )
+    };
+    let mut entered = None;
+    for (ipc, uts) in [(true, true), (true, false), (false, false)] {
+        let mut flags = base;
+        flags.set(CloneFlags::CLONE_NEWIPC, ipc);
+        flags.set(CloneFlags::CLONE_NEWUTS, uts);
+        match unshare(flags) {
+            Ok(()) => {
+                entered = Some(Namespaces {
+                    isolated: true,
+                    ipc,
+                    uts,
+                });
+                break;
+            }
+            Err(e) if refused(&e) => {}
+            Err(e) => return Err(fail(exit::NAMESPACES, "user_namespace", e)),
         }
-        Err(e) => return Err(fail(exit::NAMESPACES, "user_namespace", e)),
     }
+    let Some(entered) = entered else {
+        return Ok(Namespaces::default());
+    };
     // A change of identity left the process non-dumpable, which makes its /proc files root's:
     // the maps could not be written. It is made non-dumpable again later (`jail`).
     nix::sys::prctl::set_dumpable(true).map_err(|e| fail(exit::NAMESPACES, "user_namespace", e))?;
@@ -128,8 +158,10 @@ pub(crate) fn namespaces() -> Result<bool, StepFailed> {
     write("setgroups", "deny".to_owned())?;
     write("uid_map", format!("0 {uid} 1\n"))?;
     write("gid_map", format!("0 {gid} 1\n"))?;
-    let _ = nix::unistd::sethostname("hubworker-run");
-    Ok(true)
+    if entered.uts {
+        let _ = nix::unistd::sethostname("hubworker-run");
+    }
+    Ok(entered)
 }
 
 /// What the task's root must hold: host paths bound read-only at paths inside.
