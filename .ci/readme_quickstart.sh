@@ -10,6 +10,9 @@ set -euo pipefail
 bin="$(realpath "${1:?usage: $0 path/to/hubworker}")"
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
+# CI runs as root: run children then read the quickstart's SQLite file as the sandbox's user
+# (uid 65534), which must be able to pass through to it (README, "The run sandbox").
+chmod 0711 "$work"
 trap 'rm -rf "$work"' EXIT
 
 mkdir "$work/bin" "$work/run"

@@ -6,6 +6,9 @@
 # (HOST:PORT), its log in $dir/hub.log.
 
 dir="$(mktemp -d)"
+# CI runs as root: run children then read the SQLite file as the sandbox's user (uid 65534),
+# which must be able to pass through this directory (the file itself is 0644).
+chmod 0711 "$dir"
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do
