@@ -170,6 +170,7 @@ pub(crate) fn run(opts: &RunOptions) -> Result<u8, Error> {
             timeout: opts.timeout,
         },
         chunk_bytes: 0,
+        engine: crate::workflow::Engine::default(),
     };
     let mut inputs = Direct::new()?;
     let mut report = Report {

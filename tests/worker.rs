@@ -842,3 +842,76 @@ async fn issue16_integers_beyond_2_pow_53_are_refused_by_the_worker() {
     assert_eq!(col("y"), [Some(3_002_399_751_580_330)]);
     stack.shutdown().await;
 }
+
+/// Issue 20: a large output's rows reach the client while the plan still runs. The order of
+/// events is the proof: with outputs sent after the plan (as before), every node's `finished`
+/// came before the first result chunk; on the streaming engine, chunks come first and the
+/// nodes finish after. The rows are all there, in order, once, and the plan's node events
+/// come in plan order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn issue20_result_chunks_reach_the_client_before_the_run_finishes() {
+    use hubworker::proto::progress::State;
+    let n: i64 = 2_500;
+    let rows: Vec<String> = (0..n).map(|i| format!("[{i}]")).collect();
+    let doc = format!(
+        r#"{{"version": 1, "nodes": [
+          {{"id": "a", "tool": "inline", "columns": [{{"name": "x", "type": "Int64"}}], "rows": [{}]}},
+          {{"id": "j", "tool": "join", "left": "a", "right": "a", "how": "cross"}},
+          {{"id": "f", "tool": "formula", "input": "j", "formulas": [{{"column": "p", "expression": "pl.col('x') * 10000 + pl.col('x_right')"}}]}},
+          {{"id": "o", "tool": "output", "input": "f", "name": "out"}}]}}"#,
+        rows.join(",")
+    );
+    let stack = Stack::start(1, &crate::util::sandboxed("")).await.unwrap();
+    let t = stack.token("alice", &doc, &[]).await.unwrap();
+    let mut client = stack.client().await.unwrap();
+    let started = Instant::now();
+    let mut stream = client.execute(req(&t, &doc)).await.unwrap().into_inner();
+    let mut log: Vec<String> = Vec::new();
+    let mut ipc = Vec::new();
+    let (mut first_chunk, mut finished) = (None, None);
+    while let Some(e) = stream.message().await.unwrap() {
+        match e.event {
+            Some(Event::Progress(p)) => log.push(format!(
+                "{} {}",
+                p.node,
+                if p.state() == State::Finished {
+                    "finished"
+                } else {
+                    "started"
+                }
+            )),
+            Some(Event::Result(r)) => {
+                first_chunk.get_or_insert(started.elapsed());
+                if log.last().map(String::as_str) != Some("chunk") {
+                    log.push("chunk".into());
+                }
+                ipc.extend_from_slice(&r.arrow_ipc);
+            }
+            Some(Event::Finished(_)) => finished = Some(started.elapsed()),
+            Some(Event::Error(e)) => panic!("run failed: {e:?}"),
+            _ => {}
+        }
+    }
+    let (first_chunk, finished) = (first_chunk.unwrap(), finished.unwrap());
+    eprintln!("first chunk after {first_chunk:?}, finished after {finished:?}");
+    assert!(first_chunk < finished);
+    let first = log.iter().position(|l| l == "chunk").unwrap();
+    let plan_done = log.iter().position(|l| l == "j finished").unwrap();
+    assert!(
+        first < plan_done,
+        "result chunks come while the plan runs: {log:?}"
+    );
+    // Plan order: the nodes built from inputs finish in node order, the output last, after
+    // its last chunk.
+    let tail: Vec<&str> = log[plan_done..].iter().map(String::as_str).collect();
+    assert_eq!(
+        tail.iter().filter(|l| **l != "chunk").collect::<Vec<_>>(),
+        [&"j finished", &"f finished", &"o finished"]
+    );
+    let out = IpcStreamReader::new(Cursor::new(ipc)).finish().unwrap();
+    assert_eq!(out.height(), (n * n) as usize);
+    let p = out.column("p").unwrap().i64().unwrap();
+    let expected: i64 = (0..n).map(|x| x * 10_000 * n + (0..n).sum::<i64>()).sum();
+    assert_eq!(p.sum(), Some(expected));
+    stack.shutdown().await;
+}

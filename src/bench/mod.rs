@@ -17,6 +17,7 @@ use polars::prelude::{
 
 use crate::error::Error;
 use crate::expr::{self, ExprCache};
+use crate::workflow::Engine;
 
 /// The Python reference implementation's median per expression on this machine (issue #2).
 pub(crate) const PYTHON_REFERENCE_NS: f64 = 62_000.0;
@@ -33,6 +34,10 @@ pub(crate) struct ExprBenchArgs {
     /// Distinct expressions per size class in the front-end benchmark.
     #[arg(long, default_value_t = 2_000)]
     pub exprs: usize,
+    /// Also run the execution plan in py-polars (`python3` with polars installed) on the same
+    /// rows, and print the ratio.
+    #[arg(long)]
+    pub python: bool,
 }
 
 /// Expression size classes of the front-end benchmark.
@@ -266,46 +271,154 @@ pub(crate) fn run_expr_bench(args: &ExprBenchArgs) -> Result<String, Error> {
         );
     }
     let df = generate_frame(args.rows, 1984);
-    let mut compiled = Vec::new();
-    let mut hand = Vec::new();
-    let mut rows_out = (0, 0);
-    // Interleave the two so drift (thermal, other load) hits both alike; one warm-up each.
+    let engines = [Engine::Streaming, Engine::InMemory];
+    // Interleaved so drift (thermal, other load) hits all alike; one warm-up each.
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); 6];
+    let mut groups = [0usize; 6];
     for i in 0..=args.runs.max(1) {
-        let t0 = Instant::now();
-        let a = compiled_plan(&df)?.collect()?;
-        let tc = t0.elapsed().as_secs_f64();
-        let t0 = Instant::now();
-        let b = handwritten_plan(&df).collect()?;
-        let th = t0.elapsed().as_secs_f64();
-        rows_out = (a.height(), b.height());
-        if i > 0 {
-            compiled.push(tc);
-            hand.push(th);
+        for (e, &engine) in engines.iter().enumerate() {
+            let plans = [
+                (3 * e, compiled_plan(&df)?, false),
+                (3 * e + 1, handwritten_plan(&df), false),
+                (3 * e + 2, compiled_plan(&df)?, true),
+            ];
+            for (slot, plan, as_run) in plans {
+                let t0 = Instant::now();
+                let out = if as_run {
+                    crate::workflow::collect(plan, engine)
+                        .map_err(|e| Error::Failed(e.to_string()))?
+                } else {
+                    plan.collect_with_engine(engine.polars())?.unwrap_single()
+                };
+                let t = t0.elapsed().as_secs_f64();
+                groups[slot] = out.height();
+                if i > 0 {
+                    times[slot].push(t);
+                }
+            }
         }
     }
-    let (mc, mh) = (median(compiled), median(hand));
+    let m: Vec<f64> = times.into_iter().map(median).collect();
     let _ = writeln!(
         out,
-        "\nexecution: Formula -> Formula -> Filter -> group_by over {} rows (median of {} runs)",
+        "\nexecution: Formula -> Formula -> Filter -> group_by over {} rows (median of {} interleaved runs)",
         args.rows, args.runs
     );
     let _ = writeln!(
         out,
-        "compiled from strings: {:>8.1} ms  {:>12.0} rows/s  ({} groups)",
-        mc * 1e3,
-        args.rows as f64 / mc,
-        rows_out.0
+        "{:<10} {:>24} {:>24} {:>24}",
+        "engine", "compiled from strings", "hand-written Rust", "compiled, as a run"
     );
+    for (e, engine) in engines.iter().enumerate() {
+        let cell = |k: usize| {
+            format!(
+                "{:.1} ms ({} groups)",
+                m[3 * e + k] * 1e3,
+                groups[3 * e + k]
+            )
+        };
+        let _ = writeln!(
+            out,
+            "{:<10} {:>24} {:>24} {:>24}",
+            engine.name(),
+            cell(0),
+            cell(1),
+            cell(2)
+        );
+    }
     let _ = writeln!(
         out,
-        "hand-written Rust:     {:>8.1} ms  {:>12.0} rows/s  ({} groups)",
-        mh * 1e3,
-        args.rows as f64 / mh,
-        rows_out.1
+        "ratio compiled/hand-written (streaming): {:.3}x; streaming/in-memory (compiled): {:.3}x; \
+         as a run/compiled (streaming): {:.3}x",
+        m[0] / m[1],
+        m[0] / m[3],
+        m[2] / m[0]
     );
-    let _ = writeln!(out, "ratio compiled/hand-written: {:.3}x", mc / mh);
+    if args.python {
+        let py = python_reference(&df, args.runs)?;
+        let _ = writeln!(
+            out,
+            "\npy-polars {} (benches/expr_plan.py: the same plan on the same rows, median of {} interleaved runs)",
+            py.version, args.runs
+        );
+        for (name, ms) in &py.median_ms {
+            let _ = writeln!(out, "{:<10} {:>10.1} ms ({} groups)", name, ms, py.groups);
+        }
+        let best = py
+            .median_ms
+            .iter()
+            .map(|(_, ms)| *ms)
+            .fold(f64::INFINITY, f64::min);
+        let _ = writeln!(
+            out,
+            "ratio hubworker streaming (compiled) / py-polars best: {:.3}x; as a run / py-polars best: {:.3}x",
+            m[0] * 1e3 / best,
+            m[2] * 1e3 / best
+        );
+    }
     Ok(out)
 }
+
+/// What benches/expr_plan.py measured.
+struct PythonReference {
+    version: String,
+    groups: usize,
+    median_ms: Vec<(String, f64)>,
+}
+
+/// The benchmark plan in py-polars (`python3` on the PATH, with polars installed), over the
+/// same rows: written to an Arrow IPC file in a private temporary directory, the script piped
+/// to `python3 -`.
+fn python_reference(df: &DataFrame, runs: usize) -> Result<PythonReference, Error> {
+    use polars::prelude::{IpcWriter, SerWriter};
+    use std::io::Write as _;
+    let dir =
+        tempfile::tempdir().map_err(|e| Error::Failed(format!("temporary directory: {e}")))?;
+    let path = dir.path().join("rows.arrow");
+    let mut file = std::fs::File::create(&path)
+        .map_err(|e| Error::Failed(format!("writing the rows for py-polars: {e}")))?;
+    IpcWriter::new(&mut file).finish(&mut df.clone())?;
+    drop(file);
+    let mut child = std::process::Command::new("python3")
+        .arg("-")
+        .arg(&path)
+        .arg(runs.max(1).to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Failed(format!("cannot start python3: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(PYTHON_PLAN.as_bytes())
+            .map_err(|e| Error::Failed(format!("python3: {e}")))?;
+    }
+    let done = child
+        .wait_with_output()
+        .map_err(|e| Error::Failed(format!("python3: {e}")))?;
+    if !done.status.success() {
+        return Err(Error::Failed(
+            "py-polars did not run the plan (is polars installed for python3? `python3 -m pip install polars`)".into(),
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&done.stdout)
+        .map_err(|e| Error::Failed(format!("py-polars' report: {e}")))?;
+    let median_ms = v["median_ms"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, ms)| Some((k.clone(), ms.as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(PythonReference {
+        version: v["version"].as_str().unwrap_or("?").to_owned(),
+        groups: v["groups"].as_u64().unwrap_or(0) as usize,
+        median_ms,
+    })
+}
+
+/// benches/expr_plan.py.
+const PYTHON_PLAN: &str = include_str!("../../benches/expr_plan.py");
 
 /// Options of `hubworker bench load`.
 #[derive(Debug, Clone, clap::Args)]

@@ -230,6 +230,11 @@ pub(crate) struct LimitsSection {
     /// `Validate` calls one token may make (it is not consumed by them).
     #[serde(default = "default_validations_per_token")]
     pub validations_per_token: u32,
+    /// The Polars engine workflows run on: `"streaming"` (the default: morsels, results
+    /// streamed as they are produced, memory bounded by the plan's state) or `"in-memory"`
+    /// (every node materialised; for comparison, or if a plan misbehaves on streaming).
+    #[serde(default)]
+    pub engine: crate::workflow::Engine,
 }
 
 impl LimitsSection {
@@ -274,6 +279,7 @@ impl Default for LimitsSection {
             result_chunk_bytes: default_chunk_bytes(),
             send_timeout_secs: default_send_timeout(),
             validations_per_token: default_validations_per_token(),
+            engine: crate::workflow::Engine::default(),
         }
     }
 }

@@ -395,3 +395,14 @@ fn the_example_config_parses_and_names_every_key() {
         }
     }
 }
+
+#[test]
+fn the_engine_is_streaming_unless_configured_in_memory() {
+    use crate::workflow::Engine;
+    assert_eq!(parse(MINIMAL).unwrap().limits.engine, Engine::Streaming);
+    let c = parse(&(MINIMAL.to_owned() + "\n[limits]\nengine = \"in-memory\"\n")).unwrap();
+    assert_eq!(c.limits.engine, Engine::InMemory);
+    let e = parse(&(MINIMAL.to_owned() + "\n[limits]\nengine = \"gpu\"\n")).unwrap_err();
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert!(e.0[0].starts_with("limits.engine"), "{e}");
+}

@@ -10,6 +10,7 @@
 //! byte-bounded event channel the worker and the sandbox share).
 
 pub(crate) mod channel;
+mod encode;
 mod failure;
 mod inputs;
 mod tables;
@@ -85,6 +86,8 @@ pub(crate) struct Limits {
     pub(crate) query: QueryOptions,
     /// Largest piece of an output per [`RunEvent::Output`] (0: whole outputs).
     pub(crate) chunk_bytes: usize,
+    /// The engine a workflow runs on.
+    pub(crate) engine: workflow::Engine,
 }
 
 /// Something a task reports while it goes.
@@ -289,58 +292,87 @@ fn run_workflow(
     let load = started.elapsed();
 
     let started = Instant::now();
-    let mut stopped = None;
-    let outputs = workflow::execute(wf, frames, control, &mut |e| {
-        if stopped.is_none()
-            && let Err(f) = events.emit(e.into())
-        {
-            stopped = Some(f);
-        }
-    });
-    if let Some(f) = stopped {
+    let mut sink = Streamed {
+        events,
+        encoder: encode::Encoder::new(limits.chunk_bytes),
+        encoding: Duration::ZERO,
+        failed: None,
+    };
+    let ran = workflow::stream(wf, frames, control, limits.engine, &mut sink);
+    if let Some(f) = sink.failed {
         return Err(f);
     }
-    let outputs = outputs.map_err(TaskFailure::Engine)?;
-    let compute = started.elapsed();
-    let started = Instant::now();
-    for o in outputs {
-        control.check().map_err(TaskFailure::Engine)?;
-        emit_output(events, &o.name, o.frame, limits.chunk_bytes)?;
-    }
+    ran.map_err(TaskFailure::Engine)?;
+    // Outputs are encoded while the plan runs: the time spent encoding (and reporting) is
+    // counted apart.
     Ok(RunTimings {
         load,
-        compute,
-        encode: started.elapsed(),
+        compute: started.elapsed().saturating_sub(sink.encoding),
+        encode: sink.encoding,
     })
 }
 
+/// A workflow's progress and rows on their way to the task's events: outputs encoded as the
+/// engine produces them. The first failure to report stops the run and is kept.
+struct Streamed<'a> {
+    events: &'a mut dyn Events,
+    encoder: encode::Encoder,
+    /// Time spent encoding and reporting rows.
+    encoding: Duration,
+    failed: Option<TaskFailure>,
+}
+
+impl Streamed<'_> {
+    fn keep(&mut self, result: Result<(), TaskFailure>) -> bool {
+        match result {
+            Ok(()) => true,
+            Err(f) => {
+                self.failed.get_or_insert(f);
+                false
+            }
+        }
+    }
+}
+
+impl workflow::Sink for Streamed<'_> {
+    fn event(&mut self, event: Event) {
+        if self.failed.is_none() {
+            let sent = self.events.emit(event.into());
+            self.keep(sent);
+        }
+    }
+
+    fn rows(&mut self, name: &str, rows: DataFrame) -> bool {
+        if self.failed.is_some() {
+            return false;
+        }
+        let started = Instant::now();
+        let sent = self.encoder.rows(self.events, name, rows);
+        self.encoding += started.elapsed();
+        self.keep(sent)
+    }
+
+    fn end(&mut self, name: &str) {
+        if self.failed.is_none() {
+            let started = Instant::now();
+            let sent = self.encoder.end(self.events, name);
+            self.encoding += started.elapsed();
+            self.keep(sent);
+        }
+    }
+}
+
 /// Encodes one result as an Arrow IPC stream and reports it in pieces of at most `chunk`
-/// bytes (0: one piece); an empty stream is one empty, last piece.
+/// bytes (0: one piece).
 fn emit_output(
     events: &mut dyn Events,
     name: &str,
-    mut frame: DataFrame,
+    frame: DataFrame,
     chunk: usize,
 ) -> Result<(), TaskFailure> {
-    let ipc = to_ipc(&mut frame)?;
-    drop(frame);
-    let size = if chunk == 0 { ipc.len().max(1) } else { chunk };
-    let mut pieces = ipc.chunks(size).peekable();
-    if pieces.peek().is_none() {
-        return events.emit(RunEvent::Output {
-            name: name.to_owned(),
-            ipc: Vec::new(),
-            last: true,
-        });
-    }
-    while let Some(piece) = pieces.next() {
-        events.emit(RunEvent::Output {
-            name: name.to_owned(),
-            ipc: piece.to_vec(),
-            last: pieces.peek().is_none(),
-        })?;
-    }
-    Ok(())
+    let mut encoder = encode::Encoder::new(chunk);
+    encoder.rows(events, name, frame)?;
+    encoder.end(events, name)
 }
 
 /// A frame as one Arrow IPC stream.

@@ -27,6 +27,7 @@ fn limits(chunk_bytes: usize) -> Limits {
     Limits {
         query: QueryOptions::default(),
         chunk_bytes,
+        engine: crate::workflow::Engine::default(),
     }
 }
 

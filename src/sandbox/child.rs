@@ -430,10 +430,28 @@ fn task(isolated: Isolated, args: &ChildArgs, fault: Option<Fault>, compiled: &C
 pub(super) fn enter_compute_phase(
     filter: &seccompiler::BpfProgram,
 ) -> Result<(), jail::StepFailed> {
+    fix_glibc_arenas();
     isolate::landlock_compute()?;
     let _ = polars_core::runtime::RAYON.current_num_threads();
     jail::enter_compute_phase(filter)
 }
+
+/// Threads start during the compute phase (the streaming engine's executor and its blocking
+/// pool grow on demand). glibc's own allocator (which glibc uses for a new thread's
+/// thread-local destructors; Rust's allocations go to mimalloc) sizes its arena count the
+/// first time it needs a ninth arena by reading `/sys/devices/system/cpu/online`, an `openat`
+/// the compute filter answers by killing the child. A fixed arena count means it never looks.
+fn fix_glibc_arenas() {
+    // SAFETY: mallopt only sets a field of glibc's allocator parameters, under its own lock;
+    // M_ARENA_MAX with a positive count is a documented, always-valid setting.
+    #[allow(unsafe_code)]
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, GLIBC_ARENAS);
+    }
+}
+
+/// glibc allocator arenas in a run child (only glibc's internal allocations use them).
+const GLIBC_ARENAS: std::ffi::c_int = 2;
 
 /// The task: [`crate::run::execute`] with the pipe as its input source and event sink, the
 /// connections already opened.

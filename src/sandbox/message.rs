@@ -68,6 +68,7 @@ pub(super) fn setup(task: &Task, p: Provisions<'_>) -> pb::Setup {
         deadline_ms: u64::MAX,
         now: p.now,
         output_chunk_bytes: p.limits.chunk_bytes as u64,
+        engine: p.limits.engine.name().to_owned(),
     }
 }
 
@@ -82,6 +83,10 @@ pub(super) fn task_of(setup: &mut pb::Setup) -> Result<(Task, Limits), TaskFailu
             timeout: Duration::from_millis(setup.query_timeout_ms),
         },
         chunk_bytes: usize::try_from(setup.output_chunk_bytes).unwrap_or(usize::MAX),
+        engine: match setup.engine.as_str() {
+            "in-memory" => workflow::Engine::InMemory,
+            _ => workflow::Engine::Streaming,
+        },
     };
     let task = match setup.task.take() {
         Some(pb::setup::Task::Run(run)) => Task::Run(Box::new(

@@ -377,6 +377,7 @@ impl Worker {
                 timeout: Duration::from_secs(config.limits.query_timeout_secs),
             },
             chunk_bytes: config.limits.result_chunk_bytes.max(1),
+            engine: config.limits.engine,
         }
     }
 

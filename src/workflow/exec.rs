@@ -6,24 +6,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use polars::lazy::frame::BUILD_STREAMING_EXECUTOR;
 use polars::prelude::*;
-use polars_plan::plans::IR;
 
+use super::engine::{self, Engine, Halt};
 use super::plan::{Built, Input};
 use super::problem::{Problem, Problems};
 use super::tools::Role;
 use super::validate::Workflow;
-
-/// Stack for the thread that optimises and runs the plan: Polars walks plans recursively,
-/// and a workflow may be [`MAX_DEPTH`](super::parse::MAX_DEPTH) tools deep.
-const PLAN_STACK: usize = 256 << 20;
-
-/// How often the watchdog looks at the cancel flag and the clock.
-const WATCH_INTERVAL: Duration = Duration::from_millis(5);
 
 /// A progress event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,35 +119,112 @@ pub(crate) struct Output {
     pub(crate) frame: DataFrame,
 }
 
-/// Runs `workflow` over `inputs` (one frame per `sql` node id). Events arrive in order on
-/// the calling thread.
-///
-/// A panic inside Polars (building, optimising or running the plan; e.g. a date offset that
-/// leaves the calendar chrono can represent) is caught and answered as
-/// [`RunError::Failed`] (`execution_failed`), never a crash. Nothing shared is left behind
-/// half-changed: the plan, its frames and its thread belong to this call, and the only state
-/// it touches outside (Polars' thread pool and caches) takes no poisoning locks.
+/// Where a run's progress and rows go, on the calling thread.
+pub(crate) trait Sink {
+    /// A node started or finished.
+    fn event(&mut self, event: Event);
+    /// Rows of the output named `name`, in order, as the engine produces them. Every output
+    /// gets at least one batch (an empty frame of its schema when it has no rows); its last
+    /// batch has come when [`end`](Self::end) is called for it. `false` stops the run.
+    fn rows(&mut self, name: &str, rows: DataFrame) -> bool;
+    /// The output named `name` is complete (right after its node's [`Event::Finished`]).
+    fn end(&mut self, _name: &str) {}
+}
+
+/// Runs `workflow` over `inputs` (one frame per `sql` node id) on the default engine and
+/// collects each output whole. Events arrive in order on the calling thread.
 pub(crate) fn execute(
     workflow: &Workflow,
     inputs: HashMap<String, DataFrame>,
     control: &RunControl,
     events: &mut dyn FnMut(Event),
 ) -> Result<Vec<Output>, RunError> {
+    execute_on(workflow, inputs, control, Engine::default(), events)
+}
+
+/// [`execute`] on a chosen engine.
+pub(crate) fn execute_on(
+    workflow: &Workflow,
+    inputs: HashMap<String, DataFrame>,
+    control: &RunControl,
+    engine: Engine,
+    events: &mut dyn FnMut(Event),
+) -> Result<Vec<Output>, RunError> {
+    struct Collect<'a> {
+        events: &'a mut dyn FnMut(Event),
+        outputs: Vec<Output>,
+    }
+    impl Sink for Collect<'_> {
+        fn event(&mut self, event: Event) {
+            (self.events)(event);
+        }
+        fn rows(&mut self, name: &str, rows: DataFrame) -> bool {
+            match self.outputs.iter_mut().find(|o| o.name == name) {
+                Some(o) => o.frame.vstack_mut_owned(rows).is_ok(),
+                None => {
+                    self.outputs.push(Output {
+                        name: name.to_owned(),
+                        frame: rows,
+                    });
+                    true
+                }
+            }
+        }
+    }
+    let mut collect = Collect {
+        events,
+        outputs: Vec::new(),
+    };
+    stream(workflow, inputs, control, engine, &mut collect)?;
+    // In the workflow's output order (the order the outputs' nodes come in).
+    let order: Vec<&str> = workflow
+        .steps
+        .iter()
+        .filter_map(|s| match s.tool.kind().role() {
+            Role::Output { name } => Some(name),
+            _ => None,
+        })
+        .collect();
+    let mut outputs = collect.outputs;
+    outputs.sort_by_key(|o| order.iter().position(|n| *n == o.name));
+    Ok(outputs)
+}
+
+/// Runs `workflow` over `inputs` on `engine`; progress and rows go to `sink` as they come.
+///
+/// Events come in plan order: every node built from its inputs is `Started` before anything
+/// runs (typed rows are started and finished first: their rows are known), and `Finished`, in
+/// the workflow's node order, once the plan has run; an output's `Finished` carries its row
+/// count and follows its last batch.
+///
+/// A panic inside Polars (building, optimising or running the plan; e.g. a date offset that
+/// leaves the calendar chrono can represent) is caught and answered as
+/// [`RunError::Failed`] (`execution_failed`), never a crash. Nothing shared is left behind
+/// half-changed: the plan, its frames and its thread belong to this call, and the only state
+/// it touches outside (Polars' thread pools and caches) takes no poisoning locks.
+pub(crate) fn stream(
+    workflow: &Workflow,
+    inputs: HashMap<String, DataFrame>,
+    control: &RunControl,
+    engine: Engine,
+    sink: &mut dyn Sink,
+) -> Result<(), RunError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        execute_unguarded(workflow, inputs, control, events)
+        stream_unguarded(workflow, inputs, control, engine, sink)
     }))
     .unwrap_or_else(|_| Err(RunError::Failed(ENGINE_PANICKED.into())))
 }
 
 /// What a run reports when Polars panicked (its panic text stays in the log).
-const ENGINE_PANICKED: &str = "the engine failed on this workflow (internal error)";
+pub(super) const ENGINE_PANICKED: &str = "the engine failed on this workflow (internal error)";
 
-fn execute_unguarded(
+fn stream_unguarded(
     workflow: &Workflow,
     mut inputs: HashMap<String, DataFrame>,
     control: &RunControl,
-    events: &mut dyn FnMut(Event),
-) -> Result<Vec<Output>, RunError> {
+    engine: Engine,
+    sink: &mut dyn Sink,
+) -> Result<(), RunError> {
     control.check()?;
     let steps = &workflow.steps;
     let sources = source_frames(workflow, &mut inputs)?;
@@ -172,10 +241,17 @@ fn execute_unguarded(
         return Err(RunError::Invalid(Problems(problems)));
     }
 
-    let built = build(workflow, &sources, &schemas, events)?;
+    let halt = Halt::new(control);
+    // The streaming engine stops at checkpoints; the in-memory one has a stop flag.
+    let checkpoints = (engine == Engine::Streaming).then_some(&halt);
+    let built = build(workflow, &sources, &schemas, checkpoints, &mut |e| {
+        sink.event(e)
+    })?;
 
     let is_output = |i: usize| matches!(steps[i].tool.kind().role(), Role::Output { .. });
-    let outputs: Vec<usize> = (0..steps.len()).filter(|&i| is_output(i)).collect();
+    let outputs: Vec<usize> = (0..steps.len())
+        .filter(|&i| is_output(i) && built[i].is_some())
+        .collect();
     let plans: Vec<LazyFrame> = outputs
         .iter()
         .filter_map(|&i| built[i].as_ref().map(|b| b.main.clone()))
@@ -183,38 +259,31 @@ fn execute_unguarded(
     drop(built);
     for (i, step) in steps.iter().enumerate() {
         if sources[i].is_none() {
-            events(Event::Started {
+            sink.event(Event::Started {
                 node: step.id.clone(),
                 tool: step.tool.name(),
             });
         }
     }
-
-    let mut results = Vec::with_capacity(outputs.len());
-    run_plans(plans, control, &mut |k, df| {
-        let step = &steps[outputs[k]];
-        events(Event::Finished {
-            node: step.id.clone(),
-            tool: step.tool.name(),
-            rows: Some(df.height()),
-        });
-        if let Role::Output { name } = step.tool.kind().role() {
-            results.push(Output {
-                name: name.to_owned(),
-                frame: df,
-            });
-        }
-    })?;
+    let name_of = |k: usize| match steps[outputs[k]].tool.kind().role() {
+        Role::Output { name } => name,
+        _ => "",
+    };
+    let rows = engine::run(plans, engine, &halt, &mut |k, df| sink.rows(name_of(k), df))?;
     for (i, step) in steps.iter().enumerate() {
-        if sources[i].is_none() && !is_output(i) {
-            events(Event::Finished {
+        if sources[i].is_none() {
+            let output = outputs.iter().position(|&o| o == i);
+            sink.event(Event::Finished {
                 node: step.id.clone(),
                 tool: step.tool.name(),
-                rows: None,
+                rows: output.and_then(|k| rows.get(k).copied()),
             });
+            if let Some(k) = output {
+                sink.end(name_of(k));
+            }
         }
     }
-    Ok(results)
+    Ok(())
 }
 
 /// The frames the plan starts from, per step: a query's (from the run's inputs) and typed
@@ -245,8 +314,13 @@ fn build(
     workflow: &Workflow,
     sources: &[Option<DataFrame>],
     schemas: &[Option<SchemaRef>],
+    checkpoints: Option<&Halt>,
     events: &mut dyn FnMut(Event),
 ) -> Result<Vec<Option<Built>>, RunError> {
+    let checked = |lf: LazyFrame| match checkpoints {
+        Some(halt) => halt.checkpoint(lf),
+        None => lf,
+    };
     let steps = &workflow.steps;
     // How often each node's main and rejected rows are read. A frame read twice is built
     // once and marked as a shared subplan (`cache`), so Polars converts and runs it once
@@ -278,7 +352,7 @@ fn build(
                     });
                 }
                 Built {
-                    main: df.clone().lazy(),
+                    main: checked(df.clone().lazy()),
                     rejected: None,
                 }
             }
@@ -301,6 +375,10 @@ fn build(
                     })
                     .collect();
                 let mut b = step.tool.kind().plan(&step.compiled, ins).map_err(failed)?;
+                if !matches!(role, Role::Output { .. }) {
+                    b.main = checked(b.main);
+                    b.rejected = b.rejected.map(checked);
+                }
                 if reads[i][0] > 1 {
                     b.main = b.main.cache();
                 }
@@ -315,109 +393,8 @@ fn build(
     Ok(built)
 }
 
-fn failed(e: PolarsError) -> RunError {
+pub(super) fn failed(e: PolarsError) -> RunError {
     RunError::Failed(super::problem::polars_problem(&e).1)
-}
-
-/// Why the watchdog stopped the plan.
-const STOP_NONE: u8 = 0;
-const STOP_CANCEL: u8 = 1;
-const STOP_TIMEOUT: u8 = 2;
-
-/// Optimises the plans together (one `SinkMultiple` root, so common subplans are cached and
-/// computed once) and runs them on a big-stack thread, while this thread watches the cancel
-/// flag and the clock and trips Polars' own stop flag, which every operator checks.
-fn run_plans(
-    plans: Vec<LazyFrame>,
-    control: &RunControl,
-    done: &mut dyn FnMut(usize, DataFrame),
-) -> Result<(), RunError> {
-    if plans.is_empty() {
-        return Ok(());
-    }
-    let (tx, rx) = std::sync::mpsc::channel::<(usize, DataFrame)>();
-    let stopped = AtomicU8::new(STOP_NONE);
-    let outcome = std::thread::scope(|scope| {
-        let (token_tx, token_rx) = std::sync::mpsc::channel();
-        let worker = std::thread::Builder::new()
-            .name("workflow-plan".into())
-            .stack_size(PLAN_STACK)
-            .spawn_scoped(scope, move || -> PolarsResult<()> {
-                let root = LazyFrame::from(DslPlan::SinkMultiple {
-                    inputs: plans.into_iter().map(|lf| lf.logical_plan).collect(),
-                });
-                let mut ir = root.to_alp_optimized()?;
-                let roots = match ir.root() {
-                    IR::SinkMultiple { inputs } => inputs.clone(),
-                    _ => polars_bail!(ComputeError: "the optimiser dropped the multi-output root"),
-                };
-                let physical = polars_mem_engine::create_multiple_physical_plans(
-                    &roots,
-                    &mut ir.lp_arena,
-                    &mut ir.expr_arena,
-                    BUILD_STREAMING_EXECUTOR,
-                )?;
-                let state = polars_expr::state::ExecutionState::new();
-                let _ = token_tx.send(state.cancel_token());
-                let mut state = state;
-                if let Some(mut prefill) = physical.cache_prefiller {
-                    prefill.execute(&mut state)?;
-                }
-                for (k, mut p) in physical.physical_plans.into_iter().enumerate() {
-                    let mut branch = state.split();
-                    branch.branch_idx += k;
-                    let df = p.execute(&mut branch)?;
-                    if tx.send((k, df)).is_err() {
-                        break;
-                    }
-                }
-                Ok(())
-            });
-        let worker = match worker {
-            Ok(w) => w,
-            Err(e) => {
-                return Err(RunError::Failed(format!(
-                    "cannot start the plan thread: {e}"
-                )));
-            }
-        };
-        let mut token = None;
-        loop {
-            if token.is_none() {
-                token = token_rx.try_recv().ok();
-            }
-            match rx.recv_timeout(WATCH_INTERVAL) {
-                Ok((k, df)) => done(k, df),
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            }
-            if stopped.load(Ordering::SeqCst) == STOP_NONE {
-                let why = match control.check() {
-                    Err(RunError::Cancelled) => STOP_CANCEL,
-                    Err(_) => STOP_TIMEOUT,
-                    Ok(()) => STOP_NONE,
-                };
-                if why != STOP_NONE {
-                    stopped.store(why, Ordering::SeqCst);
-                    if token.is_none() {
-                        token = token_rx.try_recv().ok();
-                    }
-                }
-            }
-            if let (true, Some(t)) = (stopped.load(Ordering::SeqCst) != STOP_NONE, &token) {
-                t.store(true);
-            }
-        }
-        worker
-            .join()
-            .map_err(|_| RunError::Failed(ENGINE_PANICKED.into()))?
-            .map_err(failed)
-    });
-    match stopped.load(Ordering::SeqCst) {
-        STOP_CANCEL => Err(RunError::Cancelled),
-        STOP_TIMEOUT => Err(RunError::Timeout),
-        _ => outcome,
-    }
 }
 
 #[cfg(test)]

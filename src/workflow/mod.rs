@@ -13,9 +13,12 @@
 //! - `plan`: what a tool compiles and builds (shared by prediction and execution);
 //! - `size`: the bound on the plan's size once its inputs are unfolded;
 //! - `problem`: what is wrong, with the checker that found it;
-//! - `exec`: one plan, one run, progress events, cancellation and a time limit;
+//! - `exec`: one plan, one run, progress events, rows as they come;
+//! - `engine`: the plan on Polars' streaming engine (or its in-memory one), cancellation and
+//!   a time limit;
 //! - `hash`: the canonical hash.
 
+mod engine;
 pub(crate) mod exec;
 pub(crate) mod hash;
 pub(crate) mod model;
@@ -27,9 +30,10 @@ mod size;
 mod tools;
 pub(crate) mod validate;
 
+pub(crate) use engine::{Engine, collect};
 #[cfg(test)]
 use exec::Output;
-pub(crate) use exec::{Event, RunControl, RunError, execute};
+pub(crate) use exec::{Event, RunControl, RunError, Sink, execute, stream};
 pub use hash::{HashError, workflow_sha256};
 pub(crate) use problem::Problems;
 pub(crate) use validate::{Workflow, validate};

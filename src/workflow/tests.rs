@@ -963,8 +963,8 @@ fn progress_events_in_order() {
             finished("src", "inline", Some(5)),
             started("l", "limit"),
             started("out", "output"),
-            finished("out", "output", Some(2)),
             finished("l", "limit", None),
+            finished("out", "output", Some(2)),
         ]
     );
 }
