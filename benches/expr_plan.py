@@ -1,13 +1,16 @@
 """The execution plan of `hubworker bench expr`, in py-polars, on the very rows it ran on.
 
-`hubworker bench expr --python` writes its generated rows to an Arrow IPC file and pipes this
-script to `python3 - FILE RUNS`; it may also be run by hand the same way. The rows are read
-into memory first (as hubworker holds them); only the query is timed, on each engine,
-interleaved, after one warm-up each; the median is printed as one JSON line.
+`hubworker bench expr --python` writes its generated rows to an Arrow IPC file and starts
+`python3 -c <this script> FILE`. The rows are read into memory first (as hubworker holds
+them). Then, for every line `round` on stdin, the plan runs once on each engine (a pause
+before each run, as on the Rust side, so no engine's idle threads run into the next
+measurement) and one JSON line of the times, in milliseconds, is printed; hubworker runs its
+own plans between rounds, so both sides are measured in the same window. The first line
+printed says which polars it is and how many groups the plan gives.
 """
 
+import io
 import json
-import statistics
 import sys
 import time
 
@@ -15,6 +18,7 @@ import polars as pl
 
 GROUPS = ["g01", "g02", "g03", "g10", "g20", "g30", "g40"]
 ENGINES = ["auto", "streaming", "in-memory"]
+PAUSE_S = 0.1
 
 
 def plan(df):
@@ -38,27 +42,21 @@ def plan(df):
 
 
 def main():
-    path, runs = sys.argv[1], int(sys.argv[2])
-    df = pl.read_ipc(path, memory_map=False, rechunk=False)
-    times = {e: [] for e in ENGINES}
-    groups = 0
-    for i in range(runs + 1):
+    # Read from bytes in memory, so no query reads a memory-mapped file.
+    with open(sys.argv[1], "rb") as f:
+        df = pl.read_ipc(io.BytesIO(f.read()))
+    groups = plan(df).collect().height
+    print(json.dumps({"version": pl.__version__, "groups": groups}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "round":
+            break
+        times = {}
         for engine in ENGINES:
+            time.sleep(PAUSE_S)
             t0 = time.perf_counter()
-            out = plan(df).collect(engine=engine)
-            elapsed = time.perf_counter() - t0
-            groups = out.height
-            if i > 0:
-                times[engine].append(elapsed)
-    print(
-        json.dumps(
-            {
-                "version": pl.__version__,
-                "groups": groups,
-                "median_ms": {e: statistics.median(t) * 1e3 for e, t in times.items()},
-            }
-        )
-    )
+            plan(df).collect(engine=engine)
+            times[engine] = (time.perf_counter() - t0) * 1e3
+        print(json.dumps(times), flush=True)
 
 
 if __name__ == "__main__":

@@ -513,3 +513,42 @@ fn issue16_a_panic_inside_polars_is_an_eval_error_not_a_crash() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("2024-02-29"));
 }
+
+/// Issue 20: `hubworker bench expr` runs the execution plan on both engines (three ways each,
+/// the same groups every way) and, with `--python`, the same plan in py-polars on the same rows
+/// with the ratio; where py-polars is missing, `--python` fails with a clear message.
+#[test]
+fn issue20_bench_expr_compares_the_engines_and_py_polars() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "bench", "expr", "--rows", "20000", "--runs", "1", "--exprs", "10", "--python",
+    ];
+    let out = crate::util::run(&args, "", dir.path());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let py_polars = std::process::Command::new("python3")
+        .args(["-c", "import polars"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !py_polars {
+        assert!(!out.status.success());
+        assert!(err.contains("is polars installed for python3?"), "{err}");
+        return;
+    }
+    assert!(out.status.success(), "{err}");
+    for engine in ["streaming", "in-memory"] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(engine))
+            .unwrap_or_else(|| panic!("no {engine} line: {text}"));
+        assert_eq!(line.matches("(57 groups)").count(), 3, "{line}");
+    }
+    for engine in ["auto", "streaming", "in-memory"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(engine) && l.ends_with("ms (57 groups)")),
+            "py-polars {engine}: {text}"
+        );
+    }
+    assert!(text.contains("py-polars best: "), "{text}");
+}

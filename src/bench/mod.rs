@@ -35,7 +35,7 @@ pub(crate) struct ExprBenchArgs {
     #[arg(long, default_value_t = 2_000)]
     pub exprs: usize,
     /// Also run the execution plan in py-polars (`python3` with polars installed) on the same
-    /// rows, and print the ratio.
+    /// rows, its rounds between ours, and print the ratio.
     #[arg(long)]
     pub python: bool,
 }
@@ -271,18 +271,30 @@ pub(crate) fn run_expr_bench(args: &ExprBenchArgs) -> Result<String, Error> {
         );
     }
     let df = generate_frame(args.rows, 1984);
+    let mut python = if args.python {
+        Some(Python::start(&df)?)
+    } else {
+        None
+    };
     let engines = [Engine::Streaming, Engine::InMemory];
-    // Interleaved so drift (thermal, other load) hits all alike; one warm-up each.
+    // Interleaved so drift (thermal, other load) hits all alike, py-polars' round between
+    // ours; one warm-up round; a pause before each run, so no engine's idle threads (the
+    // streaming engine's executor spins a little before it parks) run into the next one.
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); 6];
     let mut groups = [0usize; 6];
+    let mut py_times: Vec<(String, Vec<f64>)> = Vec::new();
     for i in 0..=args.runs.max(1) {
-        for (e, &engine) in engines.iter().enumerate() {
-            let plans = [
-                (3 * e, compiled_plan(&df)?, false),
-                (3 * e + 1, handwritten_plan(&df), false),
-                (3 * e + 2, compiled_plan(&df)?, true),
-            ];
-            for (slot, plan, as_run) in plans {
+        // The six plans in a rotating order: no plan always comes first after py-polars' round.
+        for k in 0..6 {
+            let slot = (k + i) % 6;
+            let engine = engines[slot / 3];
+            let (plan, as_run) = match slot % 3 {
+                0 => (compiled_plan(&df)?, false),
+                1 => (handwritten_plan(&df), false),
+                _ => (compiled_plan(&df)?, true),
+            };
+            {
+                std::thread::sleep(PAUSE);
                 let t0 = Instant::now();
                 let out = if as_run {
                     crate::workflow::collect(plan, engine)
@@ -294,6 +306,17 @@ pub(crate) fn run_expr_bench(args: &ExprBenchArgs) -> Result<String, Error> {
                 groups[slot] = out.height();
                 if i > 0 {
                     times[slot].push(t);
+                }
+            }
+        }
+        if let Some(py) = python.as_mut() {
+            let round = py.round()?;
+            if i > 0 {
+                for (name, ms) in round {
+                    match py_times.iter_mut().find(|(n, _)| *n == name) {
+                        Some((_, v)) => v.push(ms),
+                        None => py_times.push((name, vec![ms])),
+                    }
                 }
             }
         }
@@ -334,21 +357,18 @@ pub(crate) fn run_expr_bench(args: &ExprBenchArgs) -> Result<String, Error> {
         m[0] / m[3],
         m[2] / m[0]
     );
-    if args.python {
-        let py = python_reference(&df, args.runs)?;
+    if let Some(py) = python {
         let _ = writeln!(
             out,
-            "\npy-polars {} (benches/expr_plan.py: the same plan on the same rows, median of {} interleaved runs)",
-            py.version, args.runs
+            "\npy-polars {} (benches/expr_plan.py: the same plan on the same rows, its rounds between ours)",
+            py.version
         );
-        for (name, ms) in &py.median_ms {
+        let mut best = f64::INFINITY;
+        for (name, v) in py_times {
+            let ms = median(v);
+            best = best.min(ms);
             let _ = writeln!(out, "{:<10} {:>10.1} ms ({} groups)", name, ms, py.groups);
         }
-        let best = py
-            .median_ms
-            .iter()
-            .map(|(_, ms)| *ms)
-            .fold(f64::INFINITY, f64::min);
         let _ = writeln!(
             out,
             "ratio hubworker streaming (compiled) / py-polars best: {:.3}x; as a run / py-polars best: {:.3}x",
@@ -359,62 +379,94 @@ pub(crate) fn run_expr_bench(args: &ExprBenchArgs) -> Result<String, Error> {
     Ok(out)
 }
 
-/// What benches/expr_plan.py measured.
-struct PythonReference {
+/// The pause before each timed run.
+const PAUSE: Duration = Duration::from_millis(100);
+
+/// py-polars running benches/expr_plan.py (`python3` on the PATH, with polars installed) over
+/// the same rows, written to an Arrow IPC file in a private temporary directory; driven one
+/// round at a time over its stdin.
+struct Python {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
     version: String,
     groups: usize,
-    median_ms: Vec<(String, f64)>,
+    _dir: tempfile::TempDir,
 }
 
-/// The benchmark plan in py-polars (`python3` on the PATH, with polars installed), over the
-/// same rows: written to an Arrow IPC file in a private temporary directory, the script piped
-/// to `python3 -`.
-fn python_reference(df: &DataFrame, runs: usize) -> Result<PythonReference, Error> {
-    use polars::prelude::{IpcWriter, SerWriter};
-    use std::io::Write as _;
-    let dir =
-        tempfile::tempdir().map_err(|e| Error::Failed(format!("temporary directory: {e}")))?;
-    let path = dir.path().join("rows.arrow");
-    let mut file = std::fs::File::create(&path)
-        .map_err(|e| Error::Failed(format!("writing the rows for py-polars: {e}")))?;
-    IpcWriter::new(&mut file).finish(&mut df.clone())?;
-    drop(file);
-    let mut child = std::process::Command::new("python3")
-        .arg("-")
-        .arg(&path)
-        .arg(runs.max(1).to_string())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Failed(format!("cannot start python3: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(PYTHON_PLAN.as_bytes())
+impl Python {
+    fn start(df: &DataFrame) -> Result<Python, Error> {
+        use polars::prelude::{IpcWriter, SerWriter};
+        let failed = |what: &str, e: &dyn std::fmt::Display| Error::Failed(format!("{what}: {e}"));
+        let dir = tempfile::tempdir().map_err(|e| failed("temporary directory", &e))?;
+        let path = dir.path().join("rows.arrow");
+        let mut file = std::fs::File::create(&path)
+            .map_err(|e| failed("writing the rows for py-polars", &e))?;
+        IpcWriter::new(&mut file).finish(&mut df.clone())?;
+        drop(file);
+        let mut child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(PYTHON_PLAN)
+            .arg(&path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| failed("cannot start python3", &e))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(Error::Failed("python3's pipes".into()));
+        };
+        let mut py = Python {
+            child,
+            stdin,
+            stdout: std::io::BufReader::new(stdout),
+            version: String::new(),
+            groups: 0,
+            _dir: dir,
+        };
+        let hello = py.line()?;
+        py.version = hello["version"].as_str().unwrap_or("?").to_owned();
+        py.groups = hello["groups"].as_u64().unwrap_or(0) as usize;
+        Ok(py)
+    }
+
+    /// One JSON line from the script.
+    fn line(&mut self) -> Result<serde_json::Value, Error> {
+        use std::io::BufRead as _;
+        let mut line = String::new();
+        match self.stdout.read_line(&mut line) {
+            Ok(n) if n > 0 => serde_json::from_str(&line)
+                .map_err(|e| Error::Failed(format!("py-polars' report: {e}"))),
+            _ => Err(Error::Failed(
+                "py-polars did not run the plan (is polars installed for python3? \
+                 `python3 -m pip install polars`)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// One run of the plan on each of py-polars' engines: (engine, ms).
+    fn round(&mut self) -> Result<Vec<(String, f64)>, Error> {
+        use std::io::Write as _;
+        self.stdin
+            .write_all(b"round\n")
+            .and_then(|()| self.stdin.flush())
             .map_err(|e| Error::Failed(format!("python3: {e}")))?;
+        let v = self.line()?;
+        Ok(v.as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, ms)| Some((k.clone(), ms.as_f64()?)))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
-    let done = child
-        .wait_with_output()
-        .map_err(|e| Error::Failed(format!("python3: {e}")))?;
-    if !done.status.success() {
-        return Err(Error::Failed(
-            "py-polars did not run the plan (is polars installed for python3? `python3 -m pip install polars`)".into(),
-        ));
+}
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
-    let v: serde_json::Value = serde_json::from_slice(&done.stdout)
-        .map_err(|e| Error::Failed(format!("py-polars' report: {e}")))?;
-    let median_ms = v["median_ms"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, ms)| Some((k.clone(), ms.as_f64()?)))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(PythonReference {
-        version: v["version"].as_str().unwrap_or("?").to_owned(),
-        groups: v["groups"].as_u64().unwrap_or(0) as usize,
-        median_ms,
-    })
 }
 
 /// benches/expr_plan.py.
