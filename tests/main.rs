@@ -81,3 +81,7 @@ mod observability;
 /// Issue 18 points 5, 6, 10: `validate-config`, the production switch, the sample config,
 /// `status`, `hub dispatch` tables, inspect tokens, completions, the man page, the LICENSE.
 mod operator_cli;
+
+/// Issue 20: a query result larger than the engine could hold twice runs on the streaming
+/// engine under a 1 GiB limit; the in-memory engine runs out.
+mod larger_than_memory;

@@ -29,12 +29,12 @@ fn query_doc(tag: &str) -> String {
 
 /// How one Execute ended: the outputs, or the error's code and message.
 #[derive(Debug)]
-enum Ended {
+pub(crate) enum Ended {
     Finished(Vec<(String, DataFrame)>),
     Error(String, String),
 }
 
-async fn execute(stack: &Stack, doc: &str, connections: &[&str]) -> Ended {
+pub(crate) async fn execute(stack: &Stack, doc: &str, connections: &[&str]) -> Ended {
     let token = stack.token("alice", doc, connections).await.unwrap();
     let mut client = stack.client().await.unwrap();
     let req = ExecuteRequest {

@@ -1,6 +1,11 @@
 //! Rows to a Polars DataFrame: one typed builder per column, a row cap and a byte cap checked
 //! while rows arrive (so a huge result is refused before it is all in memory), nulls kept.
-//! Knows nothing about connections; each dialect module decodes values into these builders.
+//! Rows are built in batches: every [`BATCH_ROWS`] rows (or [`BATCH_BYTES`] decoded bytes) the
+//! builders become Polars columns and start again, so decoding never holds more than one
+//! batch in its row-shaped form (an `Option<i32>` per cell takes twice the column's bytes);
+//! the result is one frame made of those batches, which the streaming engine reads batch by
+//! batch. Knows nothing about connections; each dialect module decodes values into these
+//! builders.
 
 use polars::prelude::{
     Column, DataFrame, DataType, IntoColumn, NamedFrom, PlSmallStr, Series, TimeUnit, TimeZone,
@@ -53,7 +58,31 @@ pub(crate) enum Data {
     List(Vec<Option<Series>>, super::decode::Elem),
 }
 
+/// Rows per batch of a result.
+pub(crate) const BATCH_ROWS: usize = 1 << 18;
+/// Decoded bytes per batch of a result (wide text rows end a batch sooner).
+pub(crate) const BATCH_BYTES: usize = 64 << 20;
+
 impl Data {
+    /// An empty builder of the same column type (a list's element type, a timestamp's zone).
+    fn empty_like(&self) -> Data {
+        match self {
+            Data::Bool(_) => Data::Bool(Vec::new()),
+            Data::I16(_) => Data::I16(Vec::new()),
+            Data::I32(_) => Data::I32(Vec::new()),
+            Data::I64(_) => Data::I64(Vec::new()),
+            Data::F32(_) => Data::F32(Vec::new()),
+            Data::F64(_) => Data::F64(Vec::new()),
+            Data::Decimal(_) => Data::Decimal(Vec::new()),
+            Data::Str(_) => Data::Str(Vec::new()),
+            Data::Bin(_) => Data::Bin(Vec::new()),
+            Data::Date(_) => Data::Date(Vec::new()),
+            Data::Time(_) => Data::Time(Vec::new()),
+            Data::Timestamp(_, zoned) => Data::Timestamp(Vec::new(), *zoned),
+            Data::List(_, e) => Data::List(Vec::new(), *e),
+        }
+    }
+
     pub(crate) fn new(kind: Kind) -> Data {
         match kind {
             Kind::Bool => Data::Bool(Vec::new()),
@@ -100,6 +129,11 @@ pub(crate) struct FrameBuilder {
     rows: usize,
     bytes: usize,
     limits: ResultLimits,
+    /// The batches built so far.
+    batches: Vec<DataFrame>,
+    /// Rows and bytes in `data` (the batch being built).
+    batch_rows: usize,
+    batch_bytes: usize,
 }
 
 impl FrameBuilder {
@@ -111,6 +145,9 @@ impl FrameBuilder {
             rows: 0,
             bytes: 0,
             limits,
+            batches: Vec::new(),
+            batch_rows: 0,
+            batch_bytes: 0,
         }
     }
 
@@ -130,16 +167,81 @@ impl FrameBuilder {
                 self.limits.max_bytes
             )));
         }
+        self.batch_rows += 1;
+        self.batch_bytes += bytes;
+        if self.batch_rows >= BATCH_ROWS || self.batch_bytes >= BATCH_BYTES {
+            self.end_batch()?;
+        }
         Ok(())
     }
 
-    /// The finished frame.
-    pub(crate) fn finish(self) -> Result<DataFrame, ConnectorError> {
+    /// Turns the rows built so far into one batch and starts the next.
+    fn end_batch(&mut self) -> Result<(), ConnectorError> {
         let mut cols: Vec<Column> = Vec::with_capacity(self.data.len());
-        for (name, data) in self.names.into_iter().zip(self.data) {
-            cols.push(series(PlSmallStr::from_string(name), data)?.into_column());
+        for (name, data) in self.names.iter().zip(self.data.iter_mut()) {
+            let fresh = data.empty_like();
+            let full = std::mem::replace(data, fresh);
+            cols.push(series(PlSmallStr::from_str(name), full)?.into_column());
         }
-        DataFrame::new_infer_height(cols).map_err(|e| ConnectorError::Decode(e.to_string()))
+        let batch =
+            DataFrame::new_infer_height(cols).map_err(|e| ConnectorError::Decode(e.to_string()))?;
+        self.batches.push(batch);
+        self.batch_rows = 0;
+        self.batch_bytes = 0;
+        Ok(())
+    }
+
+    /// The finished frame: its batches, one after the other (not copied into one).
+    pub(crate) fn finish(mut self) -> Result<DataFrame, ConnectorError> {
+        if self.batch_rows > 0 || self.batches.is_empty() {
+            self.end_batch()?;
+        }
+        let mut batches = self.batches.into_iter();
+        let Some(mut frame) = batches.next() else {
+            return Err(ConnectorError::Decode("a result without columns".into()));
+        };
+        let rest: Vec<DataFrame> = batches.collect();
+        if rest.is_empty() {
+            return Ok(frame);
+        }
+        // Exact decimals take each batch's largest scale: every batch is brought to the
+        // column's largest, as one batch would have been.
+        let decimal_scales: Vec<(usize, usize)> = frame
+            .columns()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match c.dtype() {
+                DataType::Decimal(_, _) => {
+                    let scale = std::iter::once(&frame)
+                        .chain(&rest)
+                        .filter_map(|b| match b.columns().get(i).map(Column::dtype) {
+                            Some(DataType::Decimal(_, s)) => Some(*s),
+                            _ => None,
+                        })
+                        .max()
+                        .unwrap_or(0);
+                    Some((i, scale))
+                }
+                _ => None,
+            })
+            .collect();
+        let rescale = |mut b: DataFrame| -> Result<DataFrame, ConnectorError> {
+            for &(i, scale) in &decimal_scales {
+                let rescaled = b.columns()[i]
+                    .cast(&DataType::Decimal(38, scale))
+                    .map_err(|e| ConnectorError::Decode(e.to_string()))?;
+                b.replace_column(i, rescaled)
+                    .map_err(|e| ConnectorError::Decode(e.to_string()))?;
+            }
+            Ok(b)
+        };
+        frame = rescale(frame)?;
+        for b in rest {
+            frame
+                .vstack_mut_owned(rescale(b)?)
+                .map_err(|e| ConnectorError::Decode(e.to_string()))?;
+        }
+        Ok(frame)
     }
 }
 

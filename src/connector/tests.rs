@@ -416,3 +416,41 @@ fn credentials_assume_their_role_and_bad_roles_are_refused() {
         }
     });
 }
+
+#[test]
+fn results_arrive_in_batches_and_keep_every_value() {
+    // 600,000 rows: three batches of at most 262,144. The decimal column's scale grows in the
+    // later batches (0, then 12): every batch ends at the largest, as one batch would have.
+    rt().block_on(async {
+        let t = target(&pg_url());
+        let df = guarded(
+            &t,
+            "SELECT g, CASE WHEN g > 300000 THEN g::numeric / 8 ELSE g::numeric END AS d, \
+             CASE WHEN g % 3 = 0 THEN NULL ELSE 'v' || g END AS s \
+             FROM generate_series(1, 600000) AS g ORDER BY g",
+            QueryOptions::default(),
+        )
+        .await
+        .expect("query");
+        assert_eq!(df.height(), 600_000);
+        assert_eq!(df.first_col_n_chunks(), 3);
+        assert_eq!(
+            df.column("d").expect("d").dtype(),
+            &DataType::Decimal(38, 12)
+        );
+        let d = df
+            .column("d")
+            .expect("d")
+            .cast(&DataType::Float64)
+            .expect("cast");
+        let d = d.f64().expect("f64");
+        assert_eq!(d.get(4), Some(5.0));
+        assert_eq!(d.get(300_007), Some(300_008.0 / 8.0));
+        let s = df.column("s").expect("s").str().expect("str");
+        assert_eq!(s.null_count(), 200_000);
+        assert_eq!(s.get(599_999), None);
+        assert_eq!(s.get(599_998), Some("v599999"));
+        let g = df.column("g").expect("g").i32().expect("i32");
+        assert!(g.iter().enumerate().all(|(i, v)| v == Some(i as i32 + 1)));
+    });
+}
