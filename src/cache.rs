@@ -123,6 +123,14 @@ impl moka::Expiry<CacheKey, Arc<Entry>> for PerEntryTtl {
 pub(crate) struct ResultCache {
     inner: moka::future::Cache<CacheKey, Arc<Entry>>,
     hmac_key: Zeroizing<[u8; 32]>,
+    /// The largest result kept, bytes.
+    max_entry_bytes: u64,
+}
+
+/// Whether a result this size (in memory) fits under `max_entry_bytes` (the run child's
+/// check, which has the number but not the cache).
+pub(crate) fn keeps(frame: &polars::prelude::DataFrame, max_entry_bytes: u64) -> bool {
+    frame.estimated_size() as u64 <= max_entry_bytes
 }
 
 impl std::fmt::Debug for ResultCache {
@@ -144,8 +152,9 @@ pub(crate) enum Source {
 }
 
 impl ResultCache {
-    /// A cache holding at most `max_bytes` of rows, with a fresh random HMAC key.
-    pub(crate) fn new(max_bytes: u64) -> ResultCache {
+    /// A cache holding at most `max_bytes` of rows, results of at most `max_entry_bytes`
+    /// each, with a fresh random HMAC key.
+    pub(crate) fn new(max_bytes: u64, max_entry_bytes: u64) -> ResultCache {
         use rand::RngCore;
         let mut key = Zeroizing::new([0u8; 32]);
         rand::rngs::OsRng.fill_bytes(key.as_mut());
@@ -158,7 +167,19 @@ impl ResultCache {
                 .expire_after(PerEntryTtl)
                 .build(),
             hmac_key: key,
+            max_entry_bytes,
         }
+    }
+
+    /// The largest result kept, bytes.
+    pub(crate) fn max_entry_bytes(&self) -> u64 {
+        self.max_entry_bytes
+    }
+
+    /// Whether a result this size (in memory) is kept: a larger one is used by its run and
+    /// not encoded for the cache.
+    pub(crate) fn keeps(&self, frame: &polars::prelude::DataFrame) -> bool {
+        keeps(frame, self.max_entry_bytes)
     }
 
     /// The key for running `query` (normalised) with `credential`.
@@ -272,7 +293,7 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let cache = ResultCache::new(1 << 20);
+            let cache = ResultCache::new(1 << 20, 1 << 20);
             let calls = AtomicUsize::new(0);
             let q = "SELECT n FROM t";
             let load = |n: i64| {
@@ -330,7 +351,7 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let cache = Arc::new(ResultCache::new(1 << 20));
+            let cache = Arc::new(ResultCache::new(1 << 20, 1 << 20));
             let key = cache.key(&cred("alice", "pw"), "SELECT 1");
             let ttl = Duration::from_millis(300);
             let (_, s) = cache

@@ -214,3 +214,53 @@ async fn cli_inline_and_process_isolation_run_the_same_path() {
     inline.shutdown().await;
     process.shutdown().await;
 }
+
+/// Issue 20: a result larger than `[cache] max_entry_bytes` is used by its run and not kept
+/// (encoding it for the cache would take its size again in the run), inline and in a run
+/// child alike; a small result beside it is cached as before; concurrent runs of the large
+/// one each load it and all agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn issue20_results_too_large_for_the_cache_are_used_not_kept() {
+    let doc = serde_json::json!({"version": 1, "nodes": [
+        {"id": "big", "tool": "sql", "connection": "shop", "dialect": "sqlite",
+         "query": "SELECT id, customer_id, product_id, qty FROM orders ORDER BY id"},
+        {"id": "small", "tool": "sql", "connection": "shop", "dialect": "sqlite",
+         "query": "SELECT COUNT(*) AS n FROM orders"},
+        {"id": "o1", "tool": "output", "input": "big", "name": "big"},
+        {"id": "o2", "tool": "output", "input": "small", "name": "small"}]})
+    .to_string();
+    // 1,000 rows of four integer columns: 32 kB in memory; the count: 8 bytes.
+    let cache = "[cache]\nmax_entry_bytes = 4096\n";
+    let inline = Stack::start(4, &format!("[sandbox]\nisolation = \"inline\"\n{cache}"))
+        .await
+        .unwrap();
+    let process = Stack::start(4, &format!("{}{cache}", crate::util::sandboxed("")))
+        .await
+        .unwrap();
+    for (stack, place) in [(&inline, "inline"), (&process, "process")] {
+        let first = via_worker(stack, &doc).await;
+        assert_eq!(first.error, None, "{place}");
+        assert_eq!(first.cached, [false, false], "{place}");
+        let big = &first.outputs.iter().find(|(n, _)| n == "big").unwrap().1;
+        assert_eq!(big.height(), 1_000, "{place}");
+        let again = via_worker(stack, &doc).await;
+        assert_eq!(
+            again.cached,
+            [false, true],
+            "{place}: only the small result is kept"
+        );
+        let (a, b, c) = tokio::join!(
+            via_worker(stack, &doc),
+            via_worker(stack, &doc),
+            via_worker(stack, &doc)
+        );
+        for seen in [&again, &a, &b, &c] {
+            assert_eq!(seen.error, None, "{place}");
+            assert!(!seen.cached[0], "{place}");
+            let got = &seen.outputs.iter().find(|(n, _)| n == "big").unwrap().1;
+            assert!(got.equals_missing(big), "{place}");
+        }
+    }
+    inline.shutdown().await;
+    process.shutdown().await;
+}

@@ -297,6 +297,18 @@ pub(crate) struct CacheSection {
     /// Memory budget for all cached results, bytes.
     #[serde(default = "default_cache_bytes")]
     pub max_bytes: u64,
+    /// Largest result that is cached, bytes (its in-memory size; default: an eighth of
+    /// `max_bytes`). A larger one is used by its run and not kept: encoding it for the cache
+    /// would take its size again in the run, and it would push out most of the cache.
+    #[serde(default)]
+    pub max_entry_bytes: Option<u64>,
+}
+
+impl CacheSection {
+    /// [`CacheSection::max_entry_bytes`], defaulted.
+    pub(crate) fn entry_bytes(&self) -> u64 {
+        self.max_entry_bytes.unwrap_or(self.max_bytes / 8)
+    }
 }
 
 fn default_cache_ttl() -> u64 {
@@ -312,6 +324,7 @@ impl Default for CacheSection {
             ttl_secs: default_cache_ttl(),
             connection_ttl_secs: BTreeMap::new(),
             max_bytes: default_cache_bytes(),
+            max_entry_bytes: None,
         }
     }
 }

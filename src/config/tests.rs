@@ -406,3 +406,13 @@ fn the_engine_is_streaming_unless_configured_in_memory() {
     assert_eq!(e.0.len(), 1, "{e}");
     assert!(e.0[0].starts_with("limits.engine"), "{e}");
 }
+
+#[test]
+fn the_largest_cached_result_defaults_to_an_eighth_of_the_budget() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.cache.entry_bytes(), (256 << 20) / 8);
+    let c = parse(&(MINIMAL.to_owned() + "\n[cache]\nmax_bytes = 8000\n")).unwrap();
+    assert_eq!(c.cache.entry_bytes(), 1000);
+    let c = parse(&(MINIMAL.to_owned() + "\n[cache]\nmax_entry_bytes = 4096\n")).unwrap();
+    assert_eq!(c.cache.entry_bytes(), 4096);
+}

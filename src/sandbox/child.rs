@@ -457,7 +457,7 @@ const GLIBC_ARENAS: std::ffi::c_int = 2;
 /// connections already opened.
 fn perform<R: Read>(
     (task, limits, connections): Prepared,
-    _setup: &Setup,
+    setup: &Setup,
     pipe: &Rc<RefCell<Pipe<R>>>,
     fault: Option<Fault>,
     compiled: &Compiled,
@@ -473,6 +473,7 @@ fn perform<R: Read>(
         runtime: Some(runtime),
         compute_fault: super::fault::compute_phase(fault),
         compute_filter: compiled.compute.clone(),
+        cache_entry_max_bytes: setup.cache_entry_max_bytes,
     };
     let mut events = PipeEvents { pipe: pipe.clone() };
     crate::run::execute(

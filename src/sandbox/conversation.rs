@@ -229,15 +229,24 @@ async fn answer_need(
     }
     let key = CacheKey::new(fingerprint, &need.connection, &need.query);
     let own_failure: Mutex<Option<End>> = Mutex::new(None);
+    // The child has the rows but they are too large to keep: the load "fails" (nothing is
+    // cached; runs that waited for it query for themselves) and this run goes on.
+    let too_large = std::sync::atomic::AtomicBool::new(false);
     let loaded = {
         let load = async {
-            let rows = fetch_rows(stdin, frames, &node).await;
-            rows.map_err(|end| {
-                if let Ok(mut slot) = own_failure.lock() {
-                    *slot = Some(end);
+            match fetch_rows(stdin, frames, &node).await {
+                Ok(Some(rows)) => Ok(rows),
+                Ok(None) => {
+                    too_large.store(true, std::sync::atomic::Ordering::SeqCst);
+                    Err(LoadFailed)
                 }
-                LoadFailed
-            })
+                Err(end) => {
+                    if let Ok(mut slot) = own_failure.lock() {
+                        *slot = Some(end);
+                    }
+                    Err(LoadFailed)
+                }
+            }
         };
         task.cache.get_or_load(key, ttl, task.mode, load).await
     };
@@ -251,6 +260,7 @@ async fn answer_need(
             };
             send(stdin, to_child::Msg::Answer(cached)).await
         }
+        Err(_) if too_large.load(std::sync::atomic::Ordering::SeqCst) => Ok(()),
         Err(_) => match own_failure.lock().ok().and_then(|mut s| s.take()) {
             Some(end) => Err(end),
             None => {
@@ -268,15 +278,19 @@ async fn answer_need(
 #[derive(Debug)]
 struct LoadFailed;
 
-/// Has the child run a query and send the rows back, as the cache keeps them.
+/// Has the child run a query and send the rows back, as the cache keeps them (`None`: the
+/// child kept rows too large for the cache).
 async fn fetch_rows(
     stdin: &mut pipe::Sender,
     frames: &mut Frames,
     node: &str,
-) -> Result<Rows, End> {
+) -> Result<Option<Rows>, End> {
     let loaded = fetch(stdin, frames, node, true).await?;
-    Ok(Rows {
+    if loaded.too_large_to_cache {
+        return Ok(None);
+    }
+    Ok(Some(Rows {
         ipc: loaded.arrow_ipc,
         rows: loaded.rows,
-    })
+    }))
 }

@@ -20,6 +20,8 @@ pub(crate) struct Provisions<'a> {
     pub(crate) transport_key: &'a [u8],
     /// The cache's fingerprint key.
     pub(crate) fingerprint_key: &'a [u8],
+    /// The largest result the cache keeps, bytes.
+    pub(crate) cache_entry_max_bytes: u64,
     /// How old a sealed credential may be.
     pub(crate) credential_ttl: Duration,
     /// The run's limits.
@@ -61,6 +63,7 @@ pub(super) fn setup(task: &Task, p: Provisions<'_>) -> pb::Setup {
             .collect(),
         credential_ttl_secs: p.credential_ttl.as_secs(),
         fingerprint_key: p.fingerprint_key.to_vec(),
+        cache_entry_max_bytes: p.cache_entry_max_bytes,
         query_timeout_ms: u64::try_from(p.limits.query.timeout.as_millis()).unwrap_or(u64::MAX),
         max_rows: p.limits.query.limits.max_rows as u64,
         // The daemon alone enforces the run's deadline (SIGTERM, then SIGKILL), so that a

@@ -85,6 +85,8 @@ pub(super) struct PipeSource<R: Read> {
     pub(super) compute_fault: fn(),
     /// The compute phase's seccomp filter (built once by the template).
     pub(super) compute_filter: seccompiler::BpfProgram,
+    /// The largest result the daemon's cache keeps: a larger one is not sent back.
+    pub(super) cache_entry_max_bytes: u64,
 }
 
 impl<R: Read> PipeSource<R> {
@@ -132,7 +134,11 @@ impl<R: Read> InputSource for PipeSource<R> {
                     .runtime()?
                     .block_on(until_stopped(control, call))
                     .map_err(|s| s.into_failure(Some(need.node)))?;
-                let arrow_ipc = if send_back {
+                // Encoding a result for the cache takes its size again: only what the cache
+                // keeps is sent back.
+                let too_large =
+                    send_back && !crate::cache::keeps(&frame, self.cache_entry_max_bytes);
+                let arrow_ipc = if send_back && !too_large {
                     Bytes::from(to_ipc(&mut frame)?)
                 } else {
                     Bytes::new()
@@ -143,6 +149,7 @@ impl<R: Read> InputSource for PipeSource<R> {
                         node: need.node.to_owned(),
                         rows: frame.height() as u64,
                         arrow_ipc,
+                        too_large_to_cache: too_large,
                     }))?;
                 Ok(Input {
                     frame,

@@ -37,13 +37,16 @@ fn from_child_msg() -> impl Strategy<Value = from_child::Msg> {
                 query,
             })
         }),
-        (text(), any::<u64>(), bytes()).prop_map(|(node, rows, arrow_ipc)| {
-            from_child::Msg::Loaded(pb::Loaded {
-                node,
-                rows,
-                arrow_ipc: arrow_ipc.into(),
-            })
-        }),
+        (text(), any::<u64>(), bytes(), any::<bool>()).prop_map(
+            |(node, rows, arrow_ipc, too_large_to_cache)| {
+                from_child::Msg::Loaded(pb::Loaded {
+                    node,
+                    rows,
+                    arrow_ipc: arrow_ipc.into(),
+                    too_large_to_cache,
+                })
+            }
+        ),
         (text(), text(), any::<bool>(), any::<Option<u64>>()).prop_map(
             |(node, tool, finished, rows)| from_child::Msg::Progress(pb::Progress {
                 node,

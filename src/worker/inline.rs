@@ -55,6 +55,14 @@ impl InputSource for CacheSource {
         let own_error: Mutex<Option<ConnectorError>> = Mutex::new(None);
         let load = async {
             match Self::query(&need).await {
+                // Too large to keep: this run uses it, nobody caches it (the load "fails"
+                // with the frame kept aside; runs that waited for it query for themselves).
+                Ok(frame) if !self.cache.keeps(&frame) => {
+                    if let Ok(mut slot) = fresh.lock() {
+                        *slot = Some(frame);
+                    }
+                    Err(LoadFailed)
+                }
                 Ok(mut frame) => {
                     let rows = Rows::encode(&mut frame).map_err(|_| LoadFailed)?;
                     if let Ok(mut slot) = fresh.lock() {
@@ -89,14 +97,19 @@ impl InputSource for CacheSource {
                 })
             }
             Err(Stopped::Stopped(e)) => Err(TaskFailure::Engine(e)),
-            Err(Stopped::Failed(_)) => match take(&own_error) {
-                Some(error) => Err(TaskFailure::Query {
+            Err(Stopped::Failed(_)) => match (take(&fresh), take(&own_error)) {
+                // Loaded here, too large to keep.
+                (Some(frame), _) => Ok(Input {
+                    frame,
+                    cached: false,
+                }),
+                (None, Some(error)) => Err(TaskFailure::Query {
                     node: Some(need.node.to_owned()),
                     error,
                 }),
-                // Another run's load of this input failed: load it here instead of inheriting
-                // a failure that is not this run's.
-                None => {
+                // Another run's load of this input failed (or was too large to keep): load it
+                // here instead of inheriting a failure that is not this run's.
+                (None, None) => {
                     let frame = self
                         .handle
                         .block_on(until_stopped(control, Self::query(&need)))

@@ -75,7 +75,10 @@ impl Worker {
     pub(crate) fn new(config: Config, verifier: Verifier, hub: HubClient) -> Worker {
         let capacity = config.worker.capacity as usize;
         Worker {
-            cache: Arc::new(ResultCache::new(config.cache.max_bytes)),
+            cache: Arc::new(ResultCache::new(
+                config.cache.max_bytes,
+                config.cache.entry_bytes(),
+            )),
             verifier,
             hub,
             slots: Arc::new(Semaphore::new(capacity)),
@@ -123,6 +126,10 @@ impl Worker {
             (
                 "cache.max_bytes",
                 old.cache.max_bytes != new.cache.max_bytes,
+            ),
+            (
+                "cache.max_entry_bytes",
+                old.cache.entry_bytes() != new.cache.entry_bytes(),
             ),
         ] {
             if changed {
@@ -410,6 +417,7 @@ impl Worker {
                         sealed,
                         transport_key: self.hub.transport_key().text(),
                         fingerprint_key: self.cache.fingerprint_key(),
+                        cache_entry_max_bytes: self.cache.max_entry_bytes(),
                         credential_ttl: Duration::from_secs(config.tokens.credential_ttl_secs),
                         limits,
                         now: crate::token::now(),
