@@ -174,6 +174,7 @@ pub(crate) async fn execute(
             workflow_json,
             bypass_cache: false,
             update_cache: false,
+            params_json: String::new(),
         })
         .await
         .map_err(|s| refused("Execute", url, &s))?

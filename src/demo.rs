@@ -339,6 +339,7 @@ async fn try_execute(
         workflow_json: doc.to_owned(),
         bypass_cache: false,
         update_cache: false,
+        params_json: String::new(),
     };
     let mut stream = client.execute(req).await?.into_inner();
     while let Some(e) = stream.message().await? {
@@ -364,6 +365,7 @@ async fn execute(
         workflow_json: doc.to_owned(),
         bypass_cache: false,
         update_cache: false,
+        params_json: String::new(),
     };
     let mut stream = client
         .execute(req)

@@ -33,6 +33,7 @@ fn request(token: &hubworker::secret::Secret, doc: &str) -> ExecuteRequest {
         workflow_json: doc.to_owned(),
         bypass_cache: false,
         update_cache: false,
+        params_json: String::new(),
     }
 }
 
@@ -166,6 +167,7 @@ async fn validate_is_budgeted_per_token_and_bounded_off_the_runtime() {
     let validate = |token: &hubworker::secret::Secret, doc: &str| ValidateRequest {
         token: token.expose().to_owned(),
         workflow_json: doc.to_owned(),
+        params_json: String::new(),
     };
 
     // Three validations per token; the fourth is refused with its code.
@@ -223,6 +225,7 @@ async fn validate_is_budgeted_per_token_and_bounded_off_the_runtime() {
                 .validate(ValidateRequest {
                     token: token.expose().to_owned(),
                     workflow_json: doc,
+                    params_json: String::new(),
                 })
                 .await
         }));

@@ -215,6 +215,7 @@ async fn a_fleet_member_notifies_systemd_rotates_keys_on_sighup_and_drains_on_si
         workflow_json: long.clone(),
         bypass_cache: false,
         update_cache: false,
+        params_json: String::new(),
     });
     quick.set_timeout(Duration::from_millis(500));
     let mut s = c.execute(quick).await.unwrap().into_inner();
@@ -264,6 +265,7 @@ async fn a_fleet_member_notifies_systemd_rotates_keys_on_sighup_and_drains_on_si
             workflow_json: long.clone(),
             bypass_cache: false,
             update_cache: false,
+            params_json: String::new(),
         })
         .await
         .unwrap()

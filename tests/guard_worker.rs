@@ -148,6 +148,7 @@ async fn the_mysql_comment_bypass_is_refused_and_never_served_from_the_cache() {
             .validate(ValidateRequest {
                 token: token.expose().to_owned(),
                 workflow_json: attack.clone(),
+                params_json: String::new(),
             })
             .await
             .unwrap()

@@ -585,6 +585,7 @@ async fn a_healthy_run_beside_the_attacks() {
             workflow_json: doc.into(),
             bypass_cache: false,
             update_cache: false,
+            params_json: String::new(),
         })
         .await
         .unwrap()

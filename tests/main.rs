@@ -85,3 +85,6 @@ mod operator_cli;
 /// Issue 20: a query result larger than the engine could hold twice runs on the streaming
 /// engine under a 1 GiB limit; the in-memory engine runs out.
 mod larger_than_memory;
+
+/// Issue 21, first step: declared run parameters; values checked before redemption.
+mod params;

@@ -33,6 +33,7 @@ fn request(token: &str, doc: &str) -> ExecuteRequest {
         workflow_json: doc.to_owned(),
         bypass_cache: false,
         update_cache: false,
+        params_json: String::new(),
     }
 }
 

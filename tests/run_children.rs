@@ -55,6 +55,7 @@ async fn execute(mut client: WorkerClient<Channel>, token: String, doc: String) 
         workflow_json: doc,
         bypass_cache: false,
         update_cache: false,
+        params_json: String::new(),
     };
     let mut stream = client.execute(req).await.unwrap().into_inner();
     let mut ipc = Vec::new();
@@ -179,6 +180,7 @@ async fn run_children_outlive_threads_and_their_deaths_are_crashes_without_zombi
                     .validate(ValidateRequest {
                         token: token.expose().to_owned(),
                         workflow_json: doc,
+                        params_json: String::new(),
                     })
                     .await
                     .map(|r| r.into_inner().valid)

@@ -42,6 +42,7 @@ pub(crate) async fn execute(stack: &Stack, doc: &str, connections: &[&str]) -> E
         workflow_json: doc.to_owned(),
         bypass_cache: true,
         update_cache: false,
+        params_json: String::new(),
     };
     let mut stream = client.execute(req).await.unwrap().into_inner();
     let mut ipc: Vec<(String, Vec<u8>)> = Vec::new();
@@ -455,6 +456,7 @@ async fn a_credential_never_exists_in_the_daemons_memory() {
             // Every run opens the credential (no cache hits).
             bypass_cache: true,
             update_cache: false,
+            params_json: String::new(),
         };
         let mut stream = client.execute(req).await.unwrap().into_inner();
         let mut finished = false;

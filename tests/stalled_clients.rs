@@ -50,6 +50,7 @@ fn request(token: &hubworker::secret::Secret, doc: &str) -> ExecuteRequest {
         workflow_json: doc.to_owned(),
         bypass_cache: true,
         update_cache: false,
+        params_json: String::new(),
     }
 }
 

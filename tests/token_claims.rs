@@ -44,6 +44,7 @@ async fn run(stack: &Stack, token: &str) -> Result<(i64, i64), (Code, String)> {
             workflow_json: DOC.into(),
             bypass_cache: true,
             update_cache: false,
+            params_json: String::new(),
         })
         .await
         .map_err(refused)?

@@ -112,6 +112,7 @@ pub(crate) async fn run_to_end(
         workflow_json: doc.to_owned(),
         bypass_cache: false,
         update_cache: false,
+        params_json: String::new(),
     };
     let mut stream = match c.execute(req).await {
         Ok(s) => s.into_inner(),

@@ -32,6 +32,7 @@ fn req(token: &hubworker::secret::Secret, doc: &str) -> ExecuteRequest {
         workflow_json: doc.to_owned(),
         bypass_cache: false,
         update_cache: false,
+        params_json: String::new(),
     }
 }
 
@@ -366,6 +367,7 @@ async fn validate_inspect_preview_status_health_and_reflection() {
         .validate(ValidateRequest {
             token: t.expose().to_owned(),
             workflow_json: REVENUE.into(),
+            params_json: String::new(),
         })
         .await
         .unwrap()
@@ -385,6 +387,7 @@ async fn validate_inspect_preview_status_health_and_reflection() {
         .validate(ValidateRequest {
             token: t.expose().to_owned(),
             workflow_json: bad.clone(),
+            params_json: String::new(),
         })
         .await
         .unwrap()
@@ -818,6 +821,7 @@ async fn issue16_integers_beyond_2_pow_53_are_refused_by_the_worker() {
         .validate(ValidateRequest {
             token: t.expose().to_owned(),
             workflow_json: attack,
+            params_json: String::new(),
         })
         .await
         .unwrap_err();

@@ -45,6 +45,7 @@ pub async fn dispatch_once(stack: &Stack, bypass_cache: bool) -> Result<Finished
         workflow_json: TINY.to_owned(),
         bypass_cache,
         update_cache: false,
+        params_json: String::new(),
     };
     let mut stream = client
         .execute(req)

@@ -290,9 +290,10 @@ impl Worker {
         &self,
         token: &str,
         doc: &str,
+        params: &str,
         consume: bool,
     ) -> Result<(Verified, Workflow), RunFailure> {
-        let checked = self.check_inner(token, doc, consume);
+        let checked = self.check_inner(token, doc, params, consume);
         if let Err(f) = &checked {
             self.record_refusal(f, token);
         }
@@ -305,11 +306,12 @@ impl Worker {
         self: &Arc<Self>,
         token: String,
         doc: String,
+        params: String,
         consume: bool,
     ) -> Result<(Verified, Workflow), RunFailure> {
         self.learn_kid_of(&token).await;
         let worker = self.clone();
-        tokio::task::spawn_blocking(move || worker.check(&token, &doc, consume))
+        tokio::task::spawn_blocking(move || worker.check(&token, &doc, &params, consume))
             .await
             .map_err(|_| RunFailure::Internal)?
     }
@@ -318,6 +320,7 @@ impl Worker {
         &self,
         token: &str,
         doc: &str,
+        params: &str,
         consume: bool,
     ) -> Result<(Verified, Workflow), RunFailure> {
         let hash = workflow::workflow_sha256(doc).map_err(RunFailure::BadWorkflowDocument)?;
@@ -330,6 +333,9 @@ impl Worker {
         };
         self.verifier.verify(token, &first, now)?;
         let wf = workflow::validate(doc).map_err(RunFailure::InvalidWorkflow)?;
+        // The run's parameter values, checked before anything is redeemed.
+        let _bound = workflow::params::bind_text(wf.params(), params)
+            .map_err(|p| RunFailure::InvalidParams(workflow::Problems(p)))?;
         let connections = wf.connections();
         let full = Expect {
             scope: Scope::Run,

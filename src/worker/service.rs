@@ -70,7 +70,7 @@ impl WorkerApi for WorkerService {
         let slot = worker.slot().map_err(|f| to_status(&f))?;
         let checking = Instant::now();
         let (verified, wf) = worker
-            .check_off_runtime(req.token, req.workflow_json, true)
+            .check_off_runtime(req.token, req.workflow_json, req.params_json, true)
             .await
             .map_err(|f| to_status(&f))?;
         let check_us = checking.elapsed().as_micros() as u64;
@@ -114,7 +114,7 @@ impl WorkerApi for WorkerService {
         let req = request.into_inner();
         let validated = self
             .worker
-            .validate(req.token, req.workflow_json)
+            .validate(req.token, req.workflow_json, req.params_json)
             .await
             .map_err(|f| to_status(&f))?;
         Ok(Response::new(match validated {

@@ -28,6 +28,9 @@ pub(crate) enum RunFailure {
     /// The workflow has problems.
     #[error("the workflow is invalid: {0}")]
     InvalidWorkflow(Problems),
+    /// The run's parameter values do not fit the workflow's declarations.
+    #[error("the run's parameters are refused: {0}")]
+    InvalidParams(Problems),
     /// Redeeming failed.
     #[error("{0}")]
     Hub(HubCallError),
@@ -68,6 +71,9 @@ impl RunFailure {
             // A document over the size limit has always been answered as `invalid_json` here.
             RunFailure::BadWorkflowDocument(_) => "invalid_json".into(),
             RunFailure::InvalidWorkflow(_) => "invalid_workflow".into(),
+            // The first problem's code (`missing_param`, `param_type`, ...); all are listed in
+            // the message.
+            RunFailure::InvalidParams(p) => p.0.first().map_or("invalid_params", |p| p.code).into(),
             RunFailure::Hub(e) => e.code(),
             RunFailure::Task(f) => f.code(),
             RunFailure::Sandbox(e) => e.code().into(),
@@ -100,9 +106,9 @@ impl RunFailure {
                 | crate::token::Reason::WorkflowMismatch => Code::PermissionDenied,
                 _ => Code::Unauthenticated,
             },
-            RunFailure::BadWorkflowDocument(_) | RunFailure::InvalidWorkflow(_) => {
-                Code::InvalidArgument
-            }
+            RunFailure::BadWorkflowDocument(_)
+            | RunFailure::InvalidWorkflow(_)
+            | RunFailure::InvalidParams(_) => Code::InvalidArgument,
             RunFailure::Hub(HubCallError::Refused {
                 reason: HubReason::AlreadyRedeemed,
                 ..

@@ -112,6 +112,7 @@ impl Worker {
         self: &Arc<Self>,
         token: String,
         doc: String,
+        params: String,
     ) -> Result<Validated, RunFailure> {
         self.learn_kid_of(&token).await;
         let now = crate::token::now();
@@ -134,9 +135,11 @@ impl Worker {
         let worker = self.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            match worker.check(&token, &doc, false) {
+            match worker.check(&token, &doc, &params, false) {
                 Ok((_, wf)) => Ok(Validated::Valid(Box::new(wf))),
-                Err(RunFailure::InvalidWorkflow(problems)) => Ok(Validated::Invalid {
+                Err(
+                    RunFailure::InvalidWorkflow(problems) | RunFailure::InvalidParams(problems),
+                ) => Ok(Validated::Invalid {
                     sha256: crate::workflow::workflow_sha256(&doc).unwrap_or_default(),
                     problems,
                 }),

@@ -8,6 +8,7 @@
 //! - `model`: the document's top level and shared types (and the JSON Schema generated from
 //!   them and the tools' fields);
 //! - `parse`: text → nodes, every problem of every node;
+//! - `params`: declared run parameters and one run's values checked against them;
 //! - `validate`: the graph (references, cycles, depth, result names), each tool's checks;
 //! - `predict`: each node's output schema without data, tool by tool;
 //! - `plan`: what a tool compiles and builds (shared by prediction and execution);
@@ -22,6 +23,7 @@ mod engine;
 pub(crate) mod exec;
 pub(crate) mod hash;
 pub(crate) mod model;
+pub(crate) mod params;
 pub(crate) mod parse;
 mod plan;
 mod predict;

@@ -88,6 +88,11 @@ impl ColumnType {
 pub(crate) struct Document {
     /// Format version: 1.
     pub(crate) version: u64,
+    /// Run parameters: name (a letter or `_`, then letters, digits and `_`) -> declaration.
+    /// A run brings their values beside the document; queries and expressions refer to them
+    /// (issue 21: being built).
+    #[serde(default)]
+    pub(crate) params: Option<std::collections::BTreeMap<String, super::params::Declaration>>,
     /// The tools; inputs refer to other nodes by id (`ID`, or `ID.true` / `ID.false` for a
     /// filter's outputs).
     pub(crate) nodes: Vec<NodeDoc>,

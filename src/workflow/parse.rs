@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::hash::{self, HashError};
 use super::model::VERSION;
+use super::params::Params;
 use super::problem::Problem;
 use super::tools::Tool;
 
@@ -38,10 +39,10 @@ pub(crate) fn is_valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// Parses the document. Returns the nodes that parsed (in document order) and every problem
-/// found; a node with problems is left out. A document that is not even a workflow (bad JSON,
+/// Parses the document. Returns the nodes that parsed (in document order), the sound
+/// parameter declarations and every problem found; a node with problems is left out. A document that is not even a workflow (bad JSON,
 /// wrong version, too many nodes) returns no nodes.
-pub(crate) fn parse(doc: &str) -> (Vec<Node>, Vec<Problem>) {
+pub(crate) fn parse(doc: &str) -> (Vec<Node>, Params, Vec<Problem>) {
     let mut problems = Vec::new();
     let value = match hash::parse_strict(doc) {
         Ok(v) => v,
@@ -52,7 +53,7 @@ pub(crate) fn parse(doc: &str) -> (Vec<Node>, Vec<Problem>) {
                 HashError::NumberOutOfRange(_) => "number_out_of_range",
             };
             problems.push(Problem::new(None, "", code, e.to_string()));
-            return (Vec::new(), problems);
+            return (Vec::new(), Params::new(), problems);
         }
     };
     let Value::Object(mut top) = value else {
@@ -62,15 +63,15 @@ pub(crate) fn parse(doc: &str) -> (Vec<Node>, Vec<Problem>) {
             "invalid_value",
             "a workflow is a JSON object {\"version\": 1, \"nodes\": [...]}",
         ));
-        return (Vec::new(), problems);
+        return (Vec::new(), Params::new(), problems);
     };
     for key in top.keys() {
-        if key != "version" && key != "nodes" {
+        if key != "version" && key != "nodes" && key != "params" {
             problems.push(Problem::new(
                 None,
                 key.as_str(),
                 "unknown_field",
-                format!("unknown field `{key}`, expected `version` or `nodes`"),
+                format!("unknown field `{key}`, expected `version`, `params` or `nodes`"),
             ));
         }
     }
@@ -89,6 +90,10 @@ pub(crate) fn parse(doc: &str) -> (Vec<Node>, Vec<Problem>) {
             "missing field `version`",
         )),
     }
+    let params = match top.remove("params") {
+        Some(raw) => super::params::declarations(&raw, &mut problems),
+        None => Params::new(),
+    };
     let nodes = match top.remove("nodes") {
         Some(Value::Array(nodes)) => nodes,
         Some(_) => {
@@ -98,7 +103,7 @@ pub(crate) fn parse(doc: &str) -> (Vec<Node>, Vec<Problem>) {
                 "invalid_value",
                 "`nodes` must be an array",
             ));
-            return (Vec::new(), problems);
+            return (Vec::new(), Params::new(), problems);
         }
         None => {
             problems.push(Problem::new(
@@ -107,7 +112,7 @@ pub(crate) fn parse(doc: &str) -> (Vec<Node>, Vec<Problem>) {
                 "missing_field",
                 "missing field `nodes`",
             ));
-            return (Vec::new(), problems);
+            return (Vec::new(), Params::new(), problems);
         }
     };
     if nodes.len() > MAX_NODES {
@@ -120,10 +125,10 @@ pub(crate) fn parse(doc: &str) -> (Vec<Node>, Vec<Problem>) {
                 nodes.len()
             ),
         ));
-        return (Vec::new(), problems);
+        return (Vec::new(), Params::new(), problems);
     }
     if !problems.is_empty() {
-        return (Vec::new(), problems);
+        return (Vec::new(), Params::new(), problems);
     }
 
     let mut seen = HashSet::with_capacity(nodes.len());
@@ -133,7 +138,7 @@ pub(crate) fn parse(doc: &str) -> (Vec<Node>, Vec<Problem>) {
             out.push(node);
         }
     }
-    (out, problems)
+    (out, params, problems)
 }
 
 fn parse_node(

@@ -23,6 +23,7 @@ pub(crate) struct Workflow {
     sha256: String,
     predicted: Vec<Option<SchemaRef>>,
     source: std::sync::Arc<str>,
+    params: super::params::Params,
 }
 
 /// One validated node.
@@ -45,6 +46,11 @@ impl Workflow {
     /// The canonical hash (64 lowercase hex digits) server tokens are bound to.
     pub(crate) fn sha256(&self) -> &str {
         &self.sha256
+    }
+
+    /// The declared parameters, by name.
+    pub(crate) fn params(&self) -> &super::params::Params {
+        &self.params
     }
 
     /// The document it was validated from (a sandboxed run child validates it again).
@@ -84,7 +90,7 @@ impl Workflow {
 
 /// Validates a workflow document completely.
 pub(crate) fn validate(doc: &str) -> Result<Workflow, Problems> {
-    let (nodes, mut problems) = parse::parse(doc);
+    let (nodes, params, mut problems) = parse::parse(doc);
     if nodes.is_empty() && !problems.is_empty() {
         return Err(Problems(problems));
     }
@@ -162,6 +168,7 @@ pub(crate) fn validate(doc: &str) -> Result<Workflow, Problems> {
         sha256,
         predicted,
         source: doc.into(),
+        params,
     })
 }
 
