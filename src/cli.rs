@@ -207,6 +207,14 @@ struct ValidateArgs {
     /// Print one JSON object (problems, schemas, hash) instead of text.
     #[arg(long)]
     json: bool,
+    /// A run parameter's value, checked as the worker would (`NAME=VALUE`; the value is
+    /// read by the declared type: text for `str`, JSON for the rest, e.g. `5`, `true`,
+    /// `[1,2]`, `2024-01-31`). Repeat per parameter.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// A JSON object of run parameter values (`--param` overrides its entries).
+    #[arg(long = "params", value_name = "FILE")]
+    params_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -260,7 +268,12 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         }) => check_sql(dialect, sql, jsonl),
         Command::Eval(args) => eval(args),
         Command::Query(args) => query(args),
-        Command::Validate(args) => crate::workflow_cli::validate(&args.workflow, args.json),
+        Command::Validate(args) => crate::workflow_cli::validate(
+            &args.workflow,
+            args.json,
+            &args.params,
+            args.params_file.as_deref(),
+        ),
         Command::Run(args) => crate::workflow_cli::run(&crate::workflow_cli::RunOptions {
             workflow: args.workflow,
             connections: args.connections,

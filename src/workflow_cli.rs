@@ -50,9 +50,31 @@ fn read_doc(path: &Path) -> Result<String, Error> {
 }
 
 /// `hubworker validate`: exit 0 and the hash as the last line, or exit 1 and every problem.
-pub(crate) fn validate(path: &Path, as_json: bool) -> Result<u8, Error> {
+/// With `--param`/`--params`, the values are checked against the declarations too.
+pub(crate) fn validate(
+    path: &Path,
+    as_json: bool,
+    params: &[String],
+    params_file: Option<&Path>,
+) -> Result<u8, Error> {
     let doc = read_doc(path)?;
-    let result = workflow::validate(&doc);
+    let mut result = workflow::validate(&doc);
+    if let Ok(wf) = &result
+        && (!params.is_empty() || params_file.is_some())
+    {
+        let file = match params_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?,
+            ),
+            None => None,
+        };
+        let checked = workflow::params::cli_values(wf.params(), file.as_deref(), params)
+            .and_then(|values| workflow::params::bind(wf.params(), &values));
+        if let Err(problems) = checked {
+            result = Err(workflow::Problems(problems));
+        }
+    }
     let mut out = std::io::stdout().lock();
     if as_json {
         let value = match &result {

@@ -139,3 +139,76 @@ async fn issue21_parameter_values_are_checked_before_the_token_is_redeemed() {
     assert_eq!(reason(&e), "token_replayed");
     stack.shutdown().await;
 }
+
+#[test]
+fn issue21_hubworker_validate_checks_values_given_with_param_and_params() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = doc();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    // Without values, the document alone is validated.
+    let out = crate::util::run(&["validate", "-"], &doc, dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let out = crate::util::run(
+        &[
+            "validate",
+            "-",
+            "--param",
+            "region=SECRET-west-1234",
+            "--param",
+            "limit=11",
+            "--param",
+            "since=yesterday",
+        ],
+        &doc,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    for code in ["[param_choice]", "[param_out_of_range]", "[param_type]"] {
+        assert!(stdout.contains(code), "{code}: {stdout}");
+    }
+    assert!(stdout.ends_with("invalid: 3 problems\n"), "{stdout}");
+    assert!(!stdout.contains("SECRET"), "a value was echoed: {stdout}");
+
+    // A file of values, a --param over it; values typed by their declaration.
+    let file = dir.path().join("params.json");
+    std::fs::write(&file, r#"{"region": "north", "limit": 99}"#).unwrap();
+    let ok = crate::util::run(
+        &[
+            "validate",
+            "-",
+            "--params",
+            file.to_str().unwrap(),
+            "--param",
+            "limit=3",
+            "--param",
+            "since=2024-02-29",
+        ],
+        &doc,
+        dir.path(),
+    );
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stdout));
+    assert!(
+        text(&ok.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    let out = crate::util::run(
+        &[
+            "validate",
+            "--json",
+            "-",
+            "--params",
+            file.to_str().unwrap(),
+        ],
+        &doc,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["problems"][0]["field"], "params.limit");
+    assert_eq!(v["problems"][0]["code"], "param_out_of_range");
+}

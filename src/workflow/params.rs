@@ -459,34 +459,6 @@ fn declaration(at: &str, d: &Declaration, problems: &mut Vec<Problem>) -> Option
     Some(param)
 }
 
-/// Largest parameter object a run brings, bytes of JSON.
-pub(crate) const MAX_PARAMS_BYTES: usize = 1 << 20;
-
-/// [`bind`] from a run's JSON text (empty: no values). The text is read strictly, as a
-/// workflow is (I-JSON: exact integers, no duplicate names).
-pub(crate) fn bind_text(params: &Params, text: &str) -> Result<Bound, Vec<Problem>> {
-    let refuse = |code: &'static str, why: String| vec![Problem::new(None, "params", code, why)];
-    if text.trim().is_empty() {
-        return bind(params, &Json::Null);
-    }
-    if text.len() > MAX_PARAMS_BYTES {
-        return Err(refuse(
-            "limit_exceeded",
-            format!(
-                "the parameters are {} bytes of JSON; the limit is {MAX_PARAMS_BYTES}",
-                text.len()
-            ),
-        ));
-    }
-    let value = super::hash::parse_strict(text).map_err(|e| {
-        refuse(
-            e.code(),
-            "the run's parameters are not a valid JSON object".into(),
-        )
-    })?;
-    bind(params, &value)
-}
-
 /// One run's values (`{}` or `null` when it brings none), checked against `params`: unknown
 /// names, missing required values, wrong types and broken constraints, all at once.
 pub(crate) fn bind(params: &Params, values: &Json) -> Result<Bound, Vec<Problem>> {
@@ -550,6 +522,10 @@ pub(crate) fn bind(params: &Params, values: &Json) -> Result<Bound, Vec<Problem>
         Err(problems)
     }
 }
+
+#[path = "params_text.rs"]
+mod text;
+pub(crate) use text::{bind_text, cli_values};
 
 #[cfg(test)]
 #[path = "tests_params.rs"]
