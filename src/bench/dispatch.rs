@@ -28,6 +28,18 @@ pub(crate) struct DispatchBenchArgs {
     /// Skip the result cache (every run queries SQLite).
     #[arg(long)]
     pub bypass_cache: bool,
+    /// The Polars engine both workers run on (`[limits] engine`).
+    #[arg(long, value_enum, default_value_t = EngineArg::Streaming)]
+    pub engine: EngineArg,
+}
+
+/// `--engine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum EngineArg {
+    /// Polars' streaming engine (the default).
+    Streaming,
+    /// Polars' in-memory engine.
+    InMemory,
 }
 
 /// The tiny workflow: one query, one formula, one output.
@@ -183,17 +195,31 @@ pub(crate) fn run(args: &DispatchBenchArgs) -> Result<String, Error> {
         }
         spawn.sort_by(f64::total_cmp);
 
-        let process = measure(Arc::new(Stack::start(capacity, "").await?), args).await?;
+        let engine = match args.engine {
+            EngineArg::Streaming => "[limits]\nengine = \"streaming\"\n",
+            EngineArg::InMemory => "[limits]\nengine = \"in-memory\"\n",
+        };
+        let process = measure(Arc::new(Stack::start(capacity, engine).await?), args).await?;
         let inline = measure(
-            Arc::new(Stack::start(capacity, "[sandbox]\nisolation = \"inline\"\n").await?),
+            Arc::new(
+                Stack::start(
+                    capacity,
+                    &format!("[sandbox]\nisolation = \"inline\"\n{engine}"),
+                )
+                .await?,
+            ),
             args,
         )
         .await?;
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "dispatch benchmark: tiny workflow (1 query, 1 formula, 8 rows) via reference Hub token + gRPC Execute on loopback{}",
-            if args.bypass_cache { ", cache bypassed" } else { ", inputs from the cache after the first run" }
+            "dispatch benchmark: tiny workflow (1 query, 1 formula, 8 rows) via reference Hub token + gRPC Execute on loopback{}, {} engine",
+            if args.bypass_cache { ", cache bypassed" } else { ", inputs from the cache after the first run" },
+            match args.engine {
+                EngineArg::Streaming => "streaming",
+                EngineArg::InMemory => "in-memory",
+            }
         );
         render(&mut out, "process (sandboxed)", &process, args.concurrency, args.per_client);
         render(&mut out, "inline (baseline)  ", &inline, args.concurrency, args.per_client);
