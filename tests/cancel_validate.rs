@@ -15,17 +15,9 @@ use hubworker::proto::{
 };
 
 use crate::daemon::Daemon;
-use crate::util::{cross_join, sandboxed};
+use crate::util::{cross_join, reason, sandboxed};
 
 const REVENUE: &str = include_str!("../examples/revenue_by_region.json");
-
-fn reason(s: &tonic::Status) -> String {
-    s.metadata()
-        .get("hubworker-reason")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
-}
 
 fn request(token: &hubworker::secret::Secret, doc: &str) -> ExecuteRequest {
     ExecuteRequest {

@@ -9,15 +9,7 @@
 use hubworker::demo::Stack;
 use hubworker::proto::{ExecuteRequest, ValidateRequest, execute_event::Event};
 
-use crate::util::sandboxed;
-
-fn reason(s: &tonic::Status) -> String {
-    s.metadata()
-        .get("hubworker-reason")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
-}
+use crate::util::{reason, sandboxed};
 
 fn doc() -> String {
     serde_json::json!({"version": 1,

@@ -134,3 +134,12 @@ pub(crate) async fn run_to_end(
     }
     Err("no end".into())
 }
+
+/// The stable reason code a worker or Hub puts in a refused call's `hubworker-reason` metadata.
+pub(crate) fn reason(s: &tonic::Status) -> String {
+    s.metadata()
+        .get("hubworker-reason")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}

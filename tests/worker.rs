@@ -16,6 +16,8 @@ use hubworker::proto::{
 };
 use polars::prelude::*;
 
+use crate::util::reason;
+
 const REVENUE: &str = include_str!("../examples/revenue_by_region.json");
 
 fn small_sql(query: &str) -> String {
@@ -80,14 +82,6 @@ async fn run(stack: &Stack, request: ExecuteRequest) -> Result<Outcome, tonic::S
         .map(|(n, b)| (n, IpcStreamReader::new(Cursor::new(b)).finish().unwrap()))
         .collect();
     Ok(out)
-}
-
-fn reason(s: &tonic::Status) -> String {
-    s.metadata()
-        .get("hubworker-reason")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
 }
 
 async fn in_flight(stack: &Stack) -> u32 {

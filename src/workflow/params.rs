@@ -255,14 +255,12 @@ impl Param {
             .value(json)
             .ok_or_else(|| ("param_type", format!("must be {}", scalar.name())))?;
         if let Some(min) = &self.min
-            && v.partial_cmp(min) != Some(std::cmp::Ordering::Greater)
-            && v.partial_cmp(min) != Some(std::cmp::Ordering::Equal)
+            && matches!(v.partial_cmp(min), Some(std::cmp::Ordering::Less) | None)
         {
             return Err(("param_out_of_range", "is below its minimum".into()));
         }
         if let Some(max) = &self.max
-            && v.partial_cmp(max) != Some(std::cmp::Ordering::Less)
-            && v.partial_cmp(max) != Some(std::cmp::Ordering::Equal)
+            && matches!(v.partial_cmp(max), Some(std::cmp::Ordering::Greater) | None)
         {
             return Err(("param_out_of_range", "is above its maximum".into()));
         }
