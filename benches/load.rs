@@ -48,7 +48,7 @@ fn load(c: &mut Criterion) {
     });
     g.bench_function("into_dataframe", |b| {
         b.iter(|| {
-            rt.block_on(query(&target, &checked, QueryOptions::default()))
+            rt.block_on(query(&target, &checked, &[], QueryOptions::default()))
                 .expect("query")
         })
     });

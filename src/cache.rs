@@ -40,15 +40,23 @@ pub(crate) struct CacheKey {
     fingerprint: [u8; 32],
     connection: String,
     query: String,
+    binds: String,
 }
 
 impl CacheKey {
-    /// A key from a credential fingerprint (see [`fingerprint`]), a connection and a query.
-    pub(crate) fn new(fingerprint: [u8; 32], connection: &str, query: &str) -> CacheKey {
+    /// A key from a credential fingerprint (see [`fingerprint`]), a connection, a query and
+    /// the values bound to its parameters ([`Bind::key_text`](crate::sql::Bind::key_text)).
+    pub(crate) fn new(
+        fingerprint: [u8; 32],
+        connection: &str,
+        query: &str,
+        binds: &str,
+    ) -> CacheKey {
         CacheKey {
             fingerprint,
             connection: connection.to_owned(),
             query: query.to_owned(),
+            binds: binds.to_owned(),
         }
     }
 }
@@ -189,6 +197,7 @@ impl ResultCache {
             fingerprint(self.hmac_key.as_ref(), credential),
             &credential.connection,
             query,
+            "[]",
         )
     }
 

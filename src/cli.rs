@@ -234,6 +234,13 @@ struct RunArgs {
     /// Most rows accepted from one query.
     #[arg(long, default_value_t = 1_000_000)]
     max_rows: usize,
+    /// A run parameter's value (`NAME=VALUE`, read by the declared type: text for `str`, JSON
+    /// for the rest). Repeat per parameter.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// A JSON object of run parameter values (`--param` overrides its entries).
+    #[arg(long = "params", value_name = "FILE")]
+    params_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,6 +287,8 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             output: args.output,
             timeout: std::time::Duration::from_secs(args.timeout_secs),
             max_rows: args.max_rows,
+            params: args.params,
+            params_file: args.params_file,
         }),
         Command::Keygen { out, worker } => {
             let written = if worker {
@@ -428,7 +437,7 @@ fn query(args: QueryArgs) -> Result<u8, Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let df = rt.block_on(crate::connector::query(&target, &checked, options))?;
+    let df = rt.block_on(crate::connector::query(&target, &checked, &[], options))?;
     println!("{df}");
     Ok(0)
 }

@@ -166,6 +166,7 @@ pub(crate) async fn execute(
     url: &str,
     token: crate::secret::Secret,
     workflow_json: String,
+    params_json: String,
 ) -> Result<u8, Error> {
     use crate::proto::execute_event::Event;
     let mut stream = client
@@ -174,7 +175,7 @@ pub(crate) async fn execute(
             workflow_json,
             bypass_cache: false,
             update_cache: false,
-            params_json: String::new(),
+            params_json,
         })
         .await
         .map_err(|s| refused("Execute", url, &s))?

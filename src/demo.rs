@@ -24,6 +24,9 @@ use crate::sql::Dialect;
 /// The workflow the demo dispatches.
 const WORKFLOW: &str = include_str!("../examples/revenue_by_region.json");
 
+/// A workflow with run parameters (`:region` in its SQL, `pl.param("min_qty")` in a filter).
+const PARAMETERISED: &str = include_str!("../examples/region_orders.json");
+
 /// A workflow that tries to write.
 const DROP_TABLE: &str = r#"{"version": 1, "nodes": [
   {"id": "q", "tool": "sql", "connection": "shop", "dialect": "sqlite", "query": "DROP TABLE orders"},
@@ -183,12 +186,40 @@ impl Stack {
         doc: &str,
         connections: &[&str],
     ) -> Result<Secret, Error> {
-        issue(&self.store, &self.keys, user, doc, connections, "run").await
+        issue(&self.store, &self.keys, user, (doc, ""), connections, "run").await
+    }
+
+    /// A run token for `user` bound to `doc` and the run parameter values `params` (a JSON
+    /// object), granting `connections`.
+    pub async fn token_with_params(
+        &self,
+        user: &str,
+        doc: &str,
+        params: &str,
+        connections: &[&str],
+    ) -> Result<Secret, Error> {
+        issue(
+            &self.store,
+            &self.keys,
+            user,
+            (doc, params),
+            connections,
+            "run",
+        )
+        .await
     }
 
     /// An inspect token for `user` on `connection`.
     pub async fn inspect_token(&self, user: &str, connection: &str) -> Result<Secret, Error> {
-        issue(&self.store, &self.keys, user, "", &[connection], "inspect").await
+        issue(
+            &self.store,
+            &self.keys,
+            user,
+            ("", ""),
+            &[connection],
+            "inspect",
+        )
+        .await
     }
 
     /// A client of the worker.
@@ -232,11 +263,11 @@ async fn demo() -> Result<u8, Error> {
     // 4. Dispatch a workflow.
     let token = stack.token("alice", WORKFLOW, &["shop"]).await?;
     println!("4. dispatching examples/revenue_by_region.json for alice with a fresh server token:");
-    execute(&mut client, &token, WORKFLOW, true).await?;
+    execute(&mut client, &token, WORKFLOW, true, "").await?;
 
     // 5. The security model at work.
     println!("\n5. the security model at work:");
-    match try_execute(&mut client, &token, WORKFLOW).await {
+    match try_execute(&mut client, &token, WORKFLOW, "").await {
         Err(s) => println!(
             "   {:<38} -> refused: {}",
             "replaying the same token",
@@ -249,14 +280,33 @@ async fn demo() -> Result<u8, Error> {
         ("an expression that tries to escape", ESCAPE),
     ] {
         let token = stack.token("alice", doc, &["shop"]).await?;
-        match try_execute(&mut client, &token, doc).await {
+        match try_execute(&mut client, &token, doc, "").await {
             Err(s) => println!("   {what:<38} -> refused: {}", first_line(s.message())),
             Ok(()) => return Err(Error::Failed(format!("demo: {what} was accepted"))),
         }
     }
     let token = stack.token("bob", WORKFLOW, &["shop"]).await?;
     println!("   the same workflow for bob (new token; the hub shares shop's credential):");
-    execute(&mut client, &token, WORKFLOW, false).await?;
+    execute(&mut client, &token, WORKFLOW, false, "").await?;
+
+    // 6. Run parameters: bound into the token, bound by the driver, never interpolated.
+    let north = r#"{"region": "north", "min_qty": 3}"#;
+    let south = r#"{"region": "south", "min_qty": 3}"#;
+    println!(
+        "\n6. examples/region_orders.json with run parameters {north} (the token is bound to them):"
+    );
+    let token = stack
+        .token_with_params("alice", PARAMETERISED, north, &["shop"])
+        .await?;
+    match try_execute(&mut client, &token, PARAMETERISED, south).await {
+        Err(s) => println!(
+            "   {:<38} -> refused: {}",
+            "the same token with region \"south\"",
+            s.message()
+        ),
+        Ok(()) => return Err(Error::Failed("demo: a parameter swap was accepted".into())),
+    }
+    execute(&mut client, &token, PARAMETERISED, true, north).await?;
     stack.shutdown().await;
     println!("\ndemo finished: hub and worker stopped, temporary files removed");
     Ok(0)
@@ -292,7 +342,7 @@ async fn issue(
     store: &Store,
     keys: &HubKeys,
     user: &str,
-    doc: &str,
+    (doc, params): (&str, &str),
     connections: &[&str],
     scope: &str,
 ) -> Result<Secret, Error> {
@@ -304,6 +354,8 @@ async fn issue(
     let req = TokenRequest {
         user: user.into(),
         workflow_sha256,
+        params_sha256: crate::workflow::params::params_sha256(params)
+            .ok_or_else(|| fail("params")("not JSON".into()))?,
         connections: connections.iter().map(|c| (*c).to_owned()).collect(),
         scope: scope.into(),
         audience: "hubworker".into(),
@@ -333,13 +385,14 @@ async fn try_execute(
     client: &mut WorkerClient<Channel>,
     token: &Secret,
     doc: &str,
+    params: &str,
 ) -> Result<(), tonic::Status> {
     let req = ExecuteRequest {
         token: token.expose().to_owned(),
         workflow_json: doc.to_owned(),
         bypass_cache: false,
         update_cache: false,
-        params_json: String::new(),
+        params_json: params.to_owned(),
     };
     let mut stream = client.execute(req).await?.into_inner();
     while let Some(e) = stream.message().await? {
@@ -358,6 +411,7 @@ async fn execute(
     token: &Secret,
     doc: &str,
     verbose: bool,
+    params: &str,
 ) -> Result<(), Error> {
     use execute_event::Event as E;
     let req = ExecuteRequest {
@@ -365,7 +419,7 @@ async fn execute(
         workflow_json: doc.to_owned(),
         bypass_cache: false,
         update_cache: false,
-        params_json: String::new(),
+        params_json: params.to_owned(),
     };
     let mut stream = client
         .execute(req)

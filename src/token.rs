@@ -122,6 +122,14 @@ impl Audience {
     }
 }
 
+/// `params_sha256` of a run without parameter values: SHA-256 of `{}`.
+pub const NO_PARAMS_SHA256: &str =
+    "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+
+fn no_params_sha256() -> String {
+    NO_PARAMS_SHA256.to_owned()
+}
+
 /// The claims contract (README: "Server tokens"). Unknown claims are ignored.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
 pub struct Claims {
@@ -141,6 +149,10 @@ pub struct Claims {
     pub exp: i64,
     /// The workflow's canonical hash, lowercase hex.
     pub workflow_sha256: String,
+    /// SHA-256 of the RFC 8785 form of the run's parameter object, lowercase hex (a token
+    /// without the claim is bound to the empty object, `{}`).
+    #[serde(default = "no_params_sha256")]
+    pub params_sha256: String,
     /// Connection ids the run may use.
     pub connections: Vec<String>,
     /// `run` or `inspect`.
@@ -174,6 +186,8 @@ pub struct Expect<'a> {
     pub scope: Scope,
     /// The dispatched workflow's hash (runs).
     pub workflow_sha256: Option<&'a str>,
+    /// The hash of the run's parameter values (runs, once they are read).
+    pub params_sha256: Option<&'a str>,
     /// Connections the call will use; each must be in the token's `connections`.
     pub connections: &'a [&'a str],
     /// Mark the `jti` as used (Execute, Inspect, Preview); a dry run (Validate) does not.
@@ -367,7 +381,7 @@ impl Verifier {
             match e.kind() {
                 K::InvalidSignature => reject(Reason::BadSignature, "the signature does not verify"),
                 K::InvalidAlgorithm => reject(Reason::AlgorithmNotAllowed, "algorithm mismatch"),
-                K::Json(_) => reject(Reason::Malformed, "the claims are not the contract's (iss, aud, sub, jti, iat, nbf, exp, workflow_sha256, connections, scope, role)"),
+                K::Json(_) => reject(Reason::Malformed, "the claims are not the contract's (iss, aud, sub, jti, iat, nbf, exp, workflow_sha256, params_sha256, connections, scope, role)"),
                 _ => reject(Reason::Malformed, "the token cannot be decoded"),
             }
         })?;
@@ -478,6 +492,14 @@ impl Verifier {
                 "the token is bound to another workflow",
             ));
         }
+        if let Some(want) = expect.params_sha256
+            && !bool::from(c.params_sha256.as_bytes().ct_eq(want.as_bytes()))
+        {
+            return Err(reject(
+                Reason::ParamsMismatch,
+                "the token is bound to other parameter values",
+            ));
+        }
         if let Some(missing) = expect
             .connections
             .iter()
@@ -563,6 +585,7 @@ mod tests {
             nbf: NOW - 10,
             exp: NOW + 200,
             workflow_sha256: WF.into(),
+            params_sha256: crate::token::NO_PARAMS_SHA256.into(),
             connections: vec!["shop".into(), "dw".into()],
             scope: "run".into(),
             role: "user".into(),
@@ -583,6 +606,7 @@ mod tests {
     const RUN: Expect<'static> = Expect {
         scope: Scope::Run,
         workflow_sha256: Some(WF),
+        params_sha256: None,
         connections: &["shop"],
         consume: true,
     };

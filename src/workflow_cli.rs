@@ -30,6 +30,10 @@ pub(crate) struct RunOptions {
     pub timeout: Duration,
     /// Most rows per query.
     pub max_rows: usize,
+    /// `--param NAME=VALUE`.
+    pub params: Vec<String>,
+    /// `--params FILE`.
+    pub params_file: Option<PathBuf>,
 }
 
 fn read_doc(path: &Path) -> Result<String, Error> {
@@ -49,6 +53,29 @@ fn read_doc(path: &Path) -> Result<String, Error> {
     Ok(doc)
 }
 
+/// A run's parameter values from `--params FILE` and `--param NAME=VALUE` (read by each
+/// parameter's declared type), checked against `params`: the JSON object to send, or every
+/// problem.
+pub(crate) fn read_params(
+    params: &workflow::params::Params,
+    pairs: &[String],
+    file: Option<&Path>,
+) -> Result<Result<String, workflow::Problems>, Error> {
+    let file = match file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    Ok(workflow::params::cli_values(params, file.as_deref(), pairs)
+        .and_then(|values| {
+            workflow::params::bind(params, &values)?;
+            Ok(values.to_string())
+        })
+        .map_err(workflow::Problems))
+}
+
 /// `hubworker validate`: exit 0 and the hash as the last line, or exit 1 and every problem.
 /// With `--param`/`--params`, the values are checked against the declarations too.
 pub(crate) fn validate(
@@ -61,19 +88,9 @@ pub(crate) fn validate(
     let mut result = workflow::validate(&doc);
     if let Ok(wf) = &result
         && (!params.is_empty() || params_file.is_some())
+        && let Err(problems) = read_params(wf.params(), params, params_file)?
     {
-        let file = match params_file {
-            Some(p) => Some(
-                std::fs::read_to_string(p)
-                    .map_err(|e| Error::Usage(format!("{}: {e}", p.display())))?,
-            ),
-            None => None,
-        };
-        let checked = workflow::params::cli_values(wf.params(), file.as_deref(), params)
-            .and_then(|values| workflow::params::bind(wf.params(), &values));
-        if let Err(problems) = checked {
-            result = Err(workflow::Problems(problems));
-        }
+        result = Err(problems);
     }
     let mut out = std::io::stdout().lock();
     if as_json {
@@ -163,7 +180,22 @@ fn connections(args: &[String]) -> Result<HashMap<String, Target>, Error> {
 /// `hubworker run`.
 pub(crate) fn run(opts: &RunOptions) -> Result<u8, Error> {
     let doc = read_doc(&opts.workflow)?;
-    let wf = match workflow::validate(&doc) {
+    let checked = workflow::validate(&doc).and_then(|mut wf| {
+        let values = read_params(wf.params(), &opts.params, opts.params_file.as_deref());
+        let json = match values {
+            Ok(Ok(json)) => json,
+            Ok(Err(problems)) => return Err(problems),
+            Err(e) => {
+                let problem =
+                    workflow::problem::Problem::new(None, "params", "bad_params", e.to_string());
+                return Err(workflow::Problems(vec![problem]));
+            }
+        };
+        let values = workflow::params::bind_text(wf.params(), &json).map_err(workflow::Problems)?;
+        wf.bind(values, &json)?;
+        Ok(wf)
+    });
+    let wf = match checked {
         Ok(wf) => wf,
         Err(problems) => {
             let mut err = std::io::stderr().lock();

@@ -37,6 +37,17 @@ impl Daemon {
     /// Starts a daemon registered with `stack`'s Hub, with `capacity` slots and `extra` config
     /// (whole sections: `[limits]`, `[sandbox]`, ...), logging at info into a file.
     pub(crate) async fn start(stack: &Stack, id: &str, capacity: u32, extra: &str) -> Daemon {
+        Daemon::start_logging(stack, id, capacity, extra, "info").await
+    }
+
+    /// [`start`](Self::start) with the log filter `level` (`HUBWORKER_LOG`).
+    pub(crate) async fn start_logging(
+        stack: &Stack,
+        id: &str,
+        capacity: u32,
+        extra: &str,
+        level: &str,
+    ) -> Daemon {
         let (port, metrics_port) = (free_port(), free_port());
         let config = stack.dir().join(format!("{id}.toml"));
         std::fs::write(
@@ -56,7 +67,7 @@ impl Daemon {
                 .args(["serve", "--config"])
                 .arg(&config)
                 .env_clear()
-                .env("HUBWORKER_LOG", "info")
+                .env("HUBWORKER_LOG", level)
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap())
                 .spawn()
@@ -206,6 +217,11 @@ where
 /// A PostgreSQL credential for connection `name` from `HUBWORKER_TEST_PG_URL` (trust auth:
 /// the password is not checked), added to `stack`'s Hub.
 pub(crate) async fn add_postgres(stack: &Stack, name: &str) {
+    add_postgres_with(stack, name, "unused-with-trust").await;
+}
+
+/// [`add_postgres`] with `password` in the sealed credential.
+pub(crate) async fn add_postgres_with(stack: &Stack, name: &str, password: &str) {
     let url = std::env::var("HUBWORKER_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let rest = url.split("://").nth(1).unwrap();
@@ -221,7 +237,7 @@ pub(crate) async fn add_postgres(stack: &Stack, name: &str) {
         database: database.split('?').next().unwrap().into(),
         auth: hubworker::creds::Auth::Password {
             user: user.into(),
-            password: hubworker::secret::Secret::new("unused-with-trust".into()),
+            password: hubworker::secret::Secret::new(password.into()),
         },
         role: None,
         tls: false,

@@ -9,6 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::util::jti_of;
 use hubworker::creds::{Auth, Credential, TransportKey};
 use hubworker::hub::{HubKeys, Store, TokenRequest, now};
 use hubworker::hub_client::{HubClient, Identity};
@@ -21,6 +22,7 @@ const PLANTED_PASSWORD: &str = "PLANTED-pw-7Qz!x9@k/L";
 const RUN: Expect<'static> = Expect {
     scope: Scope::Run,
     workflow_sha256: Some(WF),
+    params_sha256: None,
     connections: &["shop"],
     consume: true,
 };
@@ -134,6 +136,7 @@ async fn issue(env: &Env, user: &str, connections: &[&str]) -> String {
     let req = TokenRequest {
         user: user.into(),
         workflow_sha256: WF.into(),
+        params_sha256: hubworker::token::NO_PARAMS_SHA256.into(),
         connections: connections.iter().map(|c| (*c).to_owned()).collect(),
         scope: "run".into(),
         audience: "pool-a".into(),
@@ -142,18 +145,6 @@ async fn issue(env: &Env, user: &str, connections: &[&str]) -> String {
     hubworker::hub::issue(&env.store, &env.keys, &req, now())
         .await
         .unwrap()
-}
-
-fn jti_of(token: &str) -> String {
-    use base64::Engine as _;
-    let claims = token.split('.').nth(1).unwrap();
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(claims)
-        .unwrap();
-    serde_json::from_slice::<serde_json::Value>(&raw).unwrap()["jti"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 async fn redeemed(env: &Env, token: &str) -> bool {
@@ -300,6 +291,7 @@ async fn recorded(env: &Env, f: impl Fn(&mut Claims)) -> String {
         nbf: t,
         exp: t + 120,
         workflow_sha256: WF.into(),
+        params_sha256: hubworker::token::NO_PARAMS_SHA256.into(),
         connections: vec!["shop".into()],
         scope: "run".into(),
         role: "user".into(),
@@ -401,6 +393,7 @@ async fn attacks_are_refused_locally_and_never_redeemed() {
     let req = TokenRequest {
         user: "root".into(),
         workflow_sha256: WF.into(),
+        params_sha256: hubworker::token::NO_PARAMS_SHA256.into(),
         connections: vec!["shop".into()],
         scope: "run".into(),
         audience: "pool-a".into(),
@@ -505,7 +498,7 @@ fn planted_secrets_never_surface_in_logs_errors_or_debug() {
             ..bad.target(now()).unwrap()
         };
         let q = hubworker::sql::guard("SELECT 1", Dialect::Postgres).unwrap();
-        let e = hubworker::connector::query(&t, &q, Default::default())
+        let e = hubworker::connector::query(&t, &q, &[], Default::default())
             .await
             .unwrap_err();
         seen.push(format!("{e} {e:?}"));

@@ -106,6 +106,7 @@ fn keygen_hub_commands_and_a_token_the_worker_accepts() {
     let expect = Expect {
         scope: Scope::Run,
         workflow_sha256: Some(&hash),
+        params_sha256: None,
         connections: &["shop"],
         consume: true,
     };
@@ -114,6 +115,44 @@ fn keygen_hub_commands_and_a_token_the_worker_accepts() {
     assert_eq!(verified.claims.sub, "alice");
     assert_eq!(verified.claims.role, "user");
     assert!(verified.claims.exp - verified.claims.iat <= 300);
+    assert_eq!(
+        verified.claims.params_sha256,
+        hubworker::token::NO_PARAMS_SHA256
+    );
+
+    // Issue 21: `--param` binds the token to the values (SHA-256 of their RFC 8785 form),
+    // each read by its declared type; values the declarations refuse get no token.
+    let params_wf = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/region_orders.json");
+    let issue = |extra: &[&str]| {
+        let mut args = vec![
+            "hub",
+            "issue-token",
+            "--secrets",
+            "keys",
+            "--user",
+            "alice",
+            "--workflow",
+            params_wf.to_str().unwrap(),
+            "--audience",
+            "pool-a",
+        ];
+        args.extend_from_slice(extra);
+        hw(&args, d, &[])
+    };
+    let out = issue(&["--param", "region=north", "--param", "min_qty=3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let claims = crate::util::claims_of(text(&out.stdout).trim());
+    use sha2::Digest as _;
+    let want = hex::encode(sha2::Sha256::digest(br#"{"min_qty":3,"region":"north"}"#));
+    assert_eq!(claims["params_sha256"], want.as_str());
+    let out = issue(&["--param", "region=atlantis"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("param_choice"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).is_empty());
     // Tokens for unknown users or connections are refused.
     let nobody = hw(
         &[

@@ -197,6 +197,7 @@ async fn issue(env: &Env, audience: &str, connections: &[&str]) -> String {
     let req = TokenRequest {
         user: "alice".into(),
         workflow_sha256: "0".repeat(64),
+        params_sha256: hubworker::token::NO_PARAMS_SHA256.into(),
         connections: connections.iter().map(|c| (*c).to_owned()).collect(),
         scope: "run".into(),
         audience: audience.into(),
@@ -219,6 +220,7 @@ fn claims() -> Claims {
         nbf: t,
         exp: t + 120,
         workflow_sha256: "0".repeat(64),
+        params_sha256: hubworker::token::NO_PARAMS_SHA256.into(),
         connections: vec!["shop".into()],
         scope: "run".into(),
         role: "user".into(),

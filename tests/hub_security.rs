@@ -291,6 +291,7 @@ async fn taking_over_a_worker_id_needs_proof_and_credentials_stay_sealed_to_the_
         let req = TokenRequest {
             user: "alice".into(),
             workflow_sha256: WF.into(),
+            params_sha256: hubworker::token::NO_PARAMS_SHA256.into(),
             connections: vec!["shop".into()],
             scope: "run".into(),
             audience: "pool-a".into(),
@@ -302,6 +303,7 @@ async fn taking_over_a_worker_id_needs_proof_and_credentials_stay_sealed_to_the_
         let expect = Expect {
             scope: Scope::Run,
             workflow_sha256: Some(WF),
+            params_sha256: None,
             connections: &["shop"],
             consume: true,
         };

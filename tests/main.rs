@@ -86,5 +86,10 @@ mod operator_cli;
 /// engine under a 1 GiB limit; the in-memory engine runs out.
 mod larger_than_memory;
 
-/// Issue 21, first step: declared run parameters; values checked before redemption.
+/// Issue 21: declared run parameters; values checked before redemption, bound into the
+/// token (`params_mismatch`), and the cache keyed on them.
 mod params;
+
+/// Issue 21: planted markers (parameter value, result cell, password, token) in no log line,
+/// error or metrics label of a real `serve` at trace level.
+mod redaction;

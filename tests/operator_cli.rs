@@ -452,6 +452,7 @@ fn issue_token_inspect_needs_no_workflow() {
     let expect = hubworker::token::Expect {
         scope: hubworker::token::Scope::Inspect,
         workflow_sha256: None,
+        params_sha256: None,
         connections: &["shop"],
         consume: true,
     };

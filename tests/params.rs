@@ -9,7 +9,7 @@
 use hubworker::demo::Stack;
 use hubworker::proto::{ExecuteRequest, ValidateRequest, execute_event::Event};
 
-use crate::util::{reason, sandboxed};
+use crate::util::{jti_of, reason, sandboxed};
 
 fn doc() -> String {
     serde_json::json!({"version": 1,
@@ -38,7 +38,11 @@ fn execute(token: &hubworker::secret::Secret, doc: &str, params: &str) -> Execut
 async fn issue21_parameter_values_are_checked_before_the_token_is_redeemed() {
     let stack = Stack::start(2, &sandboxed("")).await.unwrap();
     let doc = doc();
-    let token = stack.token("alice", &doc, &[]).await.unwrap();
+    let good = r#"{"region": "south", "limit": 10}"#;
+    let token = stack
+        .token_with_params("alice", &doc, good, &[])
+        .await
+        .unwrap();
     let mut client = stack.client().await.unwrap();
 
     // No values: the required one is missing.
@@ -109,7 +113,6 @@ async fn issue21_parameter_values_are_checked_before_the_token_is_redeemed() {
     assert_eq!(got, want);
 
     // Nothing was redeemed by the refusals: the token runs now, once, with good values.
-    let good = r#"{"region": "south", "limit": 10}"#;
     let mut stream = client
         .execute(execute(&token, &doc, good))
         .await
@@ -130,6 +133,126 @@ async fn issue21_parameter_values_are_checked_before_the_token_is_redeemed() {
         .unwrap_err();
     assert_eq!(reason(&e), "token_replayed");
     stack.shutdown().await;
+}
+
+/// The parameterised example: `:region` and `:since` bound in SQL, `pl.param("min_qty")` in
+/// a filter.
+const REGION_ORDERS: &str = include_str!("../examples/region_orders.json");
+
+/// Runs `doc` with `params`; (rows of the output's `orders` column summed, whether the sql
+/// input came from the cache).
+async fn run_with(
+    client: &mut hubworker::proto::worker_client::WorkerClient<tonic::transport::Channel>,
+    token: &hubworker::secret::Secret,
+    params: &str,
+) -> (i64, bool) {
+    let mut stream = client
+        .execute(execute(token, REGION_ORDERS, params))
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut ipc, mut cached) = (Vec::new(), None);
+    while let Some(e) = stream.message().await.unwrap() {
+        match e.event {
+            Some(Event::Progress(p)) if p.tool == "sql" && p.rows.is_some() => {
+                cached = Some(p.from_cache);
+            }
+            Some(Event::Result(r)) => ipc.extend_from_slice(&r.arrow_ipc),
+            Some(Event::Error(e)) => panic!("the run failed: {e:?}"),
+            _ => {}
+        }
+    }
+    let df = polars::prelude::IpcStreamReader::new(std::io::Cursor::new(ipc))
+        .finish()
+        .unwrap();
+    use polars::prelude::SerReader as _;
+    let orders: i64 = df
+        .column("orders")
+        .unwrap()
+        .cast(&polars::prelude::DataType::Int64)
+        .unwrap()
+        .i64()
+        .unwrap()
+        .into_no_null_iter()
+        .sum();
+    (orders, cached.expect("the sql node finished"))
+}
+
+/// The token binds the values: the same token with other values is refused as
+/// `params_mismatch` and stays unredeemed in the Hub; with its own values it runs, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn issue21_a_token_runs_only_with_the_values_it_was_issued_for() {
+    let stack = Stack::start(2, &sandboxed("")).await.unwrap();
+    let north = r#"{"region": "north", "min_qty": 3}"#;
+    let token = stack
+        .token_with_params("alice", REGION_ORDERS, north, &["shop"])
+        .await
+        .unwrap();
+    let jti = jti_of(token.expose());
+    let mut client = stack.client().await.unwrap();
+    for other in [
+        r#"{"region": "south", "min_qty": 3}"#,
+        r#"{"region": "north"}"#,
+        r#"{"region": "north", "min_qty": 3, "since": "2024-01-01"}"#,
+    ] {
+        let e = client
+            .execute(execute(&token, REGION_ORDERS, other))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.code(), reason(&e).as_str()),
+            (tonic::Code::PermissionDenied, "params_mismatch"),
+            "{other}"
+        );
+        assert!(!e.message().contains("north"), "{}", e.message());
+        assert!(
+            !stack.store.token(&jti).await.unwrap().unwrap().1,
+            "a refused run redeemed the token"
+        );
+    }
+    // The same values in another order and spacing are the same object (RFC 8785).
+    let reordered = r#"{ "min_qty" : 3, "region" : "north" }"#;
+    let (orders, _) = run_with(&mut client, &token, reordered).await;
+    assert!(orders > 0);
+    assert!(stack.store.token(&jti).await.unwrap().unwrap().1);
+    let e = client
+        .execute(execute(&token, REGION_ORDERS, north))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "token_replayed");
+    stack.shutdown().await;
+}
+
+/// The result cache keys on the bound values, in both isolations: other values never share
+/// an entry, equal values do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn issue21_the_cache_keeps_one_entry_per_value() {
+    for config in [
+        "[sandbox]\nisolation = \"inline\"\n".to_owned(),
+        sandboxed(""),
+    ] {
+        let stack = Stack::start(2, &config).await.unwrap();
+        let mut client = stack.client().await.unwrap();
+        let mut seen = Vec::new();
+        for region in ["north", "south", "north", "south", "east"] {
+            let params = format!(r#"{{"region": "{region}"}}"#);
+            let token = stack
+                .token_with_params("alice", REGION_ORDERS, &params, &["shop"])
+                .await
+                .unwrap();
+            seen.push((region, run_with(&mut client, &token, &params).await));
+        }
+        let cached: Vec<bool> = seen.iter().map(|(_, (_, c))| *c).collect();
+        assert_eq!(cached, [false, false, true, true, false], "{config}");
+        // Each region's rows are its own, from the database and from the cache alike.
+        assert_eq!(seen[0].1.0, seen[2].1.0);
+        assert_eq!(seen[1].1.0, seen[3].1.0);
+        assert_ne!(
+            seen[0].1.0, seen[1].1.0,
+            "north and south have other orders"
+        );
+        stack.shutdown().await;
+    }
 }
 
 #[test]

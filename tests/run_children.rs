@@ -167,6 +167,15 @@ async fn run_children_outlive_threads_and_their_deaths_are_crashes_without_zombi
         long,
     ));
     let running = wait_children(&daemon, 1).await;
+    // Seen once its confinement is complete (the seccomp filter is its last step, before its
+    // query starts): a child found in the few milliseconds before has its user namespace's
+    // capabilities still (they are cleared once its root is built).
+    let confined = eventually(Duration::from_secs(20), || async {
+        std::fs::read_to_string(format!("/proc/{}/status", running[0]))
+            .is_ok_and(|s| s.lines().any(|l| l == "Seccomp:\t2"))
+    })
+    .await;
+    assert!(confined, "the run child never finished its confinement");
     assert_unprivileged(running[0]);
     let mut validated = 0;
     for round in 0..10 {

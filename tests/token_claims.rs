@@ -80,6 +80,7 @@ async fn signed(stack: &Stack, f: impl Fn(&mut Claims)) -> (String, String) {
         nbf: t,
         exp: t + 120,
         workflow_sha256: hubworker::workflow::workflow_sha256(DOC).unwrap(),
+        params_sha256: hubworker::token::NO_PARAMS_SHA256.into(),
         connections: vec!["shop".into()],
         scope: "run".into(),
         role: "user".into(),
@@ -97,6 +98,7 @@ async fn issued(stack: &Stack, user: &str, audience: &str) -> Result<String, Str
     let req = TokenRequest {
         user: user.into(),
         workflow_sha256: hubworker::workflow::workflow_sha256(DOC).unwrap(),
+        params_sha256: hubworker::token::NO_PARAMS_SHA256.into(),
         connections: vec!["shop".into()],
         scope: "run".into(),
         audience: audience.into(),

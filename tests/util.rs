@@ -143,3 +143,21 @@ pub(crate) fn reason(s: &tonic::Status) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// The claims of a token (read without verifying it).
+pub(crate) fn claims_of(token: &str) -> Value {
+    use base64::Engine as _;
+    let claims = token.split('.').nth(1).expect("a JWT has three parts");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(claims)
+        .expect("base64url claims");
+    serde_json::from_slice::<Value>(&raw).expect("JSON claims")
+}
+
+/// The `jti` claim of a token (read without verifying it).
+pub(crate) fn jti_of(token: &str) -> String {
+    claims_of(token)["jti"]
+        .as_str()
+        .expect("a jti claim")
+        .to_owned()
+}

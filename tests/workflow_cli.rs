@@ -118,23 +118,31 @@ fn every_example_validates_and_runs_on_the_sample_database() {
     assert!(names.len() >= 4, "{names:?}");
     for wf in &names {
         let out_dir = dir.path().join(wf.file_stem().unwrap());
-        let out = run(
-            &[
-                "run",
-                wf.to_str().unwrap(),
-                "--connection",
-                &conn,
-                "--output",
-                out_dir.to_str().unwrap(),
-            ],
-            "",
-            dir.path(),
-        );
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(wf).unwrap()).unwrap();
+        // A required run parameter gets its first choice (`--param`, read by its type).
+        let params: Vec<String> = doc["params"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, d)| d.get("default").is_none())
+            .map(|(name, d)| format!("{name}={}", d["choices"][0].as_str().unwrap()))
+            .collect();
+        let mut args = vec![
+            "run",
+            wf.to_str().unwrap(),
+            "--connection",
+            &conn,
+            "--output",
+            out_dir.to_str().unwrap(),
+        ];
+        for p in &params {
+            args.extend(["--param", p.as_str()]);
+        }
+        let out = run(&args, "", dir.path());
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{}: {stderr}", wf.display());
         // A progress line per node: every node starts and finishes.
-        let doc: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(wf).unwrap()).unwrap();
         for node in doc["nodes"].as_array().unwrap() {
             let id = node["id"].as_str().unwrap();
             let tool = node["tool"].as_str().unwrap();
@@ -511,4 +519,99 @@ fn issue16_a_panic_inside_polars_fails_the_run_with_execution_failed() {
         "{}",
         text(&out.stdout)
     );
+}
+
+/// Issue 21: `hubworker run --param` binds `:region`/`:since` in SQL and `pl.param("min_qty")`
+/// in a filter; the result is the same question asked in SQL with the values written in.
+#[test]
+fn issue21_run_binds_param_values_into_sql_and_expressions() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sample_db(dir.path());
+    let wf = examples().join("region_orders.json");
+    let out_dir = dir.path().join("out");
+    let out = run(
+        &[
+            "run",
+            wf.to_str().unwrap(),
+            "--connection",
+            &format!("shop=sqlite://{}", db.display()),
+            "--output",
+            out_dir.to_str().unwrap(),
+            "--param",
+            "region=south",
+            "--param",
+            "min_qty=3",
+            "--param",
+            "since=2024-03-01",
+        ],
+        "",
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let got = read(&out_dir.join("region_orders.parquet"));
+    assert_eq!(names(&got), ["region", "status", "orders", "units"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let want: Vec<(String, String, i64, i64)> = rt.block_on(async {
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::query_as(
+            "SELECT c.region, o.status, COUNT(*), SUM(o.qty) FROM orders o
+             JOIN customers c ON c.id = o.customer_id
+             WHERE c.region = 'south' AND o.order_date >= '2024-03-01' AND o.qty >= 3
+             GROUP BY c.region, o.status ORDER BY o.status",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
+    });
+    assert!(!want.is_empty());
+    let col = |n: &str| got.column(n).unwrap().clone();
+    let statuses: Vec<String> = col("status")
+        .str()
+        .unwrap()
+        .iter()
+        .flatten()
+        .map(str::to_owned)
+        .collect();
+    let regions: Vec<String> = col("region")
+        .str()
+        .unwrap()
+        .iter()
+        .flatten()
+        .map(str::to_owned)
+        .collect();
+    let orders = col("orders").cast(&DataType::Int64).unwrap();
+    let units = col("units").cast(&DataType::Int64).unwrap();
+    let got: Vec<(String, String, i64, i64)> = (0..got.height())
+        .map(|i| {
+            (
+                regions[i].clone(),
+                statuses[i].clone(),
+                orders.i64().unwrap().get(i).unwrap(),
+                units.i64().unwrap().get(i).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    // A value its declaration refuses: nothing runs, the rule is named, the value is not.
+    let out = run(
+        &[
+            "run",
+            wf.to_str().unwrap(),
+            "--connection",
+            &format!("shop=sqlite://{}", db.display()),
+            "--param",
+            "region=atlantis",
+        ],
+        "",
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("[param_choice]"), "{stderr}");
+    assert!(!stderr.contains("atlantis"), "{stderr}");
 }

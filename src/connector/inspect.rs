@@ -46,7 +46,7 @@ async fn run(
     // A preview of a table the guard refuses (`mysql.user`, `pg_authid`) is refused like a
     // query reading it.
     let checked = guard(sql, target.dialect).map_err(ConnectorError::Refused)?;
-    query(target, &checked, options).await
+    query(target, &checked, &[], options).await
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ pub use frame::ResultLimits;
 pub(crate) use inspect::TableRef;
 
 use crate::secret::{Secret, redact_url};
-use crate::sql::{Dialect, ReadOnlyQuery};
+use crate::sql::{Bind, Dialect, ReadOnlyQuery};
 
 /// Where to connect: a dialect and a connection URL (which may hold a password), plus what a
 /// just-in-time credential adds (a role to assume, TLS, a client certificate).
@@ -198,10 +198,13 @@ pub(crate) fn query_error(e: sqlx::Error) -> ConnectorError {
     }
 }
 
-/// Runs one guarded query on `target` in a read-only session and returns its rows.
+/// Runs one guarded query on `target` in a read-only session and returns its rows. `binds`
+/// are the values of the query's `:name` parameters, in the query's bind order; they
+/// travel as bind parameters, never in the text.
 pub async fn query(
     target: &Target,
     query: &ReadOnlyQuery,
+    binds: &[Bind],
     options: QueryOptions,
 ) -> Result<DataFrame, ConnectorError> {
     if query.dialect() != target.dialect {
@@ -209,16 +212,44 @@ pub async fn query(
             "the query was checked for another dialect".into(),
         ));
     }
+    if binds.len() != query.params().len() {
+        return Err(ConnectorError::BadTarget(format!(
+            "the query binds {} parameters; {} values were given",
+            query.params().len(),
+            binds.len()
+        )));
+    }
     let names = catalog::Names::of(query);
+    let sql = query.driver_sql();
     match target.dialect {
-        // COPY cannot wrap EXPLAIN; everything else takes the binary COPY path.
+        // COPY takes no bind parameters and cannot wrap EXPLAIN: those use the row protocol.
         Dialect::Postgres => {
-            postgres::session(target, query.sql(), names, options, !query.is_explain()).await
+            let copy = !query.is_explain() && binds.is_empty();
+            postgres::session(target, sql, binds, names, options, copy).await
         }
-        Dialect::Mysql => mysql::run(target, query.sql(), names, options).await,
-        Dialect::Sqlite => sqlite::run(target, query.sql(), options).await,
+        Dialect::Mysql => mysql::run(target, sql, binds, names, options).await,
+        Dialect::Sqlite => sqlite::run(target, sql, binds, options).await,
     }
 }
+
+/// `sqlx::query(sql)` with `binds` bound in order (one driver's query type per use).
+macro_rules! bound_query {
+    ($sql:expr, $binds:expr) => {{
+        let mut q = sqlx::query($sql);
+        for b in $binds {
+            q = match b {
+                $crate::sql::Bind::Int(v) => q.bind(*v),
+                $crate::sql::Bind::Float(v) => q.bind(*v),
+                $crate::sql::Bind::Str(v) => q.bind(v.as_str()),
+                $crate::sql::Bind::Bool(v) => q.bind(*v),
+                $crate::sql::Bind::Date(v) => q.bind(*v),
+                $crate::sql::Bind::Datetime(v) => q.bind(*v),
+            };
+        }
+        q
+    }};
+}
+pub(crate) use bound_query;
 
 /// The session layer alone: no guard and no catalog check. Only the tests that prove the
 /// database layer refuses writes by itself may call it.
@@ -230,13 +261,13 @@ pub(crate) async fn run_sql(
 ) -> Result<DataFrame, ConnectorError> {
     let names = catalog::Names::default();
     match target.dialect {
-        Dialect::Postgres => postgres::session(target, sql, names, options, false).await,
-        Dialect::Mysql => mysql::run(target, sql, names, options).await,
-        Dialect::Sqlite => sqlite::run(target, sql, options).await,
+        Dialect::Postgres => postgres::session(target, sql, &[], names, options, false).await,
+        Dialect::Mysql => mysql::run(target, sql, &[], names, options).await,
+        Dialect::Sqlite => sqlite::run(target, sql, &[], options).await,
     }
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod tests_guard;

@@ -15,6 +15,7 @@ use super::catalog::{Names, check_mysql};
 use super::decode::{Dec, plan_columns, push_value};
 use super::frame::FrameBuilder;
 use super::{ConnectorError, QueryOptions, Target, query_error};
+use crate::sql::Bind;
 
 /// The decoding of a MySQL/MariaDB type name, or `None` when unmapped.
 fn plan(type_name: &str) -> Option<Dec> {
@@ -79,6 +80,7 @@ fn db_error(e: sqlx::Error) -> ConnectorError {
 pub(super) async fn run(
     target: &Target,
     sql: &str,
+    binds: &[Bind],
     names: Names<'_>,
     options: QueryOptions,
 ) -> Result<DataFrame, ConnectorError> {
@@ -124,7 +126,7 @@ pub(super) async fn run(
             .map_err(query_error)?;
     }
     let result = match check_mysql(&mut conn, names).await {
-        Ok(()) => fetch(&mut conn, sql, options).await,
+        Ok(()) => fetch(&mut conn, sql, binds, options).await,
         Err(e) => Err(e),
     };
     let _ = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
@@ -135,12 +137,13 @@ pub(super) async fn run(
 async fn fetch(
     conn: &mut MySqlConnection,
     sql: &str,
+    binds: &[Bind],
     options: QueryOptions,
 ) -> Result<DataFrame, ConnectorError> {
     let described = conn.describe(sql).await.map_err(db_error)?;
     let (plans, columns) = plan_columns(described.columns(), plan)?;
     let mut builder = FrameBuilder::new(columns, options.limits);
-    let mut rows = sqlx::query(sql).fetch(&mut *conn);
+    let mut rows = super::bound_query!(sql, binds).fetch(&mut *conn);
     while let Some(row) = rows.try_next().await.map_err(db_error)? {
         push_row(&row, &plans, &mut builder)?;
     }

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use futures_util::TryStreamExt;
 use polars::prelude::DataFrame;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow, PgTypeInfo, Postgres};
 use sqlx::{Connection, Executor};
 
 use super::catalog::{Names, check_postgres};
@@ -14,6 +14,7 @@ use super::decode::{Dec, Elem, Planned, plan_columns, push_value};
 use super::frame::FrameBuilder;
 use super::pg_copy::CopyDecoder;
 use super::{ConnectorError, QueryOptions, Target, query_error};
+use crate::sql::Bind;
 
 /// The decoding of a PostgreSQL type name, or `None` when unmapped.
 fn plan(type_name: &str) -> Option<Dec> {
@@ -102,6 +103,7 @@ pub(crate) async fn connect(target: &Target) -> Result<PgConnection, ConnectorEr
 pub(super) async fn session(
     target: &Target,
     sql: &str,
+    binds: &[Bind],
     names: Names<'_>,
     options: QueryOptions,
     copy: bool,
@@ -129,11 +131,24 @@ pub(super) async fn session(
     let result = match check_postgres(&mut conn, names).await {
         Err(e) => Err(e),
         Ok(()) if copy => fetch_copy(&mut conn, sql, options).await,
-        Ok(()) => fetch(&mut conn, sql, options).await,
+        Ok(()) => fetch(&mut conn, sql, binds, options).await,
     };
     let _ = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
     let _ = conn.close().await;
     result
+}
+
+/// The PostgreSQL type a bind value is sent as.
+fn bind_type(b: &Bind) -> PgTypeInfo {
+    use sqlx::Type;
+    match b {
+        Bind::Int(_) => <i64 as Type<Postgres>>::type_info(),
+        Bind::Float(_) => <f64 as Type<Postgres>>::type_info(),
+        Bind::Str(_) => <&str as Type<Postgres>>::type_info(),
+        Bind::Bool(_) => <bool as Type<Postgres>>::type_info(),
+        Bind::Date(_) => <chrono::NaiveDate as Type<Postgres>>::type_info(),
+        Bind::Datetime(_) => <chrono::NaiveDateTime as Type<Postgres>>::type_info(),
+    }
 }
 
 /// Column names and decodings from the server's description of `sql`.
@@ -164,11 +179,21 @@ pub(crate) async fn fetch_copy(
 async fn fetch(
     conn: &mut PgConnection,
     sql: &str,
+    binds: &[Bind],
     options: QueryOptions,
 ) -> Result<DataFrame, ConnectorError> {
-    let (plans, columns) = describe(conn, sql).await?;
+    let (plans, columns) = if binds.is_empty() {
+        describe(conn, sql).await?
+    } else {
+        // Prepared with the values' own types, which the driver then reuses to send them
+        // (a statement prepared without them gets the types the server infers, and a value
+        // of another width is refused).
+        let types: Vec<PgTypeInfo> = binds.iter().map(bind_type).collect();
+        let prepared = conn.prepare_with(sql, &types).await.map_err(db_error)?;
+        plan_columns(sqlx::Statement::columns(&prepared), plan)?
+    };
     let mut builder = FrameBuilder::new(columns, options.limits);
-    let mut rows = sqlx::query(sql).fetch(&mut *conn);
+    let mut rows = super::bound_query!(sql, binds).fetch(&mut *conn);
     while let Some(row) = rows.try_next().await.map_err(db_error)? {
         push_row(&row, &plans, &mut builder)?;
     }

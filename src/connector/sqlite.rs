@@ -17,6 +17,7 @@ use sqlx::{Column, Connection, Executor, Row, TypeInfo, ValueRef};
 use super::decode::{Dec, push_value};
 use super::frame::FrameBuilder;
 use super::{ConnectorError, QueryOptions, Target, query_error};
+use crate::sql::Bind;
 
 /// The decoding of a SQLite type name, or `None` when it says nothing (NULL).
 fn plan(type_name: &str) -> Option<Dec> {
@@ -45,6 +46,7 @@ fn push_row(row: &SqliteRow, plans: &[Dec], b: &mut FrameBuilder) -> Result<(), 
 pub(super) async fn run(
     target: &Target,
     sql: &str,
+    binds: &[Bind],
     options: QueryOptions,
 ) -> Result<DataFrame, ConnectorError> {
     let opts = SqliteConnectOptions::from_str(target.url.expose())
@@ -67,7 +69,7 @@ pub(super) async fn run(
         .set_progress_handler(PROGRESS_OPS, move || {
             !flag.load(Ordering::Relaxed) && Instant::now() < deadline
         });
-    let result = fetch(&mut conn, sql, options).await;
+    let result = fetch(&mut conn, sql, binds, options).await;
     let result = match result {
         Err(_) if Instant::now() >= deadline => Err(ConnectorError::Timeout),
         other => other,
@@ -93,11 +95,12 @@ impl Drop for Abandoned {
 async fn fetch(
     conn: &mut SqliteConnection,
     sql: &str,
+    binds: &[Bind],
     options: QueryOptions,
 ) -> Result<DataFrame, ConnectorError> {
     let mut state: Option<(Vec<Dec>, FrameBuilder)> = None;
     {
-        let mut rows = sqlx::query(sql).fetch(&mut *conn);
+        let mut rows = super::bound_query!(sql, binds).fetch(&mut *conn);
         while let Some(row) = rows.try_next().await.map_err(query_error)? {
             if state.is_none() {
                 let mut plans = Vec::with_capacity(row.len());

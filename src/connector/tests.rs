@@ -10,12 +10,12 @@ use sqlx::{Connection, Executor};
 use super::*;
 use crate::sql::guard;
 
-pub(super) fn pg_url() -> String {
+pub(crate) fn pg_url() -> String {
     std::env::var("HUBWORKER_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-pub(super) fn mysql_url() -> String {
+pub(crate) fn mysql_url() -> String {
     std::env::var("HUBWORKER_TEST_MYSQL_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
 }
@@ -30,7 +30,7 @@ async fn guarded(
     options: QueryOptions,
 ) -> Result<DataFrame, ConnectorError> {
     let q = guard(sql, t.dialect).expect("passes the guard");
-    query(t, &q, options).await
+    query(t, &q, &[], options).await
 }
 
 pub(super) fn rt() -> tokio::runtime::Runtime {
@@ -313,7 +313,9 @@ fn connection_errors_never_show_the_password() {
     rt().block_on(async {
         let t = target("postgres://postgres:Sup3rSecretPw@127.0.0.1:1/test");
         let q = guard("SELECT 1", t.dialect).expect("guard");
-        let e = query(&t, &q, QueryOptions::default()).await.unwrap_err();
+        let e = query(&t, &q, &[], QueryOptions::default())
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), "connect_failed");
         let shown = format!("{e} {e:?} {t:?}");
         assert!(!shown.contains("Sup3rSecretPw"), "{shown}");

@@ -92,7 +92,7 @@ async fn same_results(t: &Target, dialect: &str) -> usize {
             ),
         }
         // The full path (catalog check, COPY for PostgreSQL) agrees.
-        let full = query(t, &checked, QueryOptions::default()).await;
+        let full = query(t, &checked, &[], QueryOptions::default()).await;
         assert_eq!(
             full.as_ref().err().map(ConnectorError::code),
             rendered_code,
@@ -181,7 +181,9 @@ fn the_server_receives_the_rendering_not_the_callers_text() {
             Dialect::Mysql,
         )
         .expect("accepted");
-        let df = query(&t, &q, QueryOptions::default()).await.expect("runs");
+        let df = query(&t, &q, &[], QueryOptions::default())
+            .await
+            .expect("runs");
         let seen = df.column("info").expect("info").str().expect("str").get(0);
         assert_eq!(
             seen,
@@ -194,7 +196,9 @@ fn the_server_receives_the_rendering_not_the_callers_text() {
             Dialect::Postgres,
         )
         .expect("accepted");
-        let df = query(&t, &q, QueryOptions::default()).await.expect("runs");
+        let df = query(&t, &q, &[], QueryOptions::default())
+            .await
+            .expect("runs");
         let seen = df
             .column("query")
             .expect("query")
@@ -260,7 +264,9 @@ fn the_mysql_unicode_space_bypass_is_refused_and_runs_nothing() {
             Dialect::Mysql,
         )
         .expect("healthy");
-        let df = query(&t, &q, QueryOptions::default()).await.expect("runs");
+        let df = query(&t, &q, &[], QueryOptions::default())
+            .await
+            .expect("runs");
         assert_eq!(
             df.column("six").expect("six").i64().expect("i64").get(0),
             Some(42)
@@ -314,7 +320,7 @@ fn postgres_volatile_functions_and_file_views_are_refused_and_change_nothing() {
             "SELECT id FROM hw_brin WHERE id = hw_summarize()",
         ] {
             let q = guard(sql, Dialect::Postgres).expect("statically unknown");
-            let e = query(&t, &q, QueryOptions::default())
+            let e = query(&t, &q, &[], QueryOptions::default())
                 .await
                 .expect_err("refused by the catalog");
             assert_eq!(e.code(), "forbidden_function", "{sql}");
@@ -332,7 +338,7 @@ fn postgres_volatile_functions_and_file_views_are_refused_and_change_nothing() {
             Dialect::Postgres,
         )
         .expect("healthy");
-        let df = query(&t, &q, QueryOptions::default()).await.expect("runs");
+        let df = query(&t, &q, &[], QueryOptions::default()).await.expect("runs");
         assert_eq!(df.column("n").expect("n").i64().expect("i64").get(0), Some(2000));
         assert_eq!(df.column("top").expect("t").i32().expect("i32").get(0), Some(2000));
         assert_eq!(df.column("r").expect("r").bool().expect("bool").get(0), Some(true));
@@ -369,7 +375,7 @@ fn mariadb_modifying_functions_and_the_mysql_schema_are_refused() {
             "SELECT test.hw_bump()",
         ] {
             let q = guard(sql, Dialect::Mysql).expect("statically unknown");
-            let e = query(&t, &q, QueryOptions::default())
+            let e = query(&t, &q, &[], QueryOptions::default())
                 .await
                 .expect_err("refused by the catalog");
             assert_eq!(e.code(), "forbidden_function", "{sql}");
@@ -387,7 +393,9 @@ fn mariadb_modifying_functions_and_the_mysql_schema_are_refused() {
             assert_eq!(e.code.as_str(), "forbidden_relation", "{sql}");
         }
         let q = guard("SELECT hw_double(21) AS v", Dialect::Mysql).expect("healthy");
-        let df = query(&t, &q, QueryOptions::default()).await.expect("runs");
+        let df = query(&t, &q, &[], QueryOptions::default())
+            .await
+            .expect("runs");
         assert_eq!(
             df.column("v").expect("v").i64().expect("i64").get(0),
             Some(42)
@@ -442,7 +450,9 @@ fn sqlite_timeouts_interrupt_the_statement() {
             ..QueryOptions::default()
         };
         let started = Instant::now();
-        let e = query(&t, &endless, options).await.expect_err("stopped");
+        let e = query(&t, &endless, &[], options)
+            .await
+            .expect_err("stopped");
         assert!(matches!(e, ConnectorError::Timeout), "{e}");
         assert!(
             started.elapsed() < Duration::from_secs(10),
@@ -455,11 +465,14 @@ fn sqlite_timeouts_interrupt_the_statement() {
             timeout: Duration::from_secs(3600),
             ..QueryOptions::default()
         };
-        let dropped = tokio::time::timeout(Duration::from_millis(300), query(&t, &endless, long));
+        let dropped =
+            tokio::time::timeout(Duration::from_millis(300), query(&t, &endless, &[], long));
         assert!(dropped.await.is_err(), "still running when dropped");
         assert_no_reader_left(&url).await;
         let q = guard("SELECT x + 1 AS y FROM t", Dialect::Sqlite).expect("healthy");
-        let df = query(&t, &q, QueryOptions::default()).await.expect("runs");
+        let df = query(&t, &q, &[], QueryOptions::default())
+            .await
+            .expect("runs");
         assert_eq!(
             df.column("y").expect("y").i64().expect("i64").get(0),
             Some(42)
@@ -486,7 +499,9 @@ fn postgres_nested_comments_and_unicode_identifiers_run() {
             ),
         ] {
             let q = guard(sql, Dialect::Postgres).unwrap_or_else(|e| panic!("{sql}: {e}"));
-            let df = query(&t, &q, QueryOptions::default()).await.expect(sql);
+            let df = query(&t, &q, &[], QueryOptions::default())
+                .await
+                .expect(sql);
             assert_eq!(
                 df.column(column).expect(sql).i32().expect("i32").get(0),
                 Some(7),

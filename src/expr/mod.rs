@@ -16,6 +16,7 @@ mod exprs;
 mod funcs;
 pub mod limits;
 mod ops;
+mod param;
 mod registry;
 mod tree;
 mod val;
@@ -31,6 +32,7 @@ use rustpython_parser::{Parse, ast};
 pub use cache::{ExprCache, global as global_cache};
 pub use error::{ErrorCode, ExprError};
 pub use funcs::reference_markdown;
+pub use param::{MAX_PARAM_NAME, bind as bind_params, is_param_name, param_names};
 
 use limits::{DEEP_TREE_SOURCE_BYTES, MAX_BRACKET_DEPTH, MAX_SOURCE_BYTES};
 use val::Val;

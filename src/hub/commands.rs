@@ -114,6 +114,13 @@ pub(crate) struct IssueArgs {
     /// Token lifetime in seconds.
     #[arg(long, default_value_t = 300)]
     ttl_secs: u64,
+    /// A run parameter's value (`NAME=VALUE`, read by the declared type); the token is
+    /// bound to the values (`params_sha256`). Repeat per parameter.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// A JSON object of run parameter values (`--param` overrides its entries).
+    #[arg(long = "params", value_name = "FILE")]
+    params_file: Option<PathBuf>,
 }
 
 fn keys(common: &Common) -> Result<HubKeys, Error> {
@@ -254,7 +261,7 @@ pub(crate) fn run(cmd: HubCommand) -> Result<u8, Error> {
                 let store = store(&args.common.db).await?;
                 let keys = keys_in_force(&store, keys(&args.common)?).await?;
                 let audience = args.audience.clone().unwrap_or_else(|| "hubworker".into());
-                let token = issue_for(&store, &keys, &args, audience).await?;
+                let (token, _) = issue_for(&store, &keys, &args, audience).await?;
                 println!("{}", token.expose());
                 Ok(0)
             }
@@ -272,8 +279,8 @@ pub(crate) fn run(cmd: HubCommand) -> Result<u8, Error> {
                     Some(audience) => audience.clone(),
                     None => crate::client::worker_id(&mut client, &worker).await?,
                 };
-                let token = issue_for(&store, &keys, &issue, audience).await?;
-                crate::client::execute(&mut client, &worker, token, doc).await
+                let (token, params_json) = issue_for(&store, &keys, &issue, audience).await?;
+                crate::client::execute(&mut client, &worker, token, doc, params_json).await
             }
         }
     })
@@ -322,17 +329,23 @@ async fn issue_for(
     keys: &HubKeys,
     args: &IssueArgs,
     audience: String,
-) -> Result<crate::secret::Secret, Error> {
-    let (workflow_sha256, used) = match &args.workflow {
+) -> Result<(crate::secret::Secret, String), Error> {
+    let (workflow_sha256, used, params_json) = match &args.workflow {
         Some(path) => {
             let doc = std::fs::read_to_string(path)?;
             let wf = crate::workflow::validate(&doc)
                 .map_err(|p| Error::Usage(format!("the workflow is invalid: {p}")))?;
             let used = wf.connections().into_iter().map(str::to_owned).collect();
-            (wf.sha256().to_owned(), used)
+            let params_json = crate::workflow_cli::read_params(
+                wf.params(),
+                &args.params,
+                args.params_file.as_deref(),
+            )?
+            .map_err(|p| Error::Usage(format!("the run's parameters are refused: {p}")))?;
+            (wf.sha256().to_owned(), used, params_json)
         }
         // An inspect token names connections, no workflow (the worker checks no hash for it).
-        None if args.scope == "inspect" => (String::new(), Vec::new()),
+        None if args.scope == "inspect" => (String::new(), Vec::new(), String::new()),
         None => {
             return Err(Error::Usage(
                 "a run token is bound to a workflow: give --workflow (only --scope inspect \
@@ -346,16 +359,20 @@ async fn issue_for(
     } else {
         args.connections.clone()
     };
+    let params_sha256 = crate::workflow::params::params_sha256(&params_json)
+        .ok_or_else(|| Error::Usage("the run's parameters are not valid JSON".into()))?;
     let req = TokenRequest {
         user: args.user.clone(),
         workflow_sha256,
+        params_sha256,
         connections,
         scope: args.scope.clone(),
         audience,
         ttl: Duration::from_secs(args.ttl_secs),
     };
-    super::issue(store, keys, &req, now())
+    let token = super::issue(store, keys, &req, now())
         .await
         .map(crate::secret::Secret::new)
-        .map_err(hub_error)
+        .map_err(hub_error)?;
+    Ok((token, params_json))
 }

@@ -9,6 +9,7 @@
 pub mod commands;
 pub(crate) mod config;
 pub(crate) mod limiter;
+mod schema;
 pub mod service;
 pub(crate) mod signing;
 pub(crate) mod store;
@@ -232,6 +233,9 @@ pub struct TokenRequest {
     pub user: String,
     /// The workflow's canonical hash.
     pub workflow_sha256: String,
+    /// The run's parameter values' hash ([`NO_PARAMS_SHA256`](crate::token::NO_PARAMS_SHA256)
+    /// without values).
+    pub params_sha256: String,
     /// Connections the run may use (must exist).
     pub connections: Vec<String>,
     /// `run` or `inspect`.
@@ -278,6 +282,7 @@ pub async fn issue(
         nbf: now,
         exp: now.saturating_add(ttl),
         workflow_sha256: req.workflow_sha256.clone(),
+        params_sha256: req.params_sha256.clone(),
         connections: req.connections.clone(),
         scope: req.scope.clone(),
         role,

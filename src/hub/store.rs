@@ -104,68 +104,6 @@ pub struct Store {
     pool: SqlitePool,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS users (
-    name TEXT PRIMARY KEY,
-    role TEXT NOT NULL CHECK (role IN ('admin', 'user', 'auditor')),
-    created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS connections (
-    name TEXT PRIMARY KEY,
-    dialect TEXT NOT NULL,
-    sealed TEXT NOT NULL,
-    created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tokens (
-    jti TEXT PRIMARY KEY,
-    sub TEXT NOT NULL,
-    audience TEXT NOT NULL,
-    workflow_sha256 TEXT NOT NULL,
-    connections TEXT NOT NULL,
-    scope TEXT NOT NULL,
-    issued_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    redeemed_at INTEGER,
-    redeemed_by TEXT
-);
-CREATE TABLE IF NOT EXISTS workers (
-    id TEXT PRIMARY KEY,
-    address TEXT NOT NULL,
-    audience TEXT NOT NULL,
-    capacity INTEGER NOT NULL,
-    version TEXT NOT NULL,
-    transport_key TEXT NOT NULL,
-    registered_at INTEGER NOT NULL,
-    last_heartbeat INTEGER,
-    runs_in_flight INTEGER NOT NULL DEFAULT 0,
-    draining INTEGER NOT NULL DEFAULT 0,
-    secret_sha256 TEXT
-);
-CREATE TABLE IF NOT EXISTS signing_keys (
-    kid TEXT PRIMARY KEY,
-    role TEXT NOT NULL CHECK (role IN ('current', 'previous')),
-    sealed_pem TEXT NOT NULL,
-    created_at INTEGER NOT NULL
-);
-";
-
-/// Stores made before the roles followed the security model: `analyst` and `developer` become
-/// `user` (the CHECK constraint changes, so the table is rebuilt).
-const MIGRATE_ROLES: &str = "
-BEGIN IMMEDIATE;
-CREATE TABLE users_new (
-    name TEXT PRIMARY KEY,
-    role TEXT NOT NULL CHECK (role IN ('admin', 'user', 'auditor')),
-    created_at INTEGER NOT NULL
-);
-INSERT INTO users_new (name, role, created_at)
-    SELECT name, CASE WHEN role IN ('admin', 'auditor') THEN role ELSE 'user' END, created_at
-    FROM users;
-DROP TABLE users;
-ALTER TABLE users_new RENAME TO users;
-COMMIT;
-";
-
 /// Makes the database file private before SQLite opens it: created 0600 if missing (SQLite
 /// gives the `-wal` and `-shm` files it creates the database file's mode), and an existing
 /// store and its `-wal`/`-shm` are narrowed to 0600.
@@ -214,25 +152,7 @@ impl Store {
             .max_connections(8)
             .connect_with(opts)
             .await?;
-        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
-        let users: Option<String> = sqlx::query_scalar(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'users'",
-        )
-        .fetch_optional(&pool)
-        .await?;
-        if users.is_some_and(|sql| sql.contains("'analyst'")) {
-            sqlx::raw_sql(MIGRATE_ROLES).execute(&pool).await?;
-        }
-        let has_secret: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pragma_table_info('workers') WHERE name = 'secret_sha256'",
-        )
-        .fetch_one(&pool)
-        .await?;
-        if has_secret == 0 {
-            sqlx::raw_sql("ALTER TABLE workers ADD COLUMN secret_sha256 TEXT")
-                .execute(&pool)
-                .await?;
-        }
+        super::schema::migrate(&pool).await?;
         Ok(Store { pool })
     }
 
@@ -354,13 +274,14 @@ impl Store {
         audience: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO tokens (jti, sub, audience, workflow_sha256, connections, scope, issued_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tokens (jti, sub, audience, workflow_sha256, params_sha256, connections, scope, issued_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&claims.jti)
         .bind(&claims.sub)
         .bind(audience)
         .bind(&claims.workflow_sha256)
+        .bind(&claims.params_sha256)
         .bind(serde_json::to_string(&claims.connections).unwrap_or_default())
         .bind(&claims.scope)
         .bind(claims.iat)

@@ -21,8 +21,10 @@ pub(crate) struct Need<'a> {
     pub(crate) node: &'a str,
     /// The connection it reads (its target, and its credential's fingerprint).
     pub(crate) connection: &'a Connection,
-    /// The guarded query (its text is what runs and what a cache keys on).
+    /// The guarded query (its text, with the binds, is what runs and what a cache keys on).
     pub(crate) query: &'a ReadOnlyQuery,
+    /// The values of its `:name` parameters, in bind order (part of a cache's key).
+    pub(crate) binds: &'a [crate::sql::Bind],
     /// Caps and timeout.
     pub(crate) options: QueryOptions,
 }
@@ -118,7 +120,12 @@ impl Direct {
 
 impl InputSource for Direct {
     fn load(&mut self, need: Need<'_>, control: &RunControl) -> Result<Input, TaskFailure> {
-        let call = connector::query(&need.connection.target, need.query, need.options);
+        let call = connector::query(
+            &need.connection.target,
+            need.query,
+            need.binds,
+            need.options,
+        );
         let frame = self
             .runtime
             .block_on(until_stopped(control, call))

@@ -264,10 +264,16 @@ fn run_workflow(
             });
         }
     }
+    if !wf.is_bound() {
+        return Err(TaskFailure::Internal("a run without its parameter values"));
+    }
     let mut frames = std::collections::HashMap::new();
     for (node, name, query) in wf.queries() {
         control.check().map_err(TaskFailure::Engine)?;
         let connection = find(&connections, name, Some(node))?;
+        let binds = wf
+            .binds(query)
+            .map_err(|_| TaskFailure::Internal("a query parameter without a value"))?;
         events.emit(RunEvent::Progress {
             node: node.to_owned(),
             tool: "sql".to_owned(),
@@ -278,6 +284,7 @@ fn run_workflow(
             node,
             connection,
             query,
+            binds: &binds,
             options: limits.query,
         };
         let input = inputs.load(need, control)?;
@@ -393,3 +400,5 @@ pub(crate) fn from_ipc(bytes: &[u8]) -> Result<DataFrame, TaskFailure> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_params;

@@ -227,7 +227,7 @@ async fn answer_need(
         fetch(stdin, frames, &node, false).await?;
         return Ok(());
     }
-    let key = CacheKey::new(fingerprint, &need.connection, &need.query);
+    let key = CacheKey::new(fingerprint, &need.connection, &need.query, &need.binds);
     let own_failure: Mutex<Option<End>> = Mutex::new(None);
     // The child has the rows but they are too large to keep: the load "fails" (nothing is
     // cached; runs that waited for it query for themselves) and this run goes on.

@@ -35,6 +35,7 @@ pub(super) fn setup(task: &Task, p: Provisions<'_>) -> pb::Setup {
     let task = match task {
         Task::Run(wf) => pb::setup::Task::Run(pb::RunTask {
             workflow_json: wf.source_json().to_owned(),
+            params_json: wf.params_json().to_owned(),
         }),
         Task::Inspect { connection } => pb::setup::Task::Inspect(pb::InspectTask {
             connection: connection.clone(),
@@ -93,7 +94,8 @@ pub(super) fn task_of(setup: &mut pb::Setup) -> Result<(Task, Limits), TaskFailu
     };
     let task = match setup.task.take() {
         Some(pb::setup::Task::Run(run)) => Task::Run(Box::new(
-            workflow::validate(&run.workflow_json).map_err(TaskFailure::InvalidWorkflow)?,
+            workflow::validate_bound(&run.workflow_json, &run.params_json)
+                .map_err(TaskFailure::InvalidWorkflow)?,
         )),
         Some(pb::setup::Task::Inspect(i)) => Task::Inspect {
             connection: i.connection,

@@ -115,6 +115,7 @@ impl<R: Read> InputSource for PipeSource<R> {
                 fingerprint: fingerprint.to_vec(),
                 connection: need.connection.name.clone(),
                 query: need.query.sql().to_owned(),
+                binds: crate::sql::Bind::key_text(need.binds),
             }))?;
             match pipe.read()? {
                 Some(crate::proto::sandbox::to_child::Msg::Answer(a)) if a.node == need.node => {
@@ -129,7 +130,12 @@ impl<R: Read> InputSource for PipeSource<R> {
                 cached: true,
             }),
             Some(answer::Answer::Fetch(send_back)) => {
-                let call = connector::query(&need.connection.target, need.query, need.options);
+                let call = connector::query(
+                    &need.connection.target,
+                    need.query,
+                    need.binds,
+                    need.options,
+                );
                 let mut frame = self
                     .runtime()?
                     .block_on(until_stopped(control, call))

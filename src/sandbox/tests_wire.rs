@@ -35,6 +35,7 @@ fn from_child_msg() -> impl Strategy<Value = from_child::Msg> {
                 fingerprint,
                 connection,
                 query,
+                binds: String::new(),
             })
         }),
         (text(), any::<u64>(), bytes(), any::<bool>()).prop_map(
@@ -196,7 +197,7 @@ proptest! {
         }
         let setup = ToChild {
             msg: Some(to_child::Msg::Setup(pb::Setup {
-                task: Some(pb::setup::Task::Run(pb::RunTask { workflow_json: workflow })),
+                task: Some(pb::setup::Task::Run(pb::RunTask { workflow_json: workflow, params_json: String::new() })),
                 ..Default::default()
             })),
         };

@@ -51,11 +51,13 @@ pub enum ErrorCode {
     /// Syntax sqlparser accepts (usually for another dialect) that the guard
     /// does not vet; rejected rather than guessed about.
     Unsupported,
+    /// A positional placeholder (`?`, `$1`): only `:name` run parameters are bound.
+    Placeholder,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (the metrics start each at 0).
-    pub(crate) const ALL: [ErrorCode; 16] = [
+    pub(crate) const ALL: [ErrorCode; 17] = [
         ErrorCode::ParseError,
         ErrorCode::Empty,
         ErrorCode::MultipleStatements,
@@ -72,6 +74,7 @@ impl ErrorCode {
         ErrorCode::RenderMismatch,
         ErrorCode::ForbiddenRelation,
         ErrorCode::Unsupported,
+        ErrorCode::Placeholder,
     ];
 
     /// The stable wire name of the code.
@@ -93,6 +96,7 @@ impl ErrorCode {
             ErrorCode::RenderMismatch => "render_mismatch",
             ErrorCode::ForbiddenRelation => "forbidden_relation",
             ErrorCode::Unsupported => "unsupported",
+            ErrorCode::Placeholder => "placeholder",
         }
     }
 }

@@ -31,6 +31,8 @@ pub enum Reason {
     WrongIssuer,
     /// `workflow_sha256` is not the dispatched workflow's hash.
     WorkflowMismatch,
+    /// `params_sha256` is not the hash of the run's parameter values.
+    ParamsMismatch,
     /// The workflow uses a connection the token does not grant.
     ConnectionNotInScope,
     /// `scope` does not allow this call (`run` vs `inspect`).
@@ -43,7 +45,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in documentation order (the metrics start each at 0).
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 18] = [
         Reason::TooLarge,
         Reason::Malformed,
         Reason::AlgNone,
@@ -57,6 +59,7 @@ impl Reason {
         Reason::WrongAudience,
         Reason::WrongIssuer,
         Reason::WorkflowMismatch,
+        Reason::ParamsMismatch,
         Reason::ConnectionNotInScope,
         Reason::WrongScope,
         Reason::RoleNotAllowed,
@@ -79,6 +82,7 @@ impl Reason {
             Reason::WrongAudience => "wrong_audience",
             Reason::WrongIssuer => "wrong_issuer",
             Reason::WorkflowMismatch => "workflow_mismatch",
+            Reason::ParamsMismatch => "params_mismatch",
             Reason::ConnectionNotInScope => "connection_not_in_scope",
             Reason::WrongScope => "wrong_scope",
             Reason::RoleNotAllowed => "role_not_allowed",
@@ -110,10 +114,11 @@ mod tests {
                 Reason::WrongAudience => 10,
                 Reason::WrongIssuer => 11,
                 Reason::WorkflowMismatch => 12,
-                Reason::ConnectionNotInScope => 13,
-                Reason::WrongScope => 14,
-                Reason::RoleNotAllowed => 15,
-                Reason::Replayed => 16,
+                Reason::ParamsMismatch => 13,
+                Reason::ConnectionNotInScope => 14,
+                Reason::WrongScope => 15,
+                Reason::RoleNotAllowed => 16,
+                Reason::Replayed => 17,
             }
         }
         for (i, r) in Reason::ALL.iter().enumerate() {

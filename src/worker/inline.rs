@@ -29,7 +29,13 @@ struct CacheSource {
 impl CacheSource {
     /// Runs the query here (the rows, and their cache form when they will be cached).
     async fn query(need: &Need<'_>) -> Result<DataFrame, ConnectorError> {
-        connector::query(&need.connection.target, need.query, need.options).await
+        connector::query(
+            &need.connection.target,
+            need.query,
+            need.binds,
+            need.options,
+        )
+        .await
     }
 }
 
@@ -49,7 +55,8 @@ impl InputSource for CacheSource {
                 cached: false,
             });
         };
-        let key = CacheKey::new(fingerprint, &need.connection.name, need.query.sql());
+        let binds = crate::sql::Bind::key_text(need.binds);
+        let key = CacheKey::new(fingerprint, &need.connection.name, need.query.sql(), &binds);
         // This run's own load keeps its frame (no decoding) and its error (whole).
         let fresh: Mutex<Option<DataFrame>> = Mutex::new(None);
         let own_error: Mutex<Option<ConnectorError>> = Mutex::new(None);

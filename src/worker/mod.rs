@@ -328,22 +328,27 @@ impl Worker {
         let first = Expect {
             scope: Scope::Run,
             workflow_sha256: Some(&hash),
+            params_sha256: None,
             connections: &[],
             consume: false,
         };
         self.verifier.verify(token, &first, now)?;
         let wf = workflow::validate(doc).map_err(RunFailure::InvalidWorkflow)?;
         // The run's parameter values, checked before anything is redeemed.
-        let _bound = workflow::params::bind_text(wf.params(), params)
+        let bound = workflow::params::bind_text(wf.params(), params)
             .map_err(|p| RunFailure::InvalidParams(workflow::Problems(p)))?;
+        let params_hash = workflow::params::params_sha256(params).ok_or(RunFailure::Internal)?;
         let connections = wf.connections();
         let full = Expect {
             scope: Scope::Run,
             workflow_sha256: Some(&hash),
+            params_sha256: Some(&params_hash),
             connections: &connections,
             consume,
         };
         let verified = self.verifier.verify(token, &full, now)?;
+        let mut wf = wf;
+        wf.bind(bound, params).map_err(RunFailure::InvalidParams)?;
         Ok((verified, wf))
     }
 

@@ -260,6 +260,7 @@ impl WorkerService {
         let expect = Expect {
             scope: Scope::Inspect,
             workflow_sha256: None,
+            params_sha256: None,
             connections: &[connection],
             consume: true,
         };

@@ -103,7 +103,8 @@ impl RunFailure {
                 crate::token::Reason::ConnectionNotInScope
                 | crate::token::Reason::WrongScope
                 | crate::token::Reason::RoleNotAllowed
-                | crate::token::Reason::WorkflowMismatch => Code::PermissionDenied,
+                | crate::token::Reason::WorkflowMismatch
+                | crate::token::Reason::ParamsMismatch => Code::PermissionDenied,
                 _ => Code::Unauthenticated,
             },
             RunFailure::BadWorkflowDocument(_)

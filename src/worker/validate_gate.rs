@@ -119,6 +119,7 @@ impl Worker {
         let who = Expect {
             scope: Scope::Run,
             workflow_sha256: None,
+            params_sha256: None,
             connections: &[],
             consume: false,
         };

@@ -38,7 +38,7 @@ use exec::Output;
 pub(crate) use exec::{Event, RunControl, RunError, Sink, execute, stream};
 pub use hash::{HashError, workflow_sha256};
 pub(crate) use problem::Problems;
-pub(crate) use validate::{Workflow, validate};
+pub(crate) use validate::{Workflow, validate, validate_bound};
 
 #[cfg(test)]
 mod tests;

@@ -18,9 +18,6 @@ use super::problem::Problem;
 /// Most parameters one workflow declares.
 pub(crate) const MAX_PARAMS: usize = 64;
 
-/// Longest parameter name.
-const MAX_NAME_LEN: usize = 63;
-
 /// Largest compiled `pattern`, bytes (the regex crate's own limit on a program's size).
 const MAX_PATTERN_PROGRAM: usize = 1 << 20;
 
@@ -295,14 +292,7 @@ pub(crate) type Params = BTreeMap<String, Param>;
 /// One run's values, by name (defaults filled in).
 pub(crate) type Bound = BTreeMap<String, Value>;
 
-/// Whether `s` is a valid parameter name: a letter or `_`, then letters, digits and `_`
-/// (so that `:name` in SQL and `pl.param("name")` can always refer to it).
-pub(crate) fn is_param_name(s: &str) -> bool {
-    let mut bytes = s.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
-        && s.len() <= MAX_NAME_LEN
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
+pub(crate) use crate::expr::is_param_name;
 
 /// Checks the document's `params` object; every problem is pushed, and the declarations that
 /// are sound are returned.
@@ -337,7 +327,7 @@ pub(crate) fn declarations(raw: &Json, problems: &mut Vec<Problem>) -> Params {
                 at,
                 "bad_param_name",
                 format!(
-                    "a parameter name is a letter or `_`, then up to {MAX_NAME_LEN} letters, digits and `_`"
+                    "a parameter name is a letter or `_`, then letters, digits and `_`, at most {} bytes", crate::expr::MAX_PARAM_NAME
                 ),
             ));
             continue;
@@ -523,7 +513,10 @@ pub(crate) fn bind(params: &Params, values: &Json) -> Result<Bound, Vec<Problem>
 
 #[path = "params_text.rs"]
 mod text;
-pub(crate) use text::{bind_text, cli_values};
+#[path = "params_values.rs"]
+mod values;
+pub(crate) use text::{bind_text, cli_values, params_sha256};
+pub(crate) use values::{binds, literals};
 
 #[cfg(test)]
 #[path = "tests_params.rs"]

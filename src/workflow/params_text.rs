@@ -95,3 +95,17 @@ pub(crate) fn cli_values(
         Err(problems)
     }
 }
+
+/// The `params_sha256` a run's parameter text is bound to: SHA-256 of the RFC 8785 form of
+/// the object as sent, lowercase hex; no values (empty text, `null` or `{}`) is the empty
+/// object's hash, [`NO_PARAMS_SHA256`](crate::token::NO_PARAMS_SHA256). `None` when the text
+/// is not JSON (the run is refused by [`bind_text`] first).
+pub(crate) fn params_sha256(text: &str) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let text = text.trim();
+    if text.is_empty() || text == "null" {
+        return Some(crate::token::NO_PARAMS_SHA256.to_owned());
+    }
+    let canonical = crate::workflow::hash::canonical_json(text).ok()?;
+    Some(hex::encode(Sha256::digest(canonical.as_bytes())))
+}

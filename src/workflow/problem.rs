@@ -96,6 +96,7 @@ pub(crate) struct Report<'a> {
     node: &'a str,
     problems: &'a mut Vec<Problem>,
     before: usize,
+    params: Option<&'a super::params::Params>,
 }
 
 impl<'a> Report<'a> {
@@ -106,7 +107,20 @@ impl<'a> Report<'a> {
             node,
             problems,
             before,
+            params: None,
         }
+    }
+
+    /// The same report, knowing the workflow's declared parameters (a node's own checks
+    /// refer to them: `:name` in SQL, `pl.param("name")` in expressions).
+    pub(crate) fn with_params(mut self, params: &'a super::params::Params) -> Self {
+        self.params = Some(params);
+        self
+    }
+
+    /// The declared parameters (none when the report was made without them).
+    pub(crate) fn params(&self) -> Option<&'a super::params::Params> {
+        self.params
     }
 
     /// A problem with the workflow's own rules.

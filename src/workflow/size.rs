@@ -221,7 +221,7 @@ mod tests {
         }
         seen.sort();
         eprintln!("{seen:?}");
-        assert_eq!(seen.len(), 4);
+        assert_eq!(seen.len(), 5);
         assert!(
             seen.iter().all(|(_, n)| *n < MAX_PLAN_SIZE / 1_000),
             "{seen:?}"

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use polars::prelude::*;
 
+use super::params::{Bound, Params};
 use super::parse::{self, MAX_DEPTH, Node};
 use super::plan::Compiled;
 use super::problem::{Problem, Problems, Report};
@@ -24,6 +25,11 @@ pub(crate) struct Workflow {
     predicted: Vec<Option<SchemaRef>>,
     source: std::sync::Arc<str>,
     params: super::params::Params,
+    /// One run's values, once [`bind`](Workflow::bind) checked them (a workflow that
+    /// declares no parameters is bound from the start).
+    values: Option<Bound>,
+    /// The values as the run brought them (JSON text; a sandboxed run child binds them again).
+    params_json: String,
 }
 
 /// One validated node.
@@ -51,6 +57,60 @@ impl Workflow {
     /// The declared parameters, by name.
     pub(crate) fn params(&self) -> &super::params::Params {
         &self.params
+    }
+
+    /// Binds one run's values (from [`params::bind`](super::params::bind), which checked them
+    /// against the declarations; `json` is the text they came in): each `pl.param(...)`
+    /// becomes a typed literal, and each query's parameters have their binds.
+    pub(crate) fn bind(&mut self, values: Bound, json: &str) -> Result<(), Problems> {
+        let mut problems = Vec::new();
+        for step in &mut self.steps {
+            let Compiled::Exprs(exprs) = &mut step.compiled else {
+                continue;
+            };
+            for e in exprs.iter_mut() {
+                match super::params::literals(&self.params, Some(&values), e.clone()) {
+                    Ok(bound) => *e = bound,
+                    Err(name) => problems.push(Problem::new(
+                        Some(&step.id),
+                        "",
+                        "missing_param",
+                        format!("parameter `{name}` has no value"),
+                    )),
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Problems(problems));
+        }
+        self.values = Some(values);
+        json.clone_into(&mut self.params_json);
+        Ok(())
+    }
+
+    /// Whether the run's values are bound (always, without declared parameters).
+    pub(crate) fn is_bound(&self) -> bool {
+        self.values.is_some()
+    }
+
+    /// The run's values as they came (empty: none).
+    pub(crate) fn params_json(&self) -> &str {
+        &self.params_json
+    }
+
+    /// The binds of one of this workflow's queries, in its bind order; the name of a
+    /// parameter without a value if any.
+    pub(crate) fn binds(
+        &self,
+        query: &crate::sql::ReadOnlyQuery,
+    ) -> Result<Vec<crate::sql::Bind>, String> {
+        match &self.values {
+            Some(values) => super::params::binds(values, query.params()),
+            None => query
+                .params()
+                .first()
+                .map_or(Ok(Vec::new()), |n| Err(n.clone())),
+        }
     }
 
     /// The document it was validated from (a sandboxed run child validates it again).
@@ -97,7 +157,10 @@ pub(crate) fn validate(doc: &str) -> Result<Workflow, Problems> {
     // Nodes that failed to parse still exist for their neighbours: no "unknown input" noise.
     let broken: HashSet<String> = problems.iter().filter_map(|p| p.node.clone()).collect();
 
-    let compiled: Vec<Option<Compiled>> = nodes.iter().map(|n| compile(n, &mut problems)).collect();
+    let compiled: Vec<Option<Compiled>> = nodes
+        .iter()
+        .map(|n| compile(n, &params, &mut problems))
+        .collect();
     let index: HashMap<&str, usize> = nodes
         .iter()
         .enumerate()
@@ -147,7 +210,13 @@ pub(crate) fn validate(doc: &str) -> Result<Workflow, Problems> {
         usable.push(ok);
     }
     super::size::check(&steps, &mut problems);
+    // Predicted with each parameter's typed stand-in; the steps keep their markers for a run's
+    // values.
+    let marked = stand_ins(&mut steps, &params);
     let predicted = super::predict::predict(&steps, &usable, &|_| None, &mut problems);
+    for (i, compiled) in marked {
+        steps[i].compiled = compiled;
+    }
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
@@ -168,13 +237,50 @@ pub(crate) fn validate(doc: &str) -> Result<Workflow, Problems> {
         sha256,
         predicted,
         source: doc.into(),
+        values: params.is_empty().then(Bound::new),
         params,
+        params_json: String::new(),
     })
 }
 
+/// [`validate`], then the run's values (`params_json`, a JSON object; empty: none) checked
+/// against the declarations and bound.
+pub(crate) fn validate_bound(doc: &str, params_json: &str) -> Result<Workflow, Problems> {
+    let mut wf = validate(doc)?;
+    let values = super::params::bind_text(wf.params(), params_json).map_err(Problems)?;
+    wf.bind(values, params_json)?;
+    Ok(wf)
+}
+
+/// Replaces each `pl.param(...)` in `steps` with its declared type's stand-in; returns what
+/// the changed steps held before.
+fn stand_ins(steps: &mut [Step], params: &Params) -> Vec<(usize, Compiled)> {
+    let mut before = Vec::new();
+    if params.is_empty() {
+        return before;
+    }
+    for (i, step) in steps.iter_mut().enumerate() {
+        let Compiled::Exprs(exprs) = &step.compiled else {
+            continue;
+        };
+        if exprs.iter().all(|e| crate::expr::param_names(e).is_empty()) {
+            continue;
+        }
+        let typed = exprs
+            .iter()
+            .map(|e| super::params::literals(params, None, e.clone()).unwrap_or_else(|_| e.clone()))
+            .collect();
+        before.push((
+            i,
+            std::mem::replace(&mut step.compiled, Compiled::Exprs(typed)),
+        ));
+    }
+    before
+}
+
 /// Field checks that need no schema (each tool's own): what runs, if nothing was reported.
-fn compile(node: &Node, problems: &mut Vec<Problem>) -> Option<Compiled> {
-    let mut report = Report::new(&node.id, problems);
+fn compile(node: &Node, params: &Params, problems: &mut Vec<Problem>) -> Option<Compiled> {
+    let mut report = Report::new(&node.id, problems).with_params(params);
     let compiled = node.tool.kind().check(&mut report);
     report.is_clean().then_some(compiled)
 }

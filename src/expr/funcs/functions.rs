@@ -28,6 +28,12 @@ pub(crate) static FUNCTIONS: &[Spec] = &[
         "several predicates are combined with `all_horizontal`; `str` is a column name"),
     spec!("len", [], len_fn, "number of rows (UInt32)"),
     spec!(
+        "param",
+        [req("name", Kind::Str)],
+        param_fn,
+        "hubworker only: a run parameter's value, a typed literal of its declared type (README: Run parameters)"
+    ),
+    spec!(
         "from_epoch",
         [
             req("column", Kind::Expr),
@@ -258,6 +264,17 @@ fn otherwise_fn(c: &mut Call) -> Result<Built> {
     let value = c.expr(0)?;
     let ch = c.chain.take().unwrap_or_default();
     Ok(Built::Expr(c.finish_when(ch, value)))
+}
+
+fn param_fn(c: &mut Call) -> Result<Built> {
+    let name = c.str(0);
+    if !super::super::param::is_param_name(name) {
+        return Err(c.bad(
+            0,
+            "a parameter name is a letter or `_`, then letters, digits and `_` (at most 64)",
+        ));
+    }
+    Ok(Built::Expr(super::super::param::marker(name)))
 }
 
 fn len_fn(_c: &mut Call) -> Result<Built> {

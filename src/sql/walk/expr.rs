@@ -160,7 +160,8 @@ impl Walker {
             // Column references and user/system variable reads (`@x`,
             // `@@time_zone`) only read.
             Expr::Identifier(_) | Expr::CompoundIdentifier(_) => Ok(()),
-            Expr::Value(_) | Expr::TypedString(_) => Ok(()),
+            Expr::Value(v) => self.value(v),
+            Expr::TypedString(_) => Ok(()),
             Expr::Wildcard(_) => Ok(()),
             Expr::QualifiedWildcard(name, _) => plain_name(name).map(|_| ()),
             Expr::CompoundFieldAccess { root, access_chain } => {
@@ -422,6 +423,26 @@ impl Walker {
                 self.expr(array)
             }
         }
+    }
+
+    /// A literal, or a placeholder: `:name` names a run parameter (bound by the driver,
+    /// never interpolated); positional forms (`?`, `$1`) have nothing to bind and are refused.
+    fn value(&mut self, v: &sqlparser::ast::ValueWithSpan) -> Outcome {
+        let sqlparser::ast::Value::Placeholder(p) = &v.value else {
+            return Ok(());
+        };
+        if let Some(name) = p.strip_prefix(':') {
+            self.names.placeholders.push((name.to_owned(), v.span));
+            return Ok(());
+        }
+        if p.starts_with('?') || p.starts_with('$') {
+            return err(
+                ErrorCode::Placeholder,
+                format!("placeholder {p} has no value; name a run parameter as :name"),
+            );
+        }
+        // `@x` (a PostgreSQL prefix operator use, an SQLite variable) is kept as it was.
+        Ok(())
     }
 
     fn subscript(&mut self, subscript: &Subscript) -> Outcome {

@@ -65,6 +65,8 @@ pub(crate) struct Names {
     pub(crate) functions: Vec<ObjectName>,
     /// Every relation named in FROM, `TABLE t` or `IN t`.
     pub(crate) relations: Vec<ObjectName>,
+    /// Every `:name` placeholder: the name, and where the placeholder is in the text.
+    pub(crate) placeholders: Vec<(String, sqlparser::tokenizer::Span)>,
 }
 
 /// Judges one top-level statement; returns the names it uses.

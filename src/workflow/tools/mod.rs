@@ -118,12 +118,52 @@ pub(crate) fn expression(report: &mut Report<'_>, src: &str, field: String) -> O
         Err(e) => Err((e.code(), e.message.clone())),
     });
     match compiled {
-        Ok(expr) => Some(expr),
+        Ok(expr) => {
+            let names = crate::expr::param_names(&expr);
+            declared(report, &field, &names, false).then_some(expr)
+        }
         Err((code, message)) => {
             report.push_from(ProblemSource::Expression, field, code, message);
             None
         }
     }
+}
+
+/// Whether every parameter in `names` is declared (and, for SQL, is a scalar the driver can
+/// bind); reports each one that is not on `field`.
+pub(crate) fn declared(report: &mut Report<'_>, field: &str, names: &[String], sql: bool) -> bool {
+    let mut ok = true;
+    for name in names {
+        let shown: String = name.chars().take(64).collect();
+        match report.params().and_then(|p| p.get(name)) {
+            None => {
+                ok = false;
+                let hint = report
+                    .params()
+                    .and_then(|p| parse::did_you_mean(name, p.keys().map(String::as_str)))
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                report.push(
+                    field,
+                    "unknown_param",
+                    format!("the workflow declares no parameter `{shown}`{hint}"),
+                );
+            }
+            Some(p) if sql && p.ty.list => {
+                ok = false;
+                report.push(
+                    field,
+                    "param_type",
+                    format!(
+                        "`{shown}` is a list: SQL binds one value per parameter (filter on a \
+                         list with `is_in(pl.param(\"{shown}\"))` in a filter node)"
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    ok
 }
 
 /// Whether `schema` has column `name`; if not, reports it on `field` with a did-you-mean.

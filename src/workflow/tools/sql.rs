@@ -52,7 +52,16 @@ impl ToolKind for Sql {
             );
         }
         match crate::sql::guard(&self.query, self.dialect) {
-            Ok(checked) => Compiled::Query(checked),
+            Ok(checked) => {
+                let mut names = checked.params().to_vec();
+                names.sort_unstable();
+                names.dedup();
+                if super::declared(report, "query", &names, true) {
+                    Compiled::Query(checked)
+                } else {
+                    Compiled::Plain
+                }
+            }
             Err(e) => {
                 report.push_from(ProblemSource::Sql, "query", e.code.as_str(), e.message);
                 Compiled::Plain
