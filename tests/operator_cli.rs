@@ -389,6 +389,42 @@ fn status_table_and_dispatch_tables_on_a_live_stack() {
     let after = &dispatched[finished..];
     let after = &after[after.find('\n').expect("newline") + 1..];
     assert_eq!(after, tables, "dispatch prints the tables `run` prints");
+
+    // Issue 21: `dispatch --param` binds the token to the values and sends them; the worker
+    // prints what `run --param` prints locally.
+    let wf = repo().join("examples/region_orders.json");
+    let wf = wf.to_str().expect("utf-8");
+    let params = ["--param", "region=east", "--param", "min_qty=2"];
+    let mut args = vec![
+        "hub",
+        "dispatch",
+        "--db",
+        hub_db.to_str().expect("utf-8"),
+        "--secrets",
+        keys.to_str().expect("utf-8"),
+        "--hub-id",
+        "demo-hub",
+        "--user",
+        "alice",
+        "--workflow",
+        wf,
+        "--worker",
+        &url,
+    ];
+    args.extend(params);
+    let out = hw(&args, &d, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let dispatched = text(&out.stdout);
+    let conn = format!("shop=sqlite://{}", stack.db.display());
+    let mut args = vec!["run", wf, "--connection", &conn];
+    args.extend(params);
+    let local = hw(&args, &d, &[]);
+    assert_eq!(local.status.code(), Some(0), "{}", text(&local.stderr));
+    let tables = text(&local.stdout);
+    assert!(tables.contains("east"), "{tables}");
+    let finished = dispatched.find("finished: run ").expect("finished line");
+    let after = &dispatched[finished..];
+    assert_eq!(&after[after.find('\n').expect("newline") + 1..], tables);
     rt.block_on(stack.shutdown());
 }
 

@@ -176,7 +176,7 @@ pub(crate) async fn fetch_copy(
     builder.finish()
 }
 
-async fn fetch(
+pub(crate) async fn fetch(
     conn: &mut PgConnection,
     sql: &str,
     binds: &[Bind],
