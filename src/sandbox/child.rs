@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use super::isolate::{self, Identity, State};
 use super::pipe::{Out, Pipe, PipeEvents, PipeSource};
-use super::policy::Limits;
+use super::policy::{self, Limits};
 use super::{Fault, ZeroizeAll, exit, jail, message, needs};
 use crate::creds::{Credential, TransportKey};
 use crate::locked::LockedBytes;
@@ -101,11 +101,30 @@ impl ChildArgs {
 }
 
 /// The compute phase's seccomp filter, built once by the template and applied by every child
-/// (the database phase's names the child's own pid, so each child builds its own).
+/// (the database phase's names the child's own pid, so each child builds its own: a spare
+/// while it waits for a task, off the task's time).
 #[derive(Debug)]
 pub(crate) struct Compiled {
     /// The compute phase's filter.
     pub compute: seccompiler::BpfProgram,
+}
+
+/// The database phase's filters for this process (they name its pid).
+type DatabaseFilters = Result<Vec<seccompiler::BpfProgram>, policy::FilterError>;
+
+/// Ends a forked child with `code`: its pipes flushed, then `_exit`, without the exit-time
+/// work a process that lives on would need (thread-local destructors, the allocator's own
+/// cleanup): everything it holds goes with its address space, and its answer is already sent.
+pub(crate) fn leave(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: `_exit` only ends the process; nothing of this process is used after it (a forked
+    // child of the single-threaded template: no other thread holds a lock or buffer).
+    #[allow(unsafe_code)]
+    unsafe {
+        nix::libc::_exit(code)
+    }
 }
 
 /// A confinement step failed: say which on stderr, leave with its code.
@@ -140,7 +159,7 @@ pub(crate) fn forked(
         return failed(f);
     }
     match isolated(args) {
-        Ok(isolated) => task(isolated, args, fault, compiled),
+        Ok(isolated) => task(isolated, args, fault, compiled, policy::database_phase()),
         Err(code) => code,
     }
 }
@@ -163,6 +182,7 @@ pub(crate) fn spare(channel: OwnedFd, args: &ChildArgs, compiled: &Compiled) -> 
         Ok(i) => i,
         Err(code) => return code,
     };
+    let database = policy::database_phase();
     let (fault, stdio) = match super::template::receive_stdio(&channel) {
         Ok(Some(handed)) => handed,
         Ok(None) => return exit::OK,
@@ -176,7 +196,7 @@ pub(crate) fn spare(channel: OwnedFd, args: &ChildArgs, compiled: &Compiled) -> 
     if let Err(f) = jail::enter_child_descriptors() {
         return failed(f);
     }
-    task(isolated, args, fault, compiled)
+    task(isolated, args, fault, compiled, database)
 }
 
 /// The process's name in `ps` and `/proc/<pid>/stat` (what it is doing, for operators).
@@ -254,7 +274,13 @@ fn isolated(args: &ChildArgs) -> Result<Isolated, i32> {
 
 /// The rest of a child's life, with its task's pipes as stdio: the task read, the root built
 /// for it, the last confinements, `Ready`, the task, the exit code.
-fn task(isolated: Isolated, args: &ChildArgs, fault: Option<Fault>, compiled: &Compiled) -> i32 {
+fn task(
+    isolated: Isolated,
+    args: &ChildArgs,
+    fault: Option<Fault>,
+    compiled: &Compiled,
+    database: DatabaseFilters,
+) -> i32 {
     let Isolated {
         mut states,
         namespaced,
@@ -367,7 +393,7 @@ fn task(isolated: Isolated, args: &ChildArgs, fault: Option<Fault>, compiled: &C
             no_landlock("needs ABI 6")
         },
     ));
-    let database = match super::policy::database_phase() {
+    let database = match database {
         Ok(d) => d,
         Err(e) => return failed(jail::fail(exit::SECCOMP, "seccomp", e)),
     };

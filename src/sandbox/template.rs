@@ -165,7 +165,7 @@ fn fork_spare(args: &ChildArgs, compiled: &Compiled, live: &mut HashSet<i32>) ->
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => {
             drop(ours);
-            std::process::exit(child::spare(theirs, args, compiled));
+            child::leave(child::spare(theirs, args, compiled));
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             drop(theirs);
@@ -362,8 +362,7 @@ fn handle(
             #[allow(unsafe_code)]
             match unsafe { nix::unistd::fork() } {
                 Ok(nix::unistd::ForkResult::Child) => {
-                    let code = child::forked(stdio, args, fault, compiled);
-                    std::process::exit(code);
+                    child::leave(child::forked(stdio, args, fault, compiled));
                 }
                 Ok(nix::unistd::ForkResult::Parent { child }) => {
                     drop(stdio);
