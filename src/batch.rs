@@ -1,4 +1,4 @@
-//! The JSONL batch commands: `check expr --jsonl` and `eval --jsonl`. One request line in, one
+//! The JSONL batch commands: `check expr|sql|egress --jsonl` and `eval --jsonl`. One request line in, one
 //! answer line out, in the same order, flushed as it is written. A bad line gets an answer too
 //! (code `bad_request`); nothing a request says can stop the batch or crash the process.
 
@@ -42,6 +42,16 @@ struct SqlRequest {
 }
 
 #[derive(Debug, Deserialize)]
+struct EgressRequest {
+    #[serde(default)]
+    id: Value,
+    url: String,
+    /// The simulated DNS answers for the URL's host, in order.
+    #[serde(default)]
+    resolve: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
 struct EvalRequest {
     #[serde(default)]
     id: Value,
@@ -63,6 +73,8 @@ struct Answer<'a> {
     message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     span: Option<[u32; 2]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect: Option<String>,
 }
 
 impl<'a> Answer<'a> {
@@ -74,6 +86,7 @@ impl<'a> Answer<'a> {
             code: None,
             message: None,
             span: None,
+            connect: None,
         }
     }
 
@@ -85,6 +98,7 @@ impl<'a> Answer<'a> {
             code: Some(code),
             message: Some(message),
             span: None,
+            connect: None,
         }
     }
 
@@ -187,6 +201,53 @@ pub(crate) fn check_sql_jsonl(
                     let a = Answer::fail(&req.id, e.code.as_str(), e.message.clone());
                     write_answer(&mut out, &a)?
                 }
+            },
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// One egress check with simulated DNS answers (`answers`: `None` when the request gave none;
+/// a name then does not resolve). No network is used.
+pub(crate) fn vet_egress(
+    url: &str,
+    answers: Option<&[String]>,
+    rules: &crate::egress::Rules,
+) -> Result<crate::egress::Vetted, crate::egress::Refusal> {
+    let mut resolve = |_: &str| -> Result<Vec<std::net::IpAddr>, String> {
+        let Some(answers) = answers else {
+            return Err("no DNS answer was given (`resolve`)".into());
+        };
+        answers
+            .iter()
+            .map(|a| a.parse().map_err(|_| format!("{a:?} is not an IP address")))
+            .collect()
+    };
+    crate::egress::vet(url, rules, &mut resolve)
+}
+
+/// `hubworker check egress --jsonl`: answers whether each URL may be reached, and where the
+/// connection would go.
+pub(crate) fn check_egress_jsonl(
+    input: impl BufRead,
+    mut out: impl Write,
+    rules: &crate::egress::Rules,
+) -> std::io::Result<usize> {
+    let mut n = 0;
+    for line in lines(input) {
+        let null = Value::Null;
+        match line?.and_then(|l| parse::<EgressRequest>(&l)) {
+            Err(msg) => write_answer(&mut out, &Answer::fail(&null, "bad_request", msg))?,
+            Ok(req) => match vet_egress(&req.url, req.resolve.as_deref(), rules) {
+                Ok(v) => {
+                    let a = Answer {
+                        connect: Some(v.connect.to_string()),
+                        ..Answer::ok(&req.id)
+                    };
+                    write_answer(&mut out, &a)?
+                }
+                Err(r) => write_answer(&mut out, &Answer::fail(&req.id, r.code, r.message))?,
             },
         }
         n += 1;

@@ -155,6 +155,22 @@ enum Check {
         #[arg(long)]
         jsonl: bool,
     },
+    /// Check outbound URLs against the egress rules (schemes, names, addresses), with
+    /// simulated DNS answers: no network is used.
+    Egress {
+        /// The URL to check (omit with --jsonl).
+        #[arg(required_unless_present = "jsonl", conflicts_with = "jsonl")]
+        url: Option<String>,
+        /// A simulated DNS answer for the URL's host, in order (repeat per address).
+        #[arg(long = "resolve", value_name = "ADDR", conflicts_with = "jsonl")]
+        resolve: Vec<String>,
+        /// A host that may be reached over plain http (development; repeat per host).
+        #[arg(long = "allow-http", value_name = "HOST")]
+        allow_http: Vec<String>,
+        /// Read `{"id":..,"url":..,"resolve":[..]}` lines on stdin, answer one line each.
+        #[arg(long)]
+        jsonl: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -273,6 +289,12 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             sql,
             jsonl,
         }) => check_sql(dialect, sql, jsonl),
+        Command::Check(Check::Egress {
+            url,
+            resolve,
+            allow_http,
+            jsonl,
+        }) => check_egress(url, &resolve, allow_http, jsonl),
         Command::Eval(args) => eval(args),
         Command::Query(args) => query(args),
         Command::Validate(args) => crate::workflow_cli::validate(
@@ -407,6 +429,34 @@ fn check_sql(dialect: crate::sql::Dialect, sql: Option<String>, jsonl: bool) -> 
         }
         Err(e) => {
             eprintln!("rejected: {} [{}]", e.message, e.code.as_str());
+            Ok(1)
+        }
+    }
+}
+
+fn check_egress(
+    url: Option<String>,
+    resolve: &[String],
+    allow_http: Vec<String>,
+    jsonl: bool,
+) -> Result<u8, Error> {
+    let rules = crate::egress::Rules {
+        http_hosts: allow_http,
+    };
+    if jsonl {
+        let stdin = std::io::stdin().lock();
+        let stdout = std::io::stdout().lock();
+        batch::check_egress_jsonl(BufReader::new(stdin), stdout, &rules)?;
+        return Ok(0);
+    }
+    let answers = (!resolve.is_empty()).then_some(resolve);
+    match batch::vet_egress(&url.unwrap_or_default(), answers, &rules) {
+        Ok(v) => {
+            println!("ok: connect {}", v.connect);
+            Ok(0)
+        }
+        Err(r) => {
+            eprintln!("refused: {} [{}]", r.message, r.code);
             Ok(1)
         }
     }

@@ -67,6 +67,7 @@ pub(crate) mod config;
 pub mod connector;
 pub mod creds;
 pub mod demo;
+pub(crate) mod egress;
 pub(crate) mod error;
 pub mod expr;
 pub(crate) mod frames;

@@ -552,3 +552,75 @@ fn issue20_bench_expr_compares_the_engines_and_py_polars() {
     }
     assert!(text.contains("py-polars best: "), "{text}");
 }
+
+/// Issue 22, the CLI contract: `hubworker check egress --jsonl` answers every line in order
+/// with the vetted connection or the refusal's code, using the simulated DNS answers only.
+#[test]
+fn check_egress_jsonl_answers_every_line_in_order() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = [
+        r#"{"id": 1, "url": "https://api.openai.com/v1/chat/completions", "resolve": ["104.18.6.192", "104.18.7.192"]}"#,
+        r#"{"id": 2, "url": "https://[2606:4700::6812:6c0]:8443/"}"#,
+        r#"{"id": 3, "url": "https://rebind.example.com/", "resolve": ["104.18.6.192", "169.254.169.254"]}"#,
+        r#"{"id": 4, "url": "https://0x7f.1/"}"#,
+        r#"{"id": 5, "url": "https://[::ffff:10.0.0.1]/"}"#,
+        r#"{"id": 6, "url": "http://api.openai.com/", "resolve": ["104.18.6.192"]}"#,
+        r#"{"id": 7, "url": "https://metadata.google.internal/"}"#,
+        r#"{"id": 8, "url": "https://no-answer.example.com/"}"#,
+        r#"{"url": 42}"#,
+    ]
+    .join("\n");
+    let out = run(&["check", "egress", "--jsonl"], &input, dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = answers(&out);
+    assert_eq!(a.len(), 9);
+    assert_eq!(
+        a[0],
+        json!({"id": 1, "ok": true, "connect": "104.18.6.192:443"})
+    );
+    assert_eq!(
+        a[1],
+        json!({"id": 2, "ok": true, "connect": "[2606:4700::6812:6c0]:8443"})
+    );
+    let codes: Vec<&str> = a[2..]
+        .iter()
+        .map(|x| x["code"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "metadata",
+            "loopback",
+            "private",
+            "scheme_not_allowed",
+            "metadata_name",
+            "resolve_failed",
+            "bad_request"
+        ]
+    );
+    assert!(a[2..].iter().all(|x| x["ok"] == json!(false)));
+    // One URL: exit 0 and the connection, or exit 1 and the reason.
+    let out = run(
+        &[
+            "check",
+            "egress",
+            "https://api.example.com/",
+            "--resolve",
+            "93.184.215.14",
+        ],
+        "",
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok: connect 93.184.215.14:443\n"
+    );
+    let out = run(&["check", "egress", "https://2130706433/"], "", dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).ends_with("[loopback]\n"));
+}
