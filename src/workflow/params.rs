@@ -12,6 +12,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
+use crate::sql::Bind;
+
 use super::parse::did_you_mean;
 use super::problem::Problem;
 
@@ -110,17 +112,17 @@ impl Scalar {
     }
 
     /// `json` as a value of this type.
-    fn value(self, json: &Json) -> Option<Value> {
+    fn value(self, json: &Json) -> Option<Bind> {
         Some(match (self, json) {
-            (Scalar::Int, Json::Number(n)) => Value::Int(n.as_i64()?),
-            (Scalar::Float, Json::Number(n)) => Value::Float(n.as_f64()?),
-            (Scalar::Str, Json::String(s)) => Value::Str(s.clone()),
-            (Scalar::Bool, Json::Bool(b)) => Value::Bool(*b),
+            (Scalar::Int, Json::Number(n)) => Bind::Int(n.as_i64()?),
+            (Scalar::Float, Json::Number(n)) => Bind::Float(n.as_f64()?),
+            (Scalar::Str, Json::String(s)) => Bind::Str(s.clone()),
+            (Scalar::Bool, Json::Bool(b)) => Bind::Bool(*b),
             (Scalar::Date, Json::String(s)) => {
-                Value::Date(NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?)
+                Bind::Date(NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?)
             }
             (Scalar::Datetime, Json::String(s)) => {
-                Value::Datetime(NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok()?)
+                Bind::Datetime(NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok()?)
             }
             _ => return None,
         })
@@ -151,50 +153,24 @@ impl ParamType {
     }
 }
 
-/// One run's value of a parameter. Its `Debug` shows the type only.
-#[derive(Clone, PartialEq)]
+/// One run's value of a parameter: one scalar (the SQL layer's typed value, whose `Debug`
+/// shows the type only), or a list of them.
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Value {
-    /// `int`.
-    Int(i64),
-    /// `float`.
-    Float(f64),
-    /// `str`.
-    Str(String),
-    /// `bool`.
-    Bool(bool),
-    /// `date`.
-    Date(NaiveDate),
-    /// `datetime`.
-    Datetime(NaiveDateTime),
+    /// A scalar type.
+    One(Bind),
     /// `list[T]`.
-    List(Vec<Value>),
+    List(Vec<Bind>),
 }
 
-impl std::fmt::Debug for Value {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match self {
-            Value::Int(_) => "int",
-            Value::Float(_) => "float",
-            Value::Str(_) => "str",
-            Value::Bool(_) => "bool",
-            Value::Date(_) => "date",
-            Value::Datetime(_) => "datetime",
-            Value::List(_) => "list",
-        };
-        write!(f, "Value({kind}, ***)")
-    }
-}
-
-impl Value {
-    /// Order of two values of one ordered scalar type (`None` across types or for NaN).
-    fn partial_cmp(&self, other: &Value) -> Option<std::cmp::Ordering> {
-        match (self, other) {
-            (Value::Int(a), Value::Int(b)) => Some(a.cmp(b)),
-            (Value::Float(a), Value::Float(b)) => a.partial_cmp(b),
-            (Value::Date(a), Value::Date(b)) => Some(a.cmp(b)),
-            (Value::Datetime(a), Value::Datetime(b)) => Some(a.cmp(b)),
-            _ => None,
-        }
+/// Order of two values of one ordered scalar type (`None` across types or for NaN).
+fn order(a: &Bind, b: &Bind) -> Option<std::cmp::Ordering> {
+    match (a, b) {
+        (Bind::Int(a), Bind::Int(b)) => Some(a.cmp(b)),
+        (Bind::Float(a), Bind::Float(b)) => a.partial_cmp(b),
+        (Bind::Date(a), Bind::Date(b)) => Some(a.cmp(b)),
+        (Bind::Datetime(a), Bind::Datetime(b)) => Some(a.cmp(b)),
+        _ => None,
     }
 }
 
@@ -205,11 +181,11 @@ pub(crate) struct Param {
     pub(crate) ty: ParamType,
     /// The default (already checked against the constraints).
     pub(crate) default: Option<Value>,
-    min: Option<Value>,
-    max: Option<Value>,
+    min: Option<Bind>,
+    max: Option<Bind>,
     max_length: Option<u64>,
     pattern: Option<regex::Regex>,
-    choices: Vec<Value>,
+    choices: Vec<Bind>,
 }
 
 /// Why a value is refused: a stable code and what the rule is (never the value).
@@ -219,7 +195,7 @@ impl Param {
     /// `json` as this parameter's value, or why not.
     fn check(&self, json: &Json) -> Result<Value, Refusal> {
         if !self.ty.list {
-            return self.scalar(json);
+            return self.scalar(json).map(Value::One);
         }
         let Json::Array(items) = json else {
             return Err((
@@ -246,22 +222,22 @@ impl Param {
     }
 
     /// One scalar value (a list's item) against the type and the constraints.
-    fn scalar(&self, json: &Json) -> Result<Value, Refusal> {
+    fn scalar(&self, json: &Json) -> Result<Bind, Refusal> {
         let scalar = self.ty.scalar;
         let v = scalar
             .value(json)
             .ok_or_else(|| ("param_type", format!("must be {}", scalar.name())))?;
         if let Some(min) = &self.min
-            && matches!(v.partial_cmp(min), Some(std::cmp::Ordering::Less) | None)
+            && matches!(order(&v, min), Some(std::cmp::Ordering::Less) | None)
         {
             return Err(("param_out_of_range", "is below its minimum".into()));
         }
         if let Some(max) = &self.max
-            && matches!(v.partial_cmp(max), Some(std::cmp::Ordering::Greater) | None)
+            && matches!(order(&v, max), Some(std::cmp::Ordering::Greater) | None)
         {
             return Err(("param_out_of_range", "is above its maximum".into()));
         }
-        if let Value::Str(s) = &v {
+        if let Bind::Str(s) = &v {
             if !self.ty.list
                 && let Some(max) = self.max_length
             {
@@ -387,7 +363,7 @@ fn declaration(at: &str, d: &Declaration, problems: &mut Vec<Problem>) -> Option
     let min = bound("min", &d.min, &mut bad);
     let max = bound("max", &d.max, &mut bad);
     if let (Some(a), Some(b)) = (&min, &max)
-        && a.partial_cmp(b) == Some(std::cmp::Ordering::Greater)
+        && order(a, b) == Some(std::cmp::Ordering::Greater)
     {
         bad("min", "`min` is above `max`".into());
     }

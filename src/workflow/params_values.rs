@@ -49,21 +49,28 @@ fn micros(t: chrono::NaiveDateTime) -> i64 {
     t.and_utc().timestamp_micros()
 }
 
+/// One scalar as a typed literal of `scalar`'s Polars type.
+fn scalar_literal(b: &Bind, scalar: Scalar) -> Expr {
+    use polars::prelude::Scalar as S;
+    let dtype = scalar.dtype();
+    match b {
+        Bind::Int(v) => lit(S::new(dtype, AnyValue::Int64(*v))),
+        Bind::Float(v) => lit(S::new(dtype, AnyValue::Float64(*v))),
+        Bind::Str(v) => lit(S::new(dtype, AnyValue::StringOwned(v.as_str().into()))),
+        Bind::Bool(v) => lit(S::new(dtype, AnyValue::Boolean(*v))),
+        Bind::Date(v) => lit(S::new(dtype, AnyValue::Date(days(*v)))),
+        Bind::Datetime(v) => lit(S::new(
+            dtype,
+            AnyValue::Datetime(micros(*v), TimeUnit::Microseconds, None),
+        )),
+    }
+}
+
 impl Value {
     /// A typed literal of `scalar`'s Polars type (a list: a list scalar, as `pl.lit([...])`).
     fn literal(&self, scalar: Scalar) -> Expr {
-        use polars::prelude::Scalar as S;
-        let dtype = scalar.dtype();
         match self {
-            Value::Int(v) => lit(S::new(dtype, AnyValue::Int64(*v))),
-            Value::Float(v) => lit(S::new(dtype, AnyValue::Float64(*v))),
-            Value::Str(v) => lit(S::new(dtype, AnyValue::StringOwned(v.as_str().into()))),
-            Value::Bool(v) => lit(S::new(dtype, AnyValue::Boolean(*v))),
-            Value::Date(v) => lit(S::new(dtype, AnyValue::Date(days(*v)))),
-            Value::Datetime(v) => lit(S::new(
-                dtype,
-                AnyValue::Datetime(micros(*v), TimeUnit::Microseconds, None),
-            )),
+            Value::One(b) => scalar_literal(b, scalar),
             Value::List(items) => list_literal(series(items, scalar)),
         }
     }
@@ -71,61 +78,56 @@ impl Value {
     /// The value as a SQL bind (`None` for a list: SQL binds scalars only, which validation
     /// already enforces).
     pub(crate) fn bind(&self) -> Option<Bind> {
-        Some(match self {
-            Value::Int(v) => Bind::Int(*v),
-            Value::Float(v) => Bind::Float(*v),
-            Value::Str(v) => Bind::Str(v.clone()),
-            Value::Bool(v) => Bind::Bool(*v),
-            Value::Date(v) => Bind::Date(*v),
-            Value::Datetime(v) => Bind::Datetime(*v),
-            Value::List(_) => return None,
-        })
+        match self {
+            Value::One(b) => Some(b.clone()),
+            Value::List(_) => None,
+        }
     }
 }
 
 /// A list's items as a Series of `scalar`'s type.
-fn series(items: &[Value], scalar: Scalar) -> Series {
+fn series(items: &[Bind], scalar: Scalar) -> Series {
     let name = PlSmallStr::EMPTY;
     let out = match scalar {
         Scalar::Int => Series::new(
             name,
             collect(items, |v| match v {
-                Value::Int(i) => Some(*i),
+                Bind::Int(i) => Some(*i),
                 _ => None,
             }),
         ),
         Scalar::Float => Series::new(
             name,
             collect(items, |v| match v {
-                Value::Float(f) => Some(*f),
+                Bind::Float(f) => Some(*f),
                 _ => None,
             }),
         ),
         Scalar::Str => Series::new(
             name,
             collect(items, |v| match v {
-                Value::Str(s) => Some(s.clone()),
+                Bind::Str(s) => Some(s.clone()),
                 _ => None,
             }),
         ),
         Scalar::Bool => Series::new(
             name,
             collect(items, |v| match v {
-                Value::Bool(b) => Some(*b),
+                Bind::Bool(b) => Some(*b),
                 _ => None,
             }),
         ),
         Scalar::Date => Series::new(
             name,
             collect(items, |v| match v {
-                Value::Date(d) => Some(days(*d)),
+                Bind::Date(d) => Some(days(*d)),
                 _ => None,
             }),
         ),
         Scalar::Datetime => Series::new(
             name,
             collect(items, |v| match v {
-                Value::Datetime(t) => Some(micros(*t)),
+                Bind::Datetime(t) => Some(micros(*t)),
                 _ => None,
             }),
         ),
@@ -134,7 +136,7 @@ fn series(items: &[Value], scalar: Scalar) -> Series {
         .unwrap_or_else(|_| Series::new_empty(PlSmallStr::EMPTY, &scalar.dtype()))
 }
 
-fn collect<T>(items: &[Value], f: impl Fn(&Value) -> Option<T>) -> Vec<Option<T>> {
+fn collect<T>(items: &[Bind], f: impl Fn(&Bind) -> Option<T>) -> Vec<Option<T>> {
     items.iter().map(f).collect()
 }
 

@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::sql::Bind;
 use crate::workflow::validate;
 
 fn doc(params: Json) -> String {
@@ -39,21 +40,20 @@ fn values_are_typed_and_defaults_fill_in() {
                 "at": "2024-01-02T03:04:05.5"}),
     )
     .expect("valid values");
-    assert_eq!(bound["region"], Value::Str("north".into()));
-    assert_eq!(bound["qty"], Value::Int(1));
-    assert_eq!(bound["flag"], Value::Bool(false));
-    assert_eq!(bound["ratio"], Value::Float(1.0));
+    assert_eq!(bound["region"], Value::One(Bind::Str("north".into())));
+    assert_eq!(bound["qty"], Value::One(Bind::Int(1)));
+    assert_eq!(bound["flag"], Value::One(Bind::Bool(false)));
+    assert_eq!(bound["ratio"], Value::One(Bind::Float(1.0)));
     assert_eq!(
         bound["since"],
-        Value::Date(NaiveDate::from_ymd_opt(2024, 2, 29).expect("date"))
+        Value::One(Bind::Date(
+            NaiveDate::from_ymd_opt(2024, 2, 29).expect("date")
+        ))
     );
-    assert_eq!(
-        bound["ids"],
-        Value::List(vec![Value::Int(1), Value::Int(2)])
-    );
+    assert_eq!(bound["ids"], Value::List(vec![Bind::Int(1), Bind::Int(2)]));
     assert_eq!(bound.len(), 8);
     // A value's Debug never shows it.
-    assert_eq!(format!("{:?}", bound["code"]), "Value(str, ***)");
+    assert_eq!(format!("{:?}", bound["code"]), "One(Bind(str, ***))");
 }
 
 #[test]
