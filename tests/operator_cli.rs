@@ -348,8 +348,9 @@ fn status_table_and_dispatch_tables_on_a_live_stack() {
     let wf = wf.to_str().expect("utf-8");
     let keys = d.join("keys");
     let hub_db = d.join("hub.db");
-    let out = hw(
-        &[
+    // `hub dispatch` of `wf` for alice to the worker, with `extra` flags.
+    let dispatch = |wf: &str, extra: &[&str]| {
+        let mut args = vec![
             "hub",
             "dispatch",
             "--db",
@@ -364,10 +365,11 @@ fn status_table_and_dispatch_tables_on_a_live_stack() {
             wf,
             "--worker",
             &url,
-        ],
-        &d,
-        &[],
-    );
+        ];
+        args.extend_from_slice(extra);
+        hw(&args, &d, &[])
+    };
+    let out = dispatch(wf, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let dispatched = text(&out.stdout);
     assert!(dispatched.starts_with("accepted: run "), "{dispatched}");
@@ -395,24 +397,7 @@ fn status_table_and_dispatch_tables_on_a_live_stack() {
     let wf = repo().join("examples/region_orders.json");
     let wf = wf.to_str().expect("utf-8");
     let params = ["--param", "region=east", "--param", "min_qty=2"];
-    let mut args = vec![
-        "hub",
-        "dispatch",
-        "--db",
-        hub_db.to_str().expect("utf-8"),
-        "--secrets",
-        keys.to_str().expect("utf-8"),
-        "--hub-id",
-        "demo-hub",
-        "--user",
-        "alice",
-        "--workflow",
-        wf,
-        "--worker",
-        &url,
-    ];
-    args.extend(params);
-    let out = hw(&args, &d, &[]);
+    let out = dispatch(wf, &params);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let dispatched = text(&out.stdout);
     let conn = format!("shop=sqlite://{}", stack.db.display());

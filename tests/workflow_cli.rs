@@ -165,6 +165,26 @@ fn names(df: &DataFrame) -> Vec<&str> {
         .collect()
 }
 
+/// The rows of `sql` asked of the SQLite file `db` directly (the question a workflow answers).
+fn ask_sqlite<T>(db: &Path, sql: &str) -> Vec<T>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .expect("the sample database");
+        sqlx::query_as(sql)
+            .fetch_all(&mut c)
+            .await
+            .expect("the query")
+    })
+}
+
 fn read(path: &Path) -> DataFrame {
     let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     ParquetReader::new(f).finish().expect("parquet")
@@ -196,22 +216,13 @@ fn revenue_example_matches_the_same_question_asked_in_sql() {
         ["region", "revenue", "orders", "customers", "avg_order"]
     );
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let want: Vec<(String, f64, i64, i64)> = rt.block_on(async {
-        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-        sqlx::query_as(
-            "SELECT c.region, SUM(o.qty * p.unit_price * (1 - COALESCE(o.discount, 0))) AS revenue,
-                    COUNT(*), COUNT(DISTINCT o.customer_id)
-             FROM orders o JOIN products p ON p.id = o.product_id JOIN customers c ON c.id = o.customer_id
-             WHERE o.status = 'shipped' GROUP BY c.region ORDER BY revenue DESC",
-        )
-        .fetch_all(&mut c)
-        .await
-        .unwrap()
-    });
+    let want: Vec<(String, f64, i64, i64)> = ask_sqlite(
+        &db,
+        "SELECT c.region, SUM(o.qty * p.unit_price * (1 - COALESCE(o.discount, 0))) AS revenue,
+                COUNT(*), COUNT(DISTINCT o.customer_id)
+         FROM orders o JOIN products p ON p.id = o.product_id JOIN customers c ON c.id = o.customer_id
+         WHERE o.status = 'shipped' GROUP BY c.region ORDER BY revenue DESC",
+    );
     assert_eq!(want.len(), 4);
     let regions: Vec<&str> = got
         .column("region")
@@ -550,24 +561,13 @@ fn issue21_run_binds_param_values_into_sql_and_expressions() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let got = read(&out_dir.join("region_orders.parquet"));
     assert_eq!(names(&got), ["region", "status", "orders", "units"]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let want: Vec<(String, String, i64, i64)> = rt.block_on(async {
-        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
-        sqlx::query_as(
-            "SELECT c.region, o.status, COUNT(*), SUM(o.qty) FROM orders o
-             JOIN customers c ON c.id = o.customer_id
-             WHERE c.region = 'south' AND o.order_date >= '2024-03-01' AND o.qty >= 3
-             GROUP BY c.region, o.status ORDER BY o.status",
-        )
-        .fetch_all(&mut c)
-        .await
-        .unwrap()
-    });
+    let want: Vec<(String, String, i64, i64)> = ask_sqlite(
+        &db,
+        "SELECT c.region, o.status, COUNT(*), SUM(o.qty) FROM orders o
+         JOIN customers c ON c.id = o.customer_id
+         WHERE c.region = 'south' AND o.order_date >= '2024-03-01' AND o.qty >= 3
+         GROUP BY c.region, o.status ORDER BY o.status",
+    );
     assert!(!want.is_empty());
     let col = |n: &str| got.column(n).unwrap().clone();
     let statuses: Vec<String> = col("status")

@@ -44,78 +44,24 @@ fn classify_v4(ip: Ipv4Addr) -> Option<Blocked> {
     if let Some((_, what)) = METADATA_V4.iter().find(|(a, _)| *a == ip) {
         return Some(("metadata", what));
     }
+    #[rustfmt::skip]
     const RANGES: [([u8; 4], u32, &str, &str); 17] = [
         ([0, 0, 0, 0], 32, "unspecified", "0.0.0.0"),
         ([0, 0, 0, 0], 8, "reserved", "\"this network\" (0.0.0.0/8)"),
         ([10, 0, 0, 0], 8, "private", "private network (10.0.0.0/8)"),
-        (
-            [100, 64, 0, 0],
-            10,
-            "cgnat",
-            "carrier-grade NAT (100.64.0.0/10)",
-        ),
+        ([100, 64, 0, 0], 10, "cgnat", "carrier-grade NAT (100.64.0.0/10)"),
         ([127, 0, 0, 0], 8, "loopback", "loopback (127.0.0.0/8)"),
-        (
-            [169, 254, 0, 0],
-            16,
-            "link_local",
-            "link-local (169.254.0.0/16)",
-        ),
-        (
-            [172, 16, 0, 0],
-            12,
-            "private",
-            "private network (172.16.0.0/12)",
-        ),
-        (
-            [192, 0, 0, 0],
-            24,
-            "reserved",
-            "IETF protocol assignments (192.0.0.0/24)",
-        ),
-        (
-            [192, 0, 2, 0],
-            24,
-            "documentation",
-            "documentation (192.0.2.0/24)",
-        ),
-        (
-            [192, 88, 99, 0],
-            24,
-            "reserved",
-            "6to4 relay anycast (192.88.99.0/24)",
-        ),
-        (
-            [192, 168, 0, 0],
-            16,
-            "private",
-            "private network (192.168.0.0/16)",
-        ),
-        (
-            [198, 18, 0, 0],
-            15,
-            "reserved",
-            "benchmarking (198.18.0.0/15)",
-        ),
-        (
-            [198, 51, 100, 0],
-            24,
-            "documentation",
-            "documentation (198.51.100.0/24)",
-        ),
-        (
-            [203, 0, 113, 0],
-            24,
-            "documentation",
-            "documentation (203.0.113.0/24)",
-        ),
+        ([169, 254, 0, 0], 16, "link_local", "link-local (169.254.0.0/16)"),
+        ([172, 16, 0, 0], 12, "private", "private network (172.16.0.0/12)"),
+        ([192, 0, 0, 0], 24, "reserved", "IETF protocol assignments (192.0.0.0/24)"),
+        ([192, 0, 2, 0], 24, "documentation", "documentation (192.0.2.0/24)"),
+        ([192, 88, 99, 0], 24, "reserved", "6to4 relay anycast (192.88.99.0/24)"),
+        ([192, 168, 0, 0], 16, "private", "private network (192.168.0.0/16)"),
+        ([198, 18, 0, 0], 15, "reserved", "benchmarking (198.18.0.0/15)"),
+        ([198, 51, 100, 0], 24, "documentation", "documentation (198.51.100.0/24)"),
+        ([203, 0, 113, 0], 24, "documentation", "documentation (203.0.113.0/24)"),
         ([224, 0, 0, 0], 4, "multicast", "multicast (224.0.0.0/4)"),
-        (
-            [255, 255, 255, 255],
-            32,
-            "broadcast",
-            "broadcast (255.255.255.255)",
-        ),
+        ([255, 255, 255, 255], 32, "broadcast", "broadcast (255.255.255.255)"),
         ([240, 0, 0, 0], 4, "reserved", "reserved (240.0.0.0/4)"),
     ];
     RANGES
@@ -166,79 +112,20 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Blocked> {
     if let Some((form, v4)) = carried {
         return classify_v4(v4).map(|(code, _)| (code, form_note(form)));
     }
+    #[rustfmt::skip]
     const RANGES: [([u16; 8], u32, &str, &str); 12] = [
-        (
-            [0x64, 0xff9b, 1, 0, 0, 0, 0, 0],
-            48,
-            "private",
-            "local-use NAT64 (64:ff9b:1::/48)",
-        ),
-        (
-            [0x100, 0, 0, 0, 0, 0, 0, 0],
-            64,
-            "reserved",
-            "discard-only (100::/64)",
-        ),
-        (
-            [0x2001, 0, 0, 0, 0, 0, 0, 0],
-            32,
-            "reserved",
-            "Teredo (2001::/32)",
-        ),
-        (
-            [0x2001, 2, 0, 0, 0, 0, 0, 0],
-            48,
-            "reserved",
-            "benchmarking (2001:2::/48)",
-        ),
-        (
-            [0x2001, 0x10, 0, 0, 0, 0, 0, 0],
-            28,
-            "reserved",
-            "ORCHID (2001:10::/28)",
-        ),
-        (
-            [0x2001, 0x20, 0, 0, 0, 0, 0, 0],
-            28,
-            "reserved",
-            "ORCHIDv2 (2001:20::/28)",
-        ),
-        (
-            [0x2001, 0xdb8, 0, 0, 0, 0, 0, 0],
-            32,
-            "documentation",
-            "documentation (2001:db8::/32)",
-        ),
-        (
-            [0x3fff, 0, 0, 0, 0, 0, 0, 0],
-            20,
-            "documentation",
-            "documentation (3fff::/20)",
-        ),
-        (
-            [0xfc00, 0, 0, 0, 0, 0, 0, 0],
-            7,
-            "unique_local",
-            "unique local (fc00::/7)",
-        ),
-        (
-            [0xfe80, 0, 0, 0, 0, 0, 0, 0],
-            10,
-            "link_local",
-            "link-local (fe80::/10)",
-        ),
-        (
-            [0xfec0, 0, 0, 0, 0, 0, 0, 0],
-            10,
-            "reserved",
-            "site-local, deprecated (fec0::/10)",
-        ),
-        (
-            [0xff00, 0, 0, 0, 0, 0, 0, 0],
-            8,
-            "multicast",
-            "multicast (ff00::/8)",
-        ),
+        ([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48, "private", "local-use NAT64 (64:ff9b:1::/48)"),
+        ([0x100, 0, 0, 0, 0, 0, 0, 0], 64, "reserved", "discard-only (100::/64)"),
+        ([0x2001, 0, 0, 0, 0, 0, 0, 0], 32, "reserved", "Teredo (2001::/32)"),
+        ([0x2001, 2, 0, 0, 0, 0, 0, 0], 48, "reserved", "benchmarking (2001:2::/48)"),
+        ([0x2001, 0x10, 0, 0, 0, 0, 0, 0], 28, "reserved", "ORCHID (2001:10::/28)"),
+        ([0x2001, 0x20, 0, 0, 0, 0, 0, 0], 28, "reserved", "ORCHIDv2 (2001:20::/28)"),
+        ([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32, "documentation", "documentation (2001:db8::/32)"),
+        ([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20, "documentation", "documentation (3fff::/20)"),
+        ([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7, "unique_local", "unique local (fc00::/7)"),
+        ([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10, "link_local", "link-local (fe80::/10)"),
+        ([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10, "reserved", "site-local, deprecated (fec0::/10)"),
+        ([0xff00, 0, 0, 0, 0, 0, 0, 0], 8, "multicast", "multicast (ff00::/8)"),
     ];
     if let Some((_, _, code, what)) = RANGES.iter().find(|(n, b, _, _)| in_v6(ip, *n, *b)) {
         return Some((code, what));
