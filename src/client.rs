@@ -223,3 +223,46 @@ pub(crate) async fn execute(
     }
     Ok(code)
 }
+
+/// Calls `Proxy`: the response's status and headers on stderr, its body on stdout as it
+/// arrives. Exit 0 for a 2xx answer, 1 otherwise (a refusal is an error).
+pub(crate) async fn proxy(
+    client: &mut WorkerClient<Channel>,
+    url: &str,
+    request: crate::proto::ProxyRequest,
+) -> Result<u8, Error> {
+    use std::io::Write;
+
+    use crate::proto::proxy_event::Event;
+    let mut stream = client
+        .proxy(request)
+        .await
+        .map_err(|s| refused("Proxy", url, &s))?
+        .into_inner();
+    let mut code = 1;
+    let mut out = std::io::stdout().lock();
+    while let Some(event) = stream
+        .message()
+        .await
+        .map_err(|s| refused("the Proxy stream", url, &s))?
+    {
+        match event.event {
+            Some(Event::Head(h)) => {
+                eprintln!("status {}", h.status);
+                for header in h.headers {
+                    eprintln!("{}: {}", header.name, header.value);
+                }
+                if (200..300).contains(&h.status) {
+                    code = 0;
+                }
+            }
+            Some(Event::Data(d)) => {
+                out.write_all(&d)?;
+                out.flush()?;
+            }
+            Some(Event::End(e)) => eprintln!("end: {} bytes", e.bytes),
+            None => {}
+        }
+    }
+    Ok(code)
+}

@@ -325,6 +325,53 @@ impl TransportKey {
     }
 }
 
+/// An AI provider's API key as the Hub sends it at Redeem (scope `ai`): the JSON
+/// `{"provider": NAME, "api_key": KEY}`, sealed like a database credential.
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderKey {
+    /// The provider's name (`[ai.providers.<name>]` on the worker).
+    pub provider: String,
+    /// The key (never logged, zeroized on drop).
+    #[serde(serialize_with = "crate::secret::serialize_exposed")]
+    pub api_key: Secret,
+}
+
+impl std::fmt::Debug for ProviderKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderKey")
+            .field("provider", &self.provider)
+            .field("api_key", &self.api_key)
+            .finish()
+    }
+}
+
+impl ProviderKey {
+    /// Seals the key for a worker (the Hub side).
+    pub(crate) fn seal(&self, key: &TransportKey) -> Result<String, CredError> {
+        let plain = Zeroizing::new(
+            serde_json::to_vec(self).map_err(|e| CredError::Invalid(e.to_string()))?,
+        );
+        Ok(key.seal(&plain))
+    }
+
+    /// Opens a sealed key for `provider` sealed at most `ttl` ago (the worker side).
+    pub(crate) fn open(
+        key: &TransportKey,
+        provider: &str,
+        sealed: &str,
+        ttl: Duration,
+    ) -> Result<ProviderKey, CredError> {
+        let plain = LockedBytes::take(&mut key.open_bytes(sealed, ttl)?);
+        let k: ProviderKey = serde_json::from_slice(plain.expose())
+            .map_err(|e| CredError::Invalid(format!("line {}, column {}", e.line(), e.column())))?;
+        if k.provider != provider {
+            return Err(CredError::Invalid("the key is for another provider".into()));
+        }
+        Ok(k)
+    }
+}
+
 /// Seals `cred` for a worker (the Hub side).
 pub(crate) fn seal(key: &TransportKey, cred: &Credential) -> Result<String, CredError> {
     let plain =

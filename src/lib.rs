@@ -51,6 +51,9 @@
 //! **Leaves.**
 //! - [`expr`]: py-polars expression source → checked → native Polars `Expr`; no eval, ever.
 //! - [`sql`]: the read-only SQL guard (parsed with sqlparser, never string-scanned).
+//! - `egress`: every outbound HTTP request (the AI proxy): the URL, name and address rules,
+//!   and the client that connects to exactly the vetted address within caps and a header
+//!   allowlist. `test_provider` (test builds only): a loopback HTTPS provider for its tests.
 //! - [`token`], [`creds`], [`keys`], [`secret`], `locked`: trust material: verify, hold, open,
 //!   wipe.
 //! - [`proto`]: the generated gRPC contract; `frames`: input files; [`sample`]: the sample
@@ -85,6 +88,8 @@ pub mod sandbox;
 pub mod secret;
 pub mod sql;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod test_provider;
 pub mod token;
 pub mod worker;
 pub mod workflow;

@@ -93,6 +93,8 @@ pub(crate) struct Metrics {
     pub expression_rejections: Family<Code, Counter>,
     /// Run children ended by the sandbox or its limits, by reason.
     pub sandbox_kills: Family<Reason, Counter>,
+    /// Outbound requests (the AI proxy), by decision and reason.
+    pub egress_decisions: Family<crate::egress::client::Decision, Counter>,
     /// Time to redeem a token with the Hub.
     pub redeem_duration: Histogram,
     /// Heartbeats the Hub did not answer or refused.
@@ -135,6 +137,7 @@ impl Metrics {
             sql_rejections: Family::default(),
             expression_rejections: Family::default(),
             sandbox_kills: Family::default(),
+            egress_decisions: Family::default(),
             // 0.5 ms .. ~4 s.
             redeem_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             hub_heartbeat_failures: Counter::default(),
@@ -228,6 +231,12 @@ impl Metrics {
             m.sandbox_kills.clone(),
         );
         r.register(
+            "egress_decisions",
+            "Outbound requests (the AI proxy), by decision (allowed, refused) and reason (ok, or \
+             the refusal code)",
+            m.egress_decisions.clone(),
+        );
+        r.register(
             "redeem_duration_seconds",
             "Time to redeem a server token with the Hub",
             m.redeem_duration.clone(),
@@ -279,6 +288,22 @@ impl Metrics {
         }
         for reason in crate::sandbox::Exit::CODES {
             zero(&self.sandbox_kills, Reason { reason });
+        }
+        zero(
+            &self.egress_decisions,
+            crate::egress::client::Decision {
+                decision: "allowed",
+                reason: "ok",
+            },
+        );
+        for reason in crate::egress::client::CODES {
+            zero(
+                &self.egress_decisions,
+                crate::egress::client::Decision {
+                    decision: "refused",
+                    reason,
+                },
+            );
         }
     }
 

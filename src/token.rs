@@ -126,6 +126,19 @@ impl Audience {
 pub const NO_PARAMS_SHA256: &str =
     "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
 
+/// The hash an `ai` token binds (its `workflow_sha256` claim): SHA-256, lowercase hex, of the
+/// provider name, the method, the path and the body, each but the body followed by a newline.
+pub fn request_sha256(provider: &str, method: &str, path: &str, body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [provider, method, path] {
+        h.update(part.as_bytes());
+        h.update(b"\n");
+    }
+    h.update(body);
+    hex::encode(h.finalize())
+}
+
 fn no_params_sha256() -> String {
     NO_PARAMS_SHA256.to_owned()
 }
@@ -168,6 +181,9 @@ pub enum Scope {
     Run,
     /// Inspect or Preview a connection.
     Inspect,
+    /// Send one request through the AI proxy (`Proxy`): `connections` names the provider,
+    /// `workflow_sha256` holds the request's hash ([`request_sha256`]).
+    Ai,
 }
 
 impl Scope {
@@ -175,6 +191,7 @@ impl Scope {
         match self {
             Scope::Run => "run",
             Scope::Inspect => "inspect",
+            Scope::Ai => "ai",
         }
     }
 }
@@ -489,7 +506,10 @@ impl Verifier {
         {
             return Err(reject(
                 Reason::WorkflowMismatch,
-                "the token is bound to another workflow",
+                match expect.scope {
+                    Scope::Ai => "the token is bound to another request",
+                    _ => "the token is bound to another workflow",
+                },
             ));
         }
         if let Some(want) = expect.params_sha256

@@ -93,3 +93,6 @@ mod params;
 /// Issue 21: planted markers (parameter value, result cell, password, token) in no log line,
 /// error or metrics label of a real `serve` at trace level.
 mod redaction;
+
+/// Issue 22: the AI proxy, end to end with a loopback HTTPS provider.
+mod ai_proxy;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub(crate) mod ai;
 mod cgroup;
 mod checks;
 pub(crate) mod preflight;
@@ -23,6 +24,7 @@ mod sections;
 mod tests;
 pub(crate) mod validate;
 
+pub(crate) use ai::AiSection;
 pub(crate) use checks::ENV_MODE;
 pub(crate) use sandbox::{Isolation, SandboxSection};
 pub(crate) use sections::{
@@ -59,6 +61,9 @@ pub(crate) struct Config {
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// The AI proxy: providers, and the caps on outbound requests.
+    #[serde(default)]
+    pub ai: AiSection,
 }
 
 /// Every problem with a config file.
@@ -94,6 +99,8 @@ impl Config {
         config.limits_problems(&mut checked);
         config.sandbox_problems(&mut checked);
         config.tls_problems(&mut checked);
+        let production = config.worker.mode == ModeSetting::Production;
+        config.ai.problems(production, &mut checked);
         // A key already reported (its value refused or missing) stood in as a placeholder:
         // nothing more is said about it.
         let key = |p: &str| p.split(':').next().unwrap_or_default().to_owned();

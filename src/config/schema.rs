@@ -85,7 +85,7 @@ fn section<T: DeserializeOwned>(
 }
 
 /// Every section, in the order problems are reported.
-fn sections() -> [Section; 9] {
+fn sections() -> [Section; 10] {
     [
         section::<WorkerSection>(
             "worker",
@@ -108,6 +108,7 @@ fn sections() -> [Section; 9] {
         section::<TlsSection>("tls", &[("cert_file", ""), ("key_file", "")], false),
         section::<SandboxSection>("sandbox", &[], false),
         section::<MetricsSection>("metrics", &[], false),
+        section::<super::AiSection>("ai", &[], false),
     ]
 }
 

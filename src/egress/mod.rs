@@ -16,9 +16,15 @@
 //!    the connection must use (the request keeps the name for SNI, certificates and `Host`),
 //!    so a second lookup can never change the target (DNS rebinding).
 //!
-//! Each refusal has a stable code (README: "Outbound requests").
+//! Each refusal has a stable code (README: "Outbound requests"). [`client`] sends a request
+//! that passed, to exactly the vetted address, within caps and a header allowlist
+//! ([`headers`]).
 
+pub(crate) mod client;
+pub(crate) mod headers;
 mod ranges;
+
+pub(crate) use client::{Client, Limits, Network, Outbound, SystemNetwork, Upstream};
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -93,6 +99,34 @@ pub(crate) type Resolver<'a> = dyn FnMut(&str) -> Result<Vec<IpAddr>, String> + 
 
 /// Vets `raw` against the rules; `resolve` is asked once, for a name only.
 pub(crate) fn vet(raw: &str, rules: &Rules, resolve: &mut Resolver<'_>) -> Result<Vetted, Refusal> {
+    let target = parse(raw, rules)?;
+    let answers = match target.literal {
+        Some(ip) => vec![ip],
+        None => resolve(&target.host).map_err(|e| {
+            refuse(
+                "resolve_failed",
+                format!("{} does not resolve: {e}", target.host),
+            )
+        })?,
+    };
+    target.check(answers)
+}
+
+/// A URL that passed every rule but the address rules: its host still to be resolved (unless
+/// it is an address) and every answer checked ([`Target::check`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// The normalised host.
+    pub(crate) host: String,
+    /// The address when the URL gives one (never resolved).
+    pub(crate) literal: Option<IpAddr>,
+    port: u16,
+    tls: bool,
+    url: url::Url,
+}
+
+/// The rules that need no resolver: length, syntax, scheme, user info, name.
+pub(crate) fn parse(raw: &str, rules: &Rules) -> Result<Target, Refusal> {
     if raw.len() > MAX_URL_BYTES {
         return Err(refuse(
             "bad_url",
@@ -109,10 +143,10 @@ pub(crate) fn vet(raw: &str, rules: &Rules, resolve: &mut Resolver<'_>) -> Resul
             format!("scheme {:?} is not allowed (https only)", url.scheme()),
         ));
     }
-    let host = match url.host() {
-        Some(url::Host::Domain(d)) => d.strip_suffix('.').unwrap_or(d).to_owned(),
-        Some(url::Host::Ipv4(a)) => a.to_string(),
-        Some(url::Host::Ipv6(a)) => format!("[{a}]"),
+    let (host, literal) = match url.host() {
+        Some(url::Host::Domain(d)) => (d.strip_suffix('.').unwrap_or(d).to_owned(), None),
+        Some(url::Host::Ipv4(a)) => (a.to_string(), Some(IpAddr::V4(a))),
+        Some(url::Host::Ipv6(a)) => (format!("[{a}]"), Some(IpAddr::V6(a))),
         None => return Err(refuse("bad_url", "the URL has no host")),
     };
     let tls = match url.scheme() {
@@ -141,39 +175,64 @@ pub(crate) fn vet(raw: &str, rules: &Rules, resolve: &mut Resolver<'_>) -> Resul
     let port = url
         .port_or_known_default()
         .ok_or_else(|| refuse("bad_url", "the URL has no port"))?;
-    let addresses = match url.host() {
-        Some(url::Host::Ipv4(a)) => vec![IpAddr::V4(a)],
-        Some(url::Host::Ipv6(a)) => vec![IpAddr::V6(a)],
-        _ => {
-            check_name(&host)?;
-            let answers = resolve(&host)
-                .map_err(|e| refuse("resolve_failed", format!("{host} does not resolve: {e}")))?;
-            if answers.is_empty() {
-                return Err(refuse("resolve_failed", format!("{host} has no addresses")));
-            }
-            answers.into_iter().take(MAX_ANSWERS).collect()
-        }
-    };
-    for ip in &addresses {
-        if let Some((code, what)) = ranges::classify(*ip) {
-            let via = if matches!(url.host(), Some(url::Host::Domain(_))) {
-                format!("{host} resolves to {ip}")
-            } else {
-                format!("{ip}")
-            };
-            return Err(refuse(code, format!("{via}: {what}")));
-        }
+    if literal.is_none() {
+        check_name(&host)?;
     }
-    let first = *addresses
-        .first()
-        .ok_or_else(|| refuse("resolve_failed", format!("{host} has no addresses")))?;
-    Ok(Vetted {
-        connect: SocketAddr::new(first, port),
-        addresses,
+    Ok(Target {
         host,
+        literal,
+        port,
         tls,
         url,
     })
+}
+
+impl Target {
+    /// Checks every answer (the resolver's, in its order; the literal's own for an address
+    /// URL): one blocked address refuses the target.
+    pub(crate) fn check(self, answers: Vec<IpAddr>) -> Result<Vetted, Refusal> {
+        let Target {
+            host,
+            literal,
+            port,
+            tls,
+            url,
+        } = self;
+        let addresses: Vec<IpAddr> = answers.into_iter().take(MAX_ANSWERS).collect();
+        for ip in &addresses {
+            if let Some((code, what)) = ranges::classify(*ip) {
+                let via = match literal {
+                    None => format!("{host} resolves to {ip}"),
+                    Some(_) => format!("{ip}"),
+                };
+                return Err(refuse(code, format!("{via}: {what}")));
+            }
+        }
+        let first = *addresses
+            .first()
+            .ok_or_else(|| refuse("resolve_failed", format!("{host} has no addresses")))?;
+        Ok(Vetted {
+            connect: SocketAddr::new(first, port),
+            addresses,
+            host,
+            tls,
+            url,
+        })
+    }
+}
+
+/// A URL for logs and messages: no query string, fragment or user info.
+pub(crate) fn without_query(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            url.set_query(None);
+            url.set_fragment(None);
+            let _ = url.set_password(None);
+            let _ = url.set_username("");
+            url.to_string()
+        }
+        Err(_) => "(not a URL)".to_owned(),
+    }
 }
 
 /// Refuses names that can only mean something inside a network.

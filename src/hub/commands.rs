@@ -60,6 +60,23 @@ pub(crate) enum HubCommand {
         #[arg(long)]
         credential_file: PathBuf,
     },
+    /// Add an AI provider's API key (a file holding only the key; `-` reads stdin). The name
+    /// is the worker's `[ai.providers.<name>]`.
+    AddProvider {
+        /// Database, secrets, hub id.
+        #[command(flatten)]
+        common: Common,
+        /// The provider's name.
+        #[arg(long)]
+        name: String,
+        /// The file holding the key.
+        #[arg(long)]
+        key_file: PathBuf,
+    },
+    /// Send one request to an AI provider through a worker's proxy: issues an `ai` token bound
+    /// to this request, calls `Proxy`, prints the status and headers on stderr and the body on
+    /// stdout as it arrives.
+    Ai(AiArgs),
     /// Issue a server token for a workflow and print it.
     IssueToken(IssueArgs),
     /// Issue a token and run the workflow on a worker, printing progress and the result
@@ -121,6 +138,95 @@ pub(crate) struct IssueArgs {
     /// A JSON object of run parameter values (`--param` overrides its entries).
     #[arg(long = "params", value_name = "FILE")]
     params_file: Option<PathBuf>,
+}
+
+/// `hub ai` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct AiArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The user the request is for.
+    #[arg(long)]
+    user: String,
+    /// The provider (`[ai.providers.<name>]` on the worker, `hub add-provider` here).
+    #[arg(long)]
+    provider: String,
+    /// The path, one of the provider's `paths` on the worker.
+    #[arg(long)]
+    path: String,
+    /// GET or POST.
+    #[arg(long, default_value = "POST")]
+    method: String,
+    /// The request body (`-` reads stdin; none: empty).
+    #[arg(long)]
+    body: Option<PathBuf>,
+    /// A request header, `NAME: VALUE` (repeat).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// The worker's address (`http://127.0.0.1:7200`).
+    #[arg(long)]
+    worker: String,
+    /// The worker pool or id the token is for (default: the worker's id, from `Status`).
+    #[arg(long)]
+    audience: Option<String>,
+    /// Token lifetime in seconds.
+    #[arg(long, default_value_t = 60)]
+    ttl_secs: u64,
+}
+
+/// `hub ai`.
+async fn ai(args: AiArgs) -> Result<u8, Error> {
+    let body = match &args.body {
+        None => Vec::new(),
+        Some(p) if p.as_os_str() == "-" => {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
+            b
+        }
+        Some(p) => std::fs::read(p)?,
+    };
+    let mut headers = Vec::with_capacity(args.headers.len());
+    for h in &args.headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| Error::Usage(format!("--header {h:?}: NAME: VALUE")))?;
+        headers.push(crate::proto::ProxyHeader {
+            name: name.trim().to_ascii_lowercase(),
+            value: value.trim().to_owned(),
+        });
+    }
+    let store = store(&args.common.db).await?;
+    let keys = keys_in_force(&store, keys(&args.common)?).await?;
+    let channel =
+        crate::client::channel(&args.worker, &crate::client::ClientTls::default()).await?;
+    let mut client = crate::proto::worker_client::WorkerClient::new(channel);
+    let audience = match &args.audience {
+        Some(a) => a.clone(),
+        None => crate::client::worker_id(&mut client, &args.worker).await?,
+    };
+    let method = args.method.to_ascii_uppercase();
+    let req = TokenRequest {
+        user: args.user.clone(),
+        workflow_sha256: crate::token::request_sha256(&args.provider, &method, &args.path, &body),
+        params_sha256: crate::token::NO_PARAMS_SHA256.to_owned(),
+        connections: vec![args.provider.clone()],
+        scope: "ai".into(),
+        audience,
+        ttl: Duration::from_secs(args.ttl_secs),
+    };
+    let token = super::issue(&store, &keys, &req, now())
+        .await
+        .map(crate::secret::Secret::new)
+        .map_err(hub_error)?;
+    let request = crate::proto::ProxyRequest {
+        token: token.expose().to_owned(),
+        provider: args.provider,
+        method,
+        path: args.path,
+        headers,
+        body,
+    };
+    crate::client::proxy(&mut client, &args.worker, request).await
 }
 
 fn keys(common: &Common) -> Result<HubKeys, Error> {
@@ -257,6 +363,29 @@ pub(crate) fn run(cmd: HubCommand) -> Result<u8, Error> {
                 );
                 Ok(0)
             }
+            HubCommand::AddProvider {
+                common,
+                name,
+                key_file,
+            } => {
+                let keys = keys(&common)?;
+                let store = store(&common.db).await?;
+                let key = if key_file.as_os_str() == "-" {
+                    let mut s = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+                    crate::secret::Secret::new(s.trim().to_owned())
+                } else {
+                    let raw = crate::keys::read_secret_file(&key_file).map_err(Error::Usage)?;
+                    crate::secret::Secret::new(raw.expose().trim().to_owned())
+                };
+                store
+                    .add_provider(&name, &key, &keys.at_rest, now())
+                    .await
+                    .map_err(store_error)?;
+                println!("provider {name} added, its key encrypted at rest");
+                Ok(0)
+            }
+            HubCommand::Ai(args) => ai(args).await,
             HubCommand::IssueToken(args) => {
                 let store = store(&args.common.db).await?;
                 let keys = keys_in_force(&store, keys(&args.common)?).await?;

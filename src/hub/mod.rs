@@ -9,6 +9,7 @@
 pub mod commands;
 pub(crate) mod config;
 pub(crate) mod limiter;
+mod providers;
 mod schema;
 pub mod service;
 pub(crate) mod signing;
@@ -238,7 +239,7 @@ pub struct TokenRequest {
     pub params_sha256: String,
     /// Connections the run may use (must exist).
     pub connections: Vec<String>,
-    /// `run` or `inspect`.
+    /// `run`, `inspect` or `ai` (whose one connection is a provider).
     pub scope: String,
     /// Worker pool or worker id.
     pub audience: String,
@@ -262,13 +263,24 @@ pub async fn issue(
             "role {role:?} may not run workflows"
         )));
     }
-    if req.scope != "run" && req.scope != "inspect" {
-        return Err(HubError::Refused("scope is run or inspect".into()));
-    }
-    let missing = store.missing_connections(&req.connections).await?;
+    let (missing, what) = match req.scope.as_str() {
+        "run" | "inspect" => (
+            store.missing_connections(&req.connections).await?,
+            "connection",
+        ),
+        "ai" if req.connections.len() == 1 => {
+            (store.missing_providers(&req.connections).await?, "provider")
+        }
+        "ai" => {
+            return Err(HubError::Refused(
+                "an ai token names exactly one provider".into(),
+            ));
+        }
+        _ => return Err(HubError::Refused("scope is run, inspect or ai".into())),
+    };
     if !missing.is_empty() {
         return Err(HubError::Refused(format!(
-            "no connection {}",
+            "no {what} {}",
             missing.join(", ")
         )));
     }

@@ -41,6 +41,11 @@ CREATE TABLE IF NOT EXISTS workers (
     draining INTEGER NOT NULL DEFAULT 0,
     secret_sha256 TEXT
 );
+CREATE TABLE IF NOT EXISTS providers (
+    name TEXT PRIMARY KEY,
+    sealed TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS signing_keys (
     kid TEXT PRIMARY KEY,
     role TEXT NOT NULL CHECK (role IN ('current', 'previous')),

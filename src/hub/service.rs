@@ -153,9 +153,15 @@ impl HubService {
         })?;
         let mut out = Vec::with_capacity(claims.connections.len());
         for name in &claims.connections {
-            let cred = self.store.credential(name, at_rest).await?;
-            let sealed = crate::creds::seal(&transport, &cred)
-                .map_err(|e| HubError::Refused(e.to_string()))?;
+            // An `ai` token's connection is a provider: its key goes out sealed instead.
+            let sealed = if claims.scope == "ai" {
+                let key = self.store.provider_key(name, at_rest).await?;
+                key.seal(&transport)
+            } else {
+                let cred = self.store.credential(name, at_rest).await?;
+                crate::creds::seal(&transport, &cred)
+            }
+            .map_err(|e| HubError::Refused(e.to_string()))?;
             out.push(SealedCredential {
                 connection: name.clone(),
                 sealed,

@@ -499,7 +499,7 @@ impl Store {
     }
 }
 
-fn unique(e: sqlx::Error, what: &str, name: &str) -> StoreError {
+pub(super) fn unique(e: sqlx::Error, what: &str, name: &str) -> StoreError {
     match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => {
             StoreError::Invalid(format!("{what} {name:?} exists already"))

@@ -8,6 +8,7 @@ pub(crate) mod daemon;
 mod events;
 mod forward;
 mod inline;
+mod proxy;
 mod refusal;
 mod register;
 mod runs;
@@ -55,6 +56,8 @@ pub struct Worker {
     confinements: Mutex<crate::sandbox::Confinements>,
     metrics: Arc<crate::metrics::Metrics>,
     token_keys: token_keys::TokenKeys,
+    /// Outbound requests (the AI proxy); why not, when `[ai]`'s TLS settings are unusable.
+    egress: Result<crate::egress::Client, String>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -74,7 +77,9 @@ impl Worker {
     /// A worker from its parts.
     pub(crate) fn new(config: Config, verifier: Verifier, hub: HubClient) -> Worker {
         let capacity = config.worker.capacity as usize;
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         Worker {
+            egress: proxy::egress_client(&config, &metrics),
             cache: Arc::new(ResultCache::new(
                 config.cache.max_bytes,
                 config.cache.entry_bytes(),
@@ -87,7 +92,7 @@ impl Worker {
             draining: AtomicBool::new(false),
             sandbox: (config.sandbox.isolation == Isolation::Process)
                 .then(|| Sandbox::new(config.sandbox.settings())),
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            metrics,
             confinements: Mutex::new(crate::sandbox::Confinements::default()),
             token_keys: token_keys::TokenKeys::default(),
             config: std::sync::RwLock::new(Arc::new(config)),
@@ -123,6 +128,7 @@ impl Worker {
             ("[tls]", differs(&old.tls, &new.tls)),
             ("[sandbox]", differs(&old.sandbox, &new.sandbox)),
             ("[metrics]", differs(&old.metrics, &new.metrics)),
+            ("[ai]", differs(&old.ai, &new.ai)),
             (
                 "cache.max_bytes",
                 old.cache.max_bytes != new.cache.max_bytes,

@@ -16,8 +16,8 @@ use crate::connector::TableRef;
 use crate::proto::worker_server::Worker as WorkerApi;
 use crate::proto::{
     CancelRequest, CancelResponse, Column, ExecuteEvent, ExecuteRequest, InspectRequest,
-    InspectResponse, NodeSchema, PreviewRequest, PreviewResponse, Problem, StatusRequest,
-    StatusResponse, Table, ValidateRequest, ValidateResponse,
+    InspectResponse, NodeSchema, PreviewRequest, PreviewResponse, Problem, ProxyEvent,
+    StatusRequest, StatusResponse, Table, ValidateRequest, ValidateResponse,
 };
 use crate::run::Task;
 use crate::token::{Expect, Scope};
@@ -53,10 +53,56 @@ fn deadline_of<T>(req: &Request<T>) -> Option<Duration> {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<ExecuteEvent, Status>> + Send>>;
+type ProxyStream = Pin<Box<dyn Stream<Item = Result<ProxyEvent, Status>> + Send>>;
+
+/// The proxy's events: the head, the body's pieces as they arrive, the end (or the refusal
+/// that ended it).
+fn proxy_events(upstream: crate::egress::Upstream) -> ProxyStream {
+    use crate::proto::proxy_event::Event;
+    use crate::proto::{ProxyEnd, ProxyHead, ProxyHeader};
+    use futures_util::StreamExt;
+    let event = |e| ProxyEvent { event: Some(e) };
+    let head = event(Event::Head(ProxyHead {
+        status: u32::from(upstream.status),
+        headers: upstream
+            .headers
+            .iter()
+            .map(|(name, value)| ProxyHeader {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+    }));
+    let body = futures_util::stream::unfold(Some((upstream, 0u64)), move |state| async move {
+        let (mut up, sent) = state?;
+        match up.chunk().await {
+            Ok(Some(b)) => {
+                let sent = sent + b.len() as u64;
+                Some((Ok(event(Event::Data(b.to_vec()))), Some((up, sent))))
+            }
+            Ok(None) => Some((Ok(event(Event::End(ProxyEnd { bytes: sent }))), None)),
+            Err(r) => Some((Err(to_status(&RunFailure::Egress(r))), None)),
+        }
+    });
+    Box::pin(futures_util::stream::once(async move { Ok(head) }).chain(body))
+}
 
 #[tonic::async_trait]
 impl WorkerApi for WorkerService {
     type ExecuteStream = EventStream;
+    type ProxyStream = ProxyStream;
+
+    async fn proxy(
+        &self,
+        request: Request<crate::proto::ProxyRequest>,
+    ) -> Result<Response<ProxyStream>, Status> {
+        let upstream = self
+            .worker
+            .proxy(request.into_inner())
+            .await
+            .map_err(|f| to_status(&f))?;
+        Ok(Response::new(proxy_events(upstream)))
+    }
 
     async fn execute(
         &self,

@@ -53,6 +53,9 @@ pub(crate) enum RunFailure {
     /// Every validation permit is taken (`worker.validate_concurrency`); retry shortly.
     #[error("the worker is busy validating; retry shortly")]
     ValidationBusy,
+    /// An outbound request (the AI proxy) was refused, or its upstream failed.
+    #[error("{}", .0.message)]
+    Egress(crate::egress::Refusal),
     /// A bug; details are in the worker's log.
     #[error("internal error")]
     Internal,
@@ -81,6 +84,7 @@ impl RunFailure {
             RunFailure::CancelNotAuthorized => "cancel_not_authorized".into(),
             RunFailure::ValidationBudgetExhausted => "validation_budget_exhausted".into(),
             RunFailure::ValidationBusy => "validation_busy".into(),
+            RunFailure::Egress(r) => r.code.into(),
             RunFailure::Internal => "internal".into(),
         }
     }
@@ -135,6 +139,7 @@ impl RunFailure {
             RunFailure::ValidationBudgetExhausted | RunFailure::ValidationBusy => {
                 Code::ResourceExhausted
             }
+            RunFailure::Egress(r) => egress_code(r.code),
             RunFailure::Internal => Code::Internal,
         }
     }
@@ -154,6 +159,26 @@ impl RunFailure {
         RunFailure::Task(TaskFailure::Engine(
             control.check().err().unwrap_or(RunError::Cancelled),
         ))
+    }
+}
+
+/// The gRPC status of an egress refusal: what the caller asked for is wrong
+/// (INVALID_ARGUMENT), the target is forbidden (PERMISSION_DENIED), the provider is unknown
+/// (NOT_FOUND), or the upstream failed (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED).
+fn egress_code(code: &str) -> Code {
+    match code {
+        "unknown_provider" => Code::NotFound,
+        "method_not_allowed" | "path_not_allowed" | "header_not_allowed" | "bad_header"
+        | "too_many_headers" | "internal_token" | "request_too_large" | "bad_url" => {
+            Code::InvalidArgument
+        }
+        "upstream_timeout" => Code::DeadlineExceeded,
+        "response_too_large" => Code::ResourceExhausted,
+        "connect_failed" | "upstream_error" | "resolve_failed" => Code::Unavailable,
+        "redirect_not_followed" => Code::FailedPrecondition,
+        "tls_config" => Code::Internal,
+        // The address and name rules.
+        _ => Code::PermissionDenied,
     }
 }
 
