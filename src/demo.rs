@@ -229,6 +229,38 @@ impl Stack {
             .map_err(|e| fail("connect")(e.to_string()))
     }
 
+    /// Stops the Hub (its store stays): workers can neither redeem nor report until
+    /// [`restart_hub`](Self::restart_hub).
+    pub async fn stop_hub(&mut self) {
+        if let Some(stop) = self.stop_hub.take() {
+            let _ = stop.send(());
+        }
+        if let Some(hub) = self.hub.take() {
+            let _ = hub.await;
+        }
+    }
+
+    /// Serves the Hub again, at the same address, on the same store.
+    pub async fn restart_hub(&mut self) -> Result<(), Error> {
+        let addr: std::net::SocketAddr = self
+            .hub_url
+            .trim_start_matches("http://")
+            .parse()
+            .map_err(|_| fail("hub address")(self.hub_url.clone()))?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let (stop_hub, hub_stopped) = tokio::sync::oneshot::channel::<()>();
+        self.hub = Some(tokio::spawn(crate::hub::commands::serve(
+            self.store.clone(),
+            self.keys.clone(),
+            listener,
+            async {
+                let _ = hub_stopped.await;
+            },
+        )));
+        self.stop_hub = Some(stop_hub);
+        Ok(())
+    }
+
     /// Stops the worker (draining) and the Hub; the directory is removed.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop_hub.take() {

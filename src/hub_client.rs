@@ -27,6 +27,8 @@ pub struct Identity {
     pub audience: String,
     /// Runs at once.
     pub capacity: u32,
+    /// The audit trail's public key (empty: no audit trail).
+    pub audit_public_key: String,
 }
 
 /// Why a call to the Hub failed. Each message names the Hub's URL and the cause (the whole
@@ -330,6 +332,7 @@ impl HubClient {
                 transport_key: self.transport_text.expose().to_owned(),
                 audience: self.identity.audience.clone(),
                 worker_secret: self.worker_secret(),
+                audit_public_key: self.identity.audit_public_key.clone(),
             })
             .await
             .map_err(|s| refused(&self.url, s))?
@@ -433,6 +436,24 @@ impl HubClient {
     /// The Hub's URL, as configured.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Sends audit records (in order); the Hub's counts of stored and duplicate records.
+    pub async fn report(
+        &mut self,
+        records: Vec<crate::proto::AuditRecord>,
+    ) -> Result<crate::proto::ReportResponse, HubCallError> {
+        let resp = self
+            .client
+            .report(crate::proto::ReportRequest {
+                worker_id: self.identity.id.clone(),
+                worker_secret: self.worker_secret(),
+                records,
+            })
+            .await
+            .map_err(|s| refused(&self.url, s))?
+            .into_inner();
+        Ok(resp)
     }
 
     /// Reports load. Returns the Hub's `jwks_json`: its current token key set when it sends

@@ -61,6 +61,7 @@
 //!   exit code).
 
 pub mod alloc;
+pub mod audit;
 pub mod batch;
 pub mod bench;
 pub(crate) mod cache;

@@ -93,6 +93,12 @@ pub(crate) struct Metrics {
     pub expression_rejections: Family<Code, Counter>,
     /// Run children ended by the sandbox or its limits, by reason.
     pub sandbox_kills: Family<Reason, Counter>,
+    /// Audit records waiting in the spool for the Hub.
+    pub audit_waiting: Gauge,
+    /// Tasks refused (or records not spooled) because the audit spool was full.
+    pub audit_spool_full: Counter,
+    /// `Report` calls the Hub did not answer or refused.
+    pub audit_report_failures: Counter,
     /// Outbound requests (the AI proxy), by decision and reason.
     pub egress_decisions: Family<crate::egress::client::Decision, Counter>,
     /// Time to redeem a token with the Hub.
@@ -138,6 +144,9 @@ impl Metrics {
             expression_rejections: Family::default(),
             sandbox_kills: Family::default(),
             egress_decisions: Family::default(),
+            audit_waiting: Gauge::default(),
+            audit_spool_full: Counter::default(),
+            audit_report_failures: Counter::default(),
             // 0.5 ms .. ~4 s.
             redeem_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             hub_heartbeat_failures: Counter::default(),
@@ -229,6 +238,21 @@ impl Metrics {
             "sandbox_kills",
             "Run children ended by the sandbox or a limit, by reason",
             m.sandbox_kills.clone(),
+        );
+        r.register(
+            "audit_records_waiting",
+            "Audit records in the spool, not yet taken by the Hub",
+            m.audit_waiting.clone(),
+        );
+        r.register(
+            "audit_spool_full",
+            "Tasks refused because the audit spool was full (the Hub has not taken records)",
+            m.audit_spool_full.clone(),
+        );
+        r.register(
+            "audit_report_failures",
+            "Report calls (audit records to the Hub) that failed; the records wait",
+            m.audit_report_failures.clone(),
         );
         r.register(
             "egress_decisions",

@@ -100,7 +100,12 @@ async fn setup() -> (Stack, TestProvider, Daemon) {
         )
         .await
         .expect("provider");
-    let daemon = Daemon::start_logging(&stack, "w-ai", 2, &ai_config(&provider), "trace").await;
+    let audit = format!(
+        "\n[audit]\ndir = {:?}\n",
+        stack.dir().join("w-ai-audit").display().to_string()
+    );
+    let config = format!("{}{audit}", ai_config(&provider));
+    let daemon = Daemon::start_logging(&stack, "w-ai", 2, &config, "trace").await;
     (stack, provider, daemon)
 }
 
@@ -279,6 +284,43 @@ async fn the_proxy_streams_the_answer_injects_the_key_and_the_key_shows_nowhere_
         (Code::DeadlineExceeded, "upstream_timeout")
     );
     statuses.push(s);
+
+    // One audit record per request whose token was accepted, in order; the streamed one
+    // carries the bytes sent.
+    let mut records = Vec::new();
+    for _ in 0..100 {
+        records = stack
+            .store
+            .audit_records(Some("w-ai"))
+            .await
+            .expect("records");
+        if records.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let records: Vec<_> = records
+        .iter()
+        .map(|s| s.record().expect("record"))
+        .collect();
+    let summary: Vec<(&str, &str, u64)> = records
+        .iter()
+        .map(|r| (r.kind.as_str(), r.outcome.as_str(), r.bytes_out))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("proxy", "ok", got.len() as u64),
+            ("proxy", "redirect_not_followed", 0),
+            ("proxy", "upstream_timeout", 0),
+        ],
+        "{records:#?}"
+    );
+    assert_eq!(records[0].connections, ["testai"]);
+    assert_eq!(records[0].sub, "alice");
+    for r in &records {
+        assert!(!format!("{r:?}").contains("MARKER"));
+    }
 
     // The key: at the provider only.
     for s in &statuses {

@@ -281,7 +281,11 @@ fn validate_config_refuses_production_without_mutual_tls() {
         "{stderr}"
     );
     // With the client CA: the same file passes.
-    let mutual = format!("{server_only}client_ca_file = {}\n", path("clients-ca.pem"));
+    let mutual = format!(
+        "{server_only}client_ca_file = {}\n\n[audit]\ndir = {}\n",
+        path("clients-ca.pem"),
+        path("audit")
+    );
     std::fs::write(dir.path().join("mutual.toml"), mutual).expect("write");
     let out = run(
         &["validate-config", "--config", "mutual.toml"],

@@ -105,6 +105,7 @@ fn identity(id: &str) -> Identity {
         address: "http://127.0.0.1:1".into(),
         audience: "pool-a".into(),
         capacity: 4,
+        audit_public_key: String::new(),
     }
 }
 

@@ -167,6 +167,7 @@ fn registration(env: &Env, id: &str, transport: &Secret) -> RegisterRequest {
         transport_key: transport.expose().to_owned(),
         audience: POOL.into(),
         worker_secret: String::new(),
+        audit_public_key: String::new(),
     }
 }
 

@@ -96,6 +96,7 @@ async fn client(env: &Env, id: &str, transport: &Secret, registration: &Secret) 
         address: format!("http://127.0.0.1:1/{id}"),
         audience: "pool-a".into(),
         capacity: 4,
+        audit_public_key: String::new(),
     };
     HubClient::connect(
         env.endpoint.clone(),
@@ -121,6 +122,7 @@ fn register_req(env: &Env, id: &str, transport: &Secret, worker_secret: &str) ->
         transport_key: transport.expose().into(),
         audience: "pool-a".into(),
         worker_secret: worker_secret.into(),
+        audit_public_key: String::new(),
     }
 }
 
@@ -567,6 +569,7 @@ async fn a_healthy_run_beside_the_attacks() {
             transport_key: TransportKey::generate().expose().into(),
             audience: "hubworker".into(),
             worker_secret: String::new(),
+            audit_public_key: String::new(),
         })
         .await
         .unwrap_err();

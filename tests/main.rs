@@ -96,3 +96,7 @@ mod redaction;
 
 /// Issue 22: the AI proxy, end to end with a loopback HTTPS provider.
 mod ai_proxy;
+
+/// Issue 23: the audit trail: one signed, chained record per run at the Hub; auditors only;
+/// edits and deletions found by `hub audit verify`.
+mod audit;

@@ -117,6 +117,7 @@ fn one_production_switch_refuses_a_plaintext_worker_either_way() {
     let refused = [
         "  hub.url: production talks to the hub over https://",
         "  tls: required in production mode (cert_file, key_file, client_ca_file)",
+        "  audit.dir: required in production (the audit trail's spool, e.g. /var/lib/hubworker)",
     ];
     let by_env = hw(
         &["validate-config", "dev.toml"],
@@ -124,7 +125,7 @@ fn one_production_switch_refuses_a_plaintext_worker_either_way() {
         &[("HUBWORKER_ENV", "production")],
     );
     assert_eq!(by_env.status.code(), Some(2));
-    let mut expected = vec!["hubworker: dev.toml: 2 problems".to_owned()];
+    let mut expected = vec!["hubworker: dev.toml: 3 problems".to_owned()];
     expected.extend(refused.iter().map(|s| (*s).to_owned()));
     assert_eq!(lines(&by_env.stderr), expected);
 
@@ -153,7 +154,7 @@ fn one_production_switch_refuses_a_plaintext_worker_either_way() {
     );
     assert_eq!(conflict.status.code(), Some(2));
     let mut expected = vec![
-        "hubworker: dev-mode.toml: 3 problems".to_owned(),
+        "hubworker: dev-mode.toml: 4 problems".to_owned(),
         "  worker.mode: \"dev\" in the file but HUBWORKER_ENV=production in the environment; \
          production is one switch: set it in one place, or the same in both"
             .to_owned(),

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub(crate) mod ai;
+mod audit;
 mod cgroup;
 mod checks;
 pub(crate) mod preflight;
@@ -25,6 +26,7 @@ mod tests;
 pub(crate) mod validate;
 
 pub(crate) use ai::AiSection;
+pub(crate) use audit::AuditSection;
 pub(crate) use checks::ENV_MODE;
 pub(crate) use sandbox::{Isolation, SandboxSection};
 pub(crate) use sections::{
@@ -64,6 +66,9 @@ pub(crate) struct Config {
     /// The AI proxy: providers, and the caps on outbound requests.
     #[serde(default)]
     pub ai: AiSection,
+    /// The audit trail's spool.
+    #[serde(default)]
+    pub audit: AuditSection,
 }
 
 /// Every problem with a config file.
@@ -101,6 +106,7 @@ impl Config {
         config.tls_problems(&mut checked);
         let production = config.worker.mode == ModeSetting::Production;
         config.ai.problems(production, &mut checked);
+        config.audit.problems(production, &mut checked);
         // A key already reported (its value refused or missing) stood in as a placeholder:
         // nothing more is said about it.
         let key = |p: &str| p.split(':').next().unwrap_or_default().to_owned();
@@ -173,6 +179,10 @@ impl Config {
         }
         let port = shift(self.metrics.listen.port(), "metrics.listen")?;
         self.metrics.listen.set_port(port);
+        // Each slot chains and spools its own records.
+        if let Some(dir) = &self.audit.dir {
+            self.audit.dir = Some(dir.join(n.to_string()));
+        }
         Ok(self)
     }
 

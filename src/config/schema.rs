@@ -85,7 +85,7 @@ fn section<T: DeserializeOwned>(
 }
 
 /// Every section, in the order problems are reported.
-fn sections() -> [Section; 10] {
+fn sections() -> [Section; 11] {
     [
         section::<WorkerSection>(
             "worker",
@@ -109,6 +109,7 @@ fn sections() -> [Section; 10] {
         section::<SandboxSection>("sandbox", &[], false),
         section::<MetricsSection>("metrics", &[], false),
         section::<super::AiSection>("ai", &[], false),
+        section::<super::AuditSection>("audit", &[], false),
     ]
 }
 

@@ -356,7 +356,7 @@ fn the_example_config_parses_and_names_every_key() {
     let text = include_str!("../../examples/worker.toml");
     let c = parse(text).unwrap();
     assert_eq!(c.worker.listen.to_string(), "127.0.0.1:7200");
-    let sections: [(&str, &[&str]); 10] = [
+    let sections: [(&str, &[&str]); 11] = [
         ("worker", schema::fields_of::<WorkerSection>()),
         ("hub", schema::fields_of::<HubSection>()),
         ("secrets", schema::fields_of::<SecretsSection>()),
@@ -367,6 +367,7 @@ fn the_example_config_parses_and_names_every_key() {
         ("sandbox", schema::fields_of::<SandboxSection>()),
         ("metrics", schema::fields_of::<MetricsSection>()),
         ("ai", schema::fields_of::<super::AiSection>()),
+        ("audit", schema::fields_of::<super::AuditSection>()),
     ];
     // `[ai.providers.<name>]` tables document `providers`; `simulate` exists in test builds
     // only.

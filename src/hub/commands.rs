@@ -76,7 +76,24 @@ pub(crate) enum HubCommand {
     /// Send one request to an AI provider through a worker's proxy: issues an `ai` token bound
     /// to this request, calls `Proxy`, prints the status and headers on stderr and the body on
     /// stdout as it arrives.
-    Ai(AiArgs),
+    Ai(super::ai_cli::AiArgs),
+    /// The audit trail, for users with role `auditor` only: `list` the records (one line
+    /// each), or `verify` every worker's chain (signatures, numbering, hashes; exit 1 naming
+    /// each problem). Nothing here edits or deletes a record.
+    Audit {
+        /// Database, secrets, hub id.
+        #[command(flatten)]
+        common: Common,
+        /// `list` or `verify`.
+        #[arg(value_enum)]
+        action: super::audit_cli::AuditAction,
+        /// The user asking (role `auditor`).
+        #[arg(long = "as", value_name = "USER")]
+        user: String,
+        /// Only this worker's records.
+        #[arg(long)]
+        worker: Option<String>,
+    },
     /// Issue a server token for a workflow and print it.
     IssueToken(IssueArgs),
     /// Issue a token and run the workflow on a worker, printing progress and the result
@@ -96,7 +113,7 @@ pub(crate) enum HubCommand {
 pub(crate) struct Common {
     /// The Hub's SQLite database (created if missing).
     #[arg(long, default_value = "hub.db")]
-    db: PathBuf,
+    pub(super) db: PathBuf,
     /// Directory with the Hub's key files (`hubworker keygen`); else `$CREDENTIALS_DIRECTORY`.
     #[arg(long)]
     secrets: Option<PathBuf>,
@@ -140,96 +157,7 @@ pub(crate) struct IssueArgs {
     params_file: Option<PathBuf>,
 }
 
-/// `hub ai` arguments.
-#[derive(Debug, Args)]
-pub(crate) struct AiArgs {
-    #[command(flatten)]
-    common: Common,
-    /// The user the request is for.
-    #[arg(long)]
-    user: String,
-    /// The provider (`[ai.providers.<name>]` on the worker, `hub add-provider` here).
-    #[arg(long)]
-    provider: String,
-    /// The path, one of the provider's `paths` on the worker.
-    #[arg(long)]
-    path: String,
-    /// GET or POST.
-    #[arg(long, default_value = "POST")]
-    method: String,
-    /// The request body (`-` reads stdin; none: empty).
-    #[arg(long)]
-    body: Option<PathBuf>,
-    /// A request header, `NAME: VALUE` (repeat).
-    #[arg(long = "header", value_name = "NAME: VALUE")]
-    headers: Vec<String>,
-    /// The worker's address (`http://127.0.0.1:7200`).
-    #[arg(long)]
-    worker: String,
-    /// The worker pool or id the token is for (default: the worker's id, from `Status`).
-    #[arg(long)]
-    audience: Option<String>,
-    /// Token lifetime in seconds.
-    #[arg(long, default_value_t = 60)]
-    ttl_secs: u64,
-}
-
-/// `hub ai`.
-async fn ai(args: AiArgs) -> Result<u8, Error> {
-    let body = match &args.body {
-        None => Vec::new(),
-        Some(p) if p.as_os_str() == "-" => {
-            let mut b = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
-            b
-        }
-        Some(p) => std::fs::read(p)?,
-    };
-    let mut headers = Vec::with_capacity(args.headers.len());
-    for h in &args.headers {
-        let (name, value) = h
-            .split_once(':')
-            .ok_or_else(|| Error::Usage(format!("--header {h:?}: NAME: VALUE")))?;
-        headers.push(crate::proto::ProxyHeader {
-            name: name.trim().to_ascii_lowercase(),
-            value: value.trim().to_owned(),
-        });
-    }
-    let store = store(&args.common.db).await?;
-    let keys = keys_in_force(&store, keys(&args.common)?).await?;
-    let channel =
-        crate::client::channel(&args.worker, &crate::client::ClientTls::default()).await?;
-    let mut client = crate::proto::worker_client::WorkerClient::new(channel);
-    let audience = match &args.audience {
-        Some(a) => a.clone(),
-        None => crate::client::worker_id(&mut client, &args.worker).await?,
-    };
-    let method = args.method.to_ascii_uppercase();
-    let req = TokenRequest {
-        user: args.user.clone(),
-        workflow_sha256: crate::token::request_sha256(&args.provider, &method, &args.path, &body),
-        params_sha256: crate::token::NO_PARAMS_SHA256.to_owned(),
-        connections: vec![args.provider.clone()],
-        scope: "ai".into(),
-        audience,
-        ttl: Duration::from_secs(args.ttl_secs),
-    };
-    let token = super::issue(&store, &keys, &req, now())
-        .await
-        .map(crate::secret::Secret::new)
-        .map_err(hub_error)?;
-    let request = crate::proto::ProxyRequest {
-        token: token.expose().to_owned(),
-        provider: args.provider,
-        method,
-        path: args.path,
-        headers,
-        body,
-    };
-    crate::client::proxy(&mut client, &args.worker, request).await
-}
-
-fn keys(common: &Common) -> Result<HubKeys, Error> {
+pub(super) fn keys(common: &Common) -> Result<HubKeys, Error> {
     match super::config::load(common.secrets.clone(), common.hub_id.clone(), &ProcessEnv) {
         Ok(loaded) => {
             for w in &loaded.warnings {
@@ -253,13 +181,13 @@ fn rt() -> Result<tokio::runtime::Runtime, Error> {
         .build()?)
 }
 
-async fn store(path: &Path) -> Result<Store, Error> {
+pub(super) async fn store(path: &Path) -> Result<Store, Error> {
     Store::open(path).await.map_err(store_error)
 }
 
 /// A store failure: refused input is a usage error (exit 2), anything else (SQLite, a file
 /// that cannot be made private, a credential that does not decrypt) a runtime failure (1).
-fn store_error(e: StoreError) -> Error {
+pub(super) fn store_error(e: StoreError) -> Error {
     match e {
         StoreError::Invalid(_) => Error::Usage(e.to_string()),
         StoreError::Db(_) | StoreError::Decrypt(_) | StoreError::File { .. } => {
@@ -270,7 +198,7 @@ fn store_error(e: StoreError) -> Error {
 
 /// A Hub failure while issuing: the store's are mapped as [`store_error`]; a refusal (no such
 /// user, a role that may not run, an unknown connection) is a usage error.
-fn hub_error(e: super::HubError) -> Error {
+pub(super) fn hub_error(e: super::HubError) -> Error {
     match e {
         super::HubError::Store(e) => store_error(e),
         other => Error::Usage(format!("{other} [{}]", other.code())),
@@ -278,7 +206,7 @@ fn hub_error(e: super::HubError) -> Error {
 }
 
 /// The signing keys in force: the store's rotation if it holds one, else the secrets' file.
-async fn keys_in_force(store: &Store, file: HubKeys) -> Result<HubKeys, Error> {
+pub(super) async fn keys_in_force(store: &Store, file: HubKeys) -> Result<HubKeys, Error> {
     Ok(super::signing::resolve(store, &file)
         .await
         .map_err(hub_error)?
@@ -385,7 +313,13 @@ pub(crate) fn run(cmd: HubCommand) -> Result<u8, Error> {
                 println!("provider {name} added, its key encrypted at rest");
                 Ok(0)
             }
-            HubCommand::Ai(args) => ai(args).await,
+            HubCommand::Ai(args) => super::ai_cli::ai(args).await,
+            HubCommand::Audit {
+                common,
+                action,
+                user,
+                worker,
+            } => super::audit_cli::audit(&common, action, &user, worker.as_deref()).await,
             HubCommand::IssueToken(args) => {
                 let store = store(&args.common.db).await?;
                 let keys = keys_in_force(&store, keys(&args.common)?).await?;

@@ -6,6 +6,9 @@
 //! with proof that the caller is that worker (`workers.rs`), and guesses of the registration
 //! secret back off per peer (`limiter.rs`).
 
+mod ai_cli;
+pub mod audit;
+mod audit_cli;
 pub mod commands;
 pub(crate) mod config;
 pub(crate) mod limiter;

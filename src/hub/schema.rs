@@ -46,6 +46,27 @@ CREATE TABLE IF NOT EXISTS providers (
     sealed TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_keys (
+    worker_id TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    registered_at INTEGER NOT NULL,
+    PRIMARY KEY (worker_id, public_key)
+);
+CREATE TABLE IF NOT EXISTS audit_records (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    worker_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    run_id TEXT NOT NULL UNIQUE,
+    body BLOB NOT NULL,
+    sha256 TEXT NOT NULL,
+    flag TEXT,
+    received_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_records_by_worker ON audit_records (worker_id, seq);
+CREATE TRIGGER IF NOT EXISTS audit_records_no_update BEFORE UPDATE ON audit_records
+BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_records_no_delete BEFORE DELETE ON audit_records
+BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
 CREATE TABLE IF NOT EXISTS signing_keys (
     kid TEXT PRIMARY KEY,
     role TEXT NOT NULL CHECK (role IN ('current', 'previous')),

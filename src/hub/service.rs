@@ -320,6 +320,23 @@ impl Hub for HubService {
         )
         .await
         .map_err(|e| self.refuse_worker(e, "register", &req.worker_id))?;
+        if !req.audit_public_key.is_empty() {
+            let valid = base64::Engine::decode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                req.audit_public_key.trim(),
+            )
+            .is_ok_and(|k| k.len() == 32);
+            if !valid {
+                return Err(status(&HubError::BadRegistration(
+                    "audit_public_key is not an Ed25519 public key (32 bytes, URL-safe base64)"
+                        .into(),
+                )));
+            }
+            self.store
+                .add_audit_key(&req.worker_id, req.audit_public_key.trim(), now())
+                .await
+                .map_err(|e| status(&e.into()))?;
+        }
         tracing::info!(worker_id = %req.worker_id, address = %req.address, capacity = req.capacity, "worker registered");
         let keys = self.current_keys().await;
         Ok(Response::new(RegisterResponse {
@@ -362,6 +379,26 @@ impl Hub for HubService {
             .map_err(|e| self.refuse_worker(e, "deregister", &req.worker_id))?;
         tracing::info!(worker_id = %req.worker_id, known, "worker deregistered");
         Ok(Response::new(DeregisterResponse { known }))
+    }
+
+    async fn report(
+        &self,
+        request: Request<crate::proto::ReportRequest>,
+    ) -> Result<Response<crate::proto::ReportResponse>, Status> {
+        let req = request.into_inner();
+        let presented = Secret::new(req.worker_secret);
+        super::workers::authenticate(&self.store, &req.worker_id, presented.expose())
+            .await
+            .map_err(|e| self.refuse_worker(e, "report", &req.worker_id))?;
+        let (stored, duplicates) = self
+            .store
+            .store_report(&req.worker_id, &req.records, now())
+            .await
+            .map_err(|e| status(&e.into()))?;
+        Ok(Response::new(crate::proto::ReportResponse {
+            stored,
+            duplicates,
+        }))
     }
 
     async fn heartbeat(

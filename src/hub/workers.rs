@@ -84,7 +84,11 @@ pub(crate) async fn register(
 }
 
 /// The digest of `id`'s secret if `presented` is that secret.
-async fn authenticate(store: &Store, id: &str, presented: &str) -> Result<String, HubError> {
+pub(crate) async fn authenticate(
+    store: &Store,
+    id: &str,
+    presented: &str,
+) -> Result<String, HubError> {
     let stored = store
         .worker_secret_sha256(id)
         .await?

@@ -216,6 +216,34 @@ struct Forwarded {
     redeemed: bool,
     /// Forwarding stopped while it waited on the client.
     blocked: Option<Blocked>,
+    /// What went back, for the audit record.
+    tally: Tally,
+}
+
+/// Rows and bytes of results sent, and inputs by where they came from.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    rows: u64,
+    bytes: u64,
+    cached: u32,
+    fetched: u32,
+}
+
+impl Tally {
+    fn count(&mut self, e: &RunEvent) {
+        match e {
+            RunEvent::Input { cached: true, .. } => self.cached += 1,
+            RunEvent::Input { cached: false, .. } => self.fetched += 1,
+            RunEvent::Output { ipc, .. } => self.bytes += ipc.len() as u64,
+            RunEvent::Progress {
+                tool,
+                finished: true,
+                rows: Some(rows),
+                ..
+            } if tool == "output" => self.rows += rows,
+            _ => {}
+        }
+    }
 }
 
 async fn drive(dispatch: Dispatch, outbox: Outbox) {
@@ -231,6 +259,7 @@ async fn drive(dispatch: Dispatch, outbox: Outbox) {
         slot,
     } = dispatch;
     let started = Instant::now();
+    let mut record = super::audit_sender::entry("run", &run_id, &verified.claims);
     let timeout = config.send_timeout();
     let link = Link {
         outbox: &outbox,
@@ -269,6 +298,7 @@ async fn drive(dispatch: Dispatch, outbox: Outbox) {
             redeem_us: 0,
             redeemed: false,
             blocked: Some(blocked),
+            tally: Tally::default(),
         },
     };
     // The run is over: its slot and its entry for Cancel go now, before the last event
@@ -280,6 +310,7 @@ async fn drive(dispatch: Dispatch, outbox: Outbox) {
         redeem_us,
         redeemed,
         blocked,
+        tally,
     } = forwarded;
     let result = match result {
         Ok(t) => {
@@ -313,6 +344,11 @@ async fn drive(dispatch: Dispatch, outbox: Outbox) {
     }
     watcher.abort();
     finish(&worker, started, &result, redeemed, timeout);
+    (record.outcome, record.exit_class) = super::audit_sender::outcome(&result);
+    record.duration_ms = started.elapsed().as_millis() as u64;
+    (record.rows_out, record.bytes_out) = (tally.rows, tally.bytes);
+    (record.inputs_cached, record.inputs_fetched) = (tally.cached, tally.fetched);
+    worker.audit(record);
 }
 
 /// Redeems, runs, and forwards the run's events until it ends or forwarding must stop.
@@ -343,6 +379,7 @@ async fn run_and_forward(run: Start, control: &RunControl, link: &Link<'_>) -> F
                 redeem_us: 0,
                 redeemed: false,
                 blocked: None,
+                tally: Tally::default(),
             };
         }
     };
@@ -360,7 +397,9 @@ async fn run_and_forward(run: Start, control: &RunControl, link: &Link<'_>) -> F
     };
     let mut chunks = Chunks::default();
     let mut blocked = None;
+    let mut tally = Tally::default();
     while let Some(e) = events.recv().await {
+        tally.count(&e);
         if let RunEvent::Input { cached, .. } = &e {
             let m = worker.metrics();
             if *cached {
@@ -400,6 +439,7 @@ async fn run_and_forward(run: Start, control: &RunControl, link: &Link<'_>) -> F
         redeem_us,
         redeemed: true,
         blocked,
+        tally,
     }
 }
 

@@ -4,6 +4,7 @@
 //! → open credentials → load inputs (guard, cache) → one plan → stream results → drop the
 //! credentials. `service.rs` only translates proto to these calls and back.
 
+mod audit_sender;
 pub(crate) mod daemon;
 mod events;
 mod forward;
@@ -11,6 +12,7 @@ mod inline;
 mod proxy;
 mod refusal;
 mod register;
+mod reload;
 mod runs;
 pub(crate) mod server;
 pub(crate) mod service;
@@ -58,6 +60,9 @@ pub struct Worker {
     token_keys: token_keys::TokenKeys,
     /// Outbound requests (the AI proxy); why not, when `[ai]`'s TLS settings are unusable.
     egress: Result<crate::egress::Client, String>,
+    /// The audit trail (`[audit] dir`), and what wakes its sender.
+    audit: Option<Arc<crate::audit::Auditor>>,
+    audit_wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Worker {
@@ -75,10 +80,17 @@ pub(crate) struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
 
 impl Worker {
     /// A worker from its parts.
-    pub(crate) fn new(config: Config, verifier: Verifier, hub: HubClient) -> Worker {
+    pub(crate) fn new(
+        config: Config,
+        verifier: Verifier,
+        hub: HubClient,
+        audit: Option<Arc<crate::audit::Auditor>>,
+    ) -> Worker {
         let capacity = config.worker.capacity as usize;
         let metrics = Arc::new(crate::metrics::Metrics::new());
         Worker {
+            audit,
+            audit_wake: tokio::sync::Notify::new(),
             egress: proxy::egress_client(&config, &metrics),
             cache: Arc::new(ResultCache::new(
                 config.cache.max_bytes,
@@ -105,47 +117,6 @@ impl Worker {
             Ok(c) => c.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
-    }
-
-    /// Applies a new configuration (SIGHUP). `[limits]` and the `[cache]` TTLs take effect
-    /// for the next run; sections that shape the process (worker identity, capacity, listen
-    /// address, hub, TLS, secrets, token policy, sandbox, metrics) need a restart: they are
-    /// kept, and the returned notes name them. The key set is reloaded separately.
-    pub(crate) fn reload(&self, new: Config) -> Vec<String> {
-        let old = self.config();
-        let mut notes = Vec::new();
-        let mut applied = (*old).clone();
-        applied.limits = new.limits.clone();
-        applied.cache.ttl_secs = new.cache.ttl_secs;
-        applied.cache.connection_ttl_secs = new.cache.connection_ttl_secs.clone();
-        let differs =
-            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-        for (name, changed) in [
-            ("[worker]", differs(&old.worker, &new.worker)),
-            ("[hub]", differs(&old.hub, &new.hub)),
-            ("[secrets]", differs(&old.secrets, &new.secrets)),
-            ("[tokens]", differs(&old.tokens, &new.tokens)),
-            ("[tls]", differs(&old.tls, &new.tls)),
-            ("[sandbox]", differs(&old.sandbox, &new.sandbox)),
-            ("[metrics]", differs(&old.metrics, &new.metrics)),
-            ("[ai]", differs(&old.ai, &new.ai)),
-            (
-                "cache.max_bytes",
-                old.cache.max_bytes != new.cache.max_bytes,
-            ),
-            (
-                "cache.max_entry_bytes",
-                old.cache.entry_bytes() != new.cache.entry_bytes(),
-            ),
-        ] {
-            if changed {
-                notes.push(format!("{name} changed: restart the worker to apply it"));
-            }
-        }
-        if let Ok(mut c) = self.config.write() {
-            *c = Arc::new(applied);
-        }
-        notes
     }
 
     /// Cancels every run in flight (the end of a drain's grace period).
@@ -276,6 +247,8 @@ impl Worker {
     pub(crate) fn slot(&self) -> Result<Slot, RunFailure> {
         let slot = if self.draining() {
             Err(RunFailure::Draining)
+        } else if self.audit_full() {
+            Err(RunFailure::AuditSpoolFull)
         } else {
             self.slots
                 .clone()

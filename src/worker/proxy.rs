@@ -58,8 +58,13 @@ fn refusal(code: &'static str, message: String) -> Refusal {
 }
 
 impl Worker {
-    /// Checks, redeems and sends one proxy request; the response is still to be read.
-    pub(crate) async fn proxy(&self, req: ProxyRequest) -> Result<Upstream, RunFailure> {
+    /// Checks, redeems and sends one proxy request; the response is still to be read. Once
+    /// the token is accepted, `record` holds the request's audit record.
+    pub(crate) async fn proxy(
+        &self,
+        req: ProxyRequest,
+        record: &mut Option<crate::audit::Entry>,
+    ) -> Result<Upstream, RunFailure> {
         let config = self.config();
         let egress = self.egress.as_ref().map_err(|e| {
             tracing::error!("the AI proxy's TLS settings are unusable: {e}");
@@ -125,7 +130,9 @@ impl Worker {
             return Err(RunFailure::Egress(egress.refused(&url, r)));
         }
         let hash = crate::token::request_sha256(&name, method.as_str(), &path, &body);
-        let key = self.provider_key(&config, &token, &name, &hash).await?;
+        let key = self
+            .provider_key(&config, &token, &name, &hash, record)
+            .await?;
         let injected = Injected {
             name: provider.key_header.clone(),
             value: Zeroizing::new(format!("{}{}", provider.key_prefix, key.api_key.expose())),
@@ -152,6 +159,7 @@ impl Worker {
         token: &str,
         provider: &str,
         hash: &str,
+        record: &mut Option<crate::audit::Entry>,
     ) -> Result<ProviderKey, RunFailure> {
         let expect = Expect {
             scope: Scope::Ai,
@@ -169,6 +177,11 @@ impl Worker {
                 self.record_refusal(&f, token);
                 f
             })?;
+        *record = Some(super::audit_sender::entry(
+            "proxy",
+            &super::runs::random_id(),
+            &verified.claims,
+        ));
         let sealed = self.redeem(&verified).await?;
         let Some(sealed) = sealed.iter().find(|s| s.connection == provider) else {
             return Err(RunFailure::Hub(crate::hub_client::HubCallError::BadAnswer(

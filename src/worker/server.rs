@@ -40,6 +40,9 @@ pub(crate) enum StartError {
     /// The sandbox does not work on this host (process isolation).
     #[error("the run sandbox does not work here: {0}")]
     Sandbox(crate::sandbox::Exit),
+    /// The audit spool cannot be opened.
+    #[error("{0}")]
+    Audit(String),
 }
 
 impl StartError {
@@ -49,7 +52,7 @@ impl StartError {
         match self {
             StartError::Secrets(_) | StartError::Tls(_) => true,
             StartError::Register(e) => e.is_config(),
-            StartError::Listen(..) | StartError::Sandbox(_) => false,
+            StartError::Listen(..) | StartError::Sandbox(_) | StartError::Audit(_) => false,
         }
     }
 }
@@ -170,7 +173,18 @@ pub(crate) async fn start(
     let addr = listener
         .local_addr()
         .map_err(|e| StartError::Listen(config.worker.listen, e))?;
+    let auditor = match &config.audit.dir {
+        Some(dir) => Some(Arc::new(
+            crate::audit::Auditor::open(dir, &config.worker.id, config.audit.max_records)
+                .map_err(|e| StartError::Audit(e.to_string()))?,
+        )),
+        None => {
+            tracing::warn!("no audit trail: [audit] dir is not set (development only)");
+            None
+        }
+    };
     let identity = Identity {
+        audit_public_key: auditor.as_ref().map(|a| a.public_key()).unwrap_or_default(),
         id: config.worker.id.clone(),
         address: config
             .worker
@@ -213,7 +227,12 @@ pub(crate) async fn start(
         hs256_secret: None,
     };
     let max_message = config.limits.max_message_bytes;
-    let worker = Arc::new(Worker::new(config, Verifier::new(policy, keys), hub));
+    let worker = Arc::new(Worker::new(
+        config,
+        Verifier::new(policy, keys),
+        hub,
+        auditor,
+    ));
     worker.pin_keys(pinned);
     worker.metrics().hub_contact_ok();
     let confinements = worker.probe_sandbox().await.map_err(StartError::Sandbox)?;
@@ -248,6 +267,7 @@ pub(crate) async fn start(
     })
     .await?;
     let heartbeat = heartbeat_task(worker.clone(), registration.heartbeat);
+    super::audit_sender::start(worker.clone());
     announce(&worker, addr, &confinements);
     Ok(Running {
         addr,

@@ -55,9 +55,35 @@ fn deadline_of<T>(req: &Request<T>) -> Option<Duration> {
 type EventStream = Pin<Box<dyn Stream<Item = Result<ExecuteEvent, Status>> + Send>>;
 type ProxyStream = Pin<Box<dyn Stream<Item = Result<ProxyEvent, Status>> + Send>>;
 
+/// A proxy request's audit record, spooled when its stream ends: at its end, at a refusal, or
+/// when the client goes away (dropped: `cancelled`).
+struct ProxyAudit {
+    worker: Arc<Worker>,
+    record: Option<crate::audit::Entry>,
+    outcome: Option<Result<(), RunFailure>>,
+}
+
+impl Drop for ProxyAudit {
+    fn drop(&mut self) {
+        let Some(mut record) = self.record.take() else {
+            return;
+        };
+        let outcome =
+            self.outcome
+                .take()
+                .unwrap_or(Err(RunFailure::Task(crate::run::TaskFailure::Engine(
+                    crate::workflow::RunError::Cancelled,
+                ))));
+        (record.outcome, record.exit_class) = super::audit_sender::outcome(&outcome);
+        record.duration_ms =
+            u64::try_from(super::audit_sender::now_ms() - record.started_at_ms).unwrap_or(0);
+        self.worker.audit(record);
+    }
+}
+
 /// The proxy's events: the head, the body's pieces as they arrive, the end (or the refusal
 /// that ended it).
-fn proxy_events(upstream: crate::egress::Upstream) -> ProxyStream {
+fn proxy_events(upstream: crate::egress::Upstream, audit: ProxyAudit) -> ProxyStream {
     use crate::proto::proxy_event::Event;
     use crate::proto::{ProxyEnd, ProxyHead, ProxyHeader};
     use futures_util::StreamExt;
@@ -73,15 +99,26 @@ fn proxy_events(upstream: crate::egress::Upstream) -> ProxyStream {
             })
             .collect(),
     }));
-    let body = futures_util::stream::unfold(Some((upstream, 0u64)), move |state| async move {
-        let (mut up, sent) = state?;
+    let body = futures_util::stream::unfold(Some((upstream, audit)), move |state| async move {
+        let (mut up, mut audit) = state?;
         match up.chunk().await {
             Ok(Some(b)) => {
-                let sent = sent + b.len() as u64;
-                Some((Ok(event(Event::Data(b.to_vec()))), Some((up, sent))))
+                if let Some(r) = audit.record.as_mut() {
+                    r.bytes_out += b.len() as u64;
+                }
+                Some((Ok(event(Event::Data(b.to_vec()))), Some((up, audit))))
             }
-            Ok(None) => Some((Ok(event(Event::End(ProxyEnd { bytes: sent }))), None)),
-            Err(r) => Some((Err(to_status(&RunFailure::Egress(r))), None)),
+            Ok(None) => {
+                let sent = audit.record.as_ref().map_or(0, |r| r.bytes_out);
+                audit.outcome = Some(Ok(()));
+                Some((Ok(event(Event::End(ProxyEnd { bytes: sent }))), None))
+            }
+            Err(r) => {
+                let f = RunFailure::Egress(r);
+                let status = to_status(&f);
+                audit.outcome = Some(Err(f));
+                Some((Err(status), None))
+            }
         }
     });
     Box::pin(futures_util::stream::once(async move { Ok(head) }).chain(body))
@@ -96,12 +133,21 @@ impl WorkerApi for WorkerService {
         &self,
         request: Request<crate::proto::ProxyRequest>,
     ) -> Result<Response<ProxyStream>, Status> {
-        let upstream = self
-            .worker
-            .proxy(request.into_inner())
-            .await
-            .map_err(|f| to_status(&f))?;
-        Ok(Response::new(proxy_events(upstream)))
+        let mut record = None;
+        let result = self.worker.proxy(request.into_inner(), &mut record).await;
+        let mut audit = ProxyAudit {
+            worker: self.worker.clone(),
+            record,
+            outcome: None,
+        };
+        match result {
+            Ok(upstream) => Ok(Response::new(proxy_events(upstream, audit))),
+            Err(f) => {
+                let status = to_status(&f);
+                audit.outcome = Some(Err(f));
+                Err(status)
+            }
+        }
     }
 
     async fn execute(
@@ -210,18 +256,19 @@ impl WorkerApi for WorkerService {
         request: Request<InspectRequest>,
     ) -> Result<Response<InspectResponse>, Status> {
         let req = request.into_inner();
-        let sealed = self
-            .redeem_for(&req.token, &req.connection)
-            .await
-            .map_err(|f| to_status(&f))?;
-        let task = Task::Inspect {
-            connection: req.connection.clone(),
-        };
-        let answer = self
-            .worker
-            .table_task(task, &req.connection, sealed)
-            .await
-            .map_err(|f| to_status(&f))?;
+        let mut record = None;
+        let result = async {
+            let sealed = self
+                .redeem_for(&req.token, &req.connection, "inspect", &mut record)
+                .await?;
+            let task = Task::Inspect {
+                connection: req.connection.clone(),
+            };
+            self.worker.table_task(task, &req.connection, sealed).await
+        }
+        .await;
+        self.audit(record, &result, |a| a.tables.len() as u64, |_| 0);
+        let answer = result.map_err(|f| to_status(&f))?;
         let tables = answer
             .tables
             .into_iter()
@@ -246,23 +293,24 @@ impl WorkerApi for WorkerService {
         request: Request<PreviewRequest>,
     ) -> Result<Response<PreviewResponse>, Status> {
         let req = request.into_inner();
-        let sealed = self
-            .redeem_for(&req.token, &req.connection)
-            .await
-            .map_err(|f| to_status(&f))?;
-        let task = Task::Preview {
-            connection: req.connection.clone(),
-            table: TableRef {
-                schema: (!req.schema.is_empty()).then_some(req.schema),
-                name: req.table,
-            },
-            rows: req.rows as usize,
-        };
-        let answer = self
-            .worker
-            .table_task(task, &req.connection, sealed)
-            .await
-            .map_err(|f| to_status(&f))?;
+        let mut record = None;
+        let result = async {
+            let sealed = self
+                .redeem_for(&req.token, &req.connection, "preview", &mut record)
+                .await?;
+            let task = Task::Preview {
+                connection: req.connection.clone(),
+                table: TableRef {
+                    schema: (!req.schema.is_empty()).then_some(req.schema),
+                    name: req.table,
+                },
+                rows: req.rows as usize,
+            };
+            self.worker.table_task(task, &req.connection, sealed).await
+        }
+        .await;
+        self.audit(record, &result, |_| 0, |a| a.ipc.len() as u64);
+        let answer = result.map_err(|f| to_status(&f))?;
         Ok(Response::new(PreviewResponse {
             arrow_ipc: answer.ipc,
         }))
@@ -297,11 +345,32 @@ impl WorkerApi for WorkerService {
 }
 
 impl WorkerService {
-    /// Verifies an `inspect` token for one connection and redeems it (still sealed).
+    /// Spools the audit record of an inspect or preview (when its token was accepted).
+    fn audit<T>(
+        &self,
+        record: Option<crate::audit::Entry>,
+        result: &Result<T, RunFailure>,
+        rows: impl Fn(&T) -> u64,
+        bytes: impl Fn(&T) -> u64,
+    ) {
+        let Some(mut record) = record else { return };
+        (record.outcome, record.exit_class) = super::audit_sender::outcome(result);
+        record.duration_ms =
+            u64::try_from(super::audit_sender::now_ms() - record.started_at_ms).unwrap_or(0);
+        if let Ok(answer) = result {
+            (record.rows_out, record.bytes_out) = (rows(answer), bytes(answer));
+        }
+        self.worker.audit(record);
+    }
+
+    /// Verifies an `inspect` token for one connection and redeems it (still sealed); once the
+    /// token is accepted, `record` holds the task's audit record.
     async fn redeem_for(
         &self,
         token: &str,
         connection: &str,
+        kind: &'static str,
+        record: &mut Option<crate::audit::Entry>,
     ) -> Result<Vec<crate::proto::SealedCredential>, RunFailure> {
         let expect = Expect {
             scope: Scope::Inspect,
@@ -320,6 +389,11 @@ impl WorkerService {
                 self.worker.record_refusal(&f, token);
                 f
             })?;
+        *record = Some(super::audit_sender::entry(
+            kind,
+            &super::runs::random_id(),
+            &verified.claims,
+        ));
         self.worker.redeem(&verified).await
     }
 }

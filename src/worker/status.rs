@@ -53,6 +53,9 @@ pub(crate) enum RunFailure {
     /// Every validation permit is taken (`worker.validate_concurrency`); retry shortly.
     #[error("the worker is busy validating; retry shortly")]
     ValidationBusy,
+    /// The audit spool is full: no task is taken until the Hub takes records.
+    #[error("the worker's audit spool is full; it takes no task until the hub takes its records")]
+    AuditSpoolFull,
     /// An outbound request (the AI proxy) was refused, or its upstream failed.
     #[error("{}", .0.message)]
     Egress(crate::egress::Refusal),
@@ -85,6 +88,7 @@ impl RunFailure {
             RunFailure::ValidationBudgetExhausted => "validation_budget_exhausted".into(),
             RunFailure::ValidationBusy => "validation_busy".into(),
             RunFailure::Egress(r) => r.code.into(),
+            RunFailure::AuditSpoolFull => "audit_spool_full".into(),
             RunFailure::Internal => "internal".into(),
         }
     }
@@ -140,6 +144,7 @@ impl RunFailure {
                 Code::ResourceExhausted
             }
             RunFailure::Egress(r) => egress_code(r.code),
+            RunFailure::AuditSpoolFull => Code::ResourceExhausted,
             RunFailure::Internal => Code::Internal,
         }
     }
