@@ -17,12 +17,15 @@ use crate::util::{cross_join, jti_of, run, sandboxed};
 
 const QUERY_MARKER: &str = "MARKER-QUERY-7731";
 const PARAM_MARKER: &str = "MARKER-PARAM-5519";
+/// In every result row, and nowhere in the query text (which has it in lower case).
+const RESULT_MARKER: &str = "MARKER-RESULT-2604";
 
 fn doc() -> String {
     format!(
         r#"{{"version": 1, "nodes": [
-  {{"id": "q", "tool": "sql", "connection": "shop", "dialect": "sqlite", "query": "SELECT id, name FROM products WHERE name <> '{QUERY_MARKER}'"}},
-  {{"id": "o", "tool": "output", "input": "q", "name": "products"}}]}}"#
+  {{"id": "q", "tool": "sql", "connection": "shop", "dialect": "sqlite", "query": "SELECT id, name, upper('{result}') AS tag FROM products WHERE name <> '{QUERY_MARKER}'"}},
+  {{"id": "o", "tool": "output", "input": "q", "name": "products"}}]}}"#,
+        result = RESULT_MARKER.to_lowercase()
     )
 }
 
@@ -38,6 +41,8 @@ struct Seen {
     outcome: String,
     rows: u64,
     bytes: u64,
+    /// The results' Arrow IPC bytes.
+    data: Vec<u8>,
 }
 
 async fn execute(
@@ -65,6 +70,7 @@ async fn execute(
         outcome: String::new(),
         rows: 0,
         bytes: 0,
+        data: Vec::new(),
     };
     loop {
         let event = match stream.message().await {
@@ -97,7 +103,10 @@ async fn execute(
             {
                 seen.rows += p.rows.unwrap_or(0);
             }
-            Some(Event::Result(r)) => seen.bytes += r.arrow_ipc.len() as u64,
+            Some(Event::Result(r)) => {
+                seen.bytes += r.arrow_ipc.len() as u64;
+                seen.data.extend_from_slice(&r.arrow_ipc);
+            }
             Some(Event::Finished(_)) => seen.outcome = "ok".into(),
             Some(Event::Error(e)) => seen.outcome = e.code,
             _ => {}
@@ -159,6 +168,8 @@ async fn every_run_leaves_one_signed_chained_record_and_only_auditors_read_them(
     let ok_token = stack.token("alice", &doc, &["shop"]).await.expect("token");
     let ok = execute(&stack, ok_token.expose(), &doc, "", false, None).await;
     assert_eq!(ok.outcome, "ok");
+    // The result marker is in the results (so the check on the records below can fail).
+    assert!(String::from_utf8_lossy(&ok.data).contains(RESULT_MARKER));
     // 2. With a parameter value.
     let params = format!(r#"{{"name": "{PARAM_MARKER}"}}"#);
     let p_token = stack
@@ -293,7 +304,13 @@ async fn every_run_leaves_one_signed_chained_record_and_only_auditors_read_them(
         assert_eq!(s.flag, None);
         // What a record never holds.
         let bytes = r.encode_to_vec();
-        for marker in [QUERY_MARKER, PARAM_MARKER, "SELECT", ok_token.expose()] {
+        for marker in [
+            QUERY_MARKER,
+            PARAM_MARKER,
+            RESULT_MARKER,
+            "SELECT",
+            ok_token.expose(),
+        ] {
             assert!(
                 !String::from_utf8_lossy(&bytes).contains(marker),
                 "{i}: {marker}"

@@ -166,7 +166,8 @@ fn production_requires_mutual_tls() {
                 "url = \"https://hub:7100\"\nca_file = {}",
                 file("hub-ca.pem")
             ),
-        );
+        )
+        + "\n[audit]\ndir = \"/var/lib/hubworker\"\n";
     let server_only = format!(
         "{production}\n[tls]\ncert_file = {}\nkey_file = {}\n",
         file("server.pem"),
@@ -297,6 +298,7 @@ fn production_means_the_same_from_the_file_and_from_the_environment() {
     let plaintext_production = [
         "hub.url: production talks to the hub over https://",
         "tls: required in production mode (cert_file, key_file, client_ca_file)",
+        "audit.dir: required in production (the audit trail's spool, e.g. /var/lib/hubworker)",
     ];
     let in_file = MINIMAL.replace(
         "audience = \"pool-a\"",
