@@ -72,6 +72,19 @@ pub(crate) struct Entry {
     pub inputs_fetched: u32,
 }
 
+#[cfg(test)]
+impl Entry {
+    /// A successful run's entry (tests).
+    pub(crate) fn ok_run(run_id: &str) -> Entry {
+        Entry {
+            kind: "run",
+            run_id: run_id.into(),
+            outcome: "ok".into(),
+            ..Entry::default()
+        }
+    }
+}
+
 /// SHA-256 (hex) of a record as encoded, signature included: the next record's
 /// `prev_sha256`.
 pub fn record_sha256(record: &AuditRecord) -> String {

@@ -1,27 +1,18 @@
 use super::*;
 
-fn entry(run_id: &str) -> Entry {
-    Entry {
-        kind: "run",
-        run_id: run_id.into(),
-        outcome: "ok".into(),
-        ..Entry::default()
-    }
-}
-
 #[test]
 fn records_are_chained_signed_and_survive_a_restart() {
     let dir = tempfile::tempdir().expect("dir");
     let spool = dir.path().join("audit");
     let a = Auditor::open(&spool, "w1", 10).expect("open");
     let key = a.public_key();
-    assert_eq!(a.append(entry("r1")).expect("append"), 1);
-    assert_eq!(a.append(entry("r2")).expect("append"), 2);
+    assert_eq!(a.append(Entry::ok_run("r1")).expect("append"), 1);
+    assert_eq!(a.append(Entry::ok_run("r2")).expect("append"), 2);
     drop(a);
     // A restarted worker keeps its key and goes on with the chain.
     let a = Auditor::open(&spool, "w1", 10).expect("reopen");
     assert_eq!(a.public_key(), key);
-    assert_eq!(a.append(entry("r3")).expect("append"), 3);
+    assert_eq!(a.append(Entry::ok_run("r3")).expect("append"), 3);
     let records = a.pending(10).expect("pending");
     assert_eq!(records.len(), 3);
     assert_eq!(records[0].prev_sha256, GENESIS);
@@ -51,13 +42,16 @@ fn records_are_chained_signed_and_survive_a_restart() {
 fn a_full_spool_refuses_and_acknowledged_records_leave_it() {
     let dir = tempfile::tempdir().expect("dir");
     let a = Auditor::open(dir.path(), "w1", 2).expect("open");
-    a.append(entry("r1")).expect("append");
-    a.append(entry("r2")).expect("append");
+    a.append(Entry::ok_run("r1")).expect("append");
+    a.append(Entry::ok_run("r2")).expect("append");
     assert!(a.full());
-    assert!(matches!(a.append(entry("r3")), Err(AuditError::Full(2))));
+    assert!(matches!(
+        a.append(Entry::ok_run("r3")),
+        Err(AuditError::Full(2))
+    ));
     a.acknowledge(1).expect("ack");
     assert_eq!(a.waiting(), 1);
-    assert_eq!(a.append(entry("r3")).expect("append"), 3);
+    assert_eq!(a.append(Entry::ok_run("r3")).expect("append"), 3);
     let left: Vec<u64> = a
         .pending(10)
         .expect("pending")

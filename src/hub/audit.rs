@@ -219,15 +219,6 @@ mod tests {
     use super::*;
     use crate::audit::{Auditor, Entry};
 
-    fn entry(run_id: &str) -> Entry {
-        Entry {
-            kind: "run",
-            run_id: run_id.into(),
-            outcome: "ok".into(),
-            ..Entry::default()
-        }
-    }
-
     #[tokio::test]
     async fn reports_are_stored_once_and_what_does_not_chain_is_flagged() {
         let dir = tempfile::tempdir().expect("dir");
@@ -240,7 +231,9 @@ mod tests {
             .await
             .expect("key");
         for i in 1..=5 {
-            auditor.append(entry(&format!("r{i}"))).expect("append");
+            auditor
+                .append(Entry::ok_run(&format!("r{i}")))
+                .expect("append");
         }
         let all = auditor.pending(10).expect("pending");
         // At least once: the same records again are duplicates.
@@ -275,7 +268,7 @@ mod tests {
         );
         // Signed by another key; reported by another worker.
         let stranger = Auditor::open(&dir.path().join("other"), "w1", 10).expect("other");
-        stranger.append(entry("x1")).expect("append");
+        stranger.append(Entry::ok_run("x1")).expect("append");
         let forged = stranger.pending(1).expect("pending");
         assert_eq!(
             store.store_report("w1", &forged, 1).await.expect("report"),

@@ -55,18 +55,8 @@ impl Store {
         &self,
         names: &[String],
     ) -> Result<Vec<String>, StoreError> {
-        let mut missing = Vec::new();
-        for n in names {
-            let found: Option<String> =
-                sqlx::query_scalar("SELECT name FROM providers WHERE name = ?")
-                    .bind(n)
-                    .fetch_optional(self.pool())
-                    .await?;
-            if found.is_none() {
-                missing.push(n.clone());
-            }
-        }
-        Ok(missing)
+        self.missing("SELECT name FROM providers WHERE name = ?", names)
+            .await
     }
 
     /// A provider's key, decrypted (plaintext only inside the returned value).

@@ -236,13 +236,22 @@ impl Store {
         &self,
         names: &[String],
     ) -> Result<Vec<String>, StoreError> {
+        self.missing("SELECT name FROM connections WHERE name = ?", names)
+            .await
+    }
+
+    /// Which of `names` `lookup` (a query by one name) does not find.
+    pub(super) async fn missing(
+        &self,
+        lookup: &'static str,
+        names: &[String],
+    ) -> Result<Vec<String>, StoreError> {
         let mut missing = Vec::new();
         for n in names {
-            let found: Option<String> =
-                sqlx::query_scalar("SELECT name FROM connections WHERE name = ?")
-                    .bind(n)
-                    .fetch_optional(&self.pool)
-                    .await?;
+            let found: Option<String> = sqlx::query_scalar(lookup)
+                .bind(n)
+                .fetch_optional(&self.pool)
+                .await?;
             if found.is_none() {
                 missing.push(n.clone());
             }
