@@ -12,6 +12,7 @@ mod audit_cli;
 pub mod commands;
 pub(crate) mod config;
 pub(crate) mod limiter;
+pub mod pick;
 mod providers;
 mod schema;
 pub mod service;
