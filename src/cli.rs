@@ -269,6 +269,9 @@ enum Bench {
     Workflow(crate::bench::workflow::WorkflowBenchArgs),
     /// End-to-end dispatch: Hub token + gRPC Execute + results, latency and runs/s.
     Dispatch(crate::bench::dispatch::DispatchBenchArgs),
+    /// The reference Hub dispatching over 1, 2, 3... worker processes: runs/s, p50/p99 and
+    /// the cache hit rate with affinity, and with random dispatch at the largest count.
+    Fleet(crate::bench::fleet::FleetBenchArgs),
 }
 
 /// Runs the parsed command; returns the process exit code on success.
@@ -360,6 +363,10 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         }
         Command::Bench(Bench::Dispatch(args)) => {
             println!("{}", crate::bench::dispatch::run(&args)?);
+            Ok(0)
+        }
+        Command::Bench(Bench::Fleet(args)) => {
+            println!("{}", crate::bench::fleet::run(&args)?);
             Ok(0)
         }
         Command::Bench(Bench::Workflow(args)) => {

@@ -159,8 +159,7 @@ pub(crate) async fn worker_id(
         .worker_id)
 }
 
-/// Calls `Execute` and prints the events: progress lines, then each output as a table.
-/// Exit 1 when the run ends with an error.
+/// Calls `Execute` and prints the run (see [`print_run`]).
 pub(crate) async fn execute(
     client: &mut WorkerClient<Channel>,
     url: &str,
@@ -168,8 +167,7 @@ pub(crate) async fn execute(
     workflow_json: String,
     params_json: String,
 ) -> Result<u8, Error> {
-    use crate::proto::execute_event::Event;
-    let mut stream = client
+    let stream = client
         .execute(crate::proto::ExecuteRequest {
             token: token.expose().to_owned(),
             workflow_json,
@@ -180,13 +178,28 @@ pub(crate) async fn execute(
         .await
         .map_err(|s| refused("Execute", url, &s))?
         .into_inner();
+    print_run(stream).await
+}
+
+/// Prints a run's events: progress lines, then each output as a table. Exit 1 when the run
+/// ends with an error, its own or the stream's (`worker_lost` when the worker went away).
+pub(crate) async fn print_run(
+    mut stream: tonic::Streaming<crate::proto::ExecuteEvent>,
+) -> Result<u8, Error> {
+    use crate::proto::execute_event::Event;
     let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
     let mut code = 0;
-    while let Some(event) = stream
-        .message()
-        .await
-        .map_err(|s| refused("the Execute stream", url, &s))?
-    {
+    loop {
+        let event = match stream.message().await {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            Err(status) => {
+                let (reason, message) = stream_failure(&status);
+                println!("error [{reason}]: {message}");
+                code = 1;
+                break;
+            }
+        };
         match event.event {
             Some(Event::Accepted(a)) => println!("accepted: run {}", a.run_id),
             Some(Event::Progress(p)) => match p.rows {
@@ -222,6 +235,31 @@ pub(crate) async fn execute(
         return Ok(1);
     }
     Ok(code)
+}
+
+/// The reason code of a worker's refusal (`hubworker-reason`), else the gRPC code's name.
+pub(crate) fn reason_of(status: &tonic::Status) -> String {
+    status
+        .metadata()
+        .get("hubworker-reason")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| format!("{:?}", status.code()), str::to_owned)
+}
+
+/// A run's stream that failed: the worker's reason code if it gave one, else `worker_lost`
+/// (the connection broke: the worker died or was cut off mid-run); and a message.
+pub(crate) fn stream_failure(status: &tonic::Status) -> (String, String) {
+    match status.metadata().get("hubworker-reason") {
+        Some(_) => (reason_of(status), status.message().to_owned()),
+        None => (
+            "worker_lost".into(),
+            format!(
+                "the worker went away mid-run ({:?}: {})",
+                status.code(),
+                status.message()
+            ),
+        ),
+    }
 }
 
 /// Calls `Proxy`: the response's status and headers on stderr, its body on stdout as it

@@ -222,6 +222,47 @@ impl Stack {
         .await
     }
 
+    /// A run token for the worker pool `audience` (workers with that `worker.audience`), bound
+    /// to `doc` and the parameter values `params`.
+    pub async fn pool_token(
+        &self,
+        audience: &str,
+        user: &str,
+        (doc, params): (&str, &str),
+        connections: &[&str],
+    ) -> Result<Secret, Error> {
+        let (store, keys) = (&self.store, &self.keys);
+        issue_for(
+            store,
+            keys,
+            user,
+            (doc, params),
+            connections,
+            ("run", audience),
+        )
+        .await
+    }
+
+    /// The config of a worker process registering with this stack's Hub: `id` in the pool
+    /// `audience` with `capacity` slots, gRPC and metrics on loopback `ports`, the stack's
+    /// keys, and `extra` (whole sections) appended.
+    pub fn worker_toml(
+        &self,
+        (id, audience, capacity): (&str, &str, u32),
+        ports: (u16, u16),
+        extra: &str,
+    ) -> String {
+        format!(
+            "[worker]\nid = {id:?}\nlisten = \"127.0.0.1:{}\"\naudience = {audience:?}\ncapacity = {capacity}\n\n\
+             [hub]\nurl = {:?}\nissuer = \"demo-hub\"\n\n[secrets]\ndir = {:?}\n\n\
+             [metrics]\nlisten = \"127.0.0.1:{}\"\n\n{extra}\n",
+            ports.0,
+            self.hub_url,
+            self.dir().join("keys").display().to_string(),
+            ports.1,
+        )
+    }
+
     /// A client of the worker.
     pub async fn client(&self) -> Result<WorkerClient<Channel>, Error> {
         WorkerClient::connect(self.worker_url.clone())
@@ -242,6 +283,17 @@ impl Stack {
 
     /// Serves the Hub again, at the same address, on the same store.
     pub async fn restart_hub(&mut self) -> Result<(), Error> {
+        self.serve_hub(crate::hub::HEARTBEAT_SECS).await
+    }
+
+    /// Serves the Hub again asking workers that register from now on for a heartbeat every
+    /// `secs` seconds (the fleet tests use 1).
+    pub async fn set_heartbeat_secs(&mut self, secs: u32) -> Result<(), Error> {
+        self.stop_hub().await;
+        self.serve_hub(secs).await
+    }
+
+    async fn serve_hub(&mut self, heartbeat_secs: u32) -> Result<(), Error> {
         let addr: std::net::SocketAddr = self
             .hub_url
             .trim_start_matches("http://")
@@ -249,9 +301,10 @@ impl Stack {
             .map_err(|_| fail("hub address")(self.hub_url.clone()))?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let (stop_hub, hub_stopped) = tokio::sync::oneshot::channel::<()>();
-        self.hub = Some(tokio::spawn(crate::hub::commands::serve(
-            self.store.clone(),
-            self.keys.clone(),
+        let service = crate::hub::service::HubService::new(self.store.clone(), self.keys.clone())
+            .with_heartbeat_secs(heartbeat_secs);
+        self.hub = Some(tokio::spawn(crate::hub::commands::serve_service(
+            service,
             listener,
             async {
                 let _ = hub_stopped.await;
@@ -378,6 +431,26 @@ async fn issue(
     connections: &[&str],
     scope: &str,
 ) -> Result<Secret, Error> {
+    let audience = "hubworker";
+    issue_for(
+        store,
+        keys,
+        user,
+        (doc, params),
+        connections,
+        (scope, audience),
+    )
+    .await
+}
+
+async fn issue_for(
+    store: &Store,
+    keys: &HubKeys,
+    user: &str,
+    (doc, params): (&str, &str),
+    connections: &[&str],
+    (scope, audience): (&str, &str),
+) -> Result<Secret, Error> {
     let workflow_sha256 = if doc.is_empty() {
         String::new()
     } else {
@@ -390,7 +463,7 @@ async fn issue(
             .ok_or_else(|| fail("params")("not JSON".into()))?,
         connections: connections.iter().map(|c| (*c).to_owned()).collect(),
         scope: scope.into(),
-        audience: "hubworker".into(),
+        audience: audience.into(),
         ttl: Duration::from_secs(120),
     };
     crate::hub::issue(store, keys, &req, now())

@@ -48,19 +48,26 @@ impl Daemon {
         extra: &str,
         level: &str,
     ) -> Daemon {
+        Daemon::spawn(stack, (id, "hubworker", capacity), extra, level).await
+    }
+
+    /// [`start`](Self::start) in the worker pool `audience` (tokens for other pools are not
+    /// its).
+    pub(crate) async fn start_in_pool(
+        stack: &Stack,
+        audience: &str,
+        id: &str,
+        capacity: u32,
+        extra: &str,
+    ) -> Daemon {
+        Daemon::spawn(stack, (id, audience, capacity), extra, "info").await
+    }
+
+    async fn spawn(stack: &Stack, who: (&str, &str, u32), extra: &str, level: &str) -> Daemon {
+        let id = who.0;
         let (port, metrics_port) = (free_port(), free_port());
         let config = stack.dir().join(format!("{id}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "[worker]\nid = {id:?}\nlisten = \"127.0.0.1:{port}\"\naudience = \"hubworker\"\ncapacity = {capacity}\n\n\
-                 [hub]\nurl = {:?}\nissuer = \"demo-hub\"\n\n[secrets]\ndir = {:?}\n\n\
-                 [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n{extra}\n",
-                stack.hub_url,
-                stack.dir().join("keys").display().to_string()
-            ),
-        )
-        .unwrap();
+        std::fs::write(&config, stack.worker_toml(who, (port, metrics_port), extra)).unwrap();
         let log = stack.dir().join(format!("{id}.log"));
         let process = KillOnDrop(
             Command::new(bin())

@@ -42,6 +42,9 @@ mod sandbox;
 /// A fleet member as a real process: systemd notify, SIGHUP key rotation, metrics, SIGTERM drain.
 mod fleet;
 
+/// Scaling the fleet: the Hub's dispatcher over worker processes, drains, joins, kills, retries.
+mod fleet_scaling;
+
 /// The review's SQL attacks through the sandboxed worker on live MariaDB and PostgreSQL, and
 /// the SQLite statement timeout through `hubworker query`.
 mod guard_worker;

@@ -5,6 +5,7 @@
 //! compiled from strings side by side with the same plan written by hand in Rust Polars.
 
 pub mod dispatch;
+pub(crate) mod fleet;
 pub mod workflow;
 
 use std::fmt::Write as _;

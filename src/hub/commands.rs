@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
+use super::dispatch::{DispatchOptions, Dispatcher, Job};
 use super::service::HubService;
 use super::{HubKeys, Store, StoreError, TokenRequest, now};
 use crate::error::Error;
@@ -96,15 +97,25 @@ pub(crate) enum HubCommand {
     },
     /// Issue a server token for a workflow and print it.
     IssueToken(IssueArgs),
-    /// Issue a token and run the workflow on a worker, printing progress and the result
-    /// tables.
+    /// Issue a token and run the workflow, printing progress and the result tables: on the
+    /// pool (the registered, live workers of the token's audience, chosen for cache affinity
+    /// then load, the token moving on while workers refuse before redemption), or on one
+    /// `--worker`.
     Dispatch {
         /// What to issue.
         #[command(flatten)]
         issue: IssueArgs,
-        /// The worker's address (`http://127.0.0.1:7200`).
+        /// Run on this worker only (`http://127.0.0.1:7200`; the token's default audience is
+        /// then its id).
         #[arg(long)]
-        worker: String,
+        worker: Option<String>,
+        /// Pool dispatch: how long to wait for a free worker, seconds.
+        #[arg(long, default_value_t = 60, conflicts_with = "worker")]
+        patience_secs: u64,
+        /// Pool dispatch: a worker not heard from for this long is left out, seconds (default:
+        /// three heartbeat intervals).
+        #[arg(long, default_value_t = 3 * super::HEARTBEAT_SECS, conflicts_with = "worker")]
+        fresh_secs: u32,
     },
 }
 
@@ -121,6 +132,10 @@ pub(crate) struct Common {
     #[arg(long, default_value = "hubworker-reference-hub")]
     hub_id: String,
 }
+
+/// The pool tokens are for when `--audience` is not given (the workers' default
+/// `worker.audience`).
+const DEFAULT_AUDIENCE: &str = "hubworker";
 
 /// `issue-token` / `dispatch` arguments.
 #[derive(Debug, Args)]
@@ -141,8 +156,8 @@ pub(crate) struct IssueArgs {
     #[arg(long, default_value = "run")]
     scope: String,
     /// The worker pool or worker id the token is for (a worker accepts its
-    /// `worker.audience` and its own id). Default: `hub dispatch` asks the worker its id
-    /// (`Status`); `hub issue-token` uses `hubworker`.
+    /// `worker.audience` and its own id). Default: `hubworker` (the workers' default pool);
+    /// `hub dispatch --worker` asks that worker its id (`Status`).
     #[arg(long)]
     audience: Option<String>,
     /// Token lifetime in seconds.
@@ -323,18 +338,34 @@ pub(crate) fn run(cmd: HubCommand) -> Result<u8, Error> {
             HubCommand::IssueToken(args) => {
                 let store = store(&args.common.db).await?;
                 let keys = keys_in_force(&store, keys(&args.common)?).await?;
-                let audience = args.audience.clone().unwrap_or_else(|| "hubworker".into());
-                let (token, _) = issue_for(&store, &keys, &args, audience).await?;
+                let audience = args
+                    .audience
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_AUDIENCE.into());
+                let (token, _, _) = issue_for(&store, &keys, &args, audience).await?;
                 println!("{}", token.expose());
                 Ok(0)
             }
-            HubCommand::Dispatch { issue, worker } => {
+            HubCommand::Dispatch {
+                issue,
+                worker,
+                patience_secs,
+                fresh_secs,
+            } => {
                 let Some(workflow) = &issue.workflow else {
                     return Err(Error::Usage("hub dispatch needs --workflow".into()));
                 };
                 let doc = std::fs::read_to_string(workflow)?;
                 let store = store(&issue.common.db).await?;
                 let keys = keys_in_force(&store, keys(&issue.common)?).await?;
+                let Some(worker) = worker else {
+                    let options = DispatchOptions {
+                        fresh_secs: i64::from(fresh_secs),
+                        patience: Duration::from_secs(patience_secs),
+                        ..DispatchOptions::default()
+                    };
+                    return dispatch_to_pool(store, &keys, &issue, doc, options).await;
+                };
                 let channel =
                     crate::client::channel(&worker, &crate::client::ClientTls::default()).await?;
                 let mut client = crate::proto::worker_client::WorkerClient::new(channel);
@@ -342,11 +373,53 @@ pub(crate) fn run(cmd: HubCommand) -> Result<u8, Error> {
                     Some(audience) => audience.clone(),
                     None => crate::client::worker_id(&mut client, &worker).await?,
                 };
-                let (token, params_json) = issue_for(&store, &keys, &issue, audience).await?;
+                let (token, params_json, _) = issue_for(&store, &keys, &issue, audience).await?;
                 crate::client::execute(&mut client, &worker, token, doc, params_json).await
             }
         }
     })
+}
+
+/// `hub dispatch` without `--worker`: issues the token for the pool and runs it where the
+/// [`Dispatcher`] sends it.
+async fn dispatch_to_pool(
+    store: Store,
+    keys: &HubKeys,
+    issue: &IssueArgs,
+    doc: String,
+    options: DispatchOptions,
+) -> Result<u8, Error> {
+    let audience = issue
+        .audience
+        .clone()
+        .unwrap_or_else(|| DEFAULT_AUDIENCE.into());
+    let (token, params_json, connections) =
+        issue_for(&store, keys, issue, audience.clone()).await?;
+    let job = Job::new(token, &audience, doc, params_json, &connections)
+        .ok_or_else(|| Error::Usage("the workflow or its parameters are not JSON".into()))?;
+    let dispatcher = Dispatcher::new(store, options);
+    match dispatcher.dispatch(&job).await {
+        Ok(run) => {
+            let refused: Vec<String> = run
+                .attempts
+                .iter()
+                .map(|a| format!("{} {}", a.worker_id, a.reason))
+                .collect();
+            if refused.is_empty() {
+                eprintln!("dispatched to worker {} ({})", run.worker_id, run.address);
+            } else {
+                eprintln!(
+                    "dispatched to worker {} ({}) after {} refusals: {}",
+                    run.worker_id,
+                    run.address,
+                    refused.len(),
+                    refused.join(", ")
+                );
+            }
+            crate::client::print_run(run.events).await
+        }
+        Err(e) => Err(Error::Failed(format!("[{}] {e}", e.code()))),
+    }
 }
 
 /// Serves the Hub service on `listener` until `shutdown` completes.
@@ -387,12 +460,14 @@ pub async fn serve_service(
         .map_err(|e| Error::Failed(format!("hub server: {e}")))
 }
 
+/// Issues the token `args` describe: the token, the run's parameters (JSON) and the
+/// connections it grants.
 async fn issue_for(
     store: &Store,
     keys: &HubKeys,
     args: &IssueArgs,
     audience: String,
-) -> Result<(crate::secret::Secret, String), Error> {
+) -> Result<(crate::secret::Secret, String, Vec<String>), Error> {
     let (workflow_sha256, used, params_json) = match &args.workflow {
         Some(path) => {
             let doc = std::fs::read_to_string(path)?;
@@ -428,7 +503,7 @@ async fn issue_for(
         user: args.user.clone(),
         workflow_sha256,
         params_sha256,
-        connections,
+        connections: connections.clone(),
         scope: args.scope.clone(),
         audience,
         ttl: Duration::from_secs(args.ttl_secs),
@@ -437,5 +512,5 @@ async fn issue_for(
         .await
         .map(crate::secret::Secret::new)
         .map_err(hub_error)?;
-    Ok((token, params_json))
+    Ok((token, params_json, connections))
 }

@@ -11,6 +11,7 @@ pub mod audit;
 mod audit_cli;
 pub mod commands;
 pub(crate) mod config;
+pub mod dispatch;
 pub(crate) mod limiter;
 pub mod pick;
 mod providers;

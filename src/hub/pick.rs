@@ -24,6 +24,8 @@ pub struct Live {
     pub id: String,
     /// Where its Worker service listens.
     pub address: String,
+    /// The pool audience it accepts tokens for (besides its own id).
+    pub audience: String,
     /// Run slots.
     pub capacity: u32,
     /// Runs in flight at its last report.
@@ -86,6 +88,7 @@ mod tests {
         Live {
             id: id.into(),
             address: format!("http://{id}"),
+            audience: "pool".into(),
             capacity,
             in_flight,
             draining: false,

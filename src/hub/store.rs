@@ -506,6 +506,33 @@ impl Store {
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
     }
+
+    /// Every registered worker as the dispatcher sees it ([`Live`](super::pick::Live)): last
+    /// heard from at its last heartbeat, or at registration if it has not beaten yet.
+    pub async fn live_workers(&self) -> Result<Vec<super::pick::Live>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, address, audience, capacity, runs_in_flight, draining,
+                    MAX(registered_at, COALESCE(last_heartbeat, registered_at))
+             FROM workers ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let count = |v: i64| u32::try_from(v).unwrap_or(0);
+        rows.iter()
+            .map(|r| {
+                Ok(super::pick::Live {
+                    id: r.try_get(0)?,
+                    address: r.try_get(1)?,
+                    audience: r.try_get(2)?,
+                    capacity: count(r.try_get(3)?),
+                    in_flight: count(r.try_get(4)?),
+                    draining: r.try_get(5)?,
+                    last_seen: r.try_get(6)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
 }
 
 pub(super) fn unique(e: sqlx::Error, what: &str, name: &str) -> StoreError {
