@@ -98,8 +98,8 @@ pub(crate) enum HubCommand {
     /// Issue a server token for a workflow and print it.
     IssueToken(IssueArgs),
     /// Issue a token and run the workflow, printing progress and the result tables: on the
-    /// pool (the registered, live workers of the token's audience, chosen for cache affinity
-    /// then load, the token moving on while workers refuse before redemption), or on one
+    /// pool (the live workers of the token's audience, chosen for cache affinity bounded by
+    /// free slots, the token moving on while workers refuse before redemption), or on one
     /// `--worker`.
     Dispatch {
         /// What to issue.

@@ -3,7 +3,7 @@
 //!
 //! For each run the dispatcher reads the registered workers (the Hub's store, kept current by
 //! `Register`, `Heartbeat` and `Deregister`), keeps those that accept the token's audience, and
-//! orders them by [`pick::order`](super::pick::order): cache affinity first, then least loaded.
+//! orders them by [`pick::order`](super::pick::order): cache affinity, bounded by free slots.
 //! It calls `Execute` on the first; a refusal **before redemption** moves the same token to the
 //! next:
 //!
@@ -45,10 +45,9 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from
 /// How workers are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
-    /// Cache affinity by rendezvous hashing, then least loaded (the reference policy).
+    /// Cache affinity by rendezvous hashing, bounded by free slots (the reference policy).
     Affinity,
-    /// A random live worker per run, least loaded among the rest (the comparison in
-    /// `bench fleet`).
+    /// A random live worker with a free slot per run (the comparison in `bench fleet`).
     Random,
 }
 

@@ -1,5 +1,5 @@
-//! Which worker a run goes to (issue 24, first step): the reference Hub's dispatch policy as a
-//! pure function, for Hub implementers to read and the dispatch path to use.
+//! Which worker a run goes to: the reference Hub's dispatch policy as a pure function, for
+//! Hub implementers to read; [`dispatch`](super::dispatch) applies it.
 //!
 //! 1. Only live workers: registered, not draining, heard from (registration or heartbeat)
 //!    within `fresh_secs`.
@@ -7,13 +7,17 @@
 //!    hash, same connections: [`affinity_key`]) prefer the same worker, chosen by rendezvous
 //!    (highest-random-weight) hashing over the live workers. Adding or removing a worker moves
 //!    only the keys that preferred it, so the other workers' caches stay warm.
-//! 3. The preferred worker comes first while its last report shows a free slot; then every
-//!    other live worker, least loaded first (`in_flight / capacity`; rendezvous order among
-//!    equals); workers whose last report showed no free slot last (a slot may have freed since).
+//! 3. **Bounded load**: a worker without a free slot is passed over, and the run goes to the
+//!    key's next choice in the same rendezvous order that has one (consistent hashing with
+//!    bounded loads). A busy worker's overflow for a key thus always lands on the same second
+//!    worker, whose cache then holds that key too; falling back to the least loaded worker
+//!    instead spreads each key over every worker (measured with `bench fleet` at 3 workers:
+//!    0.89x the single worker's hit rate against 0.94x). Full workers come last, in the same
+//!    order (a slot may have freed since their load was known).
 //!
 //! The dispatcher tries them in this order with the same token while a worker refuses before
-//! redemption (`RESOURCE_EXHAUSTED`, `UNAVAILABLE`, connection refused): an unredeemed token
-//! can go elsewhere when its audience is the pool.
+//! redemption (`RESOURCE_EXHAUSTED`, `UNAVAILABLE`, unreachable): an unredeemed token can go
+//! elsewhere when its audience is the pool.
 
 use sha2::{Digest, Sha256};
 
@@ -28,7 +32,7 @@ pub struct Live {
     pub audience: String,
     /// Run slots.
     pub capacity: u32,
-    /// Runs in flight at its last report.
+    /// Runs in flight (the dispatcher counts its own).
     pub in_flight: u32,
     /// Draining at its last report.
     pub draining: bool,
@@ -55,7 +59,7 @@ fn weight(key: &str, worker: &str) -> u64 {
     u64::from_be_bytes(first)
 }
 
-/// Whether the worker's last report showed a free slot.
+/// Whether the worker has a free slot, as far as the dispatcher knows.
 fn has_room(w: &Live) -> bool {
     w.in_flight < w.capacity
 }
@@ -66,18 +70,8 @@ pub fn order<'a>(workers: &'a [Live], key: &str, now: i64, fresh_secs: i64) -> V
         .iter()
         .filter(|w| !w.draining && w.capacity > 0 && now - w.last_seen <= fresh_secs)
         .collect();
-    live.sort_by_key(|w| std::cmp::Reverse(weight(key, &w.id)));
-    let preferred = match live.first() {
-        Some(w) if has_room(w) => Some(live.remove(0)),
-        _ => None,
-    };
-    // Least loaded first (load compared exactly: a/b < c/d as a*d < c*b); stable, so
-    // rendezvous order breaks ties.
-    live.sort_by(|a, b| {
-        (!has_room(a), u64::from(a.in_flight) * u64::from(b.capacity))
-            .cmp(&(!has_room(b), u64::from(b.in_flight) * u64::from(a.capacity)))
-    });
-    preferred.into_iter().chain(live).collect()
+    live.sort_by_key(|w| (!has_room(w), std::cmp::Reverse(weight(key, &w.id))));
+    live
 }
 
 #[cfg(test)]
@@ -132,37 +126,42 @@ mod tests {
     }
 
     #[test]
-    fn a_full_preferred_worker_falls_back_to_the_least_loaded_and_dead_ones_are_skipped() {
+    fn a_full_worker_passes_its_runs_to_the_next_choice_and_dead_ones_are_skipped() {
         let key = affinity_key("h", "p", &[]);
         let mut ws = vec![live("a", 4, 0), live("b", 4, 0), live("c", 4, 0)];
-        let preferred = ids(&order(&ws, &key, 1_000, 45))[0].clone();
-        // The preferred worker is full: least loaded first, the full one last.
-        for w in &mut ws {
-            w.in_flight = if w.id == preferred { 4 } else { 0 };
-        }
-        let others: Vec<&mut Live> = ws.iter_mut().filter(|w| w.id != preferred).collect();
-        let (busier, idle) = (others[0].id.clone(), others[1].id.clone());
-        for w in &mut ws {
-            if w.id == busier {
-                w.in_flight = 3;
+        let choices = ids(&order(&ws, &key, 1_000, 45));
+        let set = |ws: &mut Vec<Live>, id: &str, in_flight: u32| {
+            for w in ws.iter_mut().filter(|w| w.id == id) {
+                w.in_flight = in_flight;
             }
-        }
+        };
+        // Load below capacity does not change the order: the cache matters more.
+        set(&mut ws, &choices[0], 3);
+        assert_eq!(ids(&order(&ws, &key, 1_000, 45)), choices);
+        // The first choice is full: the second takes its runs, however loaded, while it has
+        // room; the full one comes last.
+        set(&mut ws, &choices[0], 4);
+        set(&mut ws, &choices[1], 3);
         assert_eq!(
             ids(&order(&ws, &key, 1_000, 45)),
-            [idle.clone(), busier, preferred.clone()]
+            [choices[1].clone(), choices[2].clone(), choices[0].clone()]
+        );
+        // Both full: the third, then the full ones in their order.
+        set(&mut ws, &choices[1], 4);
+        assert_eq!(
+            ids(&order(&ws, &key, 1_000, 45)),
+            [choices[2].clone(), choices[0].clone(), choices[1].clone()]
         );
         // Draining and silent workers are not tried at all.
         for w in &mut ws {
-            if w.id == idle {
+            if w.id == choices[1] {
                 w.draining = true;
             }
-            if w.id == preferred {
+            if w.id == choices[0] {
                 w.last_seen = 900;
             }
         }
-        let left = ids(&order(&ws, &key, 1_000, 45));
-        assert_eq!(left.len(), 1);
-        assert!(!left.contains(&idle) && !left.contains(&preferred));
+        assert_eq!(ids(&order(&ws, &key, 1_000, 45)), [choices[2].clone()]);
         assert!(order(&[], &key, 1_000, 45).is_empty());
     }
 }
