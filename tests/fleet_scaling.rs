@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 use polars::prelude::{IpcStreamReader, SerReader};
 
 use crate::daemon::Daemon;
-use crate::util::{bin, cross_join, jti_of, sandboxed};
+use crate::util::{bin, cross_join, jti_of, request, sandboxed};
 
 /// Query `k` of ten: different results, so different cache entries and affinity keys. Each
 /// run also computes a million-row cross join (output `pairs`: 1,000 rows of 1,000), so that
@@ -239,13 +239,7 @@ async fn a_refusal_before_redemption_moves_the_same_token_and_other_refusals_are
         .unwrap();
     let mut holder = busy.client().await;
     let mut held = holder
-        .execute(hubworker::proto::ExecuteRequest {
-            token: token.expose().to_owned(),
-            workflow_json: long.clone(),
-            bypass_cache: false,
-            update_cache: false,
-            params_json: String::new(),
-        })
+        .execute(request(token.expose(), &long))
         .await
         .unwrap()
         .into_inner();

@@ -13,29 +13,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hubworker::demo::Stack;
+use hubworker::proto::execute_event::Event;
 use hubworker::proto::worker_client::WorkerClient;
-use hubworker::proto::{ExecuteRequest, execute_event::Event};
 use sha2::Digest;
 use tonic::transport::Channel;
 
 use crate::daemon::{Daemon, eventually, free_port};
-use crate::util::{KillOnDrop, bin};
+use crate::util::{KillOnDrop, bin, request};
 
 const QUERY: &str = r#"{"version": 1, "nodes": [
   {"id": "q", "tool": "sql", "connection": "shop", "dialect": "sqlite", "query": "SELECT COUNT(*) AS n FROM orders"},
   {"id": "o", "tool": "output", "input": "q", "name": "out"}]}"#;
 
 const OPENMETRICS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-
-fn request(token: &str, doc: &str) -> ExecuteRequest {
-    ExecuteRequest {
-        token: token.to_owned(),
-        workflow_json: doc.to_owned(),
-        bypass_cache: false,
-        update_cache: false,
-        params_json: String::new(),
-    }
-}
 
 /// Runs `doc` with `token` to its end: Ok(()) when Finished, Err(reason) otherwise.
 async fn execute(c: &mut WorkerClient<Channel>, token: &str, doc: &str) -> Result<(), String> {

@@ -99,6 +99,17 @@ pub(crate) fn cross_join(n: usize) -> String {
     )
 }
 
+/// An `Execute` of `doc` with `token`: no parameters, the cache used as usual.
+pub(crate) fn request(token: &str, doc: &str) -> hubworker::proto::ExecuteRequest {
+    hubworker::proto::ExecuteRequest {
+        token: token.to_owned(),
+        workflow_json: doc.to_owned(),
+        bypass_cache: false,
+        update_cache: false,
+        params_json: String::new(),
+    }
+}
+
 /// Runs `doc` with `token` on a worker to its end: Ok(()) once Finished, else the code of the
 /// refusal (its `hubworker-reason`) or of the run's error event.
 pub(crate) async fn run_to_end(
@@ -107,13 +118,7 @@ pub(crate) async fn run_to_end(
     doc: &str,
 ) -> Result<(), String> {
     use hubworker::proto::execute_event::Event;
-    let req = hubworker::proto::ExecuteRequest {
-        token: token.to_owned(),
-        workflow_json: doc.to_owned(),
-        bypass_cache: false,
-        update_cache: false,
-        params_json: String::new(),
-    };
+    let req = request(token, doc);
     let mut stream = match c.execute(req).await {
         Ok(s) => s.into_inner(),
         Err(s) => {

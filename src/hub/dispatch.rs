@@ -3,7 +3,7 @@
 //!
 //! For each run the dispatcher reads the registered workers (the Hub's store, kept current by
 //! `Register`, `Heartbeat` and `Deregister`), keeps those that accept the token's audience, and
-//! orders them by [`pick::order`](super::pick::order): cache affinity, bounded by free slots.
+//! orders them by [`pick::order`]: cache affinity, bounded by free slots.
 //! It calls `Execute` on the first; a refusal **before redemption** moves the same token to the
 //! next:
 //!
