@@ -168,6 +168,21 @@ async fn three_hundred_concurrent_runs_complete_exactly_once_while_a_worker_drai
     signal(&mut w2, Signal::SIGTERM);
     let w4 = Daemon::start_in_pool(&stack, POOL, "fleet-4", 4, "").await;
     let joined_at = done.load(Ordering::SeqCst);
+    // It serves once it has registered: in the pool within one heartbeat (1 s) from then.
+    let serving = Instant::now();
+    while !dispatcher
+        .live(POOL)
+        .await
+        .unwrap()
+        .iter()
+        .any(|w| w.id == "fleet-4")
+    {
+        assert!(
+            serving.elapsed() < Duration::from_secs(1),
+            "fleet-4 not live"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut outcomes = Vec::new();
     for t in tasks {
         outcomes.push(t.await.unwrap());
