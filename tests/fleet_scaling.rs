@@ -130,6 +130,28 @@ async fn wait_live(dispatcher: &Dispatcher, pool: &str, ids: &[&str]) {
     }
 }
 
+/// `hubworker hub workers` on `stack`'s store: its stdout.
+async fn hub_workers(stack: &Stack, fresh_secs: i64) -> String {
+    let db = stack.dir().join("hub.db");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin())
+            .args([
+                "hub",
+                "workers",
+                "--fresh-secs",
+                &fresh_secs.to_string(),
+                "--db",
+            ])
+            .arg(db)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn signal(daemon: &mut Daemon, sig: Signal) {
     kill(Pid::from_raw(daemon.pid() as i32), sig).unwrap();
 }
@@ -373,6 +395,17 @@ async fn a_killed_workers_runs_fail_to_their_clients_and_it_is_dropped_after_mis
     let fresh = Dispatcher::new(stack.store.clone(), options(FRESH));
     wait_live(&fresh, POOL, &[survivor]).await;
     assert!(killed_at.elapsed() < Duration::from_secs(FRESH as u64 + 3));
+    // `hub workers` shows the operator the same.
+    let listed = hub_workers(&stack, FRESH).await;
+    let line = |id: &str| {
+        listed
+            .lines()
+            .find(|l| l.starts_with(&format!("{id}\t")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line(&victim).contains("\tkilled\tsilent\t"), "{listed}");
+    assert!(line(survivor).contains("\tkilled\tlive\t"), "{listed}");
     let outcome = moved.await.unwrap();
     assert_eq!(outcome.worker_id, survivor);
     assert_eq!(outcome.attempts[0].reason, "unreachable");
@@ -442,6 +475,15 @@ async fn hub_dispatch_without_worker_runs_on_the_pool() {
     assert!(stdout.contains("finished: run "), "{stdout}");
     let want = expected(&stack).await[3];
     assert!(stdout.contains(&want.1.to_string()), "{stdout}");
+    let listed = hub_workers(&stack, 45).await;
+    assert!(
+        listed.starts_with("worker\taddress\tpool\tstate\tin flight\tlast heard\n"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("demo-worker\thttp://127.0.0.1:") && listed.contains("\thubworker\tlive\t"),
+        "{listed}"
+    );
     // A pool no worker serves: reported at once, exit 1.
     let out = hub(&["--audience", "nobody"]).await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

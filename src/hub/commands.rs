@@ -95,6 +95,17 @@ pub(crate) enum HubCommand {
         #[arg(long)]
         worker: Option<String>,
     },
+    /// List the registered workers as the dispatcher sees them: pool, state (`live`,
+    /// `draining`, or `silent` when not heard from within `--fresh-secs`: out of the pool),
+    /// runs in flight at the last heartbeat, and when it was last heard from.
+    Workers {
+        /// Database, secrets, hub id.
+        #[command(flatten)]
+        common: Common,
+        /// A worker not heard from for this long is out of the pool, seconds.
+        #[arg(long, default_value_t = 3 * super::HEARTBEAT_SECS)]
+        fresh_secs: u32,
+    },
     /// Issue a server token for a workflow and print it.
     IssueToken(IssueArgs),
     /// Issue a token and run the workflow, printing progress and the result tables: on the
@@ -335,6 +346,12 @@ pub(crate) fn run(cmd: HubCommand) -> Result<u8, Error> {
                 user,
                 worker,
             } => super::audit_cli::audit(&common, action, &user, worker.as_deref()).await,
+            HubCommand::Workers { common, fresh_secs } => {
+                let store = store(&common.db).await?;
+                let workers = store.live_workers().await.map_err(store_error)?;
+                print_workers(&workers, now(), i64::from(fresh_secs));
+                Ok(0)
+            }
             HubCommand::IssueToken(args) => {
                 let store = store(&args.common.db).await?;
                 let keys = keys_in_force(&store, keys(&args.common)?).await?;
@@ -378,6 +395,25 @@ pub(crate) fn run(cmd: HubCommand) -> Result<u8, Error> {
             }
         }
     })
+}
+
+/// `hub workers`: one line per registered worker.
+fn print_workers(workers: &[super::pick::Live], now: i64, fresh_secs: i64) {
+    println!("worker\taddress\tpool\tstate\tin flight\tlast heard");
+    for w in workers {
+        let ago = now - w.last_seen;
+        let state = if now - w.last_seen > fresh_secs {
+            "silent"
+        } else if w.draining {
+            "draining"
+        } else {
+            "live"
+        };
+        println!(
+            "{}\t{}\t{}\t{state}\t{} of {}\t{ago} s ago",
+            w.id, w.address, w.audience, w.in_flight, w.capacity
+        );
+    }
 }
 
 /// `hub dispatch` without `--worker`: issues the token for the pool and runs it where the
