@@ -165,7 +165,7 @@ pub(crate) fn forked(
 }
 
 /// A spare child: forked ahead of need, it takes every step that needs no task (parent-death
-/// signal, limits, identity, namespaces), then waits on `channel` for a task's pipes (and a
+/// signal, limits, identity, namespaces, the code a task runs first warmed: `warm.rs`), then waits on `channel` for a task's pipes (and a
 /// planted test fault's name) from the template, and goes on as [`forked`] would. A closed
 /// channel (the template ending) ends it.
 pub(crate) fn spare(channel: OwnedFd, args: &ChildArgs, compiled: &Compiled) -> i32 {
@@ -183,6 +183,16 @@ pub(crate) fn spare(channel: OwnedFd, args: &ChildArgs, compiled: &Compiled) -> 
         Err(code) => return code,
     };
     let database = policy::database_phase();
+    // The code a task runs first, faulted into this process's own page tables while it waits
+    // (a fork inherits no page-table entries of the binary's code). Single-threaded, so that
+    // every thread of the task starts under the task's confinement; checked, failing closed.
+    if let Err(why) = super::warm::spare() {
+        eprintln!("hubworker sandbox spare: {why} (the task will run colder)");
+    }
+    if super::template::threads() != Some(1) {
+        eprintln!("hubworker sandbox spare: the warm-up left more than one thread");
+        return exit::TEMPLATE;
+    }
     let (fault, stdio) = match super::template::receive_stdio(&channel) {
         Ok(Some(handed)) => handed,
         Ok(None) => return exit::OK,
@@ -549,43 +559,4 @@ fn open_all(
                 .map_err(TaskFailure::Credential)
         })
         .collect()
-}
-
-/// Expressions the template checks and compiles once: the parser's and compiler's first-use
-/// costs (lazy tables, the allocator's first pages), inherited by every child.
-const WARM_UP: [&str; 3] = [
-    "(pl.col('p') * pl.col('x')).round(2)",
-    "pl.col('k').str.to_uppercase()",
-    "pl.when(pl.col('x') > 0).then(pl.lit(1)).otherwise(pl.lit(0))",
-];
-
-/// The template's warm-up: only what starts no thread (validating a workflow or running a
-/// plan starts Polars' and tokio's threads, and a forking process must stay single-threaded;
-/// the template checks).
-pub(super) fn warm_up_single_threaded() {
-    for source in WARM_UP {
-        // Through the expression cache, as a task's validation goes: its per-thread table is
-        // then the template's, inherited, not allocated and faulted in by every child.
-        crate::expr::global_cache().with(source, |checked| {
-            if let Ok(checked) = checked.as_deref() {
-                let _ = crate::expr::compile(checked);
-            }
-        });
-    }
-    // Polars' shared all-zero buffer (8 MiB, behind every all-null column, built on first
-    // use): the children share the template's pages instead of each zeroing its own.
-    let _ = polars::prelude::Series::full_null("warm".into(), 1, &polars::prelude::DataType::Int64);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_warm_up_expressions_are_valid() {
-        for source in WARM_UP {
-            assert!(crate::expr::check(source).is_ok(), "{source}");
-        }
-        warm_up_single_threaded();
-    }
 }

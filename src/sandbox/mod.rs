@@ -34,6 +34,7 @@ mod spawner;
 pub mod template;
 #[cfg(test)]
 mod tests_wire;
+mod warm;
 pub(crate) mod wire;
 
 use std::collections::HashMap;

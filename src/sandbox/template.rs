@@ -68,7 +68,7 @@ pub fn main(args: &[OsString]) -> i32 {
         eprintln!("hubworker sandbox template: disabling transparent huge pages failed: {e}");
         return exit::TEMPLATE;
     }
-    child::warm_up_single_threaded();
+    super::warm::template();
     // fork() copies only the calling thread: a template with a second thread would hand its
     // children locks held by a thread that does not exist in them.
     match threads() {
@@ -403,7 +403,7 @@ fn send(control: BorrowedFd<'_>, msg: template_event::Msg) -> Result<(), ()> {
 }
 
 /// The number of threads of this process (`/proc/self/status`).
-fn threads() -> Option<u32> {
+pub(super) fn threads() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()
