@@ -5,15 +5,17 @@
 //!   copy-on-write instead of built by every child.
 //! - A **spare** child warms what no fork inherits: the page-table entries of the binary's code
 //!   and read-only data. The kernel copies none for a file mapping at `fork`, so every child
-//!   faults in, page by page, each piece of code it runs for the first time. Measured with
-//!   trace points in the child (2 cores, `bench dispatch`'s tiny workflow): the task's
-//!   validation took 0.79-0.89 ms cold and 0.16 ms warm, reading its `Setup` 0.25-0.27 ms
-//!   against 0.04, loading its cached input 0.34-0.38 ms against 0.23. A spare waits for its
-//!   task anyway, so it runs the same code on a built-in workflow and rows first.
+//!   faults in, page by page, each piece of code it runs for the first time. A spare waits
+//!   for its task anyway, so it validates a built-in workflow first. Measured with trace
+//!   points in the child (2 cores, `bench dispatch`'s tiny workflow, medians of 200 runs): the
+//!   task's validation took 0.79-0.89 ms cold and 0.15 ms after the warm-up.
 //!
 //! Neither holds anything of a task: only the constants below. Both start no thread (a
 //! forking template must stay single-threaded, and a task's threads must start under its
-//! confinement); the template and the spare check that after warming.
+//! confinement: Landlock binds a thread to the domain it was started in); the template and
+//! the spare check that after warming, and fail closed. Sending rows through Arrow IPC as
+//! well (how a cached input arrives) started Polars' thread pool in the spare, which the check
+//! caught: that path stays cold.
 
 use polars::prelude::{DataType, Series};
 
