@@ -24,6 +24,7 @@ mod conversation;
 pub mod exit;
 mod fault;
 mod forkserver;
+mod fuzzing;
 pub(crate) mod isolate;
 pub(crate) mod jail;
 mod message;
@@ -54,6 +55,8 @@ pub use fault::Fault;
 #[cfg(feature = "testing")]
 pub use fault::SECRET_FILE;
 use forkserver::{ForkServer, Forked, RunChild};
+#[doc(hidden)]
+pub use fuzzing::fuzz_frames;
 pub(crate) use isolate::Identity;
 pub(crate) use message::Provisions;
 pub(crate) use policy::Limits;

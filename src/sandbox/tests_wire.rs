@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 
-use super::message::{event_of, failure_of, task_of};
+use super::fuzzing::{child_reads, daemon_reads};
 use super::wire::{self, WireError};
 use crate::proto::sandbox::{self as pb, FromChild, ToChild, from_child, to_child};
 
@@ -104,45 +104,6 @@ fn from_child_msg() -> impl Strategy<Value = from_child::Msg> {
     ]
 }
 
-/// What the daemon does with a frame: events become run events, failures the daemon's kind.
-fn consume(msg: from_child::Msg) {
-    match event_of(msg) {
-        Ok(_) => {}
-        Err(from_child::Msg::Failure(f)) => {
-            let failure = failure_of(f);
-            let _ = (failure.code(), failure.message(), failure.class());
-        }
-        Err(_) => {}
-    }
-}
-
-/// Reads every frame of `bytes` as the daemon does; the frames read, then how it ended.
-fn daemon_reads(bytes: &[u8], cap: usize) -> (Vec<FromChild>, Result<(), WireError>) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let mut r = bytes;
-        let mut frames = Vec::new();
-        loop {
-            match wire::read_async::<FromChild, _>(&mut r, cap).await {
-                Ok(Some((frame, size))) => {
-                    assert!(
-                        size <= cap,
-                        "a frame of {size} bytes read past the cap {cap}"
-                    );
-                    if let Some(msg) = frame.msg.clone() {
-                        consume(msg);
-                    }
-                    frames.push(frame);
-                }
-                Ok(None) => return (frames, Ok(())),
-                Err(e) => return (frames, Err(e)),
-            }
-        }
-    })
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
 
@@ -151,6 +112,12 @@ proptest! {
     fn random_bytes_from_a_child(bytes in proptest::collection::vec(any::<u8>(), 0..2048),
                                  cap in 0usize..4096) {
         let _ = daemon_reads(&bytes, cap);
+    }
+
+    /// The fuzz target's entry on random input: both directions, never a panic.
+    #[test]
+    fn the_fuzzing_entry_takes_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        super::fuzz_frames(&bytes);
     }
 
     /// Valid frames cut at any byte: the whole frames before the cut are read exactly; a cut
@@ -189,12 +156,7 @@ proptest! {
     #[test]
     fn random_bytes_to_a_child(bytes in proptest::collection::vec(any::<u8>(), 0..2048),
                                cut in any::<prop::sample::Index>(), workflow in ".{0,200}") {
-        let mut r = bytes.as_slice();
-        while let Ok(Some(frame)) = wire::read::<ToChild, _>(&mut r, 4096) {
-            if let Some(to_child::Msg::Setup(mut setup)) = frame.msg {
-                let _ = task_of(&mut setup);
-            }
-        }
+        let _ = child_reads(&bytes, 4096);
         let setup = ToChild {
             msg: Some(to_child::Msg::Setup(pb::Setup {
                 task: Some(pb::setup::Task::Run(pb::RunTask { workflow_json: workflow, params_json: String::new() })),
