@@ -165,9 +165,9 @@ pub(crate) fn forked(
 }
 
 /// A spare child: forked ahead of need, it takes every step that needs no task (parent-death
-/// signal, limits, identity, namespaces, the code a task runs first warmed: `warm.rs`), then waits on `channel` for a task's pipes (and a
-/// planted test fault's name) from the template, and goes on as [`forked`] would. A closed
-/// channel (the template ending) ends it.
+/// signal, limits, identity, namespaces; the code a task runs first is warmed, `warm.rs`),
+/// then waits on `channel` for a task's pipes (and a planted test fault's name) from the
+/// template, and goes on as [`forked`] would. A closed channel (the template ending) ends it.
 pub(crate) fn spare(channel: OwnedFd, args: &ChildArgs, compiled: &Compiled) -> i32 {
     let _ = nix::sys::signal::SigSet::all().thread_unblock();
     name(c"hubworker-spare");

@@ -25,8 +25,10 @@ pub(super) fn consume(msg: from_child::Msg) {
 /// # Panics
 /// If a frame larger than `cap` was read: the bug this exists to find.
 pub(super) fn daemon_reads(bytes: &[u8], cap: usize) -> (Vec<FromChild>, Result<(), WireError>) {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
-        return (Vec::new(), Ok(()));
+    let rt = match tokio::runtime::Builder::new_current_thread().build() {
+        Ok(rt) => rt,
+        // Not a clean end: a caller that could not read anything must not see "no frames".
+        Err(e) => return (Vec::new(), Err(WireError::Io(e))),
     };
     rt.block_on(async {
         let mut r = bytes;
