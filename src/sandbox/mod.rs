@@ -29,6 +29,7 @@ pub(crate) mod isolate;
 pub(crate) mod jail;
 mod message;
 mod needs;
+mod pagecache;
 mod pipe;
 pub(crate) mod policy;
 mod spawner;

@@ -68,6 +68,9 @@ pub fn main(args: &[OsString]) -> i32 {
         eprintln!("hubworker sandbox template: disabling transparent huge pages failed: {e}");
         return exit::TEMPLATE;
     }
+    if let Err(e) = super::pagecache::read_in_large_folios() {
+        eprintln!("hubworker sandbox template: {e} (children will fault in 4 KiB pages)");
+    }
     super::warm::template();
     // fork() copies only the calling thread: a template with a second thread would hand its
     // children locks held by a thread that does not exist in them.

@@ -10,14 +10,20 @@
 //!   points in the child (2 cores, `bench dispatch`'s tiny workflow, medians of 200 runs): the
 //!   task's validation took 0.79-0.89 ms cold and 0.15 ms after the warm-up.
 //!
-//! Neither holds anything of a task: only the constants below. Both start no thread (a
+//! Neither holds anything of a task: only the constants below (the template's Fernet key is
+//! 32 public zero bytes). Both start no thread (a
 //! forking template must stay single-threaded, and a task's threads must start under its
 //! confinement: Landlock binds a thread to the domain it was started in); the template and
 //! the spare check that after warming, and fail closed. Sending rows through Arrow IPC as
 //! well (how a cached input arrives) started Polars' thread pool in the spare, which the check
 //! caught: that path stays cold.
 
+use hmac::{Hmac, Mac};
 use polars::prelude::{DataType, Series};
+use sha2::Sha256;
+
+/// 32 zero bytes as a Fernet key: public, protects nothing, only exercises the cipher.
+const PUBLIC_ZERO_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 
 /// Expressions the template checks and compiles once: the parser's and compiler's first-use
 /// costs (lazy tables, the allocator's first pages), inherited by every child.
@@ -37,6 +43,15 @@ pub(super) fn template() {
                 let _ = crate::expr::compile(checked);
             }
         });
+    }
+    // CPU-feature detection (AES for Fernet, SHA-256 for the HMACs) runs `cpuid` once and
+    // keeps the answer in a static: asked here, not by every child (in a virtual machine each
+    // `cpuid` traps to the hypervisor). A public all-zero key, sealing a constant.
+    if let Some(fernet) = fernet::Fernet::new(PUBLIC_ZERO_KEY) {
+        let _ = fernet.decrypt(&fernet.encrypt(b"warm"));
+    }
+    if let Ok(mac) = <Hmac<Sha256> as Mac>::new_from_slice(b"warm") {
+        let _ = mac.finalize();
     }
     // Polars' shared all-zero buffer (8 MiB, behind every all-null column, built on first
     // use): the children share the template's pages instead of each zeroing its own.
@@ -71,6 +86,14 @@ mod tests {
             assert!(crate::expr::check(source).is_ok(), "{source}");
         }
         template();
+    }
+
+    /// A key Fernet refused would warm no cipher, silently.
+    #[test]
+    fn the_template_warm_up_key_is_a_fernet_key() {
+        let fernet = fernet::Fernet::new(PUBLIC_ZERO_KEY).expect("a Fernet key");
+        let sealed = fernet.encrypt(b"warm");
+        assert_eq!(fernet.decrypt(&sealed).expect("opens"), b"warm");
     }
 
     /// A refused warm-up would warm nothing and say so only in a log line.
