@@ -19,6 +19,7 @@
 //!
 //! A child is used for exactly one task.
 
+mod bpf;
 pub(crate) mod child;
 mod conversation;
 pub mod exit;

@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 
+use super::bpf;
 use nix::libc;
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -261,6 +262,12 @@ const CLONE_NAMESPACES: u64 = (libc::CLONE_NEWNS
 #[error("seccomp filter: {0}")]
 pub(crate) struct FilterError(String);
 
+impl FilterError {
+    pub(super) fn new(why: &str) -> FilterError {
+        FilterError(why.to_owned())
+    }
+}
+
 fn arch() -> Result<TargetArch, FilterError> {
     TargetArch::try_from(std::env::consts::ARCH).map_err(|e| FilterError(e.to_string()))
 }
@@ -286,32 +293,44 @@ fn compile(
         .map_err(|e: seccompiler::BackendError| FilterError(e.to_string()))
 }
 
-/// The database-phase filters: the allowlist (default: kill the process), and a small filter
-/// that answers `clone3` with `ENOSYS`, because its flags sit behind a pointer a filter cannot
-/// read; glibc then falls back to `clone`, whose flags the allowlist checks.
+/// The database-phase filter: the allowlist (default: kill the process), with `clone3`
+/// answered `ENOSYS`, because its flags sit behind a pointer a filter cannot read; glibc then
+/// falls back to `clone`, whose flags the allowlist checks. The calls allowed whatever their
+/// arguments are found by binary search (`bpf.rs`), the others by `seccompiler`'s rules.
 /// Call it in the process it will confine (its `tgkill` rule names this process's id).
 pub(crate) fn database_phase() -> Result<Vec<BpfProgram>, FilterError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    argument_rules(&mut rules)?;
+    let mut plain = vec![(
+        number(libc::SYS_clone3)?,
+        bpf::RET_ERRNO | libc::ENOSYS as u32,
+    )];
     for (nr, _why) in ALWAYS
         .iter()
         .chain(ALWAYS_X86_64)
         .chain(DATABASE)
         .chain(DATABASE_X86_64)
     {
-        rules.insert(*nr, Vec::new());
+        if rules.contains_key(nr) {
+            return Err(FilterError::new(
+                "a call both allowed and allowed by its arguments",
+            ));
+        }
+        plain.push((number(*nr)?, bpf::RET_ALLOW));
     }
-    argument_rules(&mut rules)?;
-    let allow = compile(rules, SeccompAction::KillProcess, SeccompAction::Allow)?;
-
-    let mut clone3 = BTreeMap::new();
-    clone3.insert(libc::SYS_clone3, Vec::new());
-    let no_clone3 = compile(
-        clone3,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-    )?;
-    Ok(vec![allow, no_clone3])
+    let by_arguments = compile(rules, SeccompAction::KillProcess, SeccompAction::Allow)?;
+    Ok(vec![bpf::searched(AUDIT_ARCH, &plain, by_arguments)?])
 }
+
+fn number(nr: i64) -> Result<u32, FilterError> {
+    u32::try_from(nr).map_err(|_| FilterError::new("a negative system call number"))
+}
+
+/// The architecture a filter accepts (`AUDIT_ARCH_*`); `seccompiler`'s own checks it too.
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 183 | 0x8000_0000 | 0x4000_0000;
 
 /// The database phase's syscalls that are allowed only with certain arguments.
 fn argument_rules(rules: &mut BTreeMap<i64, Vec<SeccompRule>>) -> Result<(), FilterError> {
@@ -327,8 +346,6 @@ fn argument_rules(rules: &mut BTreeMap<i64, Vec<SeccompRule>>) -> Result<(), Fil
             cond(0, SeccompCmpOp::MaskedEq(CLONE_NAMESPACES), 0)?,
         ])?],
     );
-    // clone3: allowed here so that the filter below can answer it with ENOSYS.
-    rules.insert(libc::SYS_clone3, Vec::new());
     // socket: IPv4, IPv6 and Unix only (no netlink, packet, vsock...).
     rules.insert(
         libc::SYS_socket,
@@ -420,7 +437,7 @@ mod tests {
     #[test]
     fn the_filters_compile_for_this_machine() {
         let db = database_phase().expect("database phase");
-        assert_eq!(db.len(), 2);
+        assert_eq!(db.len(), 1);
         assert!(!db[0].is_empty());
         assert!(!compute_phase().expect("compute phase").is_empty());
     }
@@ -463,6 +480,80 @@ mod tests {
             assert!(!dangerous.contains(nr), "{nr} is allowed: {why}");
             assert!(!why.is_empty());
         }
+    }
+
+    /// The filter as `seccompiler` alone wrote it (one linear chain, and `clone3` in a second
+    /// filter), the kernel taking the stricter answer of the two.
+    fn linear(nr: u32, arch: u32, args: [u64; 6]) -> u32 {
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+        for (nr, _) in ALWAYS
+            .iter()
+            .chain(ALWAYS_X86_64)
+            .chain(DATABASE)
+            .chain(DATABASE_X86_64)
+        {
+            rules.insert(*nr, Vec::new());
+        }
+        argument_rules(&mut rules).expect("rules");
+        rules.insert(libc::SYS_clone3, Vec::new());
+        let allow = compile(rules, SeccompAction::KillProcess, SeccompAction::Allow).expect("a");
+        let clone3 = [(libc::SYS_clone3, Vec::new())].into_iter().collect();
+        let enosys = SeccompAction::Errno(libc::ENOSYS as u32);
+        let clone3 = compile(clone3, SeccompAction::Allow, enosys).expect("clone3");
+        let (a, b) = (
+            bpf::tests::run(&allow, nr, arch, args),
+            bpf::tests::run(&clone3, nr, arch, args),
+        );
+        if (a as i32) < (b as i32) { a } else { b }
+    }
+
+    /// The searched filter answers every call, every architecture and the arguments the rules
+    /// look at exactly as the linear one did.
+    #[test]
+    fn the_searched_filter_answers_as_the_linear_one() {
+        let db = database_phase().expect("database phase");
+        let pid = u64::from(std::process::id());
+        let values = [
+            0,
+            1,
+            libc::CLONE_THREAD as u64,
+            libc::CLONE_THREAD as u64 | libc::CLONE_NEWUSER as u64,
+            libc::AF_INET as u64,
+            libc::AF_NETLINK as u64,
+            libc::AF_UNIX as u64,
+            libc::FIONBIO,
+            libc::PR_SET_NAME as u64,
+            libc::PR_SET_SECCOMP as u64,
+            u64::from(libc::SECCOMP_SET_MODE_FILTER),
+            pid,
+            pid + 1,
+            u64::MAX,
+        ];
+        let mut checked = 0;
+        for nr in (0..470).chain((0..470).map(|n| n | 0x4000_0000)) {
+            for arch in [AUDIT_ARCH, 0x4000_0003] {
+                for &x in &values {
+                    for args in [[x, 0, 0, 0, 0, 0], [0, x, 0, 0, 0, 0], [0, 0, x, 0, 0, 0]] {
+                        let want = linear(nr, arch, args);
+                        assert_eq!(
+                            bpf::tests::run(&db[0], nr, arch, args),
+                            want,
+                            "{nr} {args:?}"
+                        );
+                        checked += usize::from(want == bpf::RET_ALLOW);
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000, "the allowlist allows something: {checked}");
+        assert_eq!(
+            bpf::tests::run(&db[0], libc::SYS_clone3 as u32, AUDIT_ARCH, [0; 6]),
+            bpf::RET_ERRNO | libc::ENOSYS as u32
+        );
+        assert_eq!(
+            bpf::tests::run(&db[0], libc::SYS_execve as u32, AUDIT_ARCH, [0; 6]),
+            bpf::RET_KILL_PROCESS
+        );
     }
 
     #[test]
