@@ -249,6 +249,13 @@ pub(crate) async fn start(
             .tls_config(server_tls(tls)?)
             .map_err(|e| StartError::Tls(e.to_string()))?;
     }
+    // The metrics endpoint listens before the gRPC service answers: whoever sees the worker
+    // serve can scrape it (and a metrics port that cannot be bound starts nothing).
+    let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
+    let metrics = serve_metrics(&worker, async move {
+        let _ = metrics_stopped.await;
+    })
+    .await?;
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tokio::spawn(
@@ -261,11 +268,6 @@ pub(crate) async fn start(
                 let _ = stopped.await;
             }),
     );
-    let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
-    let metrics = serve_metrics(&worker, async move {
-        let _ = metrics_stopped.await;
-    })
-    .await?;
     let heartbeat = heartbeat_task(worker.clone(), registration.heartbeat);
     super::audit_sender::start(worker.clone());
     announce(&worker, addr, &confinements);
