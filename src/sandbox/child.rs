@@ -462,15 +462,13 @@ fn task(
 
 /// The compute phase: Landlock with nothing allowed, Polars' thread pool started under it
 /// (its threads inherit the domain; it looks for /proc and /sys, which are not there, and
-/// falls back to the CPU affinity) and sized to the `rows` loaded (`pool.rs`), then the
-/// seccomp filter on every thread.
+/// falls back to the CPU affinity), then the seccomp filter on every thread.
 pub(super) fn enter_compute_phase(
     filter: &seccompiler::BpfProgram,
-    rows: usize,
 ) -> Result<(), jail::StepFailed> {
     fix_glibc_arenas();
     isolate::landlock_compute()?;
-    super::pool::start(rows);
+    let _ = polars_core::runtime::RAYON.current_num_threads();
     jail::enter_compute_phase(filter)
 }
 
@@ -512,7 +510,6 @@ fn perform<R: Read>(
         compute_fault: super::fault::compute_phase(fault),
         compute_filter: compiled.compute.clone(),
         cache_entry_max_bytes: setup.cache_entry_max_bytes,
-        loaded_rows: 0,
     };
     let mut events = PipeEvents { pipe: pipe.clone() };
     crate::run::execute(

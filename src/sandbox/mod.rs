@@ -33,7 +33,6 @@ mod needs;
 mod pagecache;
 mod pipe;
 pub(crate) mod policy;
-mod pool;
 mod spawner;
 pub mod template;
 #[cfg(test)]

@@ -87,8 +87,6 @@ pub(super) struct PipeSource<R: Read> {
     pub(super) compute_filter: seccompiler::BpfProgram,
     /// The largest result the daemon's cache keeps: a larger one is not sent back.
     pub(super) cache_entry_max_bytes: u64,
-    /// Rows loaded so far (how many threads Polars' pools start with, `pool.rs`).
-    pub(super) loaded_rows: usize,
 }
 
 impl<R: Read> PipeSource<R> {
@@ -104,9 +102,8 @@ impl<R: Read> PipeSource<R> {
     }
 }
 
-impl<R: Read> PipeSource<R> {
-    /// One input: the daemon's cache first, then the database.
-    fn fetch(&mut self, need: Need<'_>, control: &RunControl) -> Result<Input, TaskFailure> {
+impl<R: Read> InputSource for PipeSource<R> {
+    fn load(&mut self, need: Need<'_>, control: &RunControl) -> Result<Input, TaskFailure> {
         let fingerprint = need
             .connection
             .fingerprint
@@ -168,14 +165,6 @@ impl<R: Read> PipeSource<R> {
             None => Err(self.out_of_turn()),
         }
     }
-}
-
-impl<R: Read> InputSource for PipeSource<R> {
-    fn load(&mut self, need: Need<'_>, control: &RunControl) -> Result<Input, TaskFailure> {
-        let input = self.fetch(need, control)?;
-        self.loaded_rows = self.loaded_rows.saturating_add(input.frame.height());
-        Ok(input)
-    }
 
     fn call(&mut self, call: Call<'_>, control: &RunControl) -> Result<DataFrame, TaskFailure> {
         self.runtime()?
@@ -188,7 +177,7 @@ impl<R: Read> InputSource for PipeSource<R> {
     /// already).
     fn close(&mut self) -> Result<(), TaskFailure> {
         drop(self.runtime.take());
-        if let Err(f) = super::child::enter_compute_phase(&self.compute_filter, self.loaded_rows) {
+        if let Err(f) = super::child::enter_compute_phase(&self.compute_filter) {
             eprintln!("hubworker sandbox child: {} failed: {}", f.step, f.why);
             self.pipe.borrow_mut().exit.get_or_insert(f.code);
             return Err(TaskFailure::Internal(

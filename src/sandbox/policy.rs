@@ -390,11 +390,6 @@ fn argument_rules(rules: &mut BTreeMap<i64, Vec<SeccompRule>>) -> Result<(), Fil
         ])?],
     );
     // tgkill: signals to its own threads only (abort() raising SIGABRT), never to the daemon.
-    // sched_setaffinity: its own threads only (pid 0), to size Polars' pools (`pool.rs`).
-    rules.insert(
-        libc::SYS_sched_setaffinity,
-        vec![rule(vec![cond(0, SeccompCmpOp::Eq, 0)?])?],
-    );
     rules.insert(
         libc::SYS_tgkill,
         vec![rule(vec![cond(
