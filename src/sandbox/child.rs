@@ -3,13 +3,14 @@
 //! Order of business (the template already holds only stdio, an empty environment,
 //! no_new_privs, non-dumpable, the parent-death signal): its pipes as stdio, die with the
 //! template, no other descriptor, OOM score, rlimits → the unprivileged host identity (when
-//! root) → its own user, mount, IPC and UTS namespaces → read `Setup` → open the sealed
-//! credentials into locked, zeroizing buffers → an empty root holding only what the task's
-//! connections need → no capabilities → non-dumpable → Landlock (database phase) → seccomp
-//! (database phase) → say `Ready` → load the inputs (asking the daemon's cache first) → drop
-//! the credentials and every key → Landlock and seccomp of the compute phase (no files, no
-//! sockets) → compute → send the outputs → exit. A daemon that closes the pipe instead of
-//! sending `Setup` gets a probe: the same confinement with nothing to hold, then `Ready`.
+//! root) → its own user, mount, IPC and UTS namespaces → an empty bounding set → read
+//! `Setup` → open the sealed credentials into locked, zeroizing buffers → an empty root
+//! holding only what the task's connections need → no capabilities left → non-dumpable →
+//! Landlock (database phase) → seccomp (database phase) → say `Ready` → load the inputs
+//! (asking the daemon's cache first) → drop the credentials and every key → Landlock and
+//! seccomp of the compute phase (no files, no sockets) → compute → send the outputs → exit.
+//! A daemon that closes the pipe instead of sending `Setup` gets a probe: the same
+//! confinement with nothing to hold, then `Ready`.
 //!
 //! The task itself is `crate::run::execute`, as everywhere: this file only turns the pipe
 //! into its input source and event sink (`pipe.rs`) and the `Setup` into its task
@@ -242,9 +243,11 @@ struct Isolated {
     states: Vec<State>,
     namespaced: bool,
     host_uid: u32,
+    /// The bounding set is empty.
+    bounding: bool,
 }
 
-/// The unprivileged identity and the namespaces.
+/// The unprivileged identity, the namespaces and an empty bounding set.
 fn isolated(args: &ChildArgs) -> Result<Isolated, i32> {
     let mut states = vec![
         state(
@@ -275,10 +278,12 @@ fn isolated(args: &ChildArgs) -> Result<Isolated, i32> {
         };
         states.push(state(name, active, detail));
     }
+    let bounding = isolate::drop_bounding_set().map_err(failed)?;
     Ok(Isolated {
         states,
         namespaced,
         host_uid,
+        bounding,
     })
 }
 
@@ -295,6 +300,7 @@ fn task(
         mut states,
         namespaced,
         host_uid,
+        bounding,
     } = isolated;
     let pipe = Rc::new(RefCell::new(Pipe::new(
         std::io::stdin().lock(),
@@ -347,7 +353,7 @@ fn task(
         plan.without_root(connections);
     }
     let unreachable = rooted.unwrap_or_default();
-    match isolate::clear_capabilities() {
+    match isolate::clear_capabilities(bounding) {
         Ok(detail) => states.push(state("capabilities_cleared", true, detail)),
         Err(f) => return failed(f),
     }

@@ -317,23 +317,38 @@ fn bind_read_only(host: &Path, target: &Path) -> Result<(), nix::Error> {
     mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
 }
 
-/// Clears every capability set: bounding (needs `CAP_SETPCAP`, which the child holds in its
-/// own user namespace; without one an unprivileged process keeps a bounding set that
-/// no_new_privs makes useless), ambient, inheritable, effective, permitted; then checks.
-/// Returns the detail for `Status`.
-pub(crate) fn clear_capabilities() -> Result<String, StepFailed> {
+/// Empties the bounding set if this process may (it needs `CAP_SETPCAP`, which a child holds
+/// in its own user namespace; without one an unprivileged process keeps a bounding set that
+/// no_new_privs makes useless), then checks it. Returns whether it did. A spare does this
+/// while it waits: the bounding set limits only what an `execve` could grant, so the mounts
+/// that build the task's root still work, and nothing can fill it again.
+pub(crate) fn drop_bounding_set() -> Result<bool, StepFailed> {
     use caps::CapSet;
     let step = |e: caps::errors::CapsError| fail(exit::CAPABILITIES, "capabilities_cleared", e);
-    let mut detail = "all sets empty".to_owned();
-    let can_drop_bounding =
+    let can_drop =
         caps::has_cap(None, CapSet::Effective, caps::Capability::CAP_SETPCAP).unwrap_or(false);
-    if can_drop_bounding {
-        for cap in caps::all() {
-            caps::drop(None, CapSet::Bounding, cap).map_err(step)?;
-        }
-    } else {
-        detail = "effective, permitted, inheritable and ambient empty; bounding kept (no CAP_SETPCAP, no_new_privs)".to_owned();
+    if !can_drop {
+        return Ok(false);
     }
+    for cap in caps::all() {
+        caps::drop(None, CapSet::Bounding, cap).map_err(step)?;
+    }
+    if !caps::read(None, CapSet::Bounding).map_err(step)?.is_empty() {
+        return Err(fail(
+            exit::CAPABILITIES,
+            "capabilities_cleared",
+            "the bounding set is not empty",
+        ));
+    }
+    Ok(true)
+}
+
+/// Clears the ambient, inheritable, effective and permitted sets, then checks them (the
+/// bounding set was emptied before, [`drop_bounding_set`], which said whether it could be:
+/// `bounding`). Returns the detail for `Status`.
+pub(crate) fn clear_capabilities(bounding: bool) -> Result<String, StepFailed> {
+    use caps::CapSet;
+    let step = |e: caps::errors::CapsError| fail(exit::CAPABILITIES, "capabilities_cleared", e);
     caps::clear(None, CapSet::Ambient).map_err(step)?;
     caps::clear(None, CapSet::Inheritable).map_err(step)?;
     caps::clear(None, CapSet::Effective).map_err(step)?;
@@ -352,14 +367,11 @@ pub(crate) fn clear_capabilities() -> Result<String, StepFailed> {
             ));
         }
     }
-    if can_drop_bounding && !caps::read(None, CapSet::Bounding).map_err(step)?.is_empty() {
-        return Err(fail(
-            exit::CAPABILITIES,
-            "capabilities_cleared",
-            "the bounding set is not empty",
-        ));
-    }
-    Ok(detail)
+    Ok(if bounding {
+        "all sets empty".to_owned()
+    } else {
+        "effective, permitted, inheritable and ambient empty; bounding kept (no CAP_SETPCAP, no_new_privs)".to_owned()
+    })
 }
 
 /// What a Landlock ruleset amounted to on this kernel.
