@@ -104,6 +104,19 @@ fn assert_unprivileged(pid: i32) {
     assert_eq!(field("Seccomp"), vec!["2"]);
 }
 
+/// A process's group and nice value (`/proc/<pid>/stat`).
+fn group_and_nice(pid: i32) -> (i32, i32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    // After the name: state, ppid, pgrp, ..., nice the 17th.
+    (fields[2].parse().unwrap(), fields[16].parse().unwrap())
+}
+
 fn count(ended: Ended) -> i64 {
     match ended {
         Ended::Finished(df) => df.column("n").unwrap().i64().unwrap().get(0).unwrap(),
@@ -177,6 +190,10 @@ async fn run_children_outlive_threads_and_their_deaths_are_crashes_without_zombi
     .await;
     assert!(confined, "the run child never finished its confinement");
     assert_unprivileged(running[0]);
+    // Its own process group (what it lowers, every thread at once, as it exits), at the
+    // normal priority while it runs.
+    let (group, nice) = group_and_nice(running[0]);
+    assert_eq!((group, nice), (running[0], 0));
     let mut validated = 0;
     for round in 0..10 {
         let mut calls = Vec::new();
@@ -221,6 +238,10 @@ async fn run_children_outlive_threads_and_their_deaths_are_crashes_without_zombi
         "the first run's child is still there: {:?}",
         daemon.children()
     );
+    // It ended cleanly after its `Done`: lowering its group's priority on the way out is one
+    // call its seccomp filter allows (a refused call would kill it, and the daemon say so).
+    let log = daemon.log();
+    assert!(!log.contains("ended abnormally after finishing"), "{log}");
     let (a, b) = (12_000u64, 12_000u64);
     let shared = counting(a, b, 1);
     let loader = tokio::spawn(execute(

@@ -120,6 +120,7 @@ pub(crate) fn leave(code: i32) -> ! {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
+    jail::yield_teardown();
     // SAFETY: `_exit` only ends the process; nothing of this process is used after it (a forked
     // child of the single-threaded template: no other thread holds a lock or buffer).
     #[allow(unsafe_code)]

@@ -332,6 +332,10 @@ const AUDIT_ARCH: u32 = 62 | 0x8000_0000 | 0x4000_0000;
 #[cfg(target_arch = "aarch64")]
 const AUDIT_ARCH: u32 = 183 | 0x8000_0000 | 0x4000_0000;
 
+/// The nice value a finished child's threads take for its teardown (`jail::yield_teardown`):
+/// the lowest priority.
+pub(crate) const TEARDOWN_NICE: i32 = 19;
+
 /// The database phase's syscalls that are allowed only with certain arguments.
 fn argument_rules(rules: &mut BTreeMap<i64, Vec<SeccompRule>>) -> Result<(), FilterError> {
     // clone: threads only (CLONE_THREAD set), and never a new namespace.
@@ -387,6 +391,16 @@ fn argument_rules(rules: &mut BTreeMap<i64, Vec<SeccompRule>>) -> Result<(), Fil
         vec![rule(vec![
             cond(0, SeccompCmpOp::Eq, 0)?,
             cond(2, SeccompCmpOp::Eq, 0)?,
+        ])?],
+    );
+    // setpriority: only its own process group to the lowest priority, as it exits
+    // (`jail::yield_teardown`); never another process, never a higher priority.
+    rules.insert(
+        libc::SYS_setpriority,
+        vec![rule(vec![
+            cond(0, SeccompCmpOp::Eq, libc::PRIO_PGRP as u64)?,
+            cond(1, SeccompCmpOp::Eq, u64::from(std::process::id()))?,
+            cond(2, SeccompCmpOp::Eq, TEARDOWN_NICE as u64)?,
         ])?],
     );
     // tgkill: signals to its own threads only (abort() raising SIGABRT), never to the daemon.
@@ -554,6 +568,23 @@ mod tests {
             bpf::tests::run(&db[0], libc::SYS_execve as u32, AUDIT_ARCH, [0; 6]),
             bpf::RET_KILL_PROCESS
         );
+    }
+
+    /// A child may lower only its own process group, only to the lowest priority.
+    #[test]
+    fn setpriority_only_lowers_its_own_group() {
+        let db = database_phase().expect("database phase");
+        let (group, nice) = (u64::from(std::process::id()), TEARDOWN_NICE as u64);
+        let (pgrp, process, user) = (libc::PRIO_PGRP as u64, libc::PRIO_PROCESS as u64, 2);
+        let nr = libc::SYS_setpriority as u32;
+        let call =
+            |[a, b, c]: [u64; 3]| bpf::tests::run(&db[0], nr, AUDIT_ARCH, [a, b, c, 0, 0, 0]);
+        assert_eq!(call([pgrp, group, nice]), bpf::RET_ALLOW);
+        let higher = [[pgrp, group, 0], [pgrp, group, (-20i64) as u64]];
+        let others = [[pgrp, 0, nice], [pgrp, group + 1, nice], [process, 0, nice]];
+        for refused in higher.into_iter().chain(others).chain([[user, 0, nice]]) {
+            assert_eq!(call(refused), bpf::RET_KILL_PROCESS, "{refused:?}");
+        }
     }
 
     #[test]

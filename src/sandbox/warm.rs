@@ -53,6 +53,11 @@ pub(super) fn template() {
     if let Ok(mac) = <Hmac<Sha256> as Mac>::new_from_slice(b"warm") {
         let _ = mac.finalize();
     }
+    // The same for ChaCha's AVX2 check: every thread of Polars' streaming executor seeds its
+    // generator from a ChaCha one, and the first in each child paid the `cpuid` (in `perf`:
+    // 0.5% of the benchmark's CPU, on the plan's start). A generator of its own with a
+    // constant seed, dropped at once: no generator state is left for the children to share.
+    let _ = <polars_rand::rngs::StdRng as polars_rand::SeedableRng>::seed_from_u64(0);
     // Polars' shared all-zero buffer (8 MiB, behind every all-null column, built on first
     // use): the children share the template's pages instead of each zeroing its own.
     let _ = Series::full_null("warm".into(), 1, &DataType::Int64);
