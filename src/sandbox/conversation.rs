@@ -49,6 +49,18 @@ pub(super) enum End {
     Refused,
 }
 
+/// A frame whose `Setup` is wiped however its write ends: written, failed, or dropped halfway
+/// (the run stopped, or the template could not fork, while the write waited).
+struct Wiped(ToChild);
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        if let Some(to_child::Msg::Setup(s)) = &mut self.0.msg {
+            s.zeroize_all();
+        }
+    }
+}
+
 pub(super) type Frames = mpsc::Receiver<Result<(FromChild, usize), wire::WireError>>;
 
 /// Reads frames from the child's stdout on a task of its own, so that the conversation can
@@ -118,13 +130,11 @@ pub(super) async fn converse(
     max_output: u64,
     ready: &mut (dyn FnMut(crate::proto::sandbox::Ready) -> bool + Send),
 ) -> Result<RunTimings, End> {
-    let frame = ToChild {
+    let frame = Wiped(ToChild {
         msg: Some(to_child::Msg::Setup(setup)),
-    };
-    let sent = wire::write_async(stdin, &frame).await;
-    if let Some(to_child::Msg::Setup(mut s)) = frame.msg {
-        s.zeroize_all();
-    }
+    });
+    let sent = wire::write_async(stdin, &frame.0).await;
+    drop(frame);
     sent.map_err(|_| End::Gone)?;
     match next(&mut frames).await? {
         from_child::Msg::Ready(r) => {
