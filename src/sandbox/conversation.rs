@@ -50,7 +50,7 @@ pub(super) enum End {
 }
 
 /// A frame whose `Setup` is wiped however its write ends: written, failed, or dropped halfway
-/// (the run stopped, or the template could not fork, while the write waited).
+/// (the run stopped while the write waited).
 struct Wiped(ToChild);
 
 impl Drop for Wiped {

@@ -90,13 +90,28 @@ pub(crate) fn enter_child(
 /// runs still going, instead of competing with the next run on a small host. Raising one's
 /// own nice value needs no privilege; the seccomp filter allows exactly this call
 /// (`policy::argument_rules`). Best effort: an error changes nothing but the priority.
+/// A child that held much memory ([`YIELD_MAX_RSS_KIB`]) gives it back at full priority
+/// instead: on a busy host a yielding teardown would hold it for long.
 pub(crate) fn yield_teardown() {
+    let peak = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .map(|u| u.max_rss());
+    if !peak.is_ok_and(yields) {
+        return;
+    }
     let group = std::process::id();
     // SAFETY: setpriority takes plain integers and touches no memory.
     #[allow(unsafe_code)]
     unsafe {
         nix::libc::setpriority(nix::libc::PRIO_PGRP, group, policy::TEARDOWN_NICE);
     }
+}
+
+/// The largest peak resident memory (KiB) of a child whose teardown yields.
+const YIELD_MAX_RSS_KIB: i64 = 256 * 1024;
+
+/// Whether a child that peaked at `max_rss_kib` lowers its priority to exit.
+fn yields(max_rss_kib: i64) -> bool {
+    max_rss_kib <= YIELD_MAX_RSS_KIB
 }
 
 /// A spare child's descriptor step, once its task's pipes are its stdio.
@@ -299,4 +314,18 @@ fn check_private_empty_cwd() -> Result<(), StepFailed> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task-sized child yields its teardown; one that held a lot of memory frees it first.
+    #[test]
+    fn only_a_child_that_held_little_memory_yields_its_teardown() {
+        assert!(yields(23_568));
+        assert!(yields(YIELD_MAX_RSS_KIB));
+        assert!(!yields(YIELD_MAX_RSS_KIB + 1));
+        assert!(!yields(4 << 20));
+    }
 }
