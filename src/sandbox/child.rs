@@ -101,17 +101,23 @@ impl ChildArgs {
     }
 }
 
-/// The compute phase's seccomp filter, built once by the template and applied by every child
-/// (the database phase's names the child's own pid, so each child builds its own: a spare
+/// The seccomp filters built once by the template and installed by every child (the set-up
+/// phase's names the child's own pid, so each child builds and installs its own: a spare
 /// while it waits for a task, off the task's time).
 #[derive(Debug)]
 pub(crate) struct Compiled {
+    /// The database phase's filter, stacked on the set-up phase's.
+    pub database: seccompiler::BpfProgram,
     /// The compute phase's filter.
     pub compute: seccompiler::BpfProgram,
 }
 
-/// The database phase's filters for this process (they name its pid).
-type DatabaseFilters = Result<Vec<seccompiler::BpfProgram>, policy::FilterError>;
+/// Installs the set-up phase's filter (see `policy`), built for this process (it names its
+/// pid). A failure is the task's to report.
+fn seal() -> Result<(), jail::StepFailed> {
+    let filters = policy::setup_phase().map_err(|e| jail::fail(exit::SECCOMP, "seccomp", e))?;
+    jail::seccomp(&filters)
+}
 
 /// Ends a forked child with `code`: its pipes flushed, then `_exit`, without the exit-time
 /// work a process that lives on would need (thread-local destructors, the allocator's own
@@ -161,14 +167,14 @@ pub(crate) fn forked(
         return failed(f);
     }
     match isolated(args) {
-        Ok(isolated) => task(isolated, args, fault, compiled, policy::database_phase()),
+        Ok(isolated) => task(isolated, args, fault, compiled, seal()),
         Err(code) => code,
     }
 }
 
 /// A spare child: forked ahead of need, it takes every step that needs no task (parent-death
-/// signal, limits, identity, namespaces; the code a task runs first is warmed, `warm.rs`),
-/// then waits on `channel` for a task's pipes (and a planted test fault's name) from the
+/// signal, limits, identity, namespaces; the code a task runs first is warmed, `warm.rs`; the
+/// set-up seccomp filter, after the warm-up), then waits on `channel` for a task's pipes (and a planted test fault's name) from the
 /// template, and goes on as [`forked`] would. A closed channel (the template ending) ends it.
 pub(crate) fn spare(channel: OwnedFd, args: &ChildArgs, compiled: &Compiled) -> i32 {
     let _ = nix::sys::signal::SigSet::all().thread_unblock();
@@ -184,7 +190,6 @@ pub(crate) fn spare(channel: OwnedFd, args: &ChildArgs, compiled: &Compiled) -> 
         Ok(i) => i,
         Err(code) => return code,
     };
-    let database = policy::database_phase();
     // The code a task runs first, faulted into this process's own page tables while it waits
     // (a fork inherits no page-table entries of the binary's code). Single-threaded, so that
     // every thread of the task starts under the task's confinement; checked, failing closed.
@@ -195,6 +200,9 @@ pub(crate) fn spare(channel: OwnedFd, args: &ChildArgs, compiled: &Compiled) -> 
         eprintln!("hubworker sandbox spare: the warm-up left more than one thread");
         return exit::TEMPLATE;
     }
+    // Waiting, and everything after, under the set-up filter: installing it is most of the
+    // cost of seccomp, and here it is paid before the task.
+    let sealed = seal();
     let (fault, stdio) = match super::template::receive_stdio(&channel) {
         Ok(Some(handed)) => handed,
         Ok(None) => return exit::OK,
@@ -208,7 +216,7 @@ pub(crate) fn spare(channel: OwnedFd, args: &ChildArgs, compiled: &Compiled) -> 
     if let Err(f) = jail::enter_child_descriptors() {
         return failed(f);
     }
-    task(isolated, args, fault, compiled, database)
+    task(isolated, args, fault, compiled, sealed)
 }
 
 /// The process's name in `ps` and `/proc/<pid>/stat` (what it is doing, for operators).
@@ -295,8 +303,11 @@ fn task(
     args: &ChildArgs,
     fault: Option<Fault>,
     compiled: &Compiled,
-    database: DatabaseFilters,
+    sealed: Result<(), jail::StepFailed>,
 ) -> i32 {
+    if let Err(f) = sealed {
+        return failed(f);
+    }
     let Isolated {
         mut states,
         namespaced,
@@ -410,17 +421,13 @@ fn task(
             no_landlock("needs ABI 6")
         },
     ));
-    let database = match database {
-        Ok(d) => d,
-        Err(e) => return failed(jail::fail(exit::SECCOMP, "seccomp", e)),
-    };
-    if let Err(f) = jail::seccomp_database(&database) {
+    if let Err(f) = jail::seccomp(std::slice::from_ref(&compiled.database)) {
         return failed(f);
     }
     states.push(state(
         "seccomp",
         true,
-        "allowlist; database phase, then compute phase",
+        "allowlist; set-up calls taken away before Ready, then the compute phase's",
     ));
     let ready = from_child::Msg::Ready(Ready {
         confinements: states

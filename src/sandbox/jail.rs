@@ -235,8 +235,8 @@ fn keep_only_identity_capabilities() -> Result<(), StepFailed> {
     Ok(())
 }
 
-/// Installs the database phase's filters (built once by the template).
-pub(crate) fn seccomp_database(filters: &[seccompiler::BpfProgram]) -> Result<(), StepFailed> {
+/// Installs seccomp filters on this thread (the process is single-threaded when it does).
+pub(crate) fn seccomp(filters: &[seccompiler::BpfProgram]) -> Result<(), StepFailed> {
     for filter in filters {
         seccompiler::apply_filter(filter).map_err(|e| fail(exit::SECCOMP, "seccomp", e))?;
     }

@@ -1,4 +1,4 @@
-//! What a run child may do, as data: its resource limits and its two seccomp filters.
+//! What a run child may do, as data: its resource limits and its seccomp filters.
 //!
 //! The filters follow Firecracker's habit: an allowlist whose default action kills the whole
 //! process, one line and one reason per syscall. Anything not listed (`execve`, `ptrace`,
@@ -6,9 +6,15 @@
 //! `io_uring`, `perf_event_open`, `userfaultfd`...) ends the child with `SIGSYS`, which the
 //! daemon reports as `sandbox_violation`.
 //!
-//! * [`database_phase`]: installed before the child reads any input. It allows what the
-//!   database drivers (sqlx over TCP, TLS, Unix sockets, SQLite files), tokio, the allocator
-//!   and Polars need.
+//! * [`setup_phase`]: installed before the child reads any input (a spare installs it while
+//!   it waits for a task, so that the kernel's work of installing a long filter is off the
+//!   task's time). It allows what the database drivers (sqlx over TCP, TLS, Unix sockets,
+//!   SQLite files), tokio, the allocator and Polars need, and the few calls of the last
+//!   set-up steps ([`SETUP`]: the empty root, the capability sets cleared).
+//! * [`database_phase`]: stacked on top once those steps are done, before `Ready`: it takes
+//!   the set-up calls away again, so that the two together allow exactly the database phase's
+//!   list (`policy_tests.rs` proves it for every call number and the arguments the rules
+//!   read). Being short, it costs the kernel little to install on the task's time.
 //! * [`compute_phase`]: stacked on top once the credentials are gone and the inputs are
 //!   loaded. The kernel runs every installed filter and takes the strictest answer, so this
 //!   one only has to name what it takes away: making sockets and opening files. User
@@ -245,6 +251,56 @@ const COMPUTE_FORBIDS_X86_64: &[Allowed] =
 #[cfg(not(target_arch = "x86_64"))]
 const COMPUTE_FORBIDS_X86_64: &[Allowed] = &[];
 
+/// What only the last set-up steps need, between the task's arrival and `Ready`: allowed by
+/// [`setup_phase`], taken away by [`database_phase`].
+const SETUP: &[Allowed] = &[
+    (
+        libc::SYS_mount,
+        "the empty root: its tmpfs, binds, read-only",
+    ),
+    (
+        libc::SYS_umount2,
+        "the empty root: the host's tree detached",
+    ),
+    (libc::SYS_pivot_root, "the empty root"),
+    (libc::SYS_chdir, "the empty root: into it"),
+    (libc::SYS_mkdirat, "the empty root: mount points"),
+    (
+        libc::SYS_unlinkat,
+        "the empty root: the old root's mount point removed",
+    ),
+    (
+        libc::SYS_capget,
+        "capabilities: read before they are cleared",
+    ),
+    (libc::SYS_capset, "capabilities: cleared"),
+    (
+        libc::SYS_close_range,
+        "descriptors: all but the task's pipes closed",
+    ),
+    (libc::SYS_dup3, "the task's pipes as stdio"),
+];
+
+#[cfg(target_arch = "x86_64")]
+const SETUP_X86_64: &[Allowed] = &[
+    (libc::SYS_mkdir, "the empty root: mount points"),
+    (
+        libc::SYS_rmdir,
+        "the empty root: the old root's mount point removed",
+    ),
+    (libc::SYS_dup2, "the task's pipes as stdio"),
+];
+#[cfg(not(target_arch = "x86_64"))]
+const SETUP_X86_64: &[Allowed] = &[];
+
+/// `prctl` options only the set-up steps use: capabilities read and cleared, the process
+/// made non-dumpable.
+const SETUP_PRCTL: &[u64] = &[
+    libc::PR_CAPBSET_READ as u64,
+    libc::PR_CAP_AMBIENT as u64,
+    libc::PR_SET_DUMPABLE as u64,
+];
+
 /// `prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, ...)`: names an anonymous mapping.
 const PR_SET_VMA: u64 = 0x5356_4d41;
 
@@ -293,14 +349,15 @@ fn compile(
         .map_err(|e: seccompiler::BackendError| FilterError(e.to_string()))
 }
 
-/// The database-phase filter: the allowlist (default: kill the process), with `clone3`
-/// answered `ENOSYS`, because its flags sit behind a pointer a filter cannot read; glibc then
-/// falls back to `clone`, whose flags the allowlist checks. The calls allowed whatever their
-/// arguments are found by binary search (`bpf.rs`), the others by `seccompiler`'s rules.
-/// Call it in the process it will confine (its `tgkill` rule names this process's id).
-pub(crate) fn database_phase() -> Result<Vec<BpfProgram>, FilterError> {
+/// The set-up filter: the database phase's allowlist and [`SETUP`] (default: kill the
+/// process), with `clone3` answered `ENOSYS`, because its flags sit behind a pointer a filter
+/// cannot read; glibc then falls back to `clone`, whose flags the allowlist checks. The calls
+/// allowed whatever their arguments are found by binary search (`bpf.rs`), the others by
+/// `seccompiler`'s rules. Call it in the process it will confine (its `tgkill` rule names
+/// this process's id).
+pub(crate) fn setup_phase() -> Result<Vec<BpfProgram>, FilterError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    argument_rules(&mut rules)?;
+    argument_rules(&mut rules, SETUP_PRCTL)?;
     let mut plain = vec![(
         number(libc::SYS_clone3)?,
         bpf::RET_ERRNO | libc::ENOSYS as u32,
@@ -310,6 +367,8 @@ pub(crate) fn database_phase() -> Result<Vec<BpfProgram>, FilterError> {
         .chain(ALWAYS_X86_64)
         .chain(DATABASE)
         .chain(DATABASE_X86_64)
+        .chain(SETUP)
+        .chain(SETUP_X86_64)
     {
         if rules.contains_key(nr) {
             return Err(FilterError::new(
@@ -320,6 +379,25 @@ pub(crate) fn database_phase() -> Result<Vec<BpfProgram>, FilterError> {
     }
     let by_arguments = compile(rules, SeccompAction::KillProcess, SeccompAction::Allow)?;
     Ok(vec![bpf::searched(AUDIT_ARCH, &plain, by_arguments)?])
+}
+
+/// The database-phase filter, stacked on [`setup_phase`]'s once the set-up is done: kills on
+/// the set-up calls ([`SETUP`], and `prctl` with a set-up option). It names no process, so the
+/// template builds it once.
+pub(crate) fn database_phase() -> Result<BpfProgram, FilterError> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = SETUP
+        .iter()
+        .chain(SETUP_X86_64)
+        .map(|(nr, _why)| (*nr, Vec::new()))
+        .collect();
+    rules.insert(
+        libc::SYS_prctl,
+        SETUP_PRCTL
+            .iter()
+            .map(|option| rule(vec![cond(0, SeccompCmpOp::Eq, *option)?]))
+            .collect::<Result<_, _>>()?,
+    );
+    compile(rules, SeccompAction::Allow, SeccompAction::KillProcess)
 }
 
 fn number(nr: i64) -> Result<u32, FilterError> {
@@ -337,7 +415,11 @@ const AUDIT_ARCH: u32 = 183 | 0x8000_0000 | 0x4000_0000;
 pub(crate) const TEARDOWN_NICE: i32 = 19;
 
 /// The database phase's syscalls that are allowed only with certain arguments.
-fn argument_rules(rules: &mut BTreeMap<i64, Vec<SeccompRule>>) -> Result<(), FilterError> {
+/// The calls allowed only with some arguments; `prctl` also with the `extra_prctl` options.
+fn argument_rules(
+    rules: &mut BTreeMap<i64, Vec<SeccompRule>>,
+    extra_prctl: &[u64],
+) -> Result<(), FilterError> {
     // clone: threads only (CLONE_THREAD set), and never a new namespace.
     rules.insert(
         libc::SYS_clone,
@@ -427,6 +509,7 @@ fn argument_rules(rules: &mut BTreeMap<i64, Vec<SeccompRule>>) -> Result<(), Fil
             libc::PR_SET_NO_NEW_PRIVS as u64,
         ]
         .into_iter()
+        .chain(extra_prctl.iter().copied())
         .map(|option| rule(vec![cond(0, SeccompCmpOp::Eq, option)?]))
         .collect::<Result<_, _>>()?,
     );
@@ -445,153 +528,5 @@ pub(crate) fn compute_phase() -> Result<BpfProgram, FilterError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_filters_compile_for_this_machine() {
-        let db = database_phase().expect("database phase");
-        assert_eq!(db.len(), 1);
-        assert!(!db[0].is_empty());
-        assert!(!compute_phase().expect("compute phase").is_empty());
-    }
-
-    #[test]
-    fn the_allowlist_never_names_a_dangerous_call() {
-        let dangerous = [
-            libc::SYS_execve,
-            libc::SYS_execveat,
-            libc::SYS_ptrace,
-            libc::SYS_process_vm_readv,
-            libc::SYS_process_vm_writev,
-            libc::SYS_mount,
-            libc::SYS_umount2,
-            libc::SYS_pivot_root,
-            libc::SYS_bpf,
-            libc::SYS_keyctl,
-            libc::SYS_add_key,
-            libc::SYS_request_key,
-            libc::SYS_unshare,
-            libc::SYS_setns,
-            libc::SYS_init_module,
-            libc::SYS_finit_module,
-            libc::SYS_delete_module,
-            libc::SYS_kexec_load,
-            libc::SYS_perf_event_open,
-            libc::SYS_userfaultfd,
-            libc::SYS_io_uring_setup,
-            libc::SYS_chroot,
-            libc::SYS_setrlimit,
-            libc::SYS_kill,
-            libc::SYS_memfd_create,
-        ];
-        for (nr, why) in ALWAYS
-            .iter()
-            .chain(ALWAYS_X86_64)
-            .chain(DATABASE)
-            .chain(DATABASE_X86_64)
-        {
-            assert!(!dangerous.contains(nr), "{nr} is allowed: {why}");
-            assert!(!why.is_empty());
-        }
-    }
-
-    /// The filter as `seccompiler` alone wrote it (one linear chain, and `clone3` in a second
-    /// filter), the kernel taking the stricter answer of the two.
-    fn linear(nr: u32, arch: u32, args: [u64; 6]) -> u32 {
-        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-        for (nr, _) in ALWAYS
-            .iter()
-            .chain(ALWAYS_X86_64)
-            .chain(DATABASE)
-            .chain(DATABASE_X86_64)
-        {
-            rules.insert(*nr, Vec::new());
-        }
-        argument_rules(&mut rules).expect("rules");
-        rules.insert(libc::SYS_clone3, Vec::new());
-        let allow = compile(rules, SeccompAction::KillProcess, SeccompAction::Allow).expect("a");
-        let clone3 = [(libc::SYS_clone3, Vec::new())].into_iter().collect();
-        let enosys = SeccompAction::Errno(libc::ENOSYS as u32);
-        let clone3 = compile(clone3, SeccompAction::Allow, enosys).expect("clone3");
-        let (a, b) = (
-            bpf::tests::run(&allow, nr, arch, args),
-            bpf::tests::run(&clone3, nr, arch, args),
-        );
-        if (a as i32) < (b as i32) { a } else { b }
-    }
-
-    /// The searched filter answers every call, every architecture and the arguments the rules
-    /// look at exactly as the linear one did.
-    #[test]
-    fn the_searched_filter_answers_as_the_linear_one() {
-        let db = database_phase().expect("database phase");
-        let pid = u64::from(std::process::id());
-        let values = [
-            0,
-            1,
-            libc::CLONE_THREAD as u64,
-            libc::CLONE_THREAD as u64 | libc::CLONE_NEWUSER as u64,
-            libc::AF_INET as u64,
-            libc::AF_NETLINK as u64,
-            libc::AF_UNIX as u64,
-            libc::FIONBIO,
-            libc::PR_SET_NAME as u64,
-            libc::PR_SET_SECCOMP as u64,
-            u64::from(libc::SECCOMP_SET_MODE_FILTER),
-            pid,
-            pid + 1,
-            u64::MAX,
-        ];
-        let mut checked = 0;
-        for nr in (0..470).chain((0..470).map(|n| n | 0x4000_0000)) {
-            for arch in [AUDIT_ARCH, 0x4000_0003] {
-                for &x in &values {
-                    for args in [[x, 0, 0, 0, 0, 0], [0, x, 0, 0, 0, 0], [0, 0, x, 0, 0, 0]] {
-                        let want = linear(nr, arch, args);
-                        assert_eq!(
-                            bpf::tests::run(&db[0], nr, arch, args),
-                            want,
-                            "{nr} {args:?}"
-                        );
-                        checked += usize::from(want == bpf::RET_ALLOW);
-                    }
-                }
-            }
-        }
-        assert!(checked > 1000, "the allowlist allows something: {checked}");
-        assert_eq!(
-            bpf::tests::run(&db[0], libc::SYS_clone3 as u32, AUDIT_ARCH, [0; 6]),
-            bpf::RET_ERRNO | libc::ENOSYS as u32
-        );
-        assert_eq!(
-            bpf::tests::run(&db[0], libc::SYS_execve as u32, AUDIT_ARCH, [0; 6]),
-            bpf::RET_KILL_PROCESS
-        );
-    }
-
-    /// A child may lower only its own process group, only to the lowest priority.
-    #[test]
-    fn setpriority_only_lowers_its_own_group() {
-        let db = database_phase().expect("database phase");
-        let (group, nice) = (u64::from(std::process::id()), TEARDOWN_NICE as u64);
-        let (pgrp, process, user) = (libc::PRIO_PGRP as u64, libc::PRIO_PROCESS as u64, 2);
-        let nr = libc::SYS_setpriority as u32;
-        let call =
-            |[a, b, c]: [u64; 3]| bpf::tests::run(&db[0], nr, AUDIT_ARCH, [a, b, c, 0, 0, 0]);
-        assert_eq!(call([pgrp, group, nice]), bpf::RET_ALLOW);
-        let higher = [[pgrp, group, 0], [pgrp, group, (-20i64) as u64]];
-        let others = [[pgrp, 0, nice], [pgrp, group + 1, nice], [process, 0, nice]];
-        for refused in higher.into_iter().chain(others).chain([[user, 0, nice]]) {
-            assert_eq!(call(refused), bpf::RET_KILL_PROCESS, "{refused:?}");
-        }
-    }
-
-    #[test]
-    fn the_compute_phase_takes_away_sockets_and_files() {
-        let forbidden: Vec<i64> = COMPUTE_FORBIDS.iter().map(|(nr, _)| *nr).collect();
-        for nr in [libc::SYS_socket, libc::SYS_openat, libc::SYS_connect] {
-            assert!(forbidden.contains(&nr));
-        }
-    }
-}
+#[path = "policy_tests.rs"]
+mod tests;

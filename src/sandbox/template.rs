@@ -54,9 +54,9 @@ pub fn main(args: &[OsString]) -> i32 {
             return f.code;
         }
     };
-    let compiled = match policy::compute_phase() {
-        Ok(compute) => Compiled { compute },
-        Err(e) => {
+    let compiled = match (policy::database_phase(), policy::compute_phase()) {
+        (Ok(database), Ok(compute)) => Compiled { database, compute },
+        (Err(e), _) | (_, Err(e)) => {
             eprintln!("hubworker sandbox template: building the seccomp filters failed: {e}");
             return exit::SECCOMP;
         }
