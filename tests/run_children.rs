@@ -76,11 +76,26 @@ async fn execute(mut client: WorkerClient<Channel>, token: String, doc: String) 
     panic!("the stream ended without Finished or Error")
 }
 
-/// A run child in its database phase, seen from the host: not root (65534, the default
-/// `[sandbox] uid`, when the daemon is root; the daemon's own uid otherwise) in every uid
-/// field, every capability set empty, no_new_privs, seccomp filtering.
+/// A run child in its database phase, seen from the host, on every one of its threads
+/// (capabilities, and the seccomp state the kernel reports, belong to a thread): not root
+/// (65534, the default `[sandbox] uid`, when the daemon is root; the daemon's own uid
+/// otherwise) in every uid field, every capability set empty, no_new_privs, seccomp filtering.
 fn assert_unprivileged(pid: i32) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| t.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        tasks.contains(&pid.to_string()),
+        "threads of {pid}: {tasks:?}"
+    );
+    for tid in tasks {
+        assert_thread_unprivileged(pid, &tid);
+    }
+}
+
+fn assert_thread_unprivileged(pid: i32, tid: &str) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
     let field = |name: &str| -> Vec<String> {
         status
             .lines()
@@ -180,15 +195,14 @@ async fn run_children_outlive_threads_and_their_deaths_are_crashes_without_zombi
         long,
     ));
     let running = wait_children(&daemon, 1).await;
-    // Seen once its confinement is complete (the seccomp filter is its last step, before its
-    // query starts): a child found in the few milliseconds before has its user namespace's
-    // capabilities still (they are cleared once its root is built).
-    let confined = eventually(Duration::from_secs(20), || async {
-        std::fs::read_to_string(format!("/proc/{}/status", running[0]))
-            .is_ok_and(|s| s.lines().any(|l| l == "Seccomp:\t2"))
+    // Seen once its confinement is complete, which its query running proves (the child says
+    // `Ready` only then): a child found a few milliseconds before still has its user
+    // namespace's capabilities on its main thread (cleared once its root is built).
+    let confined = eventually(Duration::from_secs(20), || {
+        pg_running("count(*) + 0 AS n FROM generate_series(1, 30000)")
     })
     .await;
-    assert!(confined, "the run child never finished its confinement");
+    assert!(confined, "the run child's query never started");
     assert_unprivileged(running[0]);
     // Its own process group (what it lowers, every thread at once, as it exits), at the
     // normal priority while it runs.
