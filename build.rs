@@ -1,5 +1,6 @@
-//! Code generation only: compiles `proto/` with tonic/prost and writes the descriptor set for
-//! gRPC reflection. Uses the vendored `protoc` (no system install needed) and fails loudly.
+//! Code generation: compiles `proto/` with tonic/prost and writes the descriptor set for gRPC
+//! reflection (the vendored `protoc`: no system install needed; fails loudly). Linking: the
+//! sandbox children's code first in the binary (see `order_child_code`).
 
 use std::path::PathBuf;
 
@@ -32,5 +33,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &["proto/hubworker/sandbox/v1/sandbox.proto"],
             &["proto"],
         )?;
+    order_child_code();
     Ok(())
+}
+
+/// The sandbox children's code first in `.text` (issue 19): a forked child faults in every
+/// 64 KiB window of code it runs and unmaps them all at exit, so the functions it runs, listed
+/// in `src/sandbox/child_code.order` (`benches/code_order.py` makes and checks the list),
+/// are laid out together. Only where rustc links with its own lld (x86_64 Linux, unless the
+/// build chose its linker in RUSTFLAGS): other linkers do not take the option. A symbol the
+/// list names and the build lacks (a stale list) is skipped quietly: the layout, not the
+/// program, changes.
+fn order_child_code() {
+    let order = "src/sandbox/child_code.order";
+    println!("cargo:rerun-if-changed={order}");
+    println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
+    let target = std::env::var("TARGET").unwrap_or_default();
+    let rustflags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    if target != "x86_64-unknown-linux-gnu" || rustflags.contains("linker") {
+        return;
+    }
+    let Ok(dir) = std::env::var("CARGO_MANIFEST_DIR") else {
+        return;
+    };
+    let path = PathBuf::from(dir).join(order);
+    let shown = path.display().to_string();
+    // `-Wl,` splits at commas, and the driver's arguments at nothing else we could quote.
+    if path.is_file() && !shown.contains(',') {
+        println!("cargo:rustc-link-arg-bin=hubworker=-Wl,--symbol-ordering-file={shown}");
+        println!("cargo:rustc-link-arg-bin=hubworker=-Wl,--no-warn-symbol-ordering");
+    }
 }
