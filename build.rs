@@ -58,7 +58,7 @@ fn order_child_code() {
     };
     let path = PathBuf::from(dir).join(order);
     let shown = path.display().to_string();
-    // `-Wl,` splits at commas, and the driver's arguments at nothing else we could quote.
+    // `-Wl,` splits its argument at commas: under a path with one, the layout stays as it was.
     if path.is_file() && !shown.contains(',') {
         println!("cargo:rustc-link-arg-bin=hubworker=-Wl,--symbol-ordering-file={shown}");
         println!("cargo:rustc-link-arg-bin=hubworker=-Wl,--no-warn-symbol-ordering");
