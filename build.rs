@@ -40,17 +40,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// The sandbox children's code first in `.text` (issue 19): a forked child faults in every
 /// 64 KiB window of code it runs and unmaps them all at exit, so the functions it runs, listed
 /// in `src/sandbox/child_code.order` (`benches/code_order.py` makes and checks the list),
-/// are laid out together. Only where rustc links with its own lld (x86_64 Linux, unless the
-/// build chose its linker in RUSTFLAGS): other linkers do not take the option. A symbol the
-/// list names and the build lacks (a stale list) is skipped quietly: the layout, not the
-/// program, changes.
+/// are laid out together. Only where rustc links with its own lld: x86_64 Linux, unless the
+/// build chooses a linker (`target.<triple>.linker`, `-C linker=...`, `-fuse-ld=...`), since
+/// not every linker takes these options. A symbol the list names and the build lacks (a stale
+/// list) is skipped quietly: the layout changes, never the program.
 fn order_child_code() {
     let order = "src/sandbox/child_code.order";
     println!("cargo:rerun-if-changed={order}");
     println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
+    println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
     let target = std::env::var("TARGET").unwrap_or_default();
     let rustflags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
-    if target != "x86_64-unknown-linux-gnu" || rustflags.contains("linker") {
+    let own_linker = std::env::var_os("RUSTC_LINKER").is_some()
+        || rustflags.contains("linker")
+        || rustflags.contains("fuse-ld");
+    if target != "x86_64-unknown-linux-gnu" || own_linker {
         return;
     }
     let Ok(dir) = std::env::var("CARGO_MANIFEST_DIR") else {
