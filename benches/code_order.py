@@ -127,7 +127,8 @@ def cmd_regenerate(a):
         print(f"round {r + 1}: {summary(copy)}", file=sys.stderr)
         defined = text_symbols(copy)
         fresh = profile(copy, a.runs)
-        kept = [s for s in read_order(ORDER) if s in defined and s not in set(fresh)]
+        seen = set(fresh)
+        kept = [s for s in read_order(ORDER) if s in defined and s not in seen]
         write_order(ORDER, fresh + kept)
         os.remove(copy)
     subprocess.run(["cargo", "build", "--release", "--locked"], cwd=ROOT, check=True)
