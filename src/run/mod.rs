@@ -244,18 +244,37 @@ fn end_of_database_phase(
     inputs.close()
 }
 
-fn run_workflow(
-    wf: &Workflow,
-    connections: Vec<Connection>,
-    limits: &Limits,
-    control: &RunControl,
-    inputs: &mut dyn InputSource,
-    events: &mut dyn Events,
-) -> Result<RunTimings, TaskFailure> {
-    let started = Instant::now();
+/// One input a workflow loads: its node, connection, query and bound values.
+pub(crate) struct PlannedInput<'a> {
+    node: &'a str,
+    connection: &'a Connection,
+    query: &'a crate::sql::ReadOnlyQuery,
+    binds: Vec<crate::sql::Bind>,
+}
+
+impl PlannedInput<'_> {
+    /// The input as the task asks its source for it.
+    pub(crate) fn need(&self, limits: &Limits) -> Need<'_> {
+        Need {
+            node: self.node,
+            connection: self.connection,
+            query: self.query,
+            binds: &self.binds,
+            options: limits.query,
+        }
+    }
+}
+
+/// The inputs a workflow will load, in the order it loads them, once every connection is
+/// checked against its query's dialect and every query has its values: what a run child
+/// announces with `Ready` so that the daemon can answer before it asks.
+pub(crate) fn planned_inputs<'a>(
+    wf: &'a Workflow,
+    connections: &'a [Connection],
+) -> Result<Vec<PlannedInput<'a>>, TaskFailure> {
     // Every connection is checked before the first query runs.
     for (node, name, query) in wf.queries() {
-        let conn = find(&connections, name, Some(node))?;
+        let conn = find(connections, name, Some(node))?;
         if conn.target.dialect != query.dialect() {
             return Err(TaskFailure::DialectMismatch {
                 node: node.to_owned(),
@@ -267,34 +286,48 @@ fn run_workflow(
     if !wf.is_bound() {
         return Err(TaskFailure::Internal("a run without its parameter values"));
     }
+    wf.queries()
+        .map(|(node, name, query)| {
+            Ok(PlannedInput {
+                node,
+                connection: find(connections, name, Some(node))?,
+                query,
+                binds: wf
+                    .binds(query)
+                    .map_err(|_| TaskFailure::Internal("a query parameter without a value"))?,
+            })
+        })
+        .collect()
+}
+
+fn run_workflow(
+    wf: &Workflow,
+    connections: Vec<Connection>,
+    limits: &Limits,
+    control: &RunControl,
+    inputs: &mut dyn InputSource,
+    events: &mut dyn Events,
+) -> Result<RunTimings, TaskFailure> {
+    let started = Instant::now();
+    let planned = planned_inputs(wf, &connections)?;
     let mut frames = std::collections::HashMap::new();
-    for (node, name, query) in wf.queries() {
+    for input in &planned {
         control.check().map_err(TaskFailure::Engine)?;
-        let connection = find(&connections, name, Some(node))?;
-        let binds = wf
-            .binds(query)
-            .map_err(|_| TaskFailure::Internal("a query parameter without a value"))?;
         events.emit(RunEvent::Progress {
-            node: node.to_owned(),
+            node: input.node.to_owned(),
             tool: "sql".to_owned(),
             finished: false,
             rows: None,
         })?;
-        let need = Need {
-            node,
-            connection,
-            query,
-            binds: &binds,
-            options: limits.query,
-        };
-        let input = inputs.load(need, control)?;
+        let loaded = inputs.load(input.need(limits), control)?;
         events.emit(RunEvent::Input {
-            node: node.to_owned(),
-            rows: input.frame.height() as u64,
-            cached: input.cached,
+            node: input.node.to_owned(),
+            rows: loaded.frame.height() as u64,
+            cached: loaded.cached,
         })?;
-        frames.insert(node.to_owned(), input.frame);
+        frames.insert(input.node.to_owned(), loaded.frame);
     }
+    drop(planned);
     end_of_database_phase(connections, inputs)?;
     let load = started.elapsed();
 

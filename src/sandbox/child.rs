@@ -6,8 +6,8 @@
 //! root) → its own user, mount, IPC and UTS namespaces → an empty bounding set → read
 //! `Setup` → open the sealed credentials into locked, zeroizing buffers → an empty root
 //! holding only what the task's connections need → no capabilities left → non-dumpable →
-//! Landlock (database phase) → seccomp (database phase) → say `Ready` → load the inputs
-//! (asking the daemon's cache first) → drop the credentials and every key → Landlock and
+//! Landlock (database phase) → seccomp (database phase) → say `Ready`, listing the inputs
+//! → load them (the daemon's cache answers first) → drop the credentials and every key → Landlock and
 //! seccomp of the compute phase (no files, no sockets) → compute → send the outputs → exit.
 //! A daemon that closes the pipe instead of sending `Setup` gets a probe: the same
 //! confinement with nothing to hold, then `Ready`.
@@ -429,6 +429,15 @@ fn task(
         true,
         "allowlist; set-up calls taken away before Ready, then the compute phase's",
     ));
+    if let (Some(Ok(_)), Some(lost)) = (&prepared, unreachable.first()) {
+        prepared = Some(Err(needs::unreachable(&plan, lost, host_uid)));
+    }
+    let inputs = match &prepared {
+        Some(Ok((crate::run::Task::Run(wf), limits, connections))) => {
+            super::pipe::announce(wf, connections, limits)
+        }
+        _ => Vec::new(),
+    };
     let ready = from_child::Msg::Ready(Ready {
         confinements: states
             .iter()
@@ -439,6 +448,7 @@ fn task(
             })
             .collect(),
         landlock_abi: abi,
+        inputs: inputs.clone(),
     });
     if pipe.borrow_mut().send(ready).is_err() {
         return exit::PROTOCOL;
@@ -447,11 +457,8 @@ fn task(
     let Some(setup) = setup else {
         return exit::OK;
     };
-    if let (Some(Ok(_)), Some(lost)) = (&prepared, unreachable.first()) {
-        prepared = Some(Err(needs::unreachable(&plan, lost, host_uid)));
-    }
     let result = match prepared {
-        Some(Ok(p)) => perform(p, &setup, &pipe, fault, compiled),
+        Some(Ok(p)) => perform(p, &setup, &pipe, fault, inputs, compiled),
         Some(Err(f)) => Err(f),
         None => return exit::OK,
     };
@@ -510,6 +517,7 @@ fn perform<R: Read>(
     setup: &Setup,
     pipe: &Rc<RefCell<Pipe<R>>>,
     fault: Option<Fault>,
+    announced: Vec<pb::Need>,
     compiled: &Compiled,
 ) -> Result<RunTimings, TaskFailure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -524,6 +532,7 @@ fn perform<R: Read>(
         compute_fault: super::fault::compute_phase(fault),
         compute_filter: compiled.compute.clone(),
         cache_entry_max_bytes: setup.cache_entry_max_bytes,
+        announced: announced.into(),
     };
     let mut events = PipeEvents { pipe: pipe.clone() };
     crate::run::execute(

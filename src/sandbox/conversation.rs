@@ -136,13 +136,22 @@ pub(super) async fn converse(
     let sent = wire::write_async(stdin, &frame.0).await;
     drop(frame);
     sent.map_err(|_| End::Gone)?;
-    match next(&mut frames).await? {
-        from_child::Msg::Ready(r) => {
+    let announced = match next(&mut frames).await? {
+        from_child::Msg::Ready(mut r) => {
+            let announced = std::mem::take(&mut r.inputs);
             if !ready(r) {
                 return Err(End::Refused);
             }
+            announced
         }
         _ => return Err(End::Protocol("no Ready first".into())),
+    };
+    // The inputs `Ready` listed are answered now, while the child starts its task: it asks
+    // for none of them.
+    for need in announced {
+        if let Err(end) = answer_need(stdin, &mut frames, task, need).await {
+            return Err(failure_or(end, &mut frames).await);
+        }
     }
 
     let mut output_bytes: u64 = 0;
@@ -174,10 +183,14 @@ pub(super) async fn converse(
     }
 }
 
-/// Has the child run a query; its `Loaded` answer (rows only if `send_back`).
+/// Has the child run a query; its `Loaded` answer (rows only if `send_back`). An input
+/// `Ready` listed is asked for before the child reports its start: the database phase's
+/// events that come first (this node's `Progress`, an earlier cached input's `Input`) are
+/// passed on meanwhile.
 async fn fetch(
     stdin: &mut pipe::Sender,
     frames: &mut Frames,
+    task: &Context<'_>,
     node: &str,
     send_back: bool,
 ) -> Result<crate::proto::sandbox::Loaded, End> {
@@ -189,11 +202,34 @@ async fn fetch(
         }),
     )
     .await?;
-    match next(frames).await? {
-        from_child::Msg::Loaded(l) if l.node == node => Ok(l),
-        from_child::Msg::Failure(f) => Err(End::Failed(message::failure_of(f))),
-        _ => Err(End::Protocol("expected Loaded".into())),
+    loop {
+        match next(frames).await? {
+            from_child::Msg::Loaded(l) if l.node == node => return Ok(l),
+            from_child::Msg::Failure(f) => return Err(End::Failed(message::failure_of(f))),
+            msg @ (from_child::Msg::Progress(_) | from_child::Msg::Input(_)) => {
+                match message::event_of(msg) {
+                    Ok(event) => emit(task, event).await?,
+                    Err(_) => return Err(End::Protocol("a frame out of turn".into())),
+                }
+            }
+            _ => return Err(End::Protocol("expected Loaded".into())),
+        }
     }
+}
+
+/// A conversation that broke while the daemon answered a listed input: the child may have
+/// failed first (say, a connection its root could not hold) and left before reading the
+/// answer. Its `Failure`, if it sent one, is the run's report.
+async fn failure_or(end: End, frames: &mut Frames) -> End {
+    if !matches!(end, End::Gone) {
+        return end;
+    }
+    while let Ok(msg) = next(frames).await {
+        if let from_child::Msg::Failure(f) = msg {
+            return End::Failed(message::failure_of(f));
+        }
+    }
+    End::Gone
 }
 
 /// Puts one event in the run's bounded channel (waiting for room). The channel is closed
@@ -234,7 +270,7 @@ async fn answer_need(
         .try_into()
         .map_err(|_| End::Protocol("a fingerprint of the wrong size".into()))?;
     if task.mode == CacheMode::Bypass || ttl.is_zero() {
-        fetch(stdin, frames, &node, false).await?;
+        fetch(stdin, frames, task, &node, false).await?;
         return Ok(());
     }
     let key = CacheKey::new(fingerprint, &need.connection, &need.query, &need.binds);
@@ -244,7 +280,7 @@ async fn answer_need(
     let too_large = std::sync::atomic::AtomicBool::new(false);
     let loaded = {
         let load = async {
-            match fetch_rows(stdin, frames, &node).await {
+            match fetch_rows(stdin, frames, task, &node).await {
                 Ok(Some(rows)) => Ok(rows),
                 Ok(None) => {
                     too_large.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -278,7 +314,7 @@ async fn answer_need(
                     node = %node,
                     "the run this one waited on failed to load a shared input: loading it here"
                 );
-                fetch(stdin, frames, &node, false).await.map(|_| ())
+                fetch(stdin, frames, task, &node, false).await.map(|_| ())
             }
         },
     }
@@ -293,9 +329,10 @@ struct LoadFailed;
 async fn fetch_rows(
     stdin: &mut pipe::Sender,
     frames: &mut Frames,
+    task: &Context<'_>,
     node: &str,
 ) -> Result<Option<Rows>, End> {
-    let loaded = fetch(stdin, frames, node, true).await?;
+    let loaded = fetch(stdin, frames, task, node, true).await?;
     if loaded.too_large_to_cache {
         return Ok(None);
     }

@@ -36,6 +36,8 @@ pub(crate) mod policy;
 mod spawner;
 pub mod template;
 #[cfg(test)]
+mod tests_conversation;
+#[cfg(test)]
 mod tests_wire;
 mod warm;
 pub(crate) mod wire;

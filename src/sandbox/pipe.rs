@@ -87,6 +87,40 @@ pub(super) struct PipeSource<R: Read> {
     pub(super) compute_filter: seccompiler::BpfProgram,
     /// The largest result the daemon's cache keeps: a larger one is not sent back.
     pub(super) cache_entry_max_bytes: u64,
+    /// The inputs `Ready` listed and not loaded yet, in order: the daemon answers them
+    /// without a `Need`.
+    pub(super) announced: std::collections::VecDeque<NeedFrame>,
+}
+
+/// One input as the daemon's cache keys it (the `Need` frame, also listed in `Ready`).
+pub(super) fn need_frame(need: &Need<'_>) -> Result<NeedFrame, TaskFailure> {
+    let fingerprint = need
+        .connection
+        .fingerprint
+        .ok_or(TaskFailure::Internal("a connection without a fingerprint"))?;
+    Ok(NeedFrame {
+        node: need.node.to_owned(),
+        fingerprint: fingerprint.to_vec(),
+        connection: need.connection.name.clone(),
+        query: need.query.sql().to_owned(),
+        binds: crate::sql::Bind::key_text(need.binds),
+    })
+}
+
+/// The inputs a workflow will load, as `Ready` lists them (none where its checks fail: the
+/// task then fails the same way before it loads anything).
+pub(super) fn announce(
+    wf: &crate::workflow::Workflow,
+    connections: &[crate::run::Connection],
+    limits: &crate::run::Limits,
+) -> Vec<NeedFrame> {
+    let listed = crate::run::planned_inputs(wf, connections).and_then(|planned| {
+        planned
+            .iter()
+            .map(|input| need_frame(&input.need(limits)))
+            .collect()
+    });
+    listed.unwrap_or_default()
 }
 
 impl<R: Read> PipeSource<R> {
@@ -104,19 +138,19 @@ impl<R: Read> PipeSource<R> {
 
 impl<R: Read> InputSource for PipeSource<R> {
     fn load(&mut self, need: Need<'_>, control: &RunControl) -> Result<Input, TaskFailure> {
-        let fingerprint = need
-            .connection
-            .fingerprint
-            .ok_or(TaskFailure::Internal("a connection without a fingerprint"))?;
+        let frame = need_frame(&need)?;
+        // An input `Ready` listed is answered without a `Need` (the answer is on its way, or
+        // already in the pipe); the list and the loads come from the same plan, in one order.
+        let ask = match self.announced.pop_front() {
+            None => Some(frame),
+            Some(listed) if listed == frame => None,
+            Some(_) => return Err(self.out_of_turn()),
+        };
         let answer = {
             let mut pipe = self.pipe.borrow_mut();
-            pipe.send(from_child::Msg::Need(NeedFrame {
-                node: need.node.to_owned(),
-                fingerprint: fingerprint.to_vec(),
-                connection: need.connection.name.clone(),
-                query: need.query.sql().to_owned(),
-                binds: crate::sql::Bind::key_text(need.binds),
-            }))?;
+            if let Some(frame) = ask {
+                pipe.send(from_child::Msg::Need(frame))?;
+            }
             match pipe.read()? {
                 Some(crate::proto::sandbox::to_child::Msg::Answer(a)) if a.node == need.node => {
                     a.answer

@@ -9,6 +9,25 @@ use super::fuzzing::{child_reads, daemon_reads};
 use super::wire::{self, WireError};
 use crate::proto::sandbox::{self as pb, FromChild, ToChild, from_child, to_child};
 
+/// An input as a child names it, with arbitrary contents.
+fn need() -> impl Strategy<Value = pb::Need> {
+    let text = || ".{0,40}";
+    (
+        text(),
+        proptest::collection::vec(any::<u8>(), 0..40),
+        text(),
+        text(),
+        text(),
+    )
+        .prop_map(|(node, fingerprint, connection, query, binds)| pb::Need {
+            node,
+            fingerprint,
+            connection,
+            query,
+            binds,
+        })
+}
+
 /// Every frame a child can send, with arbitrary contents.
 fn from_child_msg() -> impl Strategy<Value = from_child::Msg> {
     let text = || ".{0,40}";
@@ -16,28 +35,24 @@ fn from_child_msg() -> impl Strategy<Value = from_child::Msg> {
     prop_oneof![
         (
             proptest::collection::vec((text(), any::<bool>(), text()), 0..4),
-            any::<u32>()
+            any::<u32>(),
+            proptest::collection::vec(need(), 0..3)
         )
-            .prop_map(|(states, landlock_abi)| from_child::Msg::Ready(pb::Ready {
-                confinements: states
-                    .into_iter()
-                    .map(|(name, active, detail)| pb::Confinement {
-                        name,
-                        active,
-                        detail
-                    })
-                    .collect(),
-                landlock_abi,
-            })),
-        (text(), bytes(), text(), text()).prop_map(|(node, fingerprint, connection, query)| {
-            from_child::Msg::Need(pb::Need {
-                node,
-                fingerprint,
-                connection,
-                query,
-                binds: String::new(),
-            })
-        }),
+            .prop_map(
+                |(states, landlock_abi, inputs)| from_child::Msg::Ready(pb::Ready {
+                    confinements: states
+                        .into_iter()
+                        .map(|(name, active, detail)| pb::Confinement {
+                            name,
+                            active,
+                            detail
+                        })
+                        .collect(),
+                    landlock_abi,
+                    inputs,
+                })
+            ),
+        need().prop_map(from_child::Msg::Need),
         (text(), any::<u64>(), bytes(), any::<bool>()).prop_map(
             |(node, rows, arrow_ipc, too_large_to_cache)| {
                 from_child::Msg::Loaded(pb::Loaded {

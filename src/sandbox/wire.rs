@@ -125,6 +125,7 @@ mod tests {
                     detail: String::new(),
                 }],
                 landlock_abi: 6,
+                inputs: Vec::new(),
             })),
         }
     }
